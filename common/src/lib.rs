@@ -1,0 +1,8 @@
+//! Types shared by every zoe component: the ZApp model (Zoe's application
+//! description, format 3) with its validation and expansion, resource units,
+//! image references, and (later) the wire protocol between agents and
+//! coordinators. Nothing here does I/O.
+
+pub mod image;
+pub mod resources;
+pub mod zapp;

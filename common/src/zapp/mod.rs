@@ -1,0 +1,179 @@
+//! ZApp format 3: Zoe's application description.
+//!
+//! The types mirror Zoe's JSON exactly (field names, nullability, optional
+//! keys) so that a Zoe ZApp loads unchanged and an accepted description
+//! serialises back to an equivalent document. Resources are held in integer
+//! units (millicores, bytes). Validation lives in [`validate`]: it walks the
+//! raw JSON and reports every problem at once, each with a JSON pointer.
+
+mod expand;
+pub mod template;
+mod validate;
+
+pub use expand::{Instance, expand};
+pub use validate::{Issue, ParseError, Report, parse, validate_value};
+
+use crate::resources::Millicores;
+use serde::{Deserialize, Serialize};
+
+/// The only format version zoe reads.
+pub const FORMAT_VERSION: u32 = 3;
+/// Cores reserved for a service whose `cores.min` is `null` (Zoe's default).
+pub const DEFAULT_CORES_MIN: Millicores = Millicores(100);
+/// Largest `total_count` of one service group: an execution's instances all
+/// live in the replicated state, so an unbounded count is a denial of service.
+pub const MAX_TOTAL_COUNT: u32 = 10_000;
+/// Where the user's workspace is mounted; ZApp volumes may not shadow it.
+pub const WORKSPACE_MOUNT: &str = "/mnt/workspace";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZApp {
+    pub name: String,
+    pub version: u32,
+    pub will_end: bool,
+    pub size: u64,
+    pub services: Vec<ServiceGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceGroup {
+    pub name: String,
+    pub image: String,
+    pub monitor: bool,
+    pub essential_count: u32,
+    pub total_count: u32,
+    pub startup_order: i64,
+    pub resources: Resources,
+    pub environment: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    /// `None` runs the image's own entrypoint and command.
+    pub command: Option<String>,
+    pub ports: Vec<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub memory: MemoryRange,
+    pub cores: CoresRange,
+    /// Size of `/dev/shm` in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryRange {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoresRange {
+    pub min: Option<Millicores>,
+    pub max: Option<Millicores>,
+}
+
+/// `[NAME, VALUE]`; the value is a template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar(pub String, pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// Mounted at `/mnt/<name>` in the container.
+    pub name: String,
+    /// Absolute path on the host.
+    pub path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub name: String,
+    pub port_number: u16,
+    pub protocol: Protocol,
+    pub url_template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<bool>,
+}
+
+impl ZApp {
+    /// Zoe's DYNSIZE starting size: Σ cores.min × Σ memory.min over all
+    /// instances (cores in whole cores, as Zoe multiplied floats).
+    pub fn dynsize(&self) -> f64 {
+        let cores: u64 = self.services.iter().map(|s| u64::from(s.cores_min().0) * u64::from(s.total_count)).sum();
+        let mem: u64 = self.services.iter().map(|s| s.memory_min() * u64::from(s.total_count)).sum();
+        (cores as f64 / 1000.0) * mem as f64
+    }
+
+    /// Minimum cores and memory of the essential part (what must fit to start).
+    pub fn essential_reservation(&self) -> (Millicores, u64) {
+        self.reservation(|s| s.essential_count)
+    }
+
+    /// Minimum cores and memory of every instance, elastic ones included.
+    pub fn total_reservation(&self) -> (Millicores, u64) {
+        self.reservation(|s| s.total_count)
+    }
+
+    fn reservation(&self, count: impl Fn(&ServiceGroup) -> u32) -> (Millicores, u64) {
+        let cores = self.services.iter().map(|s| Millicores(s.cores_min().0.saturating_mul(count(s)))).sum();
+        let mem = self.services.iter().map(|s| s.memory_min().saturating_mul(u64::from(count(s)))).sum();
+        (cores, mem)
+    }
+}
+
+impl ServiceGroup {
+    /// Cores the scheduler reserves for one instance.
+    pub fn cores_min(&self) -> Millicores {
+        self.resources.cores.min.unwrap_or(DEFAULT_CORES_MIN)
+    }
+
+    /// Memory the scheduler reserves for one instance (`null` reserves nothing).
+    pub fn memory_min(&self) -> u64 {
+        self.resources.memory.min.unwrap_or(0)
+    }
+
+    /// Hard memory limit of the container: `max` when given, else `min`
+    /// (Zoe always used `min` and ignored `max`). `None` = unlimited.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.resources.memory.max.or(self.resources.memory.min)
+    }
+
+    pub fn labels(&self) -> &[String] {
+        self.labels.as_deref().unwrap_or(&[])
+    }
+
+    pub fn elastic_count(&self) -> u32 {
+        self.total_count - self.essential_count
+    }
+}
