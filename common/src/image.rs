@@ -62,7 +62,10 @@ impl ImageRef {
         }
         let (domain, path) = match name.split_once('/') {
             Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 check_domain(first)?;
                 (Some(first.to_string()), rest)
@@ -171,7 +174,11 @@ fn check_domain(d: &str) -> Result<(), ImageRefError> {
 
 /// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
 fn check_path_component(c: &str) -> Result<(), ImageRefError> {
-    let bad = || err(format!("repository path component `{c}` must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes"));
+    let bad = || {
+        err(format!(
+            "repository path component `{c}` must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes"
+        ))
+    };
     if c.is_empty() {
         return err("repository path has an empty component");
     }
@@ -222,7 +229,9 @@ fn check_digest(d: &str) -> Result<(), ImageRefError> {
         return err(format!("digest `{d}` must be `algorithm:hex`"));
     };
     let alg_ok = !alg.is_empty()
-        && alg.split(['+', '.', '_', '-']).all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        && alg
+            .split(['+', '.', '_', '-'])
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     if !alg_ok {
         return err(format!("digest algorithm `{alg}` is malformed"));
     }

@@ -97,11 +97,7 @@ impl fmt::Display for Millicores {
 /// Serialised as Zoe's cores: a JSON number, an integer when whole.
 impl Serialize for Millicores {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1000 == 0 {
-            s.serialize_u64(u64::from(self.0 / 1000))
-        } else {
-            s.serialize_f64(self.as_cores())
-        }
+        if self.0 % 1000 == 0 { s.serialize_u64(u64::from(self.0 / 1000)) } else { s.serialize_f64(self.as_cores()) }
     }
 }
 

@@ -1,1 +1,4 @@
-//! placeholder
+//! zoe's coordinator: the replicated state, Raft, the scheduler and the REST
+//! API. It reaches nodes only through agents; it never touches containerd.
+
+pub mod state;

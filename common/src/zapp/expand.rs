@@ -49,7 +49,14 @@ mod tests {
         let names: Vec<_> = inst.iter().map(|i| (i.name.as_str(), i.essential)).collect();
         assert_eq!(
             names,
-            [("head0", true), ("worker0", true), ("worker1", true), ("worker2", false), ("worker3", false), ("worker4", false)]
+            [
+                ("head0", true),
+                ("worker0", true),
+                ("worker1", true),
+                ("worker2", false),
+                ("worker3", false),
+                ("worker4", false)
+            ]
         );
     }
 }

@@ -179,7 +179,13 @@ mod tests {
     #[test]
     fn parses_and_renders() {
         let t = Template::parse("spark://{dns_name#master0}:7077 by {user_name} {{x}}").unwrap();
-        let ctx = EnvContext { user_name: "ada", execution_id: 42, execution_name: "e", deployment_name: "prod", instance: "worker0" };
+        let ctx = EnvContext {
+            user_name: "ada",
+            execution_id: 42,
+            execution_name: "e",
+            deployment_name: "prod",
+            instance: "worker0",
+        };
         assert_eq!(t.render(|p| ctx.value(p)), "spark://master0.42.zoe:7077 by ada {x}");
         let t = Template::parse("{dns_name#self}/{execution_id}/{execution_name}/{deployment_name}").unwrap();
         assert_eq!(t.render(|p| ctx.value(p)), "worker0.42.zoe/42/e/prod");

@@ -9,7 +9,8 @@
 
 use super::template::{Placeholder, Template};
 use super::{
-    CoresRange, EnvVar, FORMAT_VERSION, MAX_TOTAL_COUNT, MemoryRange, Port, Protocol, Resources, ServiceGroup, Volume, ZApp,
+    CoresRange, EnvVar, FORMAT_VERSION, MAX_TOTAL_COUNT, MemoryRange, Port, Protocol, Resources, ServiceGroup, Volume,
+    ZApp,
 };
 use crate::image::ImageRef;
 use crate::resources::Millicores;
@@ -139,7 +140,13 @@ impl Checker {
     }
 
     /// Checks that `v` is an object with the required keys and no others.
-    fn object<'a>(&mut self, v: &'a Value, path: &str, required: &[&str], optional: &[&str]) -> Option<&'a Map<String, Value>> {
+    fn object<'a>(
+        &mut self,
+        v: &'a Value,
+        path: &str,
+        required: &[&str],
+        optional: &[&str],
+    ) -> Option<&'a Map<String, Value>> {
         let Value::Object(m) = v else {
             self.err(path, format!("must be an object, not {}", type_name(v)));
             return None;
@@ -244,7 +251,10 @@ impl Checker {
             Some(v) => match self.integer_value(v, "/version", 0, i128::from(u32::MAX)) {
                 Some(n) if n == i128::from(FORMAT_VERSION) => Some(FORMAT_VERSION),
                 Some(n) => {
-                    self.err("/version", format!("unsupported ZApp format version {n}; zoe reads version {FORMAT_VERSION}"));
+                    self.err(
+                        "/version",
+                        format!("unsupported ZApp format version {n}; zoe reads version {FORMAT_VERSION}"),
+                    );
                     return None;
                 }
                 None => None,
@@ -497,7 +507,12 @@ impl Checker {
             let ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ident {
-                self.err(at(&p, 0), format!("`{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"));
+                self.err(
+                    at(&p, 0),
+                    format!(
+                        "`{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
+                    ),
+                );
                 ok = false;
             }
             if let Some(first) = seen.insert(name, i) {
@@ -531,9 +546,15 @@ impl Checker {
             let host = self.string(vm, "path", &p);
             let ro = self.boolean(vm, "read_only", &p);
             if let Some(n) = name {
-                let valid = !n.is_empty() && n != "." && n != ".." && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                let valid = !n.is_empty()
+                    && n != "."
+                    && n != ".."
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
                 if !valid {
-                    self.err(join(&p, "name"), "must be a name of letters, digits, `-`, `_` and `.` (it is mounted at /mnt/<name>)");
+                    self.err(
+                        join(&p, "name"),
+                        "must be a name of letters, digits, `-`, `_` and `.` (it is mounted at /mnt/<name>)",
+                    );
                     ok = false;
                 } else if format!("/mnt/{n}") == super::WORKSPACE_MOUNT {
                     self.err(join(&p, "name"), "`workspace` is reserved for the user's workspace");
@@ -556,7 +577,9 @@ impl Checker {
                 }
             }
             match (name, host, ro) {
-                (Some(n), Some(h), Some(r)) => out.push(Volume { name: n.to_string(), path: h.to_string(), read_only: r }),
+                (Some(n), Some(h), Some(r)) => {
+                    out.push(Volume { name: n.to_string(), path: h.to_string(), read_only: r })
+                }
                 _ => ok = false,
             }
         }
@@ -598,7 +621,12 @@ impl Checker {
                     Ok(t) => {
                         for ph in t.placeholders() {
                             if !matches!(ph, Placeholder::IpPort | Placeholder::ProxyPath) {
-                                self.err(join(&p, "url_template"), format!("{ph} cannot be used here; a URL template knows {{ip_port}} and {{proxy_path}}"));
+                                self.err(
+                                    join(&p, "url_template"),
+                                    format!(
+                                        "{ph} cannot be used here; a URL template knows {{ip_port}} and {{proxy_path}}"
+                                    ),
+                                );
                                 ok = false;
                             }
                         }
@@ -616,7 +644,10 @@ impl Checker {
             if let (Some(n), Some(pr)) = (number, protocol)
                 && let Some(first) = seen.insert((n, pr), i)
             {
-                self.err(join(&p, "port_number"), format!("port {n}/{} is already declared at {}", pr.as_str(), at(&base, first)));
+                self.err(
+                    join(&p, "port_number"),
+                    format!("port {n}/{} is already declared at {}", pr.as_str(), at(&base, first)),
+                );
                 ok = false;
             }
             match (name, number, protocol, url, proxy) {
@@ -642,7 +673,9 @@ impl Checker {
         for (i, item) in list.iter().enumerate() {
             let p = at(&base, i);
             match item {
-                Value::String(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+                Value::String(s)
+                    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
                     if !seen.insert(s.as_str()) {
                         self.err(&p, format!("label `{s}` is listed twice"));
                         ok = false;
@@ -671,7 +704,10 @@ impl Checker {
             if let Some(n) = raw_name(v)
                 && let Some(first) = names.insert(n.clone(), i)
             {
-                self.err(join(&at("/services", i), "name"), format!("service `{n}` is already defined at /services/{first}"));
+                self.err(
+                    join(&at("/services", i), "name"),
+                    format!("service `{n}` is already defined at /services/{first}"),
+                );
             }
         }
         let any_monitor = list.iter().any(|v| v.get("monitor") == Some(&Value::Bool(true)));
@@ -687,8 +723,11 @@ impl Checker {
             };
             for k in 0..t.min(u64::from(MAX_TOTAL_COUNT)) {
                 let inst = format!("{n}{k}");
+                // Same-named groups are reported above; only distinct names
+                // that collide after numbering are news.
                 if let Some(first) = instances.insert(inst.clone(), i)
                     && first != i
+                    && raw_name(&list[first]).as_deref() != Some(n.as_str())
                 {
                     self.err(
                         join(&at("/services", i), "name"),
@@ -706,7 +745,13 @@ impl Checker {
                     let p = format!("/services/{i}/environment/{j}/1");
                     match ph {
                         Placeholder::DnsName(inst) if !instances.contains_key(inst) => {
-                            self.err(p, format!("{ph} names no instance of this ZApp (instances are named <service><n>, e.g. {}0)", g.name));
+                            self.err(
+                                p,
+                                format!(
+                                    "{ph} names no instance of this ZApp (instances are named <service><n>, e.g. {}0)",
+                                    g.name
+                                ),
+                            );
                         }
                         Placeholder::IpPort | Placeholder::ProxyPath => {
                             self.err(p, format!("{ph} is only known in a port's url_template"));

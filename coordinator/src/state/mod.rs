@@ -1,0 +1,832 @@
+//! The replicated state model: every record zoe keeps, and every change as a
+//! [`Command`]. `State::apply` is deterministic and free of I/O and clocks
+//! (times travel inside commands, stamped by the leader), so every replica
+//! that applies the same log reaches the same state. A refused command
+//! changes nothing: each handler checks everything before it mutates.
+
+pub mod execution;
+pub mod node;
+pub mod plan;
+pub mod service;
+pub mod user;
+
+pub use execution::{AfterCleanup, Execution, ExecutionId, ExecutionStatus};
+pub use node::{Capacity, Drain, Node, NodeStatus, Registration};
+pub use plan::{Placement, Plan};
+pub use service::{BackendStatus, PublishedPort, Service, ServiceId, ServiceStatus};
+pub use user::{Capabilities, Quota, QuotaId, Role, RoleId, User, UserId};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use zoe_common::resources::Millicores;
+use zoe_common::zapp::{ZApp, expand};
+
+/// Milliseconds since the Unix epoch, stamped by the leader.
+pub type Millis = u64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Next id to hand out; ids are never reused.
+    pub next_id: u64,
+    pub executions: BTreeMap<ExecutionId, Execution>,
+    pub services: BTreeMap<ServiceId, Service>,
+    pub nodes: BTreeMap<String, Node>,
+    pub users: BTreeMap<UserId, User>,
+    pub roles: BTreeMap<RoleId, Role>,
+    pub quotas: BTreeMap<QuotaId, Quota>,
+    /// Cluster-wide settings (cluster name, bootstrap token hash, ...).
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            next_id: user::FIRST_FREE_ID,
+            executions: BTreeMap::new(),
+            services: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            users: BTreeMap::new(),
+            roles: user::builtin_roles().into_iter().map(|r| (r.id, r)).collect(),
+            quotas: [user::builtin_quota()].into_iter().map(|q| (q.id, q)).collect(),
+            meta: BTreeMap::new(),
+        }
+    }
+}
+
+/// One change to the state: one Raft log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Sets a cluster-wide setting.
+    SetMeta {
+        key: String,
+        value: String,
+    },
+
+    /// A new execution with its service instances (status `submitted`).
+    SubmitExecution {
+        name: String,
+        owner: String,
+        description: ZApp,
+        size: f64,
+        time: Millis,
+    },
+    /// The leader accepted a submission into its queue.
+    QueueExecution {
+        id: ExecutionId,
+        time: Millis,
+    },
+    /// Ends an execution that never started (e.g. it can never fit).
+    RejectExecution {
+        id: ExecutionId,
+        reason: String,
+        time: Millis,
+    },
+    /// Stops an execution: its containers are stopped, then it ends as `after`.
+    TerminateExecution {
+        id: ExecutionId,
+        reason: String,
+        after: AfterCleanup,
+        time: Millis,
+    },
+    /// Removes an ended execution and its services.
+    DeleteExecution {
+        id: ExecutionId,
+    },
+    /// A scheduler decision, whatever its size: one log entry.
+    ApplyPlan(Plan),
+
+    /// The agent started the service's container.
+    ServiceStarted {
+        id: ServiceId,
+        container_id: String,
+        ip_address: Option<String>,
+        ports: Vec<PublishedPort>,
+        time: Millis,
+    },
+    /// The agent could not start it. `retry_at` is set for a transient failure
+    /// that should be retried (the leader's backoff); `None` means fatal.
+    ServiceStartFailed {
+        id: ServiceId,
+        message: String,
+        retry_at: Option<Millis>,
+        time: Millis,
+    },
+    /// The container exited on its own.
+    ServiceExited {
+        id: ServiceId,
+        container_id: String,
+        exit_code: Option<i32>,
+        oom_killed: bool,
+        reason: String,
+        time: Millis,
+    },
+    /// The container was stopped at zoe's request and is gone.
+    ServiceStopped {
+        id: ServiceId,
+        container_id: String,
+        time: Millis,
+    },
+
+    RegisterNode {
+        registration: Registration,
+        time: Millis,
+    },
+    SetNodeStatus {
+        name: String,
+        status: NodeStatus,
+        time: Millis,
+    },
+    SetNodeEligibility {
+        name: String,
+        eligible: bool,
+    },
+    SetNodeDrain {
+        name: String,
+        drain: Option<Drain>,
+    },
+
+    CreateUser {
+        user: User,
+    },
+    UpdateUser {
+        user: User,
+    },
+    DeleteUser {
+        id: UserId,
+    },
+    CreateRole {
+        role: Role,
+    },
+    UpdateRole {
+        role: Role,
+    },
+    DeleteRole {
+        id: RoleId,
+    },
+    CreateQuota {
+        quota: Quota,
+    },
+    UpdateQuota {
+        quota: Quota,
+    },
+    DeleteQuota {
+        id: QuotaId,
+    },
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    /// A new record's id.
+    Created(u64),
+}
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("illegal transition of {what}: {from} -> {to}")]
+    IllegalTransition { what: String, from: String, to: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid command: {0}")]
+    Invalid(String),
+}
+
+fn not_found(what: impl std::fmt::Display) -> StateError {
+    StateError::NotFound(what.to_string())
+}
+
+impl State {
+    pub fn apply(&mut self, cmd: &Command) -> Result<Applied, StateError> {
+        match cmd {
+            Command::SetMeta { key, value } => {
+                self.meta.insert(key.clone(), value.clone());
+                Ok(Applied::Done)
+            }
+            Command::SubmitExecution { name, owner, description, size, time } => {
+                self.submit(name, owner, description, *size, *time)
+            }
+            Command::QueueExecution { id, time } => {
+                let e = self.execution_mut(*id)?;
+                e.set_status(ExecutionStatus::Queued)?;
+                e.last_scheduled.get_or_insert(*time);
+                Ok(Applied::Done)
+            }
+            Command::RejectExecution { id, reason, time } => {
+                let e = self.execution_mut(*id)?;
+                if e.status != ExecutionStatus::Submitted && e.status != ExecutionStatus::Queued {
+                    return Err(StateError::Conflict(format!(
+                        "execution {id} is {}, only a waiting execution can be rejected",
+                        e.status
+                    )));
+                }
+                e.set_status(ExecutionStatus::Error)?;
+                e.error_message = Some(reason.clone());
+                e.time_end = Some(*time);
+                Ok(Applied::Done)
+            }
+            Command::TerminateExecution { id, reason, after, time } => self.terminate(*id, reason, *after, *time),
+            Command::DeleteExecution { id } => {
+                let e = self.execution(*id)?;
+                if !e.status.is_ended() {
+                    return Err(StateError::Conflict(format!(
+                        "execution {id} is {}; terminate it before deleting it",
+                        e.status
+                    )));
+                }
+                let e = self.executions.remove(id).expect("checked");
+                for s in e.services {
+                    self.services.remove(&s);
+                }
+                Ok(Applied::Done)
+            }
+            Command::ApplyPlan(plan) => self.apply_plan(plan),
+            Command::ServiceStarted { id, container_id, ip_address, ports, time } => {
+                let s = self.service_mut(*id)?;
+                if s.status != ServiceStatus::Starting || s.container_id.as_deref() != Some(container_id) {
+                    return Err(StateError::Conflict(format!(
+                        "service {id} is {} with container {:?}; a start report for {container_id} is stale",
+                        s.status, s.container_id
+                    )));
+                }
+                s.set_status(ServiceStatus::Active)?;
+                s.backend_status = BackendStatus::Started;
+                s.ip_address = ip_address.clone();
+                s.ports = ports.clone();
+                s.time_start = Some(*time);
+                s.error_message = None;
+                let exec_id = s.execution_id;
+                self.maybe_running(exec_id, *time);
+                Ok(Applied::Done)
+            }
+            Command::ServiceStartFailed { id, message, retry_at, time } => {
+                self.start_failed(*id, message, *retry_at, *time)
+            }
+            Command::ServiceExited { id, container_id, exit_code, oom_killed, reason, time } => {
+                self.exited(*id, container_id, *exit_code, *oom_killed, reason, *time)
+            }
+            Command::ServiceStopped { id, container_id, time } => {
+                let s = self.service_mut(*id)?;
+                if s.container_id.as_deref() != Some(container_id) || !s.status.may_hold_container() {
+                    // Stopping is idempotent: a late report for a container
+                    // already accounted for changes nothing.
+                    return Ok(Applied::Done);
+                }
+                s.set_status(ServiceStatus::Inactive)?;
+                s.backend_status = BackendStatus::Destroyed;
+                s.time_end = Some(*time);
+                s.ip_address = None;
+                s.ports.clear();
+                let exec_id = s.execution_id;
+                self.maybe_cleaned_up(exec_id, *time);
+                Ok(Applied::Done)
+            }
+            Command::RegisterNode { registration, time } => {
+                let r = registration;
+                match self.nodes.get_mut(&r.name) {
+                    Some(n) => {
+                        n.addresses = r.addresses.clone();
+                        n.capacity = r.capacity;
+                        n.labels = r.labels.clone();
+                        n.containerd_version = r.containerd_version.clone();
+                        n.cgroup_mode = r.cgroup_mode.clone();
+                        n.images = r.images.clone();
+                        n.status = NodeStatus::Ready;
+                        n.last_registration = *time;
+                    }
+                    None => {
+                        self.nodes.insert(
+                            r.name.clone(),
+                            Node {
+                                name: r.name.clone(),
+                                addresses: r.addresses.clone(),
+                                capacity: r.capacity,
+                                labels: r.labels.clone(),
+                                eligible: true,
+                                status: NodeStatus::Ready,
+                                drain: None,
+                                first_registration: *time,
+                                last_registration: *time,
+                                containerd_version: r.containerd_version.clone(),
+                                cgroup_mode: r.cgroup_mode.clone(),
+                                images: r.images.clone(),
+                            },
+                        );
+                    }
+                }
+                Ok(Applied::Done)
+            }
+            Command::SetNodeStatus { name, status, .. } => {
+                self.node_mut(name)?.status = *status;
+                Ok(Applied::Done)
+            }
+            Command::SetNodeEligibility { name, eligible } => {
+                self.node_mut(name)?.eligible = *eligible;
+                Ok(Applied::Done)
+            }
+            Command::SetNodeDrain { name, drain } => {
+                let n = self.node_mut(name)?;
+                if drain.is_some() {
+                    // Nomad: a draining node is ineligible, and stays so after.
+                    n.eligible = false;
+                }
+                n.drain = drain.clone();
+                Ok(Applied::Done)
+            }
+            Command::CreateUser { user } => {
+                self.check_user(user, None)?;
+                let id = self.take_id();
+                self.users.insert(id, User { id, ..user.clone() });
+                Ok(Applied::Created(id))
+            }
+            Command::UpdateUser { user } => {
+                self.user(user.id)?;
+                self.check_user(user, Some(user.id))?;
+                self.users.insert(user.id, user.clone());
+                Ok(Applied::Done)
+            }
+            Command::DeleteUser { id } => {
+                let u = self.user(*id)?;
+                let active = self.executions.values().filter(|e| e.owner == u.username && e.status.is_active()).count();
+                if active > 0 {
+                    return Err(StateError::Conflict(format!(
+                        "user {} has {active} active execution(s); terminate them first",
+                        u.username
+                    )));
+                }
+                let username = u.username.clone();
+                let ended: Vec<ExecutionId> =
+                    self.executions.values().filter(|e| e.owner == username).map(|e| e.id).collect();
+                for e in ended {
+                    self.apply(&Command::DeleteExecution { id: e })?;
+                }
+                self.users.remove(id);
+                Ok(Applied::Done)
+            }
+            Command::CreateRole { role } => {
+                self.check_unique_name(self.roles.values().map(|r| (r.id, r.name.as_str())), &role.name, None, "role")?;
+                let id = self.take_id();
+                self.roles.insert(id, Role { id, ..role.clone() });
+                Ok(Applied::Created(id))
+            }
+            Command::UpdateRole { role } => {
+                self.roles.get(&role.id).ok_or_else(|| not_found(format!("role {}", role.id)))?;
+                if role.id == user::ROLE_ADMIN {
+                    return Err(StateError::Conflict("the admin role cannot be changed".into()));
+                }
+                self.check_unique_name(
+                    self.roles.values().map(|r| (r.id, r.name.as_str())),
+                    &role.name,
+                    Some(role.id),
+                    "role",
+                )?;
+                self.roles.insert(role.id, role.clone());
+                Ok(Applied::Done)
+            }
+            Command::DeleteRole { id } => {
+                self.roles.get(id).ok_or_else(|| not_found(format!("role {id}")))?;
+                if *id == user::ROLE_ADMIN || *id == user::ROLE_USER {
+                    return Err(StateError::Conflict("the built-in admin and user roles cannot be deleted".into()));
+                }
+                self.roles.remove(id);
+                for u in self.users.values_mut().filter(|u| u.role_id == *id) {
+                    u.role_id = user::ROLE_USER;
+                }
+                Ok(Applied::Done)
+            }
+            Command::CreateQuota { quota } => {
+                self.check_unique_name(
+                    self.quotas.values().map(|q| (q.id, q.name.as_str())),
+                    &quota.name,
+                    None,
+                    "quota",
+                )?;
+                let id = self.take_id();
+                self.quotas.insert(id, Quota { id, ..quota.clone() });
+                Ok(Applied::Created(id))
+            }
+            Command::UpdateQuota { quota } => {
+                let old = self.quotas.get(&quota.id).ok_or_else(|| not_found(format!("quota {}", quota.id)))?;
+                if quota.id == user::QUOTA_DEFAULT && old.name != quota.name {
+                    return Err(StateError::Conflict("the default quota cannot be renamed".into()));
+                }
+                self.check_unique_name(
+                    self.quotas.values().map(|q| (q.id, q.name.as_str())),
+                    &quota.name,
+                    Some(quota.id),
+                    "quota",
+                )?;
+                self.quotas.insert(quota.id, quota.clone());
+                Ok(Applied::Done)
+            }
+            Command::DeleteQuota { id } => {
+                self.quotas.get(id).ok_or_else(|| not_found(format!("quota {id}")))?;
+                if *id == user::QUOTA_DEFAULT {
+                    return Err(StateError::Conflict("the default quota cannot be deleted".into()));
+                }
+                self.quotas.remove(id);
+                for u in self.users.values_mut().filter(|u| u.quota_id == *id) {
+                    u.quota_id = user::QUOTA_DEFAULT;
+                }
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub fn execution(&self, id: ExecutionId) -> Result<&Execution, StateError> {
+        self.executions.get(&id).ok_or_else(|| not_found(format!("execution {id}")))
+    }
+
+    fn execution_mut(&mut self, id: ExecutionId) -> Result<&mut Execution, StateError> {
+        self.executions.get_mut(&id).ok_or_else(|| not_found(format!("execution {id}")))
+    }
+
+    pub fn service(&self, id: ServiceId) -> Result<&Service, StateError> {
+        self.services.get(&id).ok_or_else(|| not_found(format!("service {id}")))
+    }
+
+    fn service_mut(&mut self, id: ServiceId) -> Result<&mut Service, StateError> {
+        self.services.get_mut(&id).ok_or_else(|| not_found(format!("service {id}")))
+    }
+
+    pub fn user(&self, id: UserId) -> Result<&User, StateError> {
+        self.users.get(&id).ok_or_else(|| not_found(format!("user {id}")))
+    }
+
+    pub fn user_by_name(&self, username: &str) -> Option<&User> {
+        self.users.values().find(|u| u.username == username)
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut Node, StateError> {
+        self.nodes.get_mut(name).ok_or_else(|| not_found(format!("node {name}")))
+    }
+
+    /// The services of an execution, in start order.
+    pub fn services_of(&self, id: ExecutionId) -> impl Iterator<Item = &Service> {
+        self.executions
+            .get(&id)
+            .into_iter()
+            .flat_map(move |e| e.services.iter().filter_map(move |s| self.services.get(s)))
+    }
+
+    fn check_unique_name<'a>(
+        &self,
+        mut existing: impl Iterator<Item = (u64, &'a str)>,
+        name: &str,
+        own_id: Option<u64>,
+        kind: &str,
+    ) -> Result<(), StateError> {
+        if name.trim().is_empty() {
+            return Err(StateError::Invalid(format!("a {kind} needs a name")));
+        }
+        if existing.any(|(id, n)| n == name && Some(id) != own_id) {
+            return Err(StateError::Conflict(format!("{kind} `{name}` already exists")));
+        }
+        Ok(())
+    }
+
+    fn check_user(&self, u: &User, own_id: Option<UserId>) -> Result<(), StateError> {
+        self.check_unique_name(self.users.values().map(|x| (x.id, x.username.as_str())), &u.username, own_id, "user")?;
+        if !self.roles.contains_key(&u.role_id) {
+            return Err(not_found(format!("role {}", u.role_id)));
+        }
+        if !self.quotas.contains_key(&u.quota_id) {
+            return Err(not_found(format!("quota {}", u.quota_id)));
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, name: &str, owner: &str, app: &ZApp, size: f64, time: Millis) -> Result<Applied, StateError> {
+        if name.trim().is_empty() {
+            return Err(StateError::Invalid("an execution needs a name".into()));
+        }
+        let id = self.take_id();
+        let mut services = Vec::new();
+        for inst in expand(app) {
+            let sid = self.take_id();
+            let group = &app.services[inst.group];
+            self.services.insert(
+                sid,
+                Service {
+                    id: sid,
+                    execution_id: id,
+                    group_index: inst.group,
+                    group: group.name.clone(),
+                    name: inst.name,
+                    essential: inst.essential,
+                    startup_order: inst.startup_order,
+                    status: ServiceStatus::Created,
+                    backend_status: BackendStatus::Undefined,
+                    node: None,
+                    container_id: None,
+                    ip_address: None,
+                    ports: Vec::new(),
+                    restart_count: 0,
+                    attempt: 0,
+                    cores_allocated: None,
+                    last_exit_code: None,
+                    last_exit_reason: None,
+                    error_message: None,
+                    time_start: None,
+                    time_end: None,
+                },
+            );
+            services.push(sid);
+        }
+        self.executions.insert(
+            id,
+            Execution {
+                id,
+                name: name.to_string(),
+                owner: owner.to_string(),
+                description: app.clone(),
+                status: ExecutionStatus::Submitted,
+                size,
+                time_submit: time,
+                time_start: None,
+                time_end: None,
+                error_message: None,
+                services,
+                after_cleanup: None,
+                start_failures: 0,
+                not_before: None,
+                last_scheduled: None,
+            },
+        );
+        Ok(Applied::Created(id))
+    }
+
+    fn terminate(
+        &mut self,
+        id: ExecutionId,
+        reason: &str,
+        after: AfterCleanup,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
+        let e = self.execution(id)?;
+        match e.status {
+            // Asking again is not an error: the first request stands.
+            ExecutionStatus::CleaningUp | ExecutionStatus::Terminated => return Ok(Applied::Done),
+            ExecutionStatus::Error if after != AfterCleanup::Terminated => return Ok(Applied::Done),
+            _ => {}
+        }
+        let holders: Vec<ServiceId> = self
+            .services_of(id)
+            .filter(|s| s.status.may_hold_container() || s.status == ServiceStatus::Error)
+            .map(|s| s.id)
+            .collect();
+        let idle: Vec<ServiceId> =
+            self.services_of(id).filter(|s| s.status == ServiceStatus::Created).map(|s| s.id).collect();
+        for sid in holders {
+            let s = self.services.get_mut(&sid).expect("listed");
+            if s.status == ServiceStatus::Error && s.container_id.is_none() {
+                s.set_status(ServiceStatus::Inactive)?;
+            } else {
+                s.set_status(ServiceStatus::Terminating)?;
+            }
+        }
+        for sid in idle {
+            self.services.get_mut(&sid).expect("listed").set_status(ServiceStatus::Inactive)?;
+        }
+        let e = self.execution_mut(id)?;
+        e.error_message = Some(match (&e.error_message, e.status) {
+            // Terminating a failed execution keeps the failure visible.
+            (Some(old), ExecutionStatus::Error) => format!("{reason} (after: {old})"),
+            _ => reason.to_string(),
+        });
+        if e.status == ExecutionStatus::Submitted {
+            e.set_status(after.status())?;
+            e.time_end = Some(time);
+            return Ok(Applied::Done);
+        }
+        e.set_status(ExecutionStatus::CleaningUp)?;
+        e.after_cleanup = Some(after);
+        self.maybe_cleaned_up(id, time);
+        Ok(Applied::Done)
+    }
+
+    fn apply_plan(&mut self, plan: &Plan) -> Result<Applied, StateError> {
+        // Verify everything first (Nomad's plan applier re-checks against the
+        // current state): a stale plan is refused whole and recomputed.
+        for id in &plan.starting {
+            let e = self.execution(*id)?;
+            if e.status != ExecutionStatus::Queued {
+                return Err(StateError::Conflict(format!("plan starts execution {id}, which is {}", e.status)));
+            }
+        }
+        for p in &plan.placements {
+            let s = self.service(p.service)?;
+            if !matches!(s.status, ServiceStatus::Created | ServiceStatus::Inactive | ServiceStatus::Error) {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} ({}), which is {}",
+                    s.id, s.name, s.status
+                )));
+            }
+            let e = self.execution(s.execution_id)?;
+            let will_start = plan.starting.contains(&e.id);
+            if !will_start && !matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running) {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} of execution {}, which is {}",
+                    s.id, e.id, e.status
+                )));
+            }
+            let n = self.nodes.get(&p.node).ok_or_else(|| not_found(format!("node {}", p.node)))?;
+            if !n.schedulable() {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} on node {}, which is not schedulable",
+                    s.id, n.name
+                )));
+            }
+        }
+        for id in &plan.stops {
+            self.service(*id)?;
+        }
+        for (id, _) in &plan.core_shares {
+            self.service(*id)?;
+        }
+
+        for id in &plan.starting {
+            let e = self.execution_mut(*id).expect("verified");
+            e.set_status(ExecutionStatus::Starting).expect("verified");
+            e.last_scheduled = Some(plan.time);
+            e.not_before = None;
+        }
+        for p in &plan.placements {
+            let s = self.services.get_mut(&p.service).expect("verified");
+            if s.time_start.is_some() {
+                s.restart_count += 1;
+            }
+            s.attempt += 1;
+            s.set_status(ServiceStatus::Starting).expect("verified");
+            s.backend_status = BackendStatus::Undefined;
+            s.node = Some(p.node.clone());
+            s.cores_allocated = Some(p.cores);
+            s.container_id = Some(s.container_name());
+            s.error_message = None;
+            s.time_end = None;
+        }
+        for id in &plan.stops {
+            let s = self.services.get_mut(id).expect("verified");
+            match s.status {
+                ServiceStatus::Starting | ServiceStatus::Active => {
+                    s.set_status(ServiceStatus::Terminating).expect("legal")
+                }
+                ServiceStatus::Created => s.set_status(ServiceStatus::Inactive).expect("legal"),
+                _ => {}
+            }
+        }
+        for (id, cores) in &plan.core_shares {
+            let s = self.services.get_mut(id).expect("verified");
+            if s.status == ServiceStatus::Active {
+                s.cores_allocated = Some(*cores);
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    fn start_failed(
+        &mut self,
+        id: ServiceId,
+        message: &str,
+        retry_at: Option<Millis>,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
+        let s = self.service_mut(id)?;
+        if s.status != ServiceStatus::Starting {
+            return Err(StateError::Conflict(format!("service {id} is {}, not starting", s.status)));
+        }
+        let retryable = retry_at.is_some();
+        s.set_status(if retryable { ServiceStatus::Inactive } else { ServiceStatus::Error })?;
+        s.backend_status = BackendStatus::Undefined;
+        s.error_message = Some(message.to_string());
+        s.container_id = None;
+        let (exec_id, essential, name) = (s.execution_id, s.essential, s.name.clone());
+        let e = self.execution(exec_id)?;
+        match (e.status, essential || e.status == ExecutionStatus::Starting) {
+            (ExecutionStatus::Starting, _) | (ExecutionStatus::Running, true) => {
+                let (after, reason) = if retryable {
+                    (AfterCleanup::Requeue, format!("service {name} could not start, will retry: {message}"))
+                } else {
+                    (AfterCleanup::Error, format!("service {name} could not start: {message}"))
+                };
+                let e = self.execution_mut(exec_id)?;
+                if retryable {
+                    e.start_failures += 1;
+                    e.not_before = retry_at;
+                }
+                self.terminate(exec_id, &reason, after, time)?;
+            }
+            // An elastic instance of a running execution: the scheduler will
+            // try again later; the execution is unaffected.
+            _ => {}
+        }
+        Ok(Applied::Done)
+    }
+
+    fn exited(
+        &mut self,
+        id: ServiceId,
+        container_id: &str,
+        exit_code: Option<i32>,
+        oom: bool,
+        reason: &str,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
+        let s = self.service_mut(id)?;
+        if s.container_id.as_deref() != Some(container_id) || !s.status.may_hold_container() {
+            // A report about an earlier attempt's container: nothing to do.
+            return Ok(Applied::Done);
+        }
+        let was_stopping = s.status == ServiceStatus::Terminating;
+        s.set_status(ServiceStatus::Inactive)?;
+        s.backend_status = if oom { BackendStatus::OomKilled } else { BackendStatus::Dead };
+        s.last_exit_code = exit_code;
+        s.last_exit_reason = Some(if oom { "out of memory".to_string() } else { reason.to_string() });
+        s.time_end = Some(time);
+        s.ip_address = None;
+        s.ports.clear();
+        let (exec_id, essential, name) = (s.execution_id, s.essential, s.name.clone());
+        if !was_stopping && essential {
+            let e = self.execution(exec_id)?;
+            if matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running) {
+                // How batch ZApps finish: an essential instance ends, the
+                // execution ends; cleanly only if it exited 0 and was meant to end.
+                let ok = exit_code == Some(0) && !oom && e.description.will_end;
+                let why = match (oom, exit_code) {
+                    (true, _) => format!("essential service {name} was killed: out of memory"),
+                    (false, Some(c)) => format!("essential service {name} exited with code {c}"),
+                    (false, None) => format!("essential service {name} died: {reason}"),
+                };
+                let after = if ok { AfterCleanup::Terminated } else { AfterCleanup::Error };
+                self.terminate(exec_id, &why, after, time)?;
+            }
+        }
+        self.maybe_cleaned_up(exec_id, time);
+        Ok(Applied::Done)
+    }
+
+    /// `starting` → `running` once every essential instance is active.
+    fn maybe_running(&mut self, id: ExecutionId, time: Millis) {
+        let all_up = self.services_of(id).filter(|s| s.essential).all(|s| s.status == ServiceStatus::Active);
+        if let Some(e) = self.executions.get_mut(&id)
+            && e.status == ExecutionStatus::Starting
+            && all_up
+        {
+            e.status = ExecutionStatus::Running;
+            e.time_start.get_or_insert(time);
+            e.start_failures = 0;
+        }
+    }
+
+    /// `cleaning up` ends once no instance may hold a container.
+    fn maybe_cleaned_up(&mut self, id: ExecutionId, time: Millis) {
+        let busy = self.services_of(id).any(|s| s.status.may_hold_container());
+        let Some(e) = self.executions.get_mut(&id) else { return };
+        if e.status != ExecutionStatus::CleaningUp || busy {
+            return;
+        }
+        let after = e.after_cleanup.take().unwrap_or(AfterCleanup::Terminated);
+        e.status = after.status();
+        if after == AfterCleanup::Requeue {
+            // Start over: every instance is placeable again.
+            e.time_start = None;
+            let ids = e.services.clone();
+            for sid in ids {
+                if let Some(s) = self.services.get_mut(&sid) {
+                    s.status = ServiceStatus::Created;
+                    s.node = None;
+                    s.cores_allocated = None;
+                }
+            }
+        } else {
+            e.time_end = Some(time);
+        }
+    }
+
+    /// Cores and memory reserved on each node: Σ of `min` of every instance
+    /// placed there that may hold a container.
+    pub fn reserved_by_node(&self) -> BTreeMap<&str, (Millicores, u64)> {
+        let mut out: BTreeMap<&str, (Millicores, u64)> = BTreeMap::new();
+        for s in self.services.values() {
+            let (Some(node), true) = (s.node.as_deref(), s.status.may_hold_container()) else { continue };
+            let Some(e) = self.executions.get(&s.execution_id) else { continue };
+            let g = &e.description.services[s.group_index];
+            let r = out.entry(node).or_default();
+            r.0 += g.cores_min();
+            r.1 += g.memory_min();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! Nodes: the machines agents run on, as the replicated state knows them.
+//! Live usage (cores and memory in use) is not here: agents stream it to the
+//! leader, which keeps it in memory; only what must survive a failover is
+//! replicated.
+
+use super::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use zoe_common::resources::Millicores;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Registered and heartbeating.
+    Ready,
+    /// Missed heartbeats past TTL + grace.
+    Down,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a node may hand out (total minus the agent's reserve).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cores: Millicores,
+    pub memory: u64,
+}
+
+/// A drain in progress, as the admin asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub requested_by: String,
+    pub requested_at: Millis,
+    /// After this, work that will end on its own is stopped too.
+    pub deadline: Option<Millis>,
+    /// Stop everything now.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// The name in the agent's certificate: its identity.
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub capacity: Capacity,
+    pub labels: BTreeSet<String>,
+    /// The scheduler places nothing new on an ineligible node.
+    pub eligible: bool,
+    pub status: NodeStatus,
+    pub drain: Option<Drain>,
+    pub first_registration: Millis,
+    pub last_registration: Millis,
+    pub containerd_version: String,
+    pub cgroup_mode: String,
+    /// Images the node holds (canonical references), for image-aware placement.
+    pub images: BTreeSet<String>,
+}
+
+impl Node {
+    /// Nomad's rule: ready, not draining, eligible.
+    pub fn schedulable(&self) -> bool {
+        self.status == NodeStatus::Ready && self.drain.is_none() && self.eligible
+    }
+}
+
+/// What an agent says about itself when it (re)registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub capacity: Capacity,
+    pub labels: BTreeSet<String>,
+    pub containerd_version: String,
+    pub cgroup_mode: String,
+    pub images: BTreeSet<String>,
+}
