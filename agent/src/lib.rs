@@ -1,1 +1,30 @@
-//! placeholder
+//! zoe's node runtime: everything the scheduler asks of a node, done
+//! directly against containerd (gRPC) and the kernel's cgroups.
+//!
+//! * [`Runtime`] (module [`runtime`]): services as containers — spawn, wait,
+//!   stop, live update, usage, logs, reattach, orphans;
+//! * [`ImageStore`] (module [`image`], [`pull`]): archive import, registry
+//!   pulls, list, remove, with progress reports;
+//! * [`spec`]: the service spec and the OCI runtime spec built from it;
+//! * [`logs`], [`cgroup`], [`node`]: log files, cgroup files, host stats;
+//! * [`containerd`]: the connection and the plumbing containerd-client
+//!   leaves to its users (namespaces, leases, content writes).
+
+pub mod cgroup;
+pub mod containerd;
+pub mod error;
+pub mod image;
+pub mod logs;
+pub mod node;
+pub mod pull;
+pub mod runtime;
+pub mod spec;
+
+pub use containerd::Containerd;
+pub use error::{Error, Result, StartError, StartErrorKind};
+pub use image::{ImageInfo, ImageStore, Phase, Progress, ProgressFn};
+pub use logs::{LogChunk, LogConfig};
+pub use node::{NodeStats, Reserve};
+pub use pull::RegistryConfig;
+pub use runtime::{ExitStatus, Orphan, Runtime, RuntimeConfig, ServiceState, ServiceStatus};
+pub use spec::{BindMount, NetworkMode, Ownership, Resources, ServiceSpec};

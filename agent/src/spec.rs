@@ -1,0 +1,410 @@
+//! Service specs and the OCI runtime spec built from them.
+
+use crate::error::{Error, Result};
+use crate::image::ImageConfig;
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, Mount, MountBuilder, Process, Root, Spec, User,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use zoe_common::resources::Millicores;
+
+/// Label keys the agent puts on its containers; reattach finds its own
+/// containers (and tells orphans apart) by them.
+pub const LABEL_EXECUTION: &str = "io.zoe.execution";
+pub const LABEL_SERVICE: &str = "io.zoe.service";
+pub const LABEL_INSTANCE: &str = "io.zoe.instance";
+/// Written when the container exits, so a restarted agent still knows how.
+pub const LABEL_EXIT_CODE: &str = "io.zoe.exit-code";
+pub const LABEL_OOM: &str = "io.zoe.oom-killed";
+
+/// CFS period used for quotas (Docker's and Zoe's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// Default /dev/shm size, as Docker's.
+pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
+
+/// How a container is networked. Only host networking exists for now; the
+/// field is here so a later network mode changes no signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    #[default]
+    Host,
+}
+
+/// A host directory bound into the container (volumes, the user workspace).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Resource limits of one container. `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Hard CPU limit (CFS quota over a 100 ms period) and weight.
+    pub cpu: Option<Millicores>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<i64>,
+    /// Size of /dev/shm (Spark and TensorFlow want more than 64 MiB).
+    pub shm_bytes: Option<u64>,
+}
+
+/// Who a container belongs to, in zoe's terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ownership {
+    pub execution_id: String,
+    pub service_id: String,
+    pub instance_name: String,
+}
+
+/// Everything the agent needs to start one service instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceSpec {
+    /// Container id, unique on the node: `[A-Za-z0-9]` words joined by `.`,
+    /// `_` or `-`, at most 76 characters.
+    pub id: String,
+    pub image: String,
+    /// Replaces the image's entrypoint (and then its cmd too, as Docker does).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's cmd.
+    pub command: Option<Vec<String>>,
+    /// Added to (and overriding) the image's environment.
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    /// `uid[:gid]` or `root`; defaults to the image's user, then root.
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub mounts: Vec<BindMount>,
+    pub owner: Ownership,
+    /// Extra labels for the container record.
+    pub labels: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub network: NetworkMode,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidSpec { field: field.to_string(), reason: reason.into() }
+}
+
+/// containerd's identifier rule.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 76
+        && id.split(['.', '_', '-']).all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "id",
+            format!("{id:?} must be letters and digits joined by `.`, `_` or `-`, at most 76 characters"),
+        ))
+    }
+}
+
+/// CPU weight from millicores: 1024 shares per core, as Docker maps cores.
+pub fn cpu_shares(m: Millicores) -> u64 {
+    (u64::from(m.0) * 1024 / 1000).max(2)
+}
+
+/// Linux resources for runc and for live updates.
+pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResources> {
+    let spec_err = |e: oci_spec::OciSpecError| invalid("resources", e.to_string());
+    let mut res = LinuxResources::default();
+    if with_devices {
+        // Deny everything; runc adds its allow-list of the standard devices.
+        res.set_devices(Some(vec![
+            LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().map_err(spec_err)?,
+        ]));
+    }
+    if let Some(m) = r.cpu {
+        if m.0 == 0 {
+            return Err(invalid("resources.cpu", "must be more than 0 millicores"));
+        }
+        res.set_cpu(Some(
+            LinuxCpuBuilder::default()
+                .shares(cpu_shares(m))
+                .quota(m.cfs_quota(CPU_PERIOD_US))
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(spec_err)?,
+        ));
+    }
+    if let Some(b) = r.memory_bytes {
+        // The kernel refuses limits below a few pages; 4 MiB is a sane floor.
+        if b < 4 << 20 {
+            return Err(invalid("resources.memory_bytes", "must be at least 4 MiB"));
+        }
+        res.set_memory(Some(LinuxMemoryBuilder::default().limit(b as i64).build().map_err(spec_err)?));
+    }
+    if let Some(p) = r.pids {
+        if p < 1 {
+            return Err(invalid("resources.pids", "must be at least 1"));
+        }
+        res.set_pids(Some(LinuxPidsBuilder::default().limit(p).build().map_err(spec_err)?));
+    }
+    Ok(res)
+}
+
+/// Parses `uid[:gid]` (or `root`).
+fn parse_user(u: &str) -> Result<(u32, u32)> {
+    if u.is_empty() || u == "root" {
+        return Ok((0, 0));
+    }
+    let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
+    let uid: u32 =
+        uid.parse().map_err(|_| invalid("user", format!("{u:?}: only numeric `uid[:gid]` or `root` is supported")))?;
+    let gid: u32 = if gid.is_empty() {
+        uid
+    } else {
+        gid.parse().map_err(|_| invalid("user", format!("{u:?}: the group must be a number")))?
+    };
+    Ok((uid, gid))
+}
+
+/// Docker's default capability set: enough for ordinary services, nothing
+/// that reaches outside the container.
+fn default_capabilities() -> HashSet<Capability> {
+    use Capability::*;
+    [
+        Chown,
+        DacOverride,
+        Fsetid,
+        Fowner,
+        Mknod,
+        NetRaw,
+        Setgid,
+        Setuid,
+        Setfcap,
+        Setpcap,
+        NetBindService,
+        SysChroot,
+        Kill,
+        AuditWrite,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The argv: Docker's rule for combining entrypoint and cmd.
+pub fn command_line(spec: &ServiceSpec, image: &ImageConfig) -> Vec<String> {
+    let entrypoint = spec.entrypoint.clone().or_else(|| image.entrypoint.clone()).unwrap_or_default();
+    let cmd = match (&spec.command, &spec.entrypoint) {
+        (Some(c), _) => c.clone(),
+        // A new entrypoint drops the image's cmd.
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone().unwrap_or_default(),
+    };
+    entrypoint.into_iter().chain(cmd).collect()
+}
+
+/// Builds the OCI runtime spec of a service on top of oci-spec's defaults
+/// (proc, dev, devpts, shm, mqueue, sysfs, cgroup mounts; masked and
+/// read-only paths; pid, ipc, uts, mount, cgroup namespaces).
+pub fn build_spec(spec: &ServiceSpec, image: &ImageConfig, cgroups_path: &str) -> Result<Spec> {
+    validate_id(&spec.id)?;
+    let args = command_line(spec, image);
+    if args.is_empty() {
+        return Err(invalid("command", "neither the spec nor the image gives a command"));
+    }
+    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
+
+    // Environment: image first, the spec overrides by name.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        if let Some(e) = env.iter_mut().find(|(ek, _)| ek == k) {
+            e.1 = v.to_string();
+        } else {
+            env.push((k.to_string(), v.to_string()));
+        }
+    };
+    set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for kv in image.env.iter().flatten() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    set("HOSTNAME", &hostname);
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(invalid(&format!("env.{k}"), "variable names must be non-empty and contain no `=`"));
+        }
+        set(k, v);
+    }
+
+    let user = spec.user.clone().or_else(|| image.user.clone()).unwrap_or_default();
+    let (uid, gid) = parse_user(&user)?;
+    let mut u = User::default();
+    u.set_uid(uid);
+    u.set_gid(gid);
+    if uid != 0 {
+        // Root's supplementary groups must not leak into an unprivileged user.
+        u.set_additional_gids(Some(vec![gid]));
+    }
+
+    let cwd = spec
+        .working_dir
+        .clone()
+        .or_else(|| image.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(invalid("working_dir", "must be an absolute path"));
+    }
+
+    let caps = default_capabilities();
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(caps.clone()));
+    c.set_effective(Some(caps.clone()));
+    c.set_permitted(Some(caps));
+    c.set_inheritable(None);
+    c.set_ambient(None);
+
+    let mut p = Process::default();
+    p.set_args(Some(args));
+    p.set_env(Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    p.set_cwd(cwd.into());
+    p.set_user(u);
+    p.set_capabilities(Some(c));
+    // No rlimits: the process inherits the shim's (containerd's service
+    // limits), as under Docker; raising them here fails when containerd
+    // runs with lower hard limits.
+    p.set_rlimits(None);
+
+    let mut s = Spec::default();
+    s.set_process(Some(p));
+    let mut root = Root::default();
+    root.set_path("rootfs".into());
+    root.set_readonly(Some(false));
+    s.set_root(Some(root));
+    s.set_hostname(Some(hostname));
+
+    // Mounts: the defaults with /dev/shm sized, then host files for host
+    // networking, then the service's binds (last, so they win).
+    let shm = spec.resources.shm_bytes.unwrap_or(DEFAULT_SHM_BYTES);
+    let mut mounts: Vec<Mount> = s.mounts().clone().unwrap_or_default();
+    for m in mounts.iter_mut() {
+        if m.destination().as_os_str() == "/dev/shm" {
+            m.set_options(Some(vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "nodev".into(),
+                "mode=1777".into(),
+                format!("size={shm}"),
+            ]));
+        }
+    }
+    let bind = |src: PathBuf, dst: &str, ro: bool| -> Result<Mount> {
+        MountBuilder::default()
+            .destination(dst)
+            .typ("bind")
+            .source(src)
+            .options(vec!["rbind".to_string(), "rprivate".to_string(), if ro { "ro" } else { "rw" }.to_string()])
+            .build()
+            .map_err(|e| invalid("mounts", e.to_string()))
+    };
+    match spec.network {
+        NetworkMode::Host => {
+            // The host's name resolution, as Docker gives --net=host.
+            for f in ["/etc/resolv.conf", "/etc/hosts"] {
+                if std::path::Path::new(f).exists() {
+                    mounts.push(bind(f.into(), f, true)?);
+                }
+            }
+        }
+    }
+    for (i, m) in spec.mounts.iter().enumerate() {
+        if !m.target.starts_with('/') {
+            return Err(invalid(&format!("mounts[{i}].target"), "must be an absolute path"));
+        }
+        if !m.source.is_absolute() {
+            return Err(invalid(&format!("mounts[{i}].source"), "must be an absolute path"));
+        }
+        if !m.source.exists() {
+            return Err(invalid(
+                &format!("mounts[{i}].source"),
+                format!("{} does not exist on this node", m.source.display()),
+            ));
+        }
+        mounts.push(bind(m.source.clone(), &m.target, m.read_only)?);
+    }
+    s.set_mounts(Some(mounts));
+
+    let linux = s.linux_mut().as_mut().expect("default spec has a linux section");
+    match spec.network {
+        // No network namespace: the container shares the host's.
+        NetworkMode::Host => {
+            let ns: Vec<_> = linux
+                .namespaces()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.typ() != LinuxNamespaceType::Network)
+                .collect();
+            linux.set_namespaces(Some(ns));
+        }
+    }
+    linux.set_resources(Some(linux_resources(&spec.resources, true)?));
+    linux.set_cgroups_path(Some(cgroups_path.into()));
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec { id: "svc-1".into(), image: "busybox".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_combine_like_docker() {
+        let img = ImageConfig {
+            entrypoint: Some(vec!["/init".into()]),
+            cmd: Some(vec!["serve".into()]),
+            ..Default::default()
+        };
+        assert_eq!(command_line(&spec(), &img), vec!["/init", "serve"]);
+        let s = ServiceSpec { command: Some(vec!["x".into()]), ..spec() };
+        assert_eq!(command_line(&s, &img), vec!["/init", "x"]);
+        let s = ServiceSpec { entrypoint: Some(vec!["/bin/sh".into()]), ..spec() };
+        assert_eq!(command_line(&s, &img), vec!["/bin/sh"]);
+    }
+
+    #[test]
+    fn resources_map_to_cgroup_values() {
+        let r = Resources { cpu: Some(Millicores(500)), memory_bytes: Some(64 << 20), pids: Some(64), shm_bytes: None };
+        let l = linux_resources(&r, true).unwrap();
+        let cpu = l.cpu().as_ref().unwrap();
+        assert_eq!(cpu.quota(), Some(50_000));
+        assert_eq!(cpu.period(), Some(100_000));
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(l.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(l.pids().as_ref().unwrap().limit(), 64);
+    }
+
+    #[test]
+    fn spec_is_sane() {
+        let mut s = spec();
+        s.env.insert("A".into(), "1".into());
+        s.user = Some("1000:1001".into());
+        let img = ImageConfig {
+            cmd: Some(vec!["sh".into()]),
+            env: Some(vec!["A=0".into(), "B=2".into()]),
+            ..Default::default()
+        };
+        let o = build_spec(&s, &img, "/zoe/ns-svc-1").unwrap();
+        let p = o.process().as_ref().unwrap();
+        let env = p.env().as_ref().unwrap();
+        assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()));
+        assert_eq!(p.user().uid(), 1000);
+        assert_eq!(p.user().gid(), 1001);
+        assert_eq!(o.root().as_ref().unwrap().readonly(), Some(false));
+        let linux = o.linux().as_ref().unwrap();
+        assert!(!linux.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/zoe/ns-svc-1")));
+        assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x").is_err());
+        assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x").is_err());
+    }
+}

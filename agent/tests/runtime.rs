@@ -1,0 +1,289 @@
+//! The agent runtime against a real containerd: processes, limits, logs,
+//! stop, reattach, orphans. Each test has its own containerd namespace.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{TIMEOUT, env, spec};
+use zoe_agent::{BindMount, Resources, ServiceState};
+use zoe_common::resources::Millicores;
+
+#[tokio::test]
+async fn exit_codes_are_reported() {
+    let e = env("exit").await;
+    let ok = e.run(&spec("ok", &["sh", "-c", "exit 0"])).await;
+    assert_eq!(ok.code, Some(0));
+    assert!(ok.success());
+    let bad = e.run(&spec("bad", &["sh", "-c", "exit 7"])).await;
+    assert_eq!(bad.code, Some(7));
+    assert!(!bad.oom_killed);
+    assert_eq!(e.rt.status("bad").unwrap().state, ServiceState::Exited(bad));
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn env_args_working_dir_and_user_are_applied() {
+    let e = env("env").await;
+    let mut s = spec("env", &["sh", "-c", "echo \"$FOO $1\"; pwd; id -u; id -g; echo $HOSTNAME", "sh", "arg1"]);
+    s.env = BTreeMap::from([("FOO".to_string(), "bar baz".to_string())]);
+    s.working_dir = Some("/tmp".into());
+    s.user = Some("1000:1001".into());
+    s.hostname = Some("svc-host".into());
+    let exit = e.run(&s).await;
+    assert_eq!(exit.code, Some(0), "log: {}", e.log("env").await);
+    assert_eq!(e.log("env").await, "bar baz arg1\n/tmp\n1000\n1001\nsvc-host\n");
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn image_default_command_runs_when_none_given() {
+    let e = env("default-cmd").await;
+    let mut s = spec("dflt", &[]);
+    s.command = None;
+    // The image's cmd is `sh`; with stdin closed it exits 0 at once.
+    assert_eq!(e.run(&s).await.code, Some(0));
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn read_only_bind_mounts_are_enforced() {
+    let e = env("bind").await;
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "from-host\n").unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    let mut s =
+        spec("bind", &["sh", "-c", "cat /ro/f; echo x > /ro/g 2>/dev/null; echo ro=$?; echo y > /rw/h; echo rw=$?"]);
+    s.mounts = vec![
+        BindMount { source: host.path().to_path_buf(), target: "/ro".into(), read_only: true },
+        BindMount { source: rw.path().to_path_buf(), target: "/rw".into(), read_only: false },
+    ];
+    assert_eq!(e.run(&s).await.code, Some(0));
+    let log = e.log("bind").await;
+    assert!(log.starts_with("from-host\n"), "{log}");
+    assert!(log.contains("ro=1") || (log.contains("ro=") && !log.contains("ro=0")), "{log}");
+    assert!(log.contains("rw=0"), "{log}");
+    assert!(!host.path().join("g").exists());
+    assert_eq!(std::fs::read_to_string(rw.path().join("h")).unwrap(), "y\n");
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn memory_limit_is_enforced_and_oom_reported() {
+    let e = env("oom").await;
+    let mut s = spec("oom", &["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"]);
+    s.resources.memory_bytes = Some(16 << 20);
+    let exit = e.run(&s).await;
+    assert!(exit.oom_killed, "not reported as OOM: {exit:?}; log: {}", e.log("oom").await);
+    assert_eq!(exit.code, Some(137));
+    // Under the limit the same command is fine.
+    let mut s = spec("fits", &["dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1"]);
+    s.resources.memory_bytes = Some(16 << 20);
+    let exit = e.run(&s).await;
+    assert_eq!(exit.code, Some(0));
+    assert!(!exit.oom_killed);
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn cpu_and_memory_limits_update_live() {
+    let e = env("update").await;
+    let mut s = spec("upd", &["sh", "-c", "echo ready; exec sleep 1000"]);
+    s.resources = Resources {
+        cpu: Some(Millicores(500)),
+        memory_bytes: Some(64 << 20),
+        pids: Some(32),
+        shm_bytes: Some(32 << 20),
+    };
+    e.rt.spawn(&s).await.unwrap();
+    e.wait_for_log("upd", "ready").await;
+    let l = e.rt.limits("upd").unwrap();
+    assert_eq!(l.cpu_quota_us, Some(50_000));
+    assert_eq!(l.cpu_period_us, 100_000);
+    assert_eq!(l.memory_limit_bytes, Some(64 << 20));
+    e.rt.update("upd", Some(Millicores(250)), Some(128 << 20)).await.unwrap();
+    let l = e.rt.limits("upd").unwrap();
+    assert_eq!(l.cpu_quota_us, Some(25_000));
+    assert_eq!(l.memory_limit_bytes, Some(128 << 20));
+    e.rt.update("upd", Some(Millicores(1500)), None).await.unwrap();
+    assert_eq!(e.rt.limits("upd").unwrap().cpu_quota_us, Some(150_000));
+    let u = e.rt.usage("upd").unwrap();
+    assert!(u.pids >= 1, "{u:?}");
+    assert_eq!(u.memory_limit_bytes, Some(128 << 20));
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn logs_are_captured_rotated_and_followed() {
+    use futures::StreamExt;
+    let mut e = env("logs").await;
+    // Small segments so that 500 lines rotate several times.
+    let mut cfg = support::config(&e.ns, e.dir.path());
+    cfg.logs = zoe_agent::LogConfig { max_segment_bytes: 512, keep_segments: 3 };
+    e.rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
+    let exit = e.run(&spec("many", &["sh", "-c", "seq 1 500; echo to-stderr >&2"])).await;
+    assert_eq!(exit.code, Some(0));
+    let c = e.rt.logs("many", 0, 1 << 20).await.unwrap();
+    let text = String::from_utf8(c.data.clone()).unwrap();
+    assert!(c.offset > 0, "old segments should be rotated away");
+    assert!(text.ends_with("500\nto-stderr\n"), "{text:?}");
+    assert!(c.data.len() <= 3 * 512, "kept {} bytes", c.data.len());
+    let total: usize = (1..=500).map(|i: i32| i.to_string().len() + 1).sum::<usize>() + "to-stderr\n".len();
+    assert_eq!(c.next as usize, total);
+    // Reading from an offset inside the kept part returns exactly the rest.
+    let tail = e.rt.logs("many", c.next - 10, 100).await.unwrap();
+    assert_eq!(tail.data, b"to-stderr\n");
+
+    // Follow a service while it writes: the stream ends when it exits.
+    let s = spec("slow", &["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.1; done"]);
+    e.rt.spawn(&s).await.unwrap();
+    let mut follow = e.rt.follow_logs("slow", 0).unwrap();
+    let mut seen = String::new();
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(c) = follow.next().await {
+            seen.push_str(&String::from_utf8_lossy(&c.unwrap().data));
+        }
+    })
+    .await
+    .expect("follow ends when the service exits");
+    assert_eq!(seen, "line1\nline2\nline3\nline4\nline5\n");
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn stop_with_grace_lets_the_service_handle_sigterm() {
+    let e = env("grace").await;
+    let s =
+        spec("trap", &["sh", "-c", "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done"]);
+    e.rt.spawn(&s).await.unwrap();
+    e.wait_for_log("trap", "ready").await;
+    let t = Instant::now();
+    let exit = e.rt.stop("trap", Duration::from_secs(20)).await.unwrap().expect("exit seen");
+    assert_eq!(exit.code, Some(3));
+    assert!(t.elapsed() < Duration::from_secs(20), "took the whole grace period");
+    // Logs survive the container.
+    assert!(e.log("trap").await.contains("got-term"));
+    assert!(matches!(e.rt.status("trap"), Err(zoe_agent::Error::ServiceNotFound(_))));
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn stop_kills_after_the_grace_period_and_is_idempotent() {
+    let e = env("kill").await;
+    // PID 1 without a handler ignores SIGTERM: only SIGKILL ends it.
+    let s = spec("stubborn", &["sh", "-c", "echo ready; exec sleep 1000"]);
+    e.rt.spawn(&s).await.unwrap();
+    e.wait_for_log("stubborn", "ready").await;
+    let t = Instant::now();
+    let exit = e.rt.stop("stubborn", Duration::from_millis(500)).await.unwrap().expect("exit seen");
+    assert_eq!(exit.code, Some(137));
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    // Gone: stopping again (and stopping something never seen) succeeds.
+    assert_eq!(e.rt.stop("stubborn", Duration::ZERO).await.unwrap(), None);
+    assert_eq!(e.rt.stop("never-existed", Duration::ZERO).await.unwrap(), None);
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_new_runtime_reattaches_without_restarting_anything() {
+    let mut e = env("reattach").await;
+    let shared = tempfile::tempdir().unwrap();
+    let long = spec("long", &["sh", "-c", "echo ready; exec sleep 1000"]);
+    e.rt.spawn(&long).await.unwrap();
+    e.wait_for_log("long", "ready").await;
+    let pid = match e.rt.status("long").unwrap().state {
+        ServiceState::Running { pid } => pid,
+        s => panic!("not running: {s:?}"),
+    };
+    assert_eq!(e.run(&spec("done", &["sh", "-c", "exit 4"])).await.code, Some(4));
+    let mut waiter =
+        spec("waiter", &["sh", "-c", "echo ready; while [ ! -f /x/go ]; do sleep 0.05; done; echo bye; exit 5"]);
+    waiter.mounts = vec![BindMount { source: shared.path().to_path_buf(), target: "/x".into(), read_only: false }];
+    e.rt.spawn(&waiter).await.unwrap();
+    e.wait_for_log("waiter", "ready").await;
+
+    // The agent goes away; `waiter` finishes while nobody watches.
+    let cfg = e.rt.config().clone();
+    e.rt.shutdown().await;
+    std::fs::write(shared.path().join("go"), "").unwrap();
+    e.rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
+
+    assert_eq!(e.rt.status("long").unwrap().state, ServiceState::Running { pid });
+    assert_eq!(e.rt.status("long").unwrap().owner.execution_id, "42");
+    assert_eq!(
+        e.rt.status("done").unwrap().state,
+        ServiceState::Exited(zoe_agent::ExitStatus { code: Some(4), oom_killed: false })
+    );
+    let exit = tokio::time::timeout(TIMEOUT, e.rt.wait("waiter")).await.unwrap().unwrap();
+    assert_eq!(exit.code, Some(5));
+    assert!(e.log("waiter").await.ends_with("bye\n"), "{}", e.log("waiter").await);
+    assert!(e.rt.orphans().await.unwrap().is_empty());
+    // The reattached service is fully manageable.
+    e.rt.update("long", Some(Millicores(300)), None).await.unwrap();
+    assert_eq!(e.rt.stop("long", Duration::from_millis(200)).await.unwrap().map(|x| x.code), Some(Some(137)));
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn containers_without_zoe_labels_are_orphans() {
+    use containerd_client::services::v1::{Container, CreateContainerRequest, container::Runtime as R};
+    let e = env("orphan").await;
+    let ctd = e.rt.containerd();
+    let c = Container {
+        id: "stray".into(),
+        image: support::IMAGE.into(),
+        runtime: Some(R { name: "io.containerd.runc.v2".into(), options: None }),
+        spec: Some(prost_types_any()),
+        labels: [("owner".to_string(), "someone-else".to_string())].into(),
+        ..Default::default()
+    };
+    ctd.containers().create(ctd.rq(CreateContainerRequest { container: Some(c) })).await.unwrap();
+    e.rt.spawn(&spec("mine", &["sh", "-c", "exit 0"])).await.unwrap();
+    let orphans = e.rt.orphans().await.unwrap();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert_eq!(orphans[0].id, "stray");
+    assert_eq!(orphans[0].labels.get("owner").map(String::as_str), Some("someone-else"));
+    assert!(!orphans[0].running);
+    assert!(e.rt.services().iter().all(|s| s.id != "stray"));
+    // The coordinator may decide to remove it.
+    e.rt.stop("stray", Duration::ZERO).await.unwrap();
+    assert!(e.rt.orphans().await.unwrap().is_empty());
+    e.cleanup().await;
+}
+
+fn prost_types_any() -> prost_types::Any {
+    prost_types::Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+        value: b"{}".to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn fifty_back_to_back_runs_do_not_race_the_gc() {
+    let e = env("b2b").await;
+    for i in 0..50 {
+        let id = format!("run-{i}");
+        let exit = e.run(&spec(&id, &["true"])).await;
+        assert_eq!(exit.code, Some(0), "run {i}");
+        e.rt.stop(&id, Duration::ZERO).await.unwrap();
+    }
+    assert!(e.rt.services().is_empty());
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn node_stats_report_capacity_minus_reserve() {
+    let e = support::bare("node").await;
+    let s = e.rt.node_stats();
+    assert!(s.cores >= 1);
+    assert!(s.memory_total_bytes > 0 && s.memory_available_bytes <= s.memory_total_bytes);
+    assert_eq!(s.capacity_cpu, Millicores::from_whole_cores(s.cores));
+    let mut cfg = support::config(&e.ns, e.dir.path());
+    cfg.reserve = zoe_agent::Reserve { cpu: Millicores(500), memory_bytes: 1 << 30 };
+    let rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
+    let s2 = rt.node_stats();
+    assert_eq!(s2.capacity_cpu, Millicores(s.cores * 1000 - 500));
+    assert_eq!(s2.capacity_memory_bytes, s2.memory_total_bytes - (1 << 30));
+    drop(rt);
+    e.cleanup().await;
+}

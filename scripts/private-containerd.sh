@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# A private containerd for tests and benchmarks: its own root, state, sockets,
+# pidfile and log under DIR, so it never touches (or needs) a system daemon.
+#
+#   scripts/private-containerd.sh start DIR   # prints the gRPC socket path
+#   scripts/private-containerd.sh stop DIR    # idempotent
+set -euo pipefail
+
+usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$2
+
+start() {
+    command -v containerd >/dev/null || { echo "containerd not found on PATH (apt-get install containerd)" >&2; exit 1; }
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    local sock="$dir/containerd.sock"
+    # A unix socket path is limited to 107 bytes; fail early and clearly.
+    if [ ${#sock} -gt 100 ]; then
+        echo "socket path too long for a unix socket: $sock" >&2; exit 1
+    fi
+    if [ -f "$dir/containerd.pid" ] && kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null; then
+        echo "$sock"; return 0
+    fi
+    mkdir -p "$dir/root" "$dir/state"
+    cat > "$dir/config.toml" <<CONF
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+# Tests need only the core services; CRI would start its own machinery.
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$sock"
+
+[ttrpc]
+  address = "$sock.ttrpc"
+
+[debug]
+  level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/opt"
+CONF
+    rm -f "$sock" "$sock.ttrpc"
+    # setsid: the daemon must not die with the shell (or the test) that started it.
+    setsid containerd --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 < /dev/null &
+    echo $! > "$dir/containerd.pid"
+    for _ in $(seq 1 200); do
+        # The socket appears once the gRPC server listens; when ctr is around
+        # (it ships with containerd) also check that the API answers.
+        if [ -S "$sock" ] && { ! command -v ctr >/dev/null || ctr --address "$sock" version >/dev/null 2>&1; }; then
+            echo "$sock"; return 0
+        fi
+        if ! kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null; then
+            echo "containerd exited during start; log:" >&2; tail -20 "$dir/containerd.log" >&2; exit 1
+        fi
+        sleep 0.05
+    done
+    echo "containerd did not open $sock within 10 s; log:" >&2; tail -20 "$dir/containerd.log" >&2
+    exit 1
+}
+
+stop() {
+    [ -d "$dir" ] || return 0
+    local pidfile="$dir/containerd.pid"
+    [ -f "$pidfile" ] || return 0
+    local pid; pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    # Shims outlive containerd by design; kill this instance's shims by the
+    # pids they recorded in its state dir, so nothing is left running.
+    find "$dir/state" -name shim.pid 2>/dev/null | while read -r f; do
+        kill -KILL "$(cat "$f")" 2>/dev/null || true
+    done
+    rm -f "$pidfile"
+    # Overlay mounts of leftover containers would keep the root busy.
+    grep " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+case "$cmd" in
+    start) start ;;
+    stop) stop ;;
+    *) usage ;;
+esac
