@@ -181,8 +181,45 @@ impl Containerd {
         digest: &str,
         size: i64,
         labels: HashMap<String, String>,
-        mut chunks: S,
+        chunks: S,
         mut progress: impl FnMut(u64),
+    ) -> Result<()>
+    where
+        S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+    {
+        match self.write_content_once(lease, digest, size, labels.clone(), chunks, &mut progress).await {
+            // Already in this namespace (written meanwhile, or a re-pull):
+            // keep it under the lease and make sure it carries the labels.
+            Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+                self.lease_content(lease, digest).await?;
+                if !labels.is_empty() {
+                    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+                    let info = containerd_client::services::v1::Info {
+                        digest: digest.to_string(),
+                        labels,
+                        ..Default::default()
+                    };
+                    let req = containerd_client::services::v1::UpdateRequest {
+                        info: Some(info),
+                        update_mask: Some(prost_types::FieldMask { paths }),
+                    };
+                    self.content().update(self.rq_leased(req, lease)).await.map_err(Error::ctd("label content"))?;
+                }
+                progress(size as u64);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    async fn write_content_once<S>(
+        &self,
+        lease: &str,
+        digest: &str,
+        size: i64,
+        labels: HashMap<String, String>,
+        mut chunks: S,
+        progress: &mut impl FnMut(u64),
     ) -> Result<()>
     where
         S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,

@@ -603,9 +603,8 @@ impl ImageStore {
                 }
             };
             let mut manifest_desc = desc.clone();
-            let mut extra = Vec::new();
             if is_index(&desc.media_type) {
-                // A multi-platform image: keep the index blob, run this
+                // A multi-platform image: the image record points at this
                 // platform's manifest.
                 let raw = archive.read_blob(&desc.digest).await?;
                 let idx: Index =
@@ -613,11 +612,9 @@ impl ImageStore {
                 manifest_desc = pick_platform(&idx.manifests)
                     .cloned()
                     .ok_or_else(|| archive.err(format!("{name}: no manifest for this platform")))?;
-                extra.push(desc.clone());
             }
             let raw = archive.read_blob(&manifest_desc.digest).await?;
             plans.push(self.plan_from_manifest(archive, name, &manifest_desc, raw).await?);
-            let _ = extra;
         }
         Ok(plans)
     }

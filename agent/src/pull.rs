@@ -1,7 +1,6 @@
 //! Registry pulls with oci-client, written straight into containerd's
 //! content store (no temp files), then unpacked like an import.
 
-use crate::containerd::unique_suffix;
 use crate::error::{Error, Result};
 use crate::image::{
     ConfigFile, Descriptor, ImageInfo, ImageStore, Index, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX,
@@ -166,7 +165,7 @@ impl ImageStore {
         if let Some(p) = &progress {
             p(&Progress { image: name.to_string(), phase: Phase::Done, done: total, total });
         }
-        tracing::info!(image = name, digest = %desc.digest, bytes = total, id = %unique_suffix(), "pulled");
+        tracing::info!(image = name, digest = %desc.digest, bytes = total, "pulled");
         Ok(ImageInfo { name: name.to_string(), digest: desc.digest.clone(), size: total + raw.len() as u64 })
     }
 }

@@ -51,6 +51,8 @@ static CONTAINERD: OnceLock<Containerd> = OnceLock::new();
 extern "C" fn stop_at_exit() {
     if let Some(Containerd { owned: Some(dir), .. }) = CONTAINERD.get() {
         Containerd::stop_in(dir.path());
+        // The TempDir lives in a static and is never dropped.
+        let _ = std::fs::remove_dir_all(dir.path());
     }
 }
 
