@@ -1,4 +1,5 @@
 //! zoe's coordinator: the replicated state, Raft, the scheduler and the REST
 //! API. It reaches nodes only through agents; it never touches containerd.
 
+pub mod raft;
 pub mod state;

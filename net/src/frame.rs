@@ -21,9 +21,7 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const DECODE_ALLOC_LIMIT: usize = 32 * 1024 * 1024;
 
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard()
-        .with_big_endian()
-        .with_limit::<DECODE_ALLOC_LIMIT>()
+    bincode::config::standard().with_big_endian().with_limit::<DECODE_ALLOC_LIMIT>()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +47,7 @@ pub fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameError> 
     let mut buf = vec![0u8; 4];
     bincode::serde::encode_into_std_write(PROTOCOL_VERSION, &mut buf, config())
         .map_err(|e| FrameError::Encode(e.to_string()))?;
-    bincode::serde::encode_into_std_write(msg, &mut buf, config())
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(msg, &mut buf, config()).map_err(|e| FrameError::Encode(e.to_string()))?;
     let len = buf.len() - 4;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
@@ -62,17 +59,14 @@ pub fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameError> 
 
 /// Decodes one payload (the bytes after the prefix).
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    let (version, used): (u16, usize) = bincode::serde::decode_from_slice(payload, config())
-        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    let (version, used): (u16, usize) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(|e| FrameError::Decode(e.to_string()))?;
     if version != PROTOCOL_VERSION {
-        return Err(FrameError::Version {
-            got: version,
-            expected: PROTOCOL_VERSION,
-        });
+        return Err(FrameError::Version { got: version, expected: PROTOCOL_VERSION });
     }
     let rest = &payload[used..];
-    let (msg, used): (T, usize) = bincode::serde::decode_from_slice(rest, config())
-        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    let (msg, used): (T, usize) =
+        bincode::serde::decode_from_slice(rest, config()).map_err(|e| FrameError::Decode(e.to_string()))?;
     if used != rest.len() {
         return Err(FrameError::Trailing(rest.len() - used));
     }
@@ -81,10 +75,7 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
 
 /// Decodes the first frame of `buf` if it is complete: `Ok(None)` asks for
 /// more bytes, `Ok(Some((msg, consumed)))` hands back the message.
-pub fn decode_from_buffer<T: DeserializeOwned>(
-    buf: &[u8],
-    max: usize,
-) -> Result<Option<(T, usize)>, FrameError> {
+pub fn decode_from_buffer<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Option<(T, usize)>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -121,11 +112,7 @@ where
     while got < 4 {
         let n = r.read(&mut prefix[got..]).await?;
         if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
+            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
         }
         got += n;
     }
@@ -134,12 +121,10 @@ where
         return Err(FrameError::TooLarge { len, max });
     }
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(e),
-        })?;
+    r.read_exact(&mut payload).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
     decode(&payload).map(Some)
 }
 
@@ -151,59 +136,32 @@ mod tests {
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Msg {
         Ping(u64),
-        Data {
-            name: String,
-            bytes: Vec<u8>,
-            tags: Vec<String>,
-        },
+        Data { name: String, bytes: Vec<u8>, tags: Vec<String> },
     }
 
     #[test]
     fn round_trip() {
-        let m = Msg::Data {
-            name: "x".into(),
-            bytes: vec![1, 2, 3],
-            tags: vec!["a".into()],
-        };
+        let m = Msg::Data { name: "x".into(), bytes: vec![1, 2, 3], tags: vec!["a".into()] };
         let buf = encode(&m, DEFAULT_MAX_FRAME).unwrap();
-        let (back, used): (Msg, usize) = decode_from_buffer(&buf, DEFAULT_MAX_FRAME)
-            .unwrap()
-            .unwrap();
+        let (back, used): (Msg, usize) = decode_from_buffer(&buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
         assert_eq!(back, m);
         assert_eq!(used, buf.len());
-        assert!(
-            decode_from_buffer::<Msg>(&buf[..buf.len() - 1], DEFAULT_MAX_FRAME)
-                .unwrap()
-                .is_none()
-        );
+        assert!(decode_from_buffer::<Msg>(&buf[..buf.len() - 1], DEFAULT_MAX_FRAME).unwrap().is_none());
     }
 
     #[test]
     fn oversized_and_wrong_version_are_errors() {
-        let m = Msg::Data {
-            name: "x".repeat(100),
-            bytes: vec![],
-            tags: vec![],
-        };
+        let m = Msg::Data { name: "x".repeat(100), bytes: vec![], tags: vec![] };
         assert!(matches!(encode(&m, 10), Err(FrameError::TooLarge { .. })));
         let buf = [0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(
-            decode_from_buffer::<Msg>(&buf, DEFAULT_MAX_FRAME),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(decode_from_buffer::<Msg>(&buf, DEFAULT_MAX_FRAME), Err(FrameError::TooLarge { .. })));
         let mut other = Vec::new();
         bincode::serde::encode_into_std_write(7u16, &mut other, config()).unwrap();
         bincode::serde::encode_into_std_write(Msg::Ping(1), &mut other, config()).unwrap();
-        assert!(matches!(
-            decode::<Msg>(&other),
-            Err(FrameError::Version { got: 7, .. })
-        ));
+        assert!(matches!(decode::<Msg>(&other), Err(FrameError::Version { got: 7, .. })));
         let mut trailing = encode(&Msg::Ping(1), DEFAULT_MAX_FRAME).unwrap()[4..].to_vec();
         trailing.push(0);
-        assert!(matches!(
-            decode::<Msg>(&trailing),
-            Err(FrameError::Trailing(1))
-        ));
+        assert!(matches!(decode::<Msg>(&trailing), Err(FrameError::Trailing(1))));
     }
 
     #[test]
@@ -222,34 +180,13 @@ mod tests {
         let mut bytes = encode(&m, DEFAULT_MAX_FRAME).unwrap();
         bytes.extend(encode(&Msg::Ping(43), DEFAULT_MAX_FRAME).unwrap());
         let mut r = &bytes[..];
-        assert_eq!(
-            read_frame::<_, Msg>(&mut r, DEFAULT_MAX_FRAME)
-                .await
-                .unwrap(),
-            Some(Msg::Ping(42))
-        );
-        assert_eq!(
-            read_frame::<_, Msg>(&mut r, DEFAULT_MAX_FRAME)
-                .await
-                .unwrap(),
-            Some(Msg::Ping(43))
-        );
-        assert_eq!(
-            read_frame::<_, Msg>(&mut r, DEFAULT_MAX_FRAME)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(read_frame::<_, Msg>(&mut r, DEFAULT_MAX_FRAME).await.unwrap(), Some(Msg::Ping(42)));
+        assert_eq!(read_frame::<_, Msg>(&mut r, DEFAULT_MAX_FRAME).await.unwrap(), Some(Msg::Ping(43)));
+        assert_eq!(read_frame::<_, Msg>(&mut r, DEFAULT_MAX_FRAME).await.unwrap(), None);
         let mut cut = &bytes[..3];
-        assert!(matches!(
-            read_frame::<_, Msg>(&mut cut, DEFAULT_MAX_FRAME).await,
-            Err(FrameError::Truncated)
-        ));
+        assert!(matches!(read_frame::<_, Msg>(&mut cut, DEFAULT_MAX_FRAME).await, Err(FrameError::Truncated)));
         let mut cut = &bytes[..6];
-        assert!(matches!(
-            read_frame::<_, Msg>(&mut cut, DEFAULT_MAX_FRAME).await,
-            Err(FrameError::Truncated)
-        ));
+        assert!(matches!(read_frame::<_, Msg>(&mut cut, DEFAULT_MAX_FRAME).await, Err(FrameError::Truncated)));
     }
 
     mod fuzz {

@@ -19,31 +19,23 @@ pub fn identity_from_cert(der: &CertificateDer<'_>) -> Result<Identity, NetError
         if let GeneralName::DNSName(dns) = name {
             if let Some(id) = Identity::from_san(dns) {
                 if found.is_some() {
-                    return Err(NetError::Identity(
-                        "certificate carries several identities".into(),
-                    ));
+                    return Err(NetError::Identity("certificate carries several identities".into()));
                 }
                 found = Some(id);
             }
         }
     }
-    found.ok_or_else(|| {
-        NetError::Identity("certificate carries no <role>.<name>.zoe identity".into())
-    })
+    found.ok_or_else(|| NetError::Identity("certificate carries no <role>.<name>.zoe identity".into()))
 }
 
 /// The identity of the peer of an established connection. The chain was
 /// already verified against the cluster CA during the handshake.
 pub fn peer_identity(conn: &quinn::Connection) -> Result<Identity, NetError> {
-    let any = conn
-        .peer_identity()
-        .ok_or_else(|| NetError::Identity("peer presented no certificate".into()))?;
+    let any = conn.peer_identity().ok_or_else(|| NetError::Identity("peer presented no certificate".into()))?;
     let certs = any
         .downcast::<Vec<CertificateDer<'static>>>()
         .map_err(|_| NetError::Identity("unexpected peer identity type".into()))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| NetError::Identity("empty certificate chain".into()))?;
+    let leaf = certs.first().ok_or_else(|| NetError::Identity("empty certificate chain".into()))?;
     identity_from_cert(leaf)
 }
 
@@ -64,9 +56,6 @@ pub fn require_role(conn: &quinn::Connection, allowed: &[Role]) -> Result<Identi
         Ok(id)
     } else {
         conn.close(CLOSE_FORBIDDEN.into(), b"role not allowed");
-        Err(NetError::Forbidden {
-            got: id.role,
-            allowed: allowed.to_vec(),
-        })
+        Err(NetError::Forbidden { got: id.role, allowed: allowed.to_vec() })
     }
 }

@@ -7,8 +7,8 @@
 
 use crate::NetError;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -51,9 +51,7 @@ impl FromStr for Role {
             "coordinator" => Ok(Role::Coordinator),
             "agent" => Ok(Role::Agent),
             "client" => Ok(Role::Client),
-            other => Err(NetError::Identity(format!(
-                "unknown role {other:?} (expected coordinator, agent or client)"
-            ))),
+            other => Err(NetError::Identity(format!("unknown role {other:?} (expected coordinator, agent or client)"))),
         }
     }
 }
@@ -89,10 +87,7 @@ impl Identity {
         }
         let role = role.parse().ok()?;
         validate_name(name).ok()?;
-        Some(Identity {
-            role,
-            name: name.to_string(),
-        })
+        Some(Identity { role, name: name.to_string() })
     }
 }
 
@@ -107,9 +102,7 @@ fn validate_name(name: &str) -> Result<(), NetError> {
         && name.len() <= 63
         && !name.starts_with('-')
         && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -129,33 +122,17 @@ pub struct IssuedCert {
 impl IssuedCert {
     /// Writes `<stem>.pem` and `<stem>-key.pem` into `dir` (key mode 0600).
     pub fn write(&self, dir: &Path, stem: &str) -> Result<(), NetError> {
-        write_file(
-            &dir.join(format!("{stem}.pem")),
-            self.cert_pem.as_bytes(),
-            0o644,
-        )?;
-        write_file(
-            &dir.join(format!("{stem}-key.pem")),
-            self.key_pem.as_bytes(),
-            0o600,
-        )
+        write_file(&dir.join(format!("{stem}.pem")), self.cert_pem.as_bytes(), 0o644)?;
+        write_file(&dir.join(format!("{stem}-key.pem")), self.key_pem.as_bytes(), 0o600)
     }
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), NetError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| NetError::File {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
+    let err = |source| NetError::File { path: path.display().to_string(), source };
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(err)?;
     f.write_all(data).map_err(err)
 }
 
@@ -171,11 +148,8 @@ impl CertificateAuthority {
     pub fn generate(cluster: &str) -> Result<Self, NetError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("zoe cluster CA {cluster}"));
         dn.push(DnType::OrganizationName, "zoe");
@@ -183,22 +157,14 @@ impl CertificateAuthority {
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
-        Ok(CertificateAuthority {
-            cert_pem: cert.pem(),
-            key_pem,
-            issuer: Issuer::new(params, key),
-        })
+        Ok(CertificateAuthority { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
     }
 
     /// Loads an existing CA from its certificate and key (PEM).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, NetError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(CertificateAuthority {
-            cert_pem: cert_pem.to_string(),
-            key_pem: key_pem.to_string(),
-            issuer,
-        })
+        Ok(CertificateAuthority { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -211,27 +177,16 @@ impl CertificateAuthority {
 
     /// Writes `ca.pem` and `ca-key.pem` into `dir` (key mode 0600).
     pub fn write(&self, dir: &Path) -> Result<(), NetError> {
-        IssuedCert {
-            cert_pem: self.cert_pem.clone(),
-            key_pem: self.key_pem.clone(),
-        }
-        .write(dir, "ca")
+        IssuedCert { cert_pem: self.cert_pem.clone(), key_pem: self.key_pem.clone() }.write(dir, "ca")
     }
 
     /// Issues a certificate for `identity`, valid for both TLS client and
     /// server use (coordinators are both), with extra DNS and IP SANs for
     /// operators who connect by host name or address.
-    pub fn issue(
-        &self,
-        identity: &Identity,
-        extra_dns: &[String],
-        ips: &[IpAddr],
-    ) -> Result<IssuedCert, NetError> {
+    pub fn issue(&self, identity: &Identity, extra_dns: &[String], ips: &[IpAddr]) -> Result<IssuedCert, NetError> {
         validate_name(&identity.name)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::DnsName(identity.san().try_into()?));
+        params.subject_alt_names.push(rcgen::SanType::DnsName(identity.san().try_into()?));
         for dns in extra_dns {
             if Identity::from_san(dns).is_some() {
                 // A second identity SAN would make the certificate's role ambiguous.
@@ -239,14 +194,10 @@ impl CertificateAuthority {
                     "extra DNS name {dns:?} looks like an identity; only one is allowed"
                 )));
             }
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::DnsName(dns.clone().try_into()?));
+            params.subject_alt_names.push(rcgen::SanType::DnsName(dns.clone().try_into()?));
         }
         for ip in ips {
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::IpAddress(*ip));
+            params.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
         }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, identity.san());
@@ -254,16 +205,10 @@ impl CertificateAuthority {
         params.distinguished_name = dn;
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -288,13 +233,7 @@ mod tests {
         let ca = CertificateAuthority::generate("test").unwrap();
         let again = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
         let id = Identity::new(Role::Coordinator, "c1").unwrap();
-        let cert = again
-            .issue(
-                &id,
-                &["c1.example.org".into()],
-                &["127.0.0.1".parse().unwrap()],
-            )
-            .unwrap();
+        let cert = again.issue(&id, &["c1.example.org".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
         assert!(cert.cert_pem.contains("BEGIN CERTIFICATE"));
         let extra = again.issue(&id, &["client.x.zoe".into()], &[]);
         assert!(extra.is_err());

@@ -14,11 +14,7 @@ use std::future::Future;
 pub const STREAM_BAD_FRAME: u32 = 0x400;
 
 /// Sends one request and waits for its answer.
-pub async fn call<Req, Resp>(
-    conn: &quinn::Connection,
-    req: &Req,
-    max: usize,
-) -> Result<Resp, NetError>
+pub async fn call<Req, Resp>(conn: &quinn::Connection, req: &Req, max: usize) -> Result<Resp, NetError>
 where
     Req: Serialize,
     Resp: DeserializeOwned,

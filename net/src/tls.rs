@@ -43,17 +43,12 @@ impl Clone for TlsMaterial {
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
+        f.debug_struct("TlsMaterial").field("identity", &self.identity).finish_non_exhaustive()
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, NetError> {
-    std::fs::read(path).map_err(|source| NetError::File {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| NetError::File { path: path.display().to_string(), source })
 }
 
 fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, NetError> {
@@ -77,12 +72,7 @@ impl TlsMaterial {
             .map_err(|e| NetError::Pem(format!("private key: {e}")))?
             .ok_or_else(|| NetError::Pem("private key: no PRIVATE KEY block found".into()))?;
         let identity = identity_from_cert(&chain[0])?;
-        Ok(TlsMaterial {
-            ca,
-            chain,
-            key,
-            identity,
-        })
+        Ok(TlsMaterial { ca, chain, key, identity })
     }
 
     /// Loads the CA certificate, our certificate and our key from PEM files.
@@ -105,8 +95,7 @@ impl TlsMaterial {
 
     /// A rustls server config that requires a client certificate from our CA.
     pub fn rustls_server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, NetError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots()?, provider()).build()?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider()).build()?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -164,11 +153,7 @@ impl TlsMaterial {
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(1)));
-    t.max_idle_timeout(Some(
-        Duration::from_secs(5)
-            .try_into()
-            .expect("5 s fits a VarInt"),
-    ));
+    t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits a VarInt")));
     t.max_concurrent_bidi_streams(1024u32.into());
     Arc::new(t)
 }

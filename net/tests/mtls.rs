@@ -9,19 +9,8 @@ use zoe_net::{CertificateAuthority, Identity, Role, TlsMaterial, rpc};
 const ALPN: &[&[u8]] = &[b"zoe-test/1"];
 
 fn material(ca: &CertificateAuthority, role: Role, name: &str) -> TlsMaterial {
-    let cert = ca
-        .issue(
-            &Identity::new(role, name).unwrap(),
-            &[],
-            &["127.0.0.1".parse().unwrap()],
-        )
-        .unwrap();
-    TlsMaterial::from_pem(
-        ca.cert_pem().as_bytes(),
-        cert.cert_pem.as_bytes(),
-        cert.key_pem.as_bytes(),
-    )
-    .unwrap()
+    let cert = ca.issue(&Identity::new(role, name).unwrap(), &[], &["127.0.0.1".parse().unwrap()]).unwrap();
+    TlsMaterial::from_pem(ca.cert_pem().as_bytes(), cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap()
 }
 
 /// An echo server that accepts only coordinators and clients.
@@ -50,19 +39,12 @@ fn server(tls: &TlsMaterial) -> (quinn::Endpoint, SocketAddr) {
     (ep, addr)
 }
 
-async fn ask(
-    client: &TlsMaterial,
-    addr: SocketAddr,
-    server_name: &str,
-) -> Result<String, zoe_net::NetError> {
+async fn ask(client: &TlsMaterial, addr: SocketAddr, server_name: &str) -> Result<String, zoe_net::NetError> {
     let ep = client.client_endpoint(ALPN)?;
     let conn = ep.connect(addr, server_name)?.await?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        rpc::call::<String, String>(&conn, &"hi".to_string(), 1024),
-    )
-    .await
-    .map_err(|_| zoe_net::NetError::Timeout)?
+    tokio::time::timeout(Duration::from_secs(5), rpc::call::<String, String>(&conn, &"hi".to_string(), 1024))
+        .await
+        .map_err(|_| zoe_net::NetError::Timeout)?
 }
 
 #[tokio::test]
@@ -74,15 +56,9 @@ async fn mutual_tls_accepts_members_and_refuses_others() {
 
     // Same CA, allowed roles: answered, and the server saw who we are.
     let coord = material(&ca, Role::Coordinator, "c2");
-    assert_eq!(
-        ask(&coord, addr, "coordinator.c1.zoe").await.unwrap(),
-        "coordinator.c2.zoe:hi"
-    );
+    assert_eq!(ask(&coord, addr, "coordinator.c1.zoe").await.unwrap(), "coordinator.c2.zoe:hi");
     let client = material(&ca, Role::Client, "ops");
-    assert_eq!(
-        ask(&client, addr, "coordinator.c1.zoe").await.unwrap(),
-        "client.ops.zoe:hi"
-    );
+    assert_eq!(ask(&client, addr, "coordinator.c1.zoe").await.unwrap(), "client.ops.zoe:hi");
 
     // Same CA, agent role: the handshake succeeds but the server closes.
     let agent = material(&ca, Role::Agent, "n1");
@@ -105,11 +81,7 @@ async fn malformed_frame_closes_only_that_stream() {
     let (_ep, addr) = server(&srv);
     let client = material(&ca, Role::Client, "ops");
     let ep = client.client_endpoint(ALPN).unwrap();
-    let conn = ep
-        .connect(addr, "coordinator.c1.zoe")
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = ep.connect(addr, "coordinator.c1.zoe").unwrap().await.unwrap();
 
     // An oversized length prefix: the stream is reset, no answer.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
@@ -120,9 +92,7 @@ async fn malformed_frame_closes_only_that_stream() {
 
     // Garbage inside a well-sized frame: same.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
-        .await
-        .unwrap();
+    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
     let _ = send.finish();
     let r = zoe_net::frame::read_frame::<_, String>(&mut recv, DEFAULT_MAX_FRAME).await;
     assert!(r.is_err() || r.unwrap().is_none());

@@ -1,0 +1,169 @@
+//! The coordinator's configuration file (TOML).
+//!
+//! ```toml
+//! id = 1
+//! name = "c1"                      # the name in this node's certificate
+//! listen = "0.0.0.0:4647"          # QUIC: Raft, client and admin RPC
+//! advertise = "10.0.0.1:4647"      # optional; default = listen
+//! data_dir = "/var/lib/zoe/coordinator"
+//!
+//! [tls]
+//! ca = "/etc/zoe/tls/ca.pem"
+//! cert = "/etc/zoe/tls/coordinator.pem"
+//! key = "/etc/zoe/tls/coordinator-key.pem"
+//!
+//! [[peers]]                        # the initial members, this node included
+//! id = 1
+//! addr = "10.0.0.1:4647"
+//! name = "c1"
+//!
+//! [raft]                           # optional tuning, defaults shown
+//! heartbeat_ms = 100
+//! election_timeout_min_ms = 400
+//! election_timeout_max_ms = 800
+//! snapshot_every_logs = 10000
+//! trailing_logs = 5000
+//! ```
+
+use super::{CoordNode, NodeId};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: String, msg: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    pub id: NodeId,
+    pub name: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub addr: String,
+    pub name: String,
+}
+
+/// Raft timing and log retention. The defaults follow Nomad's ratio of a
+/// heartbeat well inside the election timeout, scaled down for a LAN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every_logs: u64,
+    /// Log entries kept behind the latest snapshot, so a briefly lagging
+    /// follower catches up from the log instead of a whole snapshot.
+    pub trailing_logs: u64,
+    /// Snapshot chunk size when streaming to a lagging follower.
+    pub snapshot_chunk_bytes: u64,
+    /// How long a write may wait for a leader before it fails.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_logs: 10_000,
+            trailing_logs: 5_000,
+            snapshot_chunk_bytes: 1024 * 1024,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Reads and checks a config file. Relative paths inside it are taken
+    /// relative to the file's directory, so a config and its certificates
+    /// can move together.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let mut cfg: CoordinatorConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.clone(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for f in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        cfg.validate().map_err(|msg| ConfigError::Invalid { path: p, msg })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
+            return Err("raft.election_timeout_min_ms must exceed raft.heartbeat_ms (> 0)".into());
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for p in &self.peers {
+            if !ids.insert(p.id) {
+                return Err(format!("peers: id {} listed twice", p.id));
+            }
+            if p.id == self.id && p.name != self.name {
+                return Err(format!(
+                    "peers: entry for this node (id {}) names {:?}, not {:?}",
+                    p.id, p.name, self.name
+                ));
+            }
+        }
+        if !self.peers.is_empty() && !ids.contains(&self.id) {
+            return Err(format!("peers must include this node (id {})", self.id));
+        }
+        Ok(())
+    }
+
+    /// The address other members use to reach this node.
+    pub fn advertised_addr(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub fn self_node(&self) -> CoordNode {
+        CoordNode { addr: self.advertised_addr(), name: self.name.clone() }
+    }
+}

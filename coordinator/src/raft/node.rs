@@ -1,0 +1,596 @@
+//! One running coordinator: Raft, storage, the QUIC server, and the API the
+//! rest of the coordinator uses (write, reads, admin, status).
+//!
+//! ```ignore
+//! let c = Coordinator::start(CoordinatorConfig::load(path)?).await?;
+//! let w = c.write(Command::SetMeta { key: "a".into(), value: "1".into() }).await?;
+//! let (v, _) = c.read_linearizable(|s| s.meta.get("a").cloned()).await?;
+//! let (v, staleness) = c.read_local(|s| s.meta.get("a").cloned());
+//! c.shutdown().await;
+//! ```
+
+use super::config::CoordinatorConfig;
+use super::network::{ApiError, MAX_FRAME, Network, PeerPool, ReadReply, Request, Response, Status, WriteReply};
+use super::store::{LogStore, SmData, StateMachineStore, open_db};
+use super::{CommandResult, CoordNode, NodeId, Raft, codec};
+use crate::state::{Command, State};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::time::timeout_at;
+use zoe_net::{Identity, Role, TlsMaterial};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS: {0}")]
+    Tls(#[from] zoe_net::NetError),
+    #[error("{0}")]
+    Identity(String),
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] openraft::StorageError<NodeId>),
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(#[from] openraft::error::Fatal<NodeId>),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: zoe_net::NetError,
+    },
+}
+
+/// How fresh a local read is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staleness {
+    /// Last log index applied to the state that was read.
+    pub applied_index: Option<u64>,
+    pub leader: Option<NodeId>,
+    pub is_leader: bool,
+    /// Follower: ms since the leader was last heard from. Leader: ms since a
+    /// quorum last acknowledged it. `None`: never.
+    pub last_contact_ms: Option<u64>,
+}
+
+/// A committed write: its log index and what applying it returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub index: u64,
+    pub result: CommandResult,
+}
+
+const NEVER: u64 = u64::MAX;
+
+struct Inner {
+    id: NodeId,
+    config: CoordinatorConfig,
+    raft: Raft,
+    sm: StateMachineStore,
+    sm_data: Arc<RwLock<SmData>>,
+    committed: Arc<AtomicU64>,
+    pool: Arc<PeerPool>,
+    endpoint: quinn::Endpoint,
+    db: sled::Db,
+    started: Instant,
+    /// ms after `started` when an AppendEntries last arrived.
+    last_append_ms: AtomicU64,
+    closing: AtomicBool,
+    inflight: AtomicUsize,
+}
+
+/// A running coordinator. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct InflightGuard<'a>(&'a AtomicUsize);
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Coordinator {
+    /// Opens storage, starts Raft and the QUIC server, and (first start of
+    /// an empty cluster, lowest id only) bootstraps the initial membership.
+    pub async fn start(config: CoordinatorConfig) -> Result<Coordinator, StartError> {
+        let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let me = tls.identity();
+        if me.role != Role::Coordinator || me.name != config.name {
+            return Err(StartError::Identity(format!(
+                "certificate {} is for {me}, but this is coordinator {}",
+                config.tls.cert.display(),
+                config.name
+            )));
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let db = open_db(&config.data_dir)?;
+        let log = LogStore::open(&db)?;
+        let committed = log.committed_handle();
+        let sm = StateMachineStore::open(&db)?;
+        let sm_data = sm.data();
+
+        let endpoint = tls
+            .endpoint(config.listen, &[super::network::ALPN])
+            .map_err(|source| StartError::Listen { addr: config.listen.to_string(), source })?;
+        let pool = Arc::new(PeerPool::new(endpoint.clone()));
+
+        let t = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "zoe".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_timeout_min_ms,
+            election_timeout_max: t.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every_logs),
+            max_in_snapshot_log_to_keep: t.trailing_logs,
+            snapshot_max_chunk_size: t.snapshot_chunk_bytes,
+            max_payload_entries: 1024,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let raft = Raft::new(config.id, Arc::new(raft_config), Network { pool: pool.clone() }, log, sm.clone()).await?;
+
+        let inner = Arc::new(Inner {
+            id: config.id,
+            config,
+            raft,
+            sm,
+            sm_data,
+            committed,
+            pool,
+            endpoint: endpoint.clone(),
+            db,
+            started: Instant::now(),
+            last_append_ms: AtomicU64::new(NEVER),
+            closing: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+        });
+        let c = Coordinator { inner };
+        tracing::info!(id = c.id(), listen = %c.inner.config.listen, "coordinator started");
+        tokio::spawn(c.clone().accept_loop());
+        tokio::spawn(c.clone().bootstrap());
+        Ok(c)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.inner.config
+    }
+
+    /// The underlying openraft handle (metrics, waits).
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    // ------------------------------------------------------------ bootstrap
+
+    /// Initializes the cluster exactly once: only the lowest id of the
+    /// configured peers does it, only while its own log is empty, and not
+    /// if any peer already belongs to an initialized cluster (so a wiped
+    /// lowest-id node does not found a second cluster).
+    async fn bootstrap(self) {
+        let cfg = &self.inner.config;
+        let Some(lowest) = cfg.peers.iter().map(|p| p.id).min() else { return };
+        if lowest != cfg.id {
+            return;
+        }
+        match self.inner.raft.is_initialized().await {
+            Ok(false) => {}
+            _ => return,
+        }
+        let others: Vec<_> = cfg.peers.iter().filter(|p| p.id != cfg.id).collect();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut answered = 0;
+            for p in &others {
+                let node = CoordNode { addr: p.addr.clone(), name: p.name.clone() };
+                if let Ok(Response::Status(s)) =
+                    self.inner.pool.call(p.id, &node, &Request::Status, Duration::from_millis(500)).await
+                {
+                    if s.initialized {
+                        tracing::info!(peer = p.id, "peer already belongs to a cluster; not bootstrapping");
+                        return;
+                    }
+                    answered += 1;
+                }
+            }
+            if answered == others.len() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let members: BTreeMap<NodeId, CoordNode> =
+            cfg.peers.iter().map(|p| (p.id, CoordNode { addr: p.addr.clone(), name: p.name.clone() })).collect();
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => tracing::info!("cluster bootstrapped"),
+            Err(e) => tracing::info!("bootstrap skipped: {e}"),
+        }
+    }
+
+    // --------------------------------------------------------------- server
+
+    async fn accept_loop(self) {
+        while let Some(incoming) = self.inner.endpoint.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!("handshake failed: {e}");
+                        return;
+                    }
+                };
+                let peer = match zoe_net::require_role(&conn, &[Role::Coordinator, Role::Client]) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(remote = %conn.remote_address(), "refused connection: {e}");
+                        return;
+                    }
+                };
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let me = me.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        let r = zoe_net::rpc::serve_stream(send, recv, MAX_FRAME, |req: Request| {
+                            let me = me.clone();
+                            let peer = peer.clone();
+                            async move { me.handle(req, &peer).await }
+                        })
+                        .await;
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, "stream ended: {e}");
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request, peer: &Identity) -> Response {
+        let raft = &self.inner.raft;
+        let coordinator = peer.role == Role::Coordinator;
+        match req {
+            Request::AppendEntries(w) if coordinator => {
+                self.inner.last_append_ms.store(self.inner.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let entries = match w.entries.into_iter().map(|e| e.into_entry()).collect::<Result<Vec<_>, _>>() {
+                    Ok(e) => e,
+                    Err(e) => return Response::Forbidden(format!("undecodable entry: {e}")),
+                };
+                let rpc = openraft::raft::AppendEntriesRequest {
+                    vote: w.vote,
+                    prev_log_id: w.prev_log_id,
+                    leader_commit: w.leader_commit,
+                    entries,
+                };
+                Response::AppendEntries(raft.append_entries(rpc).await)
+            }
+            Request::Vote(v) if coordinator => Response::Vote(raft.vote(v).await),
+            Request::InstallSnapshot(s) if coordinator => {
+                self.inner.last_append_ms.store(self.inner.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                Response::InstallSnapshot(raft.install_snapshot(s).await)
+            }
+            Request::ReadIndex if coordinator => Response::ReadIndex(self.leader_read_index().await),
+            Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) | Request::ReadIndex => {
+                Response::Forbidden(format!("{peer} may not send Raft messages"))
+            }
+            Request::Write { command, forwarded } => {
+                let cmd: Command = match codec::unjson(&command) {
+                    Ok(c) => c,
+                    Err(e) => return Response::Write(Err(ApiError::Invalid(format!("command: {e}")))),
+                };
+                let r = if forwarded { self.write_as_leader(cmd).await } else { self.write(cmd).await };
+                Response::Write(r.and_then(|w| {
+                    Ok(WriteReply { index: w.index, result: codec::json(&w.result).map_err(ApiError::Internal)? })
+                }))
+            }
+            Request::Read { linearizable } => {
+                let r = if linearizable {
+                    self.read_linearizable(codec::json).await
+                } else {
+                    Ok(self.read_local(codec::json))
+                };
+                Response::Read(r.and_then(|(state, staleness)| {
+                    Ok(ReadReply { state: state.map_err(ApiError::Internal)?, staleness })
+                }))
+            }
+            Request::Status => Response::Status(Box::new(self.status().await)),
+            Request::AddMember { id, node } => Response::Admin(self.add_member(id, node).await),
+            Request::RemoveMember { id } => Response::Admin(self.remove_member(id).await),
+        }
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.inner.config.raft.write_timeout_ms)
+    }
+
+    /// Waits (until `deadline`) for a known leader.
+    async fn wait_leader(&self, deadline: Instant) -> Result<NodeId, ApiError> {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow_and_update().current_leader {
+                return Ok(l);
+            }
+            match timeout_at(deadline.into(), rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ApiError::ShuttingDown),
+                Err(_) => return Err(ApiError::NoLeader),
+            }
+        }
+    }
+
+    fn node_of(&self, id: NodeId) -> Option<CoordNode> {
+        self.inner.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Commits `cmd` through Raft and returns the leader's result of
+    /// applying it. Works on any member: a follower forwards to the leader.
+    ///
+    /// An `Err` is either retryable (see [`ApiError::is_retryable`]: the
+    /// command was certainly not applied) or of unknown outcome (timeout,
+    /// leader lost mid-request): the command may have been applied.
+    pub async fn write(&self, cmd: Command) -> Result<Written, ApiError> {
+        let deadline = self.deadline();
+        loop {
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return Err(ApiError::ShuttingDown);
+            }
+            let leader = self.wait_leader(deadline).await?;
+            let r = if leader == self.id() {
+                self.write_as_leader(cmd.clone()).await
+            } else {
+                self.forward_write(leader, &cmd, deadline).await
+            };
+            match r {
+                Err(e @ (ApiError::NotLeader(_) | ApiError::NoLeader)) => {
+                    // Leadership moved before the command was proposed:
+                    // safe to try again against the new leader.
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes on this node, which must be the leader.
+    async fn write_as_leader(&self, cmd: Command) -> Result<Written, ApiError> {
+        let inner = &self.inner;
+        if inner.closing.load(Ordering::SeqCst) {
+            return Err(ApiError::ShuttingDown);
+        }
+        inner.inflight.fetch_add(1, Ordering::SeqCst);
+        let _guard = InflightGuard(&inner.inflight);
+        match tokio::time::timeout_at(self.deadline().into(), inner.raft.client_write(cmd)).await {
+            Err(_) => Err(ApiError::Timeout),
+            Ok(Ok(r)) => Ok(Written { index: r.log_id.index, result: r.data }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ApiError::NotLeader(f.leader_id)),
+            Ok(Err(RaftError::APIError(e))) => Err(ApiError::Raft(e.to_string())),
+            Ok(Err(RaftError::Fatal(_))) => Err(ApiError::ShuttingDown),
+        }
+    }
+
+    async fn forward_write(&self, leader: NodeId, cmd: &Command, deadline: Instant) -> Result<Written, ApiError> {
+        let node = self.node_of(leader).ok_or(ApiError::NoLeader)?;
+        let command = codec::json(cmd).map_err(ApiError::Internal)?;
+        let req = Request::Write { command, forwarded: true };
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        let call = self.inner.pool.call(leader, &node, &req, ttl);
+        // If leadership moves while we wait, stop waiting on the old leader.
+        let mut rx = self.inner.raft.metrics();
+        let changed = async move {
+            loop {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                if rx.borrow().current_leader != Some(leader) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = call => match r {
+                Ok(Response::Write(Ok(w))) => Ok(Written { index: w.index, result: w.result()? }),
+                Ok(Response::Write(Err(e))) => Err(e),
+                Ok(other) => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+                Err(zoe_net::NetError::Timeout) => Err(ApiError::Timeout),
+                Err(e) => Err(ApiError::Unreachable(e.to_string())),
+            },
+            _ = changed => Err(ApiError::Unreachable(format!("leader {leader} lost while forwarding; outcome unknown"))),
+        }
+    }
+
+    // ----------------------------------------------------------------- reads
+
+    /// Reads the applied state on this node without any coordination. The
+    /// [`Staleness`] says how far behind it may be.
+    pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> (T, Staleness) {
+        let (v, applied) = {
+            let d = self.inner.sm_data.read().expect("state machine lock");
+            (f(&d.state), d.last_applied.map(|l| l.index))
+        };
+        let m = self.inner.raft.metrics().borrow().clone();
+        let is_leader = m.state == ServerState::Leader;
+        let last_contact_ms = if is_leader { m.millis_since_quorum_ack } else { self.ms_since_append() };
+        (v, Staleness { applied_index: applied, leader: m.current_leader, is_leader, last_contact_ms })
+    }
+
+    fn ms_since_append(&self) -> Option<u64> {
+        match self.inner.last_append_ms.load(Ordering::Relaxed) {
+            NEVER => None,
+            t => Some((self.inner.started.elapsed().as_millis() as u64).saturating_sub(t)),
+        }
+    }
+
+    /// A linearizable read: the leader confirms with a quorum that it still
+    /// leads, and this node waits until it has applied at least the
+    /// leader's commit index at that moment before reading.
+    pub async fn read_linearizable<T>(&self, f: impl FnOnce(&State) -> T) -> Result<(T, Staleness), ApiError> {
+        let deadline = self.deadline();
+        let index = loop {
+            let leader = self.wait_leader(deadline).await?;
+            let r = if leader == self.id() {
+                self.leader_read_index().await
+            } else {
+                let node = self.node_of(leader).ok_or(ApiError::NoLeader)?;
+                let ttl = deadline.saturating_duration_since(Instant::now());
+                match self.inner.pool.call(leader, &node, &Request::ReadIndex, ttl).await {
+                    Ok(Response::ReadIndex(r)) => r,
+                    Ok(other) => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+                    Err(e) => Err(ApiError::Unreachable(e.to_string())),
+                }
+            };
+            match r {
+                Ok(i) => break i,
+                Err(e) if e.is_retryable() || matches!(e, ApiError::Unreachable(_)) => {
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(ttl))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| ApiError::Timeout)?;
+        Ok(self.read_local(f))
+    }
+
+    async fn leader_read_index(&self) -> Result<u64, ApiError> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(l) => Ok(l.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(e)) => match e {
+                openraft::error::CheckIsLeaderError::ForwardToLeader(f) => Err(ApiError::NotLeader(f.leader_id)),
+                other => Err(ApiError::Raft(other.to_string())),
+            },
+            Err(RaftError::Fatal(_)) => Err(ApiError::ShuttingDown),
+        }
+    }
+
+    // ----------------------------------------------------------------- admin
+
+    async fn on_leader(&self, req: Request) -> Result<Option<Result<(), ApiError>>, ApiError> {
+        let leader = self.wait_leader(self.deadline()).await?;
+        if leader == self.id() {
+            return Ok(None);
+        }
+        let node = self.node_of(leader).ok_or(ApiError::NoLeader)?;
+        match self.inner.pool.call(leader, &node, &req, Duration::from_secs(30)).await {
+            Ok(Response::Admin(r)) => Ok(Some(r)),
+            Ok(other) => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(ApiError::Unreachable(e.to_string())),
+        }
+    }
+
+    fn raft_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ApiError {
+        match e {
+            RaftError::Fatal(_) => ApiError::ShuttingDown,
+            RaftError::APIError(e) => ApiError::Raft(e.to_string()),
+        }
+    }
+
+    /// Adds a member: it first catches up as a learner, then becomes a
+    /// voter. Idempotent: adding a current voter changes nothing.
+    pub async fn add_member(&self, id: NodeId, node: CoordNode) -> Result<(), ApiError> {
+        if let Some(r) = self.on_leader(Request::AddMember { id, node: node.clone() }).await? {
+            return r;
+        }
+        let raft = &self.inner.raft;
+        raft.add_learner(id, node, true).await.map_err(Self::raft_err)?;
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(Self::raft_err)?;
+        tracing::info!(id, "member added");
+        Ok(())
+    }
+
+    /// Removes a member from the cluster (voter and node entry).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ApiError> {
+        if let Some(r) = self.on_leader(Request::RemoveMember { id }).await? {
+            return r;
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(Self::raft_err)?;
+        tracing::info!(id, "member removed");
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- status
+
+    pub async fn status(&self) -> Status {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let matched: Option<BTreeMap<NodeId, Option<u64>>> =
+            m.replication.as_ref().map(|r| r.iter().map(|(k, v)| (*k, v.map(|l| l.index))).collect());
+        let is_leader = m.state == ServerState::Leader;
+        let committed = self.inner.committed.load(Ordering::Relaxed);
+        Status {
+            id: m.id,
+            name: self.inner.config.name.clone(),
+            role: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            commit_index: if committed == NEVER { None } else { Some(committed) },
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            members: super::network::members_of(&m.membership_config, matched.as_ref()),
+            last_contact_ms: if is_leader { m.millis_since_quorum_ack } else { self.ms_since_append() },
+            snapshots_installed: self.inner.sm.snapshots_installed(),
+            initialized: m.membership_config.membership().nodes().next().is_some(),
+        }
+    }
+
+    // -------------------------------------------------------------- shutdown
+
+    /// Clean shutdown: refuse new writes, let in-flight writes finish (up
+    /// to 5 s), stop Raft, close connections, flush storage. openraft 0.9
+    /// has no leadership transfer; followers elect a new leader after one
+    /// election timeout.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closing.store(true, Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_secs(5);
+        while inner.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Err(e) = inner.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        inner.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
+        if let Err(e) = inner.db.flush_async().await {
+            tracing::warn!("final flush: {e}");
+        }
+        tracing::info!(id = inner.id, "coordinator stopped");
+    }
+}

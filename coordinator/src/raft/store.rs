@@ -1,0 +1,437 @@
+//! Durable Raft storage in sled.
+//!
+//! Layout (one sled database per coordinator, `<data_dir>/raft`):
+//! - tree `log`: big-endian u64 index → bincode [`WireEntry`];
+//! - tree `meta`: `vote`, `committed`, `last_purged` (bincode);
+//! - tree `snapshot`: `current` → bincode `(SnapshotMeta, JSON state)`.
+//!
+//! Durability: an append is inserted into sled and its completion callback
+//! queued to one flusher task, which fsyncs once for every callback that
+//! arrived meanwhile and only then reports them durable (group commit: one
+//! fsync per batch of appends, never an acknowledgement before the fsync).
+//! Votes are flushed before `save_vote` returns.
+//!
+//! The state machine lives in memory. Its applied index and membership are
+//! persisted with every snapshot; on restart it is restored from the latest
+//! snapshot and openraft re-applies the committed log after it (the commit
+//! index is saved too, so that happens at start-up, not at the next
+//! heartbeat).
+
+use super::{CoordNode, Entry, LogId, NodeId, StoredMembership, TypeConfig, WireEntry, codec};
+use crate::state::{Applied, State};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, Vote,
+};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+
+type SErr = StorageError<NodeId>;
+
+fn io_err(e: impl ToString) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+/// Sentinel for "no index" in atomics.
+const NONE: u64 = u64::MAX;
+
+/// Opens (or creates) the sled database under `dir`.
+pub fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    // The page cache only holds the log tail and snapshots; keep it modest.
+    sled::Config::new().path(dir.join("raft")).cache_capacity(64 * 1024 * 1024).open()
+}
+
+// ---------------------------------------------------------------- log store
+
+/// The Raft log and vote.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    committed: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    /// Must be called inside a tokio runtime: it starts the flusher task.
+    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        let log = db.open_tree("log")?;
+        let meta = db.open_tree("meta")?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(flusher(db.clone(), rx));
+        let store = LogStore { db: db.clone(), log, meta, flusher: tx, committed: Arc::new(AtomicU64::new(NONE)) };
+        if let Ok(Some(c)) = store.get_meta::<LogId>("committed") {
+            store.committed.store(c.index, Ordering::Relaxed);
+        }
+        Ok(store)
+    }
+
+    /// The last commit index this node learned (for status output).
+    pub fn committed_index(&self) -> Option<u64> {
+        match self.committed.load(Ordering::Relaxed) {
+            NONE => None,
+            i => Some(i),
+        }
+    }
+
+    pub fn committed_handle(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SErr> {
+        match self.meta.get(key).map_err(|e| StorageIOError::read(&e))? {
+            None => Ok(None),
+            Some(v) => codec::unbin(&v).map(Some).map_err(|e| StorageIOError::read(io_err(e)).into()),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), SErr> {
+        let b = codec::bin(v).map_err(|e| StorageIOError::write(io_err(e)))?;
+        self.meta.insert(key, b).map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
+    }
+}
+
+/// Group commit: waits for appends, fsyncs once for all that are queued,
+/// then completes them in order.
+async fn flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut batch = Vec::new();
+    while let Some(cb) = rx.recv().await {
+        batch.push(cb);
+        while let Ok(cb) = rx.try_recv() {
+            batch.push(cb);
+        }
+        let res = db.flush_async().await;
+        for cb in batch.drain(..) {
+            cb.log_io_completed(match &res {
+                Ok(_) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            });
+        }
+    }
+}
+
+fn key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn decode_entry(v: &[u8]) -> Result<Entry, SErr> {
+    let w: WireEntry = codec::unbin(v).map_err(|e| StorageIOError::read_logs(io_err(e)))?;
+    w.into_entry().map_err(|e| StorageIOError::read_logs(io_err(e)).into())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let iter = match range.end_bound() {
+            Bound::Included(i) => self.log.range(key(start)..=key(*i)),
+            Bound::Excluded(i) => {
+                if *i <= start {
+                    return Ok(Vec::new());
+                }
+                self.log.range(key(start)..key(*i))
+            }
+            Bound::Unbounded => self.log.range(key(start)..),
+        };
+        let mut out = Vec::new();
+        for kv in iter {
+            let (_, v) = kv.map_err(|e| StorageIOError::read_logs(&e))?;
+            out.push(decode_entry(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let last_purged: Option<LogId> = self.get_meta("last_purged")?;
+        let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            Some((_, v)) => Some(decode_entry(&v)?.log_id),
+            None => last_purged,
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+        self.put_meta("vote", vote).map_err(|_| StorageIOError::write_vote(io_err("sled insert")))?;
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+        self.get_meta("vote")
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), SErr> {
+        // Not flushed on purpose: a lost commit index is only an optimisation
+        // lost (the leader re-sends it); sled keeps writes in order, so it can
+        // never come back ahead of the log it refers to.
+        if let Some(c) = committed {
+            self.put_meta("committed", &c)?;
+            self.committed.store(c.index, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, SErr> {
+        self.get_meta("committed")
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            let w = WireEntry::from_entry(&e).map_err(|m| StorageIOError::write_logs(io_err(m)))?;
+            let b = codec::bin(&w).map_err(|m| StorageIOError::write_logs(io_err(m)))?;
+            batch.insert(&key(e.log_id.index), b);
+        }
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flusher.send(callback).map_err(|_| StorageIOError::write_logs(io_err("log flusher stopped")))?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), SErr> {
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range(key(log_id.index)..) {
+            let (k, _) = kv.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        // Flushed so a conflicting suffix cannot reappear after a crash.
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), SErr> {
+        // `last_purged` first: if we crash in between, the log state is
+        // still correct (leftover entries below it are ignored).
+        self.put_meta("last_purged", &log_id)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.log.range(..=key(log_id.index)) {
+            let (k, _) = kv.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------ state machine
+
+/// The applied state: what reads see.
+#[derive(Debug, Clone, Default)]
+pub struct SmData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub state: State,
+}
+
+/// The state machine: [`State`] in memory, snapshots in sled.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    data: Arc<RwLock<SmData>>,
+    snap: sled::Tree,
+    db: sled::Db,
+    /// Snapshots received from a leader since start (status, tests).
+    installed: Arc<AtomicU64>,
+}
+
+type StoredSnapshot = (SnapshotMeta<NodeId, CoordNode>, Vec<u8>);
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring it from the latest snapshot.
+    pub fn open(db: &sled::Db) -> Result<Self, SErr> {
+        let snap = db.open_tree("snapshot").map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let sm = StateMachineStore {
+            data: Arc::new(RwLock::new(SmData::default())),
+            snap,
+            db: db.clone(),
+            installed: Arc::new(AtomicU64::new(0)),
+        };
+        if let Some((meta, data)) = sm.load_snapshot()? {
+            let state: State = codec::unjson(&data).map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+            let mut d = sm.data.write().expect("state machine lock");
+            *d = SmData { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
+        }
+        Ok(sm)
+    }
+
+    /// Shared read access to the applied state.
+    pub fn data(&self) -> Arc<RwLock<SmData>> {
+        self.data.clone()
+    }
+
+    pub fn snapshots_installed(&self) -> u64 {
+        self.installed.load(Ordering::Relaxed)
+    }
+
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, SErr> {
+        match self.snap.get("current").map_err(|e| StorageIOError::read_snapshot(None, &e))? {
+            None => Ok(None),
+            Some(v) => codec::unbin(&v).map(Some).map_err(|e| StorageIOError::read_snapshot(None, io_err(e)).into()),
+        }
+    }
+
+    async fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, CoordNode>, data: &[u8]) -> Result<(), SErr> {
+        let sig = Some(meta.signature());
+        let b = codec::bin(&(meta, data)).map_err(|e| StorageIOError::write_snapshot(sig.clone(), io_err(e)))?;
+        self.snap.insert("current", b).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        // Copy under the lock, serialise outside it: applies keep flowing
+        // while a snapshot is written.
+        let (last_applied, membership, state) = {
+            let d = self.data.read().expect("state machine lock");
+            (d.last_applied, d.membership.clone(), d.state.clone())
+        };
+        let data = tokio::task::spawn_blocking(move || codec::json(&state))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?
+            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, now_nanos()),
+            None => format!("empty-{}", now_nanos()),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        self.save_snapshot(&meta, &data).await?;
+        tracing::info!(index = ?last_applied.map(|l| l.index), bytes = data.len(), "snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), SErr> {
+        let d = self.data.read().expect("state machine lock");
+        Ok((d.last_applied, d.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<super::CommandResult>, SErr>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut d = self.data.write().expect("state machine lock");
+        let mut out = Vec::new();
+        for e in entries {
+            d.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(Ok(Applied::Done)),
+                EntryPayload::Normal(cmd) => out.push(d.state.apply(&cmd)),
+                EntryPayload::Membership(m) => {
+                    d.membership = StoredMembership::new(Some(e.log_id), m);
+                    out.push(Ok(Applied::Done));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, CoordNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let data = snapshot.into_inner();
+        let state: State =
+            codec::unjson(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), io_err(e)))?;
+        self.save_snapshot(meta, &data).await?;
+        {
+            let mut d = self.data.write().expect("state machine lock");
+            *d = SmData { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
+        }
+        self.installed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(index = ?meta.last_log_id.map(|l| l.index), bytes = data.len(), "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        Ok(self.load_snapshot()?.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), SErr> {
+            let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
+            let db = open_db(dir.path()).map_err(|e| StorageIOError::write(&e))?;
+            let log = LogStore::open(&db).map_err(|e| StorageIOError::write(&e))?;
+            let sm = StateMachineStore::open(&db)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own storage test suite against the sled store.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).unwrap();
+    }
+
+    #[test]
+    fn state_machine_survives_reopen_through_snapshot() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let cmd = crate::state::Command::SetMeta { key: "k".into(), value: "v".into() };
+            {
+                let db = open_db(dir.path()).unwrap();
+                let mut sm = StateMachineStore::open(&db).unwrap();
+                let lid = LogId::new(openraft::CommittedLeaderId::new(1, 1), 1);
+                let r = sm.apply(vec![Entry { log_id: lid, payload: EntryPayload::Normal(cmd) }]).await.unwrap();
+                assert_eq!(r, vec![Ok(Applied::Done)]);
+                sm.build_snapshot().await.unwrap();
+            }
+            let db = open_db(dir.path()).unwrap();
+            let mut sm = StateMachineStore::open(&db).unwrap();
+            let (applied, _) = sm.applied_state().await.unwrap();
+            assert_eq!(applied.map(|l| l.index), Some(1));
+            assert_eq!(sm.data().read().unwrap().state.meta.get("k").map(String::as_str), Some("v"));
+        });
+    }
+}
