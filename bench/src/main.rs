@@ -1,1 +1,35 @@
-fn main() {}
+//! `zoe-bench NAME`: runs one benchmark end to end, progress on stderr,
+//! exactly one JSON line on stdout.
+
+mod runtime;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "zoe-bench", about = "Runs one of zoe's benchmarks and prints one JSON line with the results.")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Container start/stop latency through the agent runtime vs `ctr run --rm`, and the runtime's memory over many runs.
+    Runtime(runtime::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = match cli.bench {
+        Bench::Runtime(args) => rt.block_on(runtime::run(args))?,
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}

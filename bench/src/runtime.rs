@@ -1,0 +1,162 @@
+//! The `runtime` benchmark: a `busybox true` container through the agent
+//! runtime (create→running, and start+wait+delete) against `ctr run --rm`
+//! on the same containerd, interleaved run by run so both see the same
+//! machine; then the runtime's RSS over many consecutive runs.
+//!
+//! `ctr` appears here only as the baseline: product code never runs it.
+
+use anyhow::{Context, bail};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use zoe_agent::{Runtime, RuntimeConfig, ServiceSpec};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Timed runs of each kind (agent, ctr).
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Consecutive agent runs for the memory check.
+    #[arg(long, default_value_t = 500)]
+    rss_runs: usize,
+    /// Untimed runs of each kind first (caches, shim binary, page cache).
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    (percentile(&v, 50.0), percentile(&v, 95.0))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Resident set size of this process in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn spec(id: &str) -> ServiceSpec {
+    ServiceSpec {
+        id: id.to_string(),
+        image: zoe_testkit::DEFAULT_REFERENCE.to_string(),
+        command: Some(vec!["/bin/true".into()]),
+        ..Default::default()
+    }
+}
+
+/// One agent run: (create→running ms, start+wait+delete ms).
+async fn agent_run(rt: &Runtime, id: &str) -> anyhow::Result<(f64, f64)> {
+    let t0 = Instant::now();
+    rt.spawn(&spec(id)).await?;
+    let running = t0.elapsed();
+    let exit = tokio::time::timeout(Duration::from_secs(60), rt.wait(id)).await.context("exit within 60 s")??;
+    rt.stop(id, Duration::ZERO).await?;
+    let total = t0.elapsed();
+    if exit.code != Some(0) {
+        bail!("{id} exited with {exit:?}");
+    }
+    Ok((running.as_secs_f64() * 1e3, total.as_secs_f64() * 1e3))
+}
+
+fn ctr_run(socket: &std::path::Path, ns: &str, id: &str) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", ns, "run", "--rm", zoe_testkit::DEFAULT_REFERENCE, id, "/bin/true"])
+        .output()
+        .context("running ctr (the baseline; apt-get install containerd)")?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        bail!("ctr run failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(ms)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
+    let socket = zoe_testkit::containerd().socket.clone();
+    let ns = format!("zoe-bench-{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let image = zoe_testkit::BusyboxImage::build()?;
+    let archive = dir.path().join("busybox.tar");
+    image.write_oci_archive(&archive)?;
+    let mut cfg = RuntimeConfig::new(&socket, dir.path().join("data"));
+    cfg.namespace = ns.clone();
+    let rt = Runtime::connect(cfg).await?;
+    let version = rt.containerd().version().await?;
+    eprintln!("containerd {} at {}, namespace {ns}", version.version, socket.display());
+    rt.images().import_archive(&archive, None, None).await?;
+
+    for i in 0..args.warmup {
+        agent_run(&rt, &format!("warm-{i}")).await?;
+        ctr_run(&socket, &ns, &format!("ctr-warm-{i}"))?;
+    }
+    let (mut create, mut agent, mut ctr) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..args.runs {
+        let (c, a) = agent_run(&rt, &format!("run-{i}")).await?;
+        create.push(c);
+        agent.push(a);
+        ctr.push(ctr_run(&socket, &ns, &format!("ctr-{i}"))?);
+        if (i + 1) % 10 == 0 {
+            eprintln!("latency: {}/{} runs of each", i + 1, args.runs);
+        }
+    }
+
+    // Memory: measured after a first tenth of the runs, so allocator pools
+    // and connection buffers have reached their working size.
+    let settle = (args.rss_runs / 10).max(1);
+    let mut rss_settled = 0;
+    for i in 0..args.rss_runs {
+        agent_run(&rt, &format!("mem-{i}")).await?;
+        if i + 1 == settle {
+            rss_settled = rss_kib();
+        }
+        if (i + 1) % 100 == 0 {
+            eprintln!("memory: {}/{} runs, rss {} KiB", i + 1, args.rss_runs, rss_kib());
+        }
+    }
+    let rss_end = rss_kib();
+
+    for i in rt.images().list().await? {
+        rt.images().remove(&i.name).await?;
+    }
+    let ctd = rt.containerd().clone();
+    drop(rt);
+    let _ = ctd
+        .namespaces()
+        .delete(tonic::Request::new(containerd_client::services::v1::DeleteNamespaceRequest { name: ns.clone() }))
+        .await;
+
+    let (create_p50, create_p95) = stats(create);
+    let (run_p50, run_p95) = stats(agent);
+    let (ctr_p50, ctr_p95) = stats(ctr);
+    Ok(serde_json::json!({
+        "bench": "runtime",
+        "containerd": version.version,
+        "runs": args.runs,
+        "create_to_running_ms_p50": round2(create_p50),
+        "create_to_running_ms_p95": round2(create_p95),
+        "run_ms_p50": round2(run_p50),
+        "run_ms_p95": round2(run_p95),
+        "ctr_run_ms_p50": round2(ctr_p50),
+        "ctr_run_ms_p95": round2(ctr_p95),
+        "ratio_run_vs_ctr": (run_p50 / ctr_p50 * 1000.0).round() / 1000.0,
+        "rss_runs": args.rss_runs,
+        "rss_settled_kib": rss_settled,
+        "rss_end_kib": rss_end,
+        "rss_growth_kib": rss_end as i64 - rss_settled as i64,
+    }))
+}
