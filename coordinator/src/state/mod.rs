@@ -709,6 +709,8 @@ impl State {
         s.backend_status = BackendStatus::Undefined;
         s.error_message = Some(message.to_string());
         s.container_id = None;
+        // Restart backoff counts from here.
+        s.time_end = Some(time);
         let (exec_id, essential, name) = (s.execution_id, s.essential, s.name.clone());
         let e = self.execution(exec_id)?;
         match (e.status, essential || e.status == ExecutionStatus::Starting) {

@@ -1,0 +1,356 @@
+//! Zoe's elastic scheduler as a pure function: `schedule(state, platform,
+//! config, now) -> Plan`. No I/O, no clock: the leader passes the time in,
+//! commits the plan through Raft, and only then tells agents to act.
+//!
+//! One pass follows Zoe's simulation (zoe-semantics §7.4):
+//! 1. the queue in policy order (FIFO, SIZE, DYNSIZE);
+//! 2. essential instances, execution by execution, all or nothing;
+//! 3. elastic instances of every admitted execution, greedily, in queue
+//!    order, on what is left.
+//!
+//! Zoe re-simulated the elastic instances of every admitted execution before
+//! trying the next one, so that essential parts of later executions take
+//! precedence over not-yet-started elastic parts of earlier ones. Placing all
+//! essential parts first, then all elastic parts, gives the same result
+//! without the quadratic cost (admission never depends on elastic parts).
+//! Zoe's literal stop rule does depend on them (it stops at the first
+//! execution that does not lower the cluster's free memory); it is available
+//! as [`StopRule::Literal`] and simulated the quadratic way.
+//!
+//! The default stop rule is [`StopRule::EssentialFits`]: an execution is
+//! admitted whenever its essential part fits. Zoe's literal rule stops the
+//! whole pass behind a running execution whose elastic instances cannot be
+//! placed, or behind any service that reserves no memory, because neither
+//! lowers free memory; with it a queue can stall while room is free. The cost
+//! of admitting whatever fits is that a large execution can wait behind a
+//! stream of smaller ones; DYNSIZE's ageing is the remedy Zoe designed for
+//! that, and FIFO users who want strict order can pick the literal rule.
+
+mod placement;
+pub mod platform;
+mod queue;
+
+pub use platform::{LiveNode, Platform};
+
+use crate::state::{Execution, ExecutionId, Millis, Placement, Plan, Service, ServiceId, ServiceStatus, State};
+use placement::{Request, Sim};
+use queue::Candidate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use zoe_common::image::ImageRef;
+use zoe_common::resources::Millicores;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Arrival order.
+    Fifo,
+    /// The ZApp's `size` hint, smaller first.
+    Size,
+    /// Σcores.min × Σmemory.min, smaller first, aged while waiting.
+    Dynsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementPolicy {
+    /// Spread: the node with the fewest containers.
+    Average,
+    /// Pack: the node with the most containers that still fits.
+    Waterfill,
+    /// Any node that fits, seeded.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// Zoe's rule: stop at the first execution that does not lower free memory.
+    Literal,
+    /// Admit every execution whose essential part fits.
+    EssentialFits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    pub policy: Policy,
+    pub placement: PlacementPolicy,
+    pub stop_rule: StopRule,
+    /// Seed of the `random` placement.
+    pub seed: u64,
+    /// DYNSIZE ageing, in size units (cores × bytes) per second waited.
+    /// Zoe's value: 256 MiB per second.
+    pub dynsize_aging_per_s: f64,
+    /// Share idle cores among running services (Zoe's dynamic core sharing).
+    pub core_sharing: bool,
+    /// Restart backoff of elastic instances: base × 2^restarts, capped.
+    pub restart_backoff_base_ms: u64,
+    pub restart_backoff_max_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> SchedulerConfig {
+        SchedulerConfig {
+            policy: Policy::Fifo,
+            placement: PlacementPolicy::Average,
+            stop_rule: StopRule::EssentialFits,
+            seed: 0,
+            dynsize_aging_per_s: (256u64 << 20) as f64,
+            core_sharing: true,
+            restart_backoff_base_ms: 1_000,
+            restart_backoff_max_ms: 60_000,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn restart_backoff_ms(&self, restarts: u32) -> u64 {
+        self.restart_backoff_base_ms.saturating_mul(1u64 << restarts.min(20)).min(self.restart_backoff_max_ms)
+    }
+}
+
+/// Why a queued execution was not admitted in this pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub execution: ExecutionId,
+    pub reason: String,
+    /// No schedulable node could hold the instance even empty.
+    pub never_fits: bool,
+}
+
+/// One scheduling pass.
+pub fn schedule(state: &State, platform: &Platform, config: &SchedulerConfig, now: Millis) -> Plan {
+    schedule_explained(state, platform, config, now).0
+}
+
+/// One scheduling pass, with the reasons queued executions keep waiting.
+pub fn schedule_explained(
+    state: &State,
+    platform: &Platform,
+    cfg: &SchedulerConfig,
+    now: Millis,
+) -> (Plan, Vec<Waiting>) {
+    let queue = queue::build(state, cfg, now);
+    let mut plan = Plan { time: now, ..Plan::default() };
+    let mut waiting = Vec::new();
+    if queue.is_empty() && !cfg.core_sharing {
+        return (plan, waiting);
+    }
+    let requests = Requests::new(state, &queue);
+    let mut sim = Sim::new(state, platform, cfg, now, requests.floor);
+
+    let mut admitted: Vec<Candidate> = Vec::new();
+    let mut essential: Vec<(ServiceId, usize)> = Vec::new();
+    match cfg.stop_rule {
+        StopRule::EssentialFits => {
+            for c in &queue {
+                if c.running {
+                    admitted.push(*c);
+                    continue;
+                }
+                match place_essentials(&mut sim, &requests, state, c.exec) {
+                    Ok(placed) => {
+                        essential.extend(placed);
+                        admitted.push(*c);
+                    }
+                    Err(w) => waiting.push(w),
+                }
+            }
+        }
+        StopRule::Literal => {
+            let mut free = sim.free_memory();
+            for (k, c) in queue.iter().enumerate() {
+                let mut trial = sim.clone();
+                let placed =
+                    if c.running { Ok(vec![]) } else { place_essentials(&mut trial, &requests, state, c.exec) };
+                let mut candidate = admitted.clone();
+                if placed.is_ok() {
+                    candidate.push(*c);
+                }
+                let mut with_elastic = trial.clone();
+                place_elastics(&mut with_elastic, &requests, state, &candidate, cfg, now);
+                let now_free = with_elastic.free_memory();
+                if now_free >= free {
+                    // No progress: Zoe stops here, and so does everything behind.
+                    for rest in &queue[k..] {
+                        if !rest.running {
+                            waiting.push(Waiting {
+                                execution: rest.exec.id,
+                                reason: "waiting behind an execution that cannot progress (literal stop rule)".into(),
+                                never_fits: false,
+                            });
+                        }
+                    }
+                    break;
+                }
+                free = now_free;
+                sim = trial;
+                if let Ok(p) = placed {
+                    essential.extend(p);
+                }
+                admitted = candidate;
+            }
+        }
+    }
+    let elastic = place_elastics(&mut sim, &requests, state, &admitted, cfg, now);
+
+    plan.starting = admitted.iter().filter(|c| !c.running).map(|c| c.exec.id).collect();
+    let placed: Vec<(ServiceId, usize)> = essential.into_iter().chain(elastic).collect();
+    let shares = if cfg.core_sharing { core_shares(state, &sim, &placed) } else { BTreeMap::new() };
+    for (sid, i) in &placed {
+        let base = requests.get(*sid).map(|r| r.cores).unwrap_or(0);
+        let cores = shares.get(sid).copied().unwrap_or(Millicores(base));
+        plan.placements.push(Placement { service: *sid, node: sim.nodes[*i].node.name.clone(), cores });
+    }
+    for (sid, cores) in shares {
+        if let Some(s) = state.services.get(&sid)
+            && s.status == ServiceStatus::Active
+            && s.cores_allocated != Some(cores)
+        {
+            plan.core_shares.push((sid, cores));
+        }
+    }
+    (plan, waiting)
+}
+
+/// Requests of every instance the pass may place, computed once.
+struct Requests<'a> {
+    by_service: BTreeMap<ServiceId, Request<'a>>,
+    /// Smallest cores and memory asked for.
+    floor: (u32, u64),
+}
+
+impl<'a> Requests<'a> {
+    fn new(state: &'a State, queue: &[Candidate<'a>]) -> Requests<'a> {
+        let mut by_service = BTreeMap::new();
+        let mut floor = (u32::MAX, u64::MAX);
+        for c in queue {
+            let app = &c.exec.description;
+            let images: Vec<String> = app
+                .services
+                .iter()
+                .map(|g| ImageRef::parse(&g.image).map(|r| r.canonical()).unwrap_or_else(|_| g.image.clone()))
+                .collect();
+            for s in state.services_of(c.exec.id) {
+                let g = &app.services[s.group_index];
+                let r = Request {
+                    cores: g.cores_min().0,
+                    memory: g.memory_min(),
+                    labels: g.labels(),
+                    image: images[s.group_index].clone(),
+                };
+                floor = (floor.0.min(r.cores), floor.1.min(r.memory));
+                by_service.insert(s.id, r);
+            }
+        }
+        if by_service.is_empty() {
+            floor = (0, 0);
+        }
+        Requests { by_service, floor }
+    }
+
+    fn get(&self, id: ServiceId) -> Option<&Request<'a>> {
+        self.by_service.get(&id)
+    }
+}
+
+/// All essential instances of an execution, or none.
+fn place_essentials(
+    sim: &mut Sim,
+    requests: &Requests,
+    state: &State,
+    e: &Execution,
+) -> Result<Vec<(ServiceId, usize)>, Waiting> {
+    let mut placed: Vec<(ServiceId, usize)> = Vec::new();
+    for s in state.services_of(e.id).filter(|s| s.essential) {
+        let r = requests.get(s.id).expect("request of a queued execution");
+        match sim.place(r) {
+            Some(i) => placed.push((s.id, i)),
+            None => {
+                for (sid, i) in placed.iter().rev() {
+                    sim.unplace(*i, requests.get(*sid).expect("placed"));
+                }
+                let never = !sim.could_ever_fit(r);
+                let need =
+                    format!("{} cores, {} memory", Millicores(r.cores), zoe_common::resources::human_bytes(r.memory));
+                let labels =
+                    if r.labels.is_empty() { String::new() } else { format!(", labels {}", r.labels.join(",")) };
+                let reason = if never {
+                    format!("no schedulable node could ever hold {} ({need}{labels})", s.name)
+                } else {
+                    format!("waiting for room for {} ({need}{labels})", s.name)
+                };
+                return Err(Waiting { execution: e.id, reason, never_fits: never });
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// Elastic instances of admitted executions, greedily, in queue order.
+fn place_elastics(
+    sim: &mut Sim,
+    requests: &Requests,
+    state: &State,
+    admitted: &[Candidate],
+    cfg: &SchedulerConfig,
+    now: Millis,
+) -> Vec<(ServiceId, usize)> {
+    let mut placed = Vec::new();
+    for c in admitted {
+        for s in state.services_of(c.exec.id).filter(|s| !s.essential) {
+            if !queue::instance_ready(s.status, s.restart_count, s.time_end, cfg, now) {
+                continue;
+            }
+            let r = requests.get(s.id).expect("request of a queued execution");
+            if let Some(i) = sim.place(r) {
+                placed.push((s.id, i));
+            }
+        }
+    }
+    placed
+}
+
+/// Zoe's dynamic core sharing: on each node, the cores nobody reserved are
+/// split equally among the services there; each may use `cores.min` plus its
+/// share (capped by `cores.max` and the node). Services labelled `gpu` keep
+/// their minimum (their runtime does not take live CPU updates well), but
+/// still count in the split, as in Zoe.
+fn core_shares(state: &State, sim: &Sim, placed: &[(ServiceId, usize)]) -> BTreeMap<ServiceId, Millicores> {
+    let mut on_node: BTreeMap<&str, Vec<&Service>> = BTreeMap::new();
+    for s in state.services.values() {
+        if matches!(s.status, ServiceStatus::Active | ServiceStatus::Starting)
+            && let Some(n) = s.node.as_deref()
+        {
+            on_node.entry(n).or_default().push(s);
+        }
+    }
+    for (sid, i) in placed {
+        if let Some(s) = state.services.get(sid) {
+            on_node.entry(sim.nodes[*i].node.name.as_str()).or_default().push(s);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for n in &sim.nodes {
+        let Some(services) = on_node.get(n.node.name.as_str()) else { continue };
+        let free = n.free_cores.max(0) as u64;
+        let share = (free / services.len() as u64) as u32;
+        for s in services {
+            let Some(e) = state.executions.get(&s.execution_id) else { continue };
+            let g = &e.description.services[s.group_index];
+            let min = g.cores_min();
+            let cores = if g.labels().iter().any(|l| l == "gpu") {
+                min
+            } else {
+                let cap = g.resources.cores.max.unwrap_or(n.node.capacity.cores).min(n.node.capacity.cores).max(min);
+                Millicores(min.0.saturating_add(share)).min(cap)
+            };
+            out.insert(s.id, cores);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

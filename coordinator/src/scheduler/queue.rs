@@ -1,0 +1,74 @@
+//! Which executions the scheduler considers, and in what order (Zoe's
+//! FIFO, SIZE and DYNSIZE policies).
+
+use super::{Policy, SchedulerConfig};
+use crate::state::{Execution, ExecutionStatus, Millis, ServiceStatus, State};
+
+/// An execution the pass looks at: a queued one to admit, or a running one
+/// with elastic instances to (re)start.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Candidate<'a> {
+    pub exec: &'a Execution,
+    pub running: bool,
+}
+
+/// Zoe's DYNSIZE, aged: the size shrinks by `aging_per_s` for every second
+/// the execution has waited, so a large execution cannot starve forever.
+/// Zoe reset the size to its initial value once it reached zero, which gave
+/// long waiters their priority back periodically; zoe clamps at zero
+/// instead, so the longest waiters stay first.
+pub(super) fn effective_size(e: &Execution, cfg: &SchedulerConfig, now: Millis) -> f64 {
+    match cfg.policy {
+        Policy::Fifo => 0.0,
+        Policy::Size => e.size,
+        Policy::Dynsize => {
+            let waited_s = now.saturating_sub(e.time_submit) as f64 / 1000.0;
+            (e.size - waited_s * cfg.dynsize_aging_per_s).max(0.0)
+        }
+    }
+}
+
+/// Whether an elastic (or restarted) instance may be placed now: never
+/// placed, or past its restart backoff.
+pub(super) fn instance_ready(
+    status: ServiceStatus,
+    restart_count: u32,
+    time_end: Option<Millis>,
+    cfg: &SchedulerConfig,
+    now: Millis,
+) -> bool {
+    match status {
+        ServiceStatus::Created => true,
+        ServiceStatus::Inactive | ServiceStatus::Error => {
+            let backoff = cfg.restart_backoff_ms(restart_count);
+            time_end.is_none_or(|t| now >= t.saturating_add(backoff))
+        }
+        _ => false,
+    }
+}
+
+/// The queue in policy order: ties go to the earlier submission, then the
+/// lower id, so every replica and every pass agree.
+pub(super) fn build<'a>(state: &'a State, cfg: &SchedulerConfig, now: Millis) -> Vec<Candidate<'a>> {
+    let mut out: Vec<(f64, Candidate<'a>)> = Vec::new();
+    for e in state.executions.values() {
+        let candidate = match e.status {
+            ExecutionStatus::Queued if e.not_before.is_none_or(|t| now >= t) => Candidate { exec: e, running: false },
+            ExecutionStatus::Running => {
+                let wants_more = state
+                    .services_of(e.id)
+                    .any(|s| !s.essential && instance_ready(s.status, s.restart_count, s.time_end, cfg, now));
+                if !wants_more {
+                    continue;
+                }
+                Candidate { exec: e, running: true }
+            }
+            _ => continue,
+        };
+        out.push((effective_size(e, cfg, now), candidate));
+    }
+    out.sort_by(|(sa, a), (sb, b)| {
+        sa.total_cmp(sb).then(a.exec.time_submit.cmp(&b.exec.time_submit)).then(a.exec.id.cmp(&b.exec.id))
+    });
+    out.into_iter().map(|(_, c)| c).collect()
+}

@@ -1,0 +1,445 @@
+//! Small, hand-checkable scheduling scenarios.
+
+use super::*;
+use crate::state::{Capacity, Command, Registration};
+use std::collections::BTreeSet;
+use zoe_common::zapp::{CoresRange, MemoryRange, Resources, ServiceGroup, ZApp};
+
+const MIB: u64 = 1 << 20;
+
+/// (group name, essential, total, millicores, MiB, labels)
+type G<'a> = (&'a str, u32, u32, u32, u64, &'a [&'a str]);
+
+fn zapp(groups: &[G], size: u64) -> ZApp {
+    ZApp {
+        name: "t".into(),
+        version: 3,
+        will_end: true,
+        size,
+        services: groups
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ess, total, mc, mib, labels))| ServiceGroup {
+                name: name.to_string(),
+                image: "zoe.local/busybox:1".into(),
+                monitor: i == 0,
+                essential_count: *ess,
+                total_count: *total,
+                startup_order: i as i64,
+                resources: Resources {
+                    memory: MemoryRange { min: if *mib == 0 { None } else { Some(mib * MIB) }, max: None },
+                    cores: CoresRange { min: Some(Millicores(*mc)), max: None },
+                    shm: None,
+                },
+                environment: vec![],
+                volumes: vec![],
+                command: None,
+                ports: vec![],
+                replicas: None,
+                work_dir: None,
+                labels: if labels.is_empty() { None } else { Some(labels.iter().map(|l| l.to_string()).collect()) },
+                network: None,
+            })
+            .collect(),
+    }
+}
+
+struct World {
+    st: State,
+    platform: Platform,
+    cfg: SchedulerConfig,
+    now: Millis,
+}
+
+impl World {
+    /// Nodes as (name, cores, MiB, labels).
+    fn new(nodes: &[(&str, u32, u64, &[&str])]) -> World {
+        let mut w =
+            World { st: State::default(), platform: Platform::default(), cfg: SchedulerConfig::default(), now: 1_000 };
+        w.cfg.core_sharing = false;
+        for (name, cores, mib, labels) in nodes {
+            let registration = Registration {
+                name: name.to_string(),
+                addresses: vec!["127.0.0.1".into()],
+                capacity: Capacity { cores: Millicores::from_whole_cores(*cores), memory: mib * MIB },
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                containerd_version: "1.6".into(),
+                cgroup_mode: "v1".into(),
+                images: BTreeSet::new(),
+            };
+            w.st.apply(&Command::RegisterNode { registration, time: 1 }).unwrap();
+            w.platform.nodes.insert(name.to_string(), LiveNode { connected: true, ..LiveNode::default() });
+        }
+        w
+    }
+
+    fn submit(&mut self, app: ZApp) -> ExecutionId {
+        self.now += 1;
+        let size = app.size as f64;
+        let crate::state::Applied::Created(id) = self
+            .st
+            .apply(&Command::SubmitExecution {
+                name: "e".into(),
+                owner: "u".into(),
+                description: app,
+                size,
+                time: self.now,
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        self.st.apply(&Command::QueueExecution { id, time: self.now }).unwrap();
+        id
+    }
+
+    fn pass(&mut self) -> (Plan, Vec<Waiting>) {
+        self.now += 1;
+        schedule_explained(&self.st, &self.platform, &self.cfg, self.now)
+    }
+
+    /// Runs a pass, commits it, and reports every placed instance started.
+    fn run_pass(&mut self) -> Plan {
+        let (plan, _) = self.pass();
+        self.st.apply(&Command::ApplyPlan(plan.clone())).unwrap();
+        for p in &plan.placements {
+            let cid = self.st.services[&p.service].container_id.clone().unwrap();
+            self.st
+                .apply(&Command::ServiceStarted {
+                    id: p.service,
+                    container_id: cid,
+                    ip_address: None,
+                    ports: vec![],
+                    time: self.now,
+                })
+                .unwrap();
+        }
+        plan
+    }
+
+    fn names(&self, plan: &Plan) -> Vec<String> {
+        plan.placements
+            .iter()
+            .map(|p| format!("{}:{}@{}", p.service_exec(&self.st), self.st.services[&p.service].name, p.node))
+            .collect()
+    }
+}
+
+trait ExecOf {
+    fn service_exec(&self, st: &State) -> ExecutionId;
+}
+
+impl ExecOf for Placement {
+    fn service_exec(&self, st: &State) -> ExecutionId {
+        st.services[&self.service].execution_id
+    }
+}
+
+#[test]
+fn fifo_admits_what_fits_and_says_why_the_rest_waits() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    let a = w.submit(zapp(&[("job", 1, 1, 3000, 1024, &[])], 0));
+    let b = w.submit(zapp(&[("job", 1, 1, 2000, 1024, &[])], 0));
+    let (plan, waiting) = w.pass();
+    assert_eq!(plan.starting, vec![a]);
+    assert_eq!(w.names(&plan), vec![format!("{a}:job0@n1")]);
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].execution, b);
+    assert!(!waiting[0].never_fits);
+    assert!(waiting[0].reason.contains("waiting for room for job0"), "{}", waiting[0].reason);
+}
+
+#[test]
+fn an_execution_too_big_for_any_node_is_flagged_as_never_fitting() {
+    let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
+    w.submit(zapp(&[("big", 1, 1, 8000, 1024, &[])], 0));
+    let (plan, waiting) = w.pass();
+    assert!(plan.is_empty());
+    assert!(waiting[0].never_fits, "{waiting:?}");
+}
+
+#[test]
+fn essential_instances_are_all_or_nothing() {
+    // Two nodes of 4 cores: 2 × 3 cores fits (one per node), 3 × 3 does not.
+    let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
+    let big = w.submit(zapp(&[("part", 3, 3, 3000, 64, &[])], 0));
+    let ok = w.submit(zapp(&[("part", 2, 2, 3000, 64, &[])], 0));
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![ok]);
+    assert!(plan.placements.iter().all(|p| w.st.services[&p.service].execution_id == ok));
+    let nodes: BTreeSet<_> = plan.placements.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "one per node");
+    assert!(w.st.executions[&big].status == crate::state::ExecutionStatus::Queued);
+}
+
+#[test]
+fn essential_parts_of_later_executions_beat_elastic_parts_of_earlier_ones() {
+    // 4 cores. A: 1 essential + 3 elastic, 1 core each. B: 1 essential of 2 cores.
+    // Zoe's order: A's essential, B's essential, then A's elastic in what is left.
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    let a = w.submit(zapp(&[("a", 1, 4, 1000, 64, &[])], 0));
+    let b = w.submit(zapp(&[("b", 1, 1, 2000, 64, &[])], 0));
+    let (plan, waiting) = w.pass();
+    assert!(waiting.is_empty());
+    assert_eq!(plan.starting, vec![a, b]);
+    assert_eq!(w.names(&plan), vec![format!("{a}:a0@n1"), format!("{b}:b0@n1"), format!("{a}:a1@n1")]);
+}
+
+#[test]
+fn rigid_versus_elastic_start_times() {
+    // The same work as rigid (4 essential) or elastic (1 essential + 3
+    // elastic) on 4 cores, with a 2-core job behind it. Rigid: B waits for A
+    // to end. Elastic: B starts at once, A runs narrower.
+    for (rigid, b_starts_now) in [(true, false), (false, true)] {
+        let mut w = World::new(&[("n1", 4, 4096, &[])]);
+        let ess = if rigid { 4 } else { 1 };
+        w.submit(zapp(&[("a", ess, 4, 1000, 64, &[])], 0));
+        let b = w.submit(zapp(&[("b", 1, 1, 2000, 64, &[])], 0));
+        let plan = w.run_pass();
+        assert_eq!(plan.starting.contains(&b), b_starts_now, "rigid={rigid}");
+    }
+}
+
+#[test]
+fn running_elastic_instances_are_not_displaced() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    let a = w.submit(zapp(&[("a", 1, 4, 1000, 64, &[])], 0));
+    let plan = w.run_pass();
+    assert_eq!(plan.placements.len(), 4);
+    let b = w.submit(zapp(&[("b", 1, 1, 2000, 64, &[])], 0));
+    let (plan, waiting) = w.pass();
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(waiting[0].execution, b);
+    // When an elastic instance of A ends, B still does not fit (1 core free);
+    // when two end, B starts and the freed elastic slots are not refilled
+    // ahead of it.
+    let elastic: Vec<_> =
+        w.st.services_of(a).filter(|s| !s.essential).map(|s| (s.id, s.container_id.clone().unwrap())).collect();
+    for (sid, cid) in elastic.iter().take(2) {
+        w.st.apply(&Command::ServiceExited {
+            id: *sid,
+            container_id: cid.clone(),
+            exit_code: Some(0),
+            oom_killed: false,
+            reason: "x".into(),
+            time: w.now,
+        })
+        .unwrap();
+    }
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![b]);
+    assert_eq!(plan.placements.len(), 1, "the dead elastic instances wait for their backoff and for room");
+}
+
+#[test]
+fn size_policies_order_the_queue() {
+    // One slot; three executions with size hints 30, 10, 20.
+    let cases = [(Policy::Fifo, 0usize), (Policy::Size, 1usize)];
+    for (policy, winner) in cases {
+        let mut w = World::new(&[("n1", 1, 4096, &[])]);
+        w.cfg.policy = policy;
+        let ids: Vec<_> = [30, 10, 20].iter().map(|s| w.submit(zapp(&[("j", 1, 1, 1000, 64, &[])], *s))).collect();
+        let (plan, _) = w.pass();
+        assert_eq!(plan.starting, vec![ids[winner]], "{policy:?}");
+    }
+}
+
+#[test]
+fn dynsize_ages_waiting_executions() {
+    // DYNSIZE sizes: big = 1 core × 1024 MiB, small = 1 core × 64 MiB.
+    // At first the small one wins; after the big one has waited long enough
+    // its aged size reaches 0 and it goes first.
+    let mut w = World::new(&[("n1", 1, 4096, &[])]);
+    w.cfg.policy = Policy::Dynsize;
+    w.cfg.dynsize_aging_per_s = (64 * MIB) as f64;
+    let big_app = zapp(&[("big", 1, 1, 1000, 1024, &[])], 0);
+    let small_app = zapp(&[("small", 1, 1, 1000, 64, &[])], 0);
+    let big = w.submit(big_app.clone());
+    w.st.executions.get_mut(&big).unwrap().size = big_app.dynsize();
+    let small = w.submit(small_app.clone());
+    w.st.executions.get_mut(&small).unwrap().size = small_app.dynsize();
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![small]);
+    // 1024 MiB·core / 64 MiB per s = 16 s to reach 0; the small one, also
+    // ageing, is still above 0 only for 1 s. After 20 s both are 0 and the
+    // earlier submission wins.
+    w.now += 20_000;
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![big]);
+}
+
+#[test]
+fn average_spreads_and_waterfill_packs() {
+    for (placement, expected) in [(PlacementPolicy::Average, "n2"), (PlacementPolicy::Waterfill, "n1")] {
+        let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
+        w.cfg.placement = placement;
+        let first = w.submit(zapp(&[("a", 1, 1, 1000, 64, &[])], 0));
+        let plan = w.run_pass();
+        assert_eq!(plan.placements[0].node, "n1", "ties go to the first node");
+        assert_eq!(plan.starting, vec![first]);
+        w.submit(zapp(&[("b", 1, 1, 1000, 64, &[])], 0));
+        let (plan, _) = w.pass();
+        assert_eq!(plan.placements[0].node, expected, "{placement:?}");
+    }
+}
+
+#[test]
+fn random_placement_is_seeded_and_only_uses_fitting_nodes() {
+    let run = |seed| {
+        let mut w =
+            World::new(&[("n1", 1, 4096, &[]), ("n2", 8, 4096, &[]), ("n3", 8, 4096, &[]), ("n4", 8, 4096, &[])]);
+        w.cfg.placement = PlacementPolicy::Random;
+        w.cfg.seed = seed;
+        for _ in 0..6 {
+            w.submit(zapp(&[("r", 1, 1, 2000, 64, &[])], 0));
+        }
+        let (plan, _) = w.pass();
+        plan.placements.iter().map(|p| p.node.clone()).collect::<Vec<_>>()
+    };
+    let a = run(7);
+    assert_eq!(a, run(7), "same seed, same placements");
+    assert_eq!(a.len(), 6);
+    assert!(!a.contains(&"n1".to_string()), "n1 has 1 core, each instance needs 2");
+}
+
+#[test]
+fn labels_constrain_and_plain_work_avoids_special_nodes() {
+    let mut w = World::new(&[("gpu1", 8, 4096, &["gpu"]), ("plain", 8, 4096, &[])]);
+    w.submit(zapp(&[("train", 1, 1, 1000, 64, &["gpu"])], 0));
+    w.submit(zapp(&[("etl", 1, 1, 1000, 64, &[])], 0));
+    w.submit(zapp(&[("ssd", 1, 1, 1000, 64, &["ssd"])], 0));
+    let (plan, waiting) = w.pass();
+    let nodes: Vec<_> = plan.placements.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(nodes, vec!["gpu1", "plain"]);
+    assert!(waiting[0].never_fits && waiting[0].reason.contains("labels ssd"), "{waiting:?}");
+}
+
+#[test]
+fn nodes_that_are_not_schedulable_or_not_connected_get_nothing() {
+    for case in ["ineligible", "draining", "down", "disconnected"] {
+        let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
+        match case {
+            "ineligible" => w.st.nodes.get_mut("n1").unwrap().eligible = false,
+            "draining" => {
+                w.st.nodes.get_mut("n1").unwrap().drain = Some(crate::state::Drain {
+                    requested_by: "a".into(),
+                    requested_at: 0,
+                    deadline: None,
+                    force: false,
+                })
+            }
+            "down" => w.st.nodes.get_mut("n1").unwrap().status = crate::state::NodeStatus::Down,
+            _ => w.platform.nodes.get_mut("n1").unwrap().connected = false,
+        }
+        w.submit(zapp(&[("a", 2, 2, 1000, 64, &[])], 0));
+        let (plan, _) = w.pass();
+        assert!(plan.placements.iter().all(|p| p.node == "n2"), "{case}: {plan:?}");
+        assert_eq!(plan.placements.len(), 2, "{case}");
+    }
+}
+
+#[test]
+fn prefers_a_node_holding_the_image_among_equals() {
+    let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
+    w.platform.nodes.get_mut("n2").unwrap().images.insert("zoe.local/busybox:1".into());
+    w.submit(zapp(&[("a", 1, 1, 1000, 64, &[])], 0));
+    let (plan, _) = w.pass();
+    assert_eq!(plan.placements[0].node, "n2");
+}
+
+#[test]
+fn memory_and_cores_compare_the_same_way() {
+    // Exactly full is a fit for both (Zoe used `<` for memory, `<=` for cores).
+    let mut w = World::new(&[("n1", 2, 1024, &[])]);
+    w.submit(zapp(&[("a", 1, 1, 2000, 1024, &[])], 0));
+    let (plan, _) = w.pass();
+    assert_eq!(plan.placements.len(), 1);
+}
+
+#[test]
+fn literal_stop_rule_stalls_behind_memoryless_work_essential_fits_does_not() {
+    for (rule, admitted) in [(StopRule::Literal, 0), (StopRule::EssentialFits, 2)] {
+        let mut w = World::new(&[("n1", 4, 4096, &[])]);
+        w.cfg.stop_rule = rule;
+        w.submit(zapp(&[("nomem", 1, 1, 1000, 0, &[])], 0));
+        w.submit(zapp(&[("b", 1, 1, 1000, 64, &[])], 0));
+        let (plan, _) = w.pass();
+        assert_eq!(plan.starting.len(), admitted, "{rule:?}");
+    }
+    // Where memory does drop, the literal rule admits in order and stops at
+    // the first execution that does not fit, with no backfilling past it.
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.cfg.stop_rule = StopRule::Literal;
+    let a = w.submit(zapp(&[("a", 1, 1, 3000, 64, &[])], 0));
+    w.submit(zapp(&[("b", 1, 1, 3000, 64, &[])], 0));
+    w.submit(zapp(&[("c", 1, 1, 1000, 64, &[])], 0));
+    let (plan, waiting) = w.pass();
+    assert_eq!(plan.starting, vec![a]);
+    assert_eq!(waiting.len(), 2);
+}
+
+#[test]
+fn idle_cores_are_shared_among_services_except_gpu_ones() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.cfg.core_sharing = true;
+    let mut capped = zapp(&[("capped", 1, 1, 500, 64, &[])], 0);
+    capped.services[0].resources.cores.max = Some(Millicores(1000));
+    w.submit(zapp(&[("a", 1, 1, 1000, 64, &[])], 0));
+    w.submit(zapp(&[("g", 1, 1, 1000, 64, &["gpu"])], 0));
+    w.st.nodes.get_mut("n1").unwrap().labels.insert("gpu".into());
+    w.submit(capped);
+    let plan = w.run_pass();
+    // Reserved 2.5 of 4 cores: 1.5 idle, 0.5 each for three services.
+    let cores: Vec<u32> = plan.placements.iter().map(|p| p.cores.0).collect();
+    assert_eq!(cores, vec![1500, 1000, 1000], "a: 1+0.5; gpu: its min; capped: 0.5+0.5 ≤ max 1");
+    // The next pass has nothing new to say.
+    let (plan, _) = w.pass();
+    assert!(plan.core_shares.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn elastic_restarts_wait_for_their_backoff() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    let a = w.submit(zapp(&[("a", 1, 2, 1000, 64, &[])], 0));
+    w.run_pass();
+    let s = w.st.services_of(a).find(|s| !s.essential).unwrap().clone();
+    w.st.apply(&Command::ServiceExited {
+        id: s.id,
+        container_id: s.container_id.clone().unwrap(),
+        exit_code: Some(1),
+        oom_killed: false,
+        reason: "x".into(),
+        time: w.now,
+    })
+    .unwrap();
+    let (plan, _) = w.pass();
+    assert!(plan.placements.is_empty(), "within the first backoff (1 s)");
+    w.now += 1_000;
+    let plan = w.run_pass();
+    assert_eq!(plan.placements.len(), 1);
+    let s = &w.st.services[&s.id];
+    assert_eq!((s.restart_count, s.status), (1, ServiceStatus::Active));
+}
+
+#[test]
+fn queued_executions_wait_for_their_retry_time() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    let a = w.submit(zapp(&[("a", 1, 1, 1000, 64, &[])], 0));
+    w.st.executions.get_mut(&a).unwrap().not_before = Some(w.now + 5_000);
+    assert!(w.pass().0.is_empty());
+    w.now += 5_000;
+    assert_eq!(w.pass().0.starting, vec![a]);
+}
+
+#[test]
+fn a_plan_applies_cleanly_to_the_state_it_was_computed_from() {
+    let mut w = World::new(&[("n1", 2, 4096, &[]), ("n2", 2, 4096, &[])]);
+    for _ in 0..3 {
+        w.submit(zapp(&[("h", 1, 1, 500, 64, &[]), ("w", 1, 4, 500, 64, &[])], 0));
+    }
+    let plan = w.run_pass();
+    // 4 cores of 500 mc = 8 instances: 6 essential, 2 elastic.
+    assert_eq!(plan.placements.len(), 8);
+    let reserved = w.st.reserved_by_node();
+    assert!(reserved.values().all(|(c, _)| c.0 <= 2000), "{reserved:?}");
+}
