@@ -170,6 +170,9 @@ impl Writer {
                 self.rotate().await?;
             }
         }
+        // tokio's File writes in the background: flush so that what the
+        // progress announces is readable from the file.
+        self.file.flush().await.map_err(Error::io("flushing a log"))?;
         let written = self.seg_start + self.seg_len;
         self.progress.send_modify(|p| p.written = written);
         Ok(())

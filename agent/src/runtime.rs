@@ -319,9 +319,15 @@ impl Runtime {
         }
         let image = self.inner.images.resolve(&spec.image).await.map_err(fail)?;
         let cgroups_path = self.cgroups_path(&spec.id);
-        let oci = build_spec(spec, &image.config, &cgroups_path).map_err(fail)?;
-        let spec_json = serde_json::to_vec(&oci)
-            .map_err(|e| fail(Error::InvalidSpec { field: "spec".into(), reason: e.to_string() }))?;
+        // Validate everything before touching containerd; a named user is
+        // resolved later, from the container's own root filesystem.
+        let user = spec.user.clone().or_else(|| image.config.user.clone()).unwrap_or_default();
+        let named_user = crate::spec::user_is_named(&user);
+        let placeholder = named_user.then(|| crate::spec::AccountFiles {
+            passwd: format!("{}:x:0:0::/:/bin/sh\n", user.split(':').next().unwrap_or_default()),
+            group: format!("{}:x:0:\n", user.split(':').nth(1).unwrap_or_default()),
+        });
+        build_spec(spec, &image.config, &cgroups_path, placeholder.as_ref()).map_err(fail)?;
 
         // Register first: the exit event may come before start returns.
         let svc = self.new_service(&spec.id, &image.name, spec.owner.clone());
@@ -332,7 +338,7 @@ impl Runtime {
             }
             map.insert(spec.id.clone(), svc.clone());
         }
-        match self.create_and_start(spec, &image.top_chain_id, &image.name, spec_json, &svc).await {
+        match self.create_and_start(spec, &image.top_chain_id, &image.name, &image.config, named_user, &svc).await {
             Ok(()) => Ok(self.status_of(&svc)),
             Err(e) => {
                 tracing::warn!(service = %spec.id, error = %e, "start failed; cleaning up");
@@ -349,12 +355,14 @@ impl Runtime {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_and_start(
         &self,
         spec: &ServiceSpec,
         parent: &str,
         image: &str,
-        spec_json: Vec<u8>,
+        image_config: &crate::image::ImageConfig,
+        named_user: bool,
         svc: &Arc<Service>,
     ) -> Result<()> {
         let ctd = &self.inner.ctd;
@@ -387,6 +395,16 @@ impl Runtime {
                 }
                 Err(s) => return Err(Error::Containerd { op: "prepare snapshot", status: s }),
             };
+            let accounts = if named_user { Some(read_accounts(&mounts)) } else { None };
+            let oci = match build_spec(spec, image_config, &self.cgroups_path(id), accounts.as_ref()) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.remove_snapshot(id).await.ok();
+                    return Err(e);
+                }
+            };
+            let spec_json = serde_json::to_vec(&oci)
+                .map_err(|e| Error::InvalidSpec { field: "spec".into(), reason: e.to_string() })?;
             let container = Container {
                 id: id.clone(),
                 labels: labels_of(&spec.owner, &spec.labels),
@@ -895,6 +913,29 @@ async fn event_loop(weak: std::sync::Weak<Inner>, mut stream: tonic::Streaming<c
             }
         }
     }
+}
+
+/// Reads /etc/passwd and /etc/group of a container's root filesystem from
+/// its snapshot mounts, without mounting: the overlay's upper dir first,
+/// then the lower dirs from the top layer down.
+fn read_accounts(mounts: &[containerd_client::types::Mount]) -> crate::spec::AccountFiles {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        if m.r#type == "bind" {
+            dirs.push(PathBuf::from(&m.source));
+        }
+        for o in &m.options {
+            if let Some(u) = o.strip_prefix("upperdir=") {
+                dirs.insert(0, PathBuf::from(u));
+            } else if let Some(l) = o.strip_prefix("lowerdir=") {
+                dirs.extend(l.split(':').map(PathBuf::from));
+            }
+        }
+    }
+    let find = |name: &str| {
+        dirs.iter().find_map(|d| std::fs::read_to_string(d.join("etc").join(name)).ok()).unwrap_or_default()
+    };
+    crate::spec::AccountFiles { passwd: find("passwd"), group: find("group") }
 }
 
 /// Path helper for tests and tools: where a runtime keeps a service's log.

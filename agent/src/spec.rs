@@ -74,7 +74,8 @@ pub struct ServiceSpec {
     /// Added to (and overriding) the image's environment.
     pub env: BTreeMap<String, String>,
     pub working_dir: Option<String>,
-    /// `uid[:gid]` or `root`; defaults to the image's user, then root.
+    /// `user[:group]`, by name (looked up in the image) or number; defaults
+    /// to the image's user, then root.
     pub user: Option<String>,
     pub hostname: Option<String>,
     pub mounts: Vec<BindMount>,
@@ -148,18 +149,63 @@ pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResourc
     Ok(res)
 }
 
-/// Parses `uid[:gid]` (or `root`).
-fn parse_user(u: &str) -> Result<(u32, u32)> {
-    if u.is_empty() || u == "root" {
+/// The image's account files, read from its root filesystem, for user
+/// names (`USER jovyan` in many analytics images).
+#[derive(Debug, Clone, Default)]
+pub struct AccountFiles {
+    pub passwd: String,
+    pub group: String,
+}
+
+fn lookup(file: &str, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
+    file.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.first() != Some(&name) {
+            return None;
+        }
+        let id = f.get(id_field)?.parse().ok()?;
+        // passwd has the primary group after the uid.
+        let gid = f.get(id_field + 1).and_then(|g| g.parse().ok());
+        Some((id, gid))
+    })
+}
+
+/// Whether `user` names an account (not only numbers), so that the image's
+/// /etc/passwd must be read to start the container.
+pub fn user_is_named(user: &str) -> bool {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let named = |x: &str| !x.is_empty() && x.parse::<u32>().is_err();
+    (named(u) && u != "root") || named(g)
+}
+
+/// Resolves `user[:group]` (names or numbers) to ids; names need `files`.
+pub fn resolve_user(user: &str, files: Option<&AccountFiles>) -> Result<(u32, u32)> {
+    if user.is_empty() || user == "root" {
         return Ok((0, 0));
     }
-    let (uid, gid) = u.split_once(':').unwrap_or((u, ""));
-    let uid: u32 =
-        uid.parse().map_err(|_| invalid("user", format!("{u:?}: only numeric `uid[:gid]` or `root` is supported")))?;
-    let gid: u32 = if gid.is_empty() {
-        uid
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) if u == "root" => (0, Some(0)),
+        Err(_) => {
+            let f = files.ok_or_else(|| invalid("user", format!("{u:?} needs the image's /etc/passwd")))?;
+            let (uid, gid) = lookup(&f.passwd, u, 2)
+                .ok_or_else(|| invalid("user", format!("no user {u:?} in the image's /etc/passwd")))?;
+            (uid, gid)
+        }
+    };
+    let gid = if g.is_empty() {
+        primary.unwrap_or(uid)
     } else {
-        gid.parse().map_err(|_| invalid("user", format!("{u:?}: the group must be a number")))?
+        match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let f = files.ok_or_else(|| invalid("user", format!("group {g:?} needs the image's /etc/group")))?;
+                lookup(&f.group, g, 2)
+                    .ok_or_else(|| invalid("user", format!("no group {g:?} in the image's /etc/group")))?
+                    .0
+            }
+        }
     };
     Ok((uid, gid))
 }
@@ -203,7 +249,12 @@ pub fn command_line(spec: &ServiceSpec, image: &ImageConfig) -> Vec<String> {
 /// Builds the OCI runtime spec of a service on top of oci-spec's defaults
 /// (proc, dev, devpts, shm, mqueue, sysfs, cgroup mounts; masked and
 /// read-only paths; pid, ipc, uts, mount, cgroup namespaces).
-pub fn build_spec(spec: &ServiceSpec, image: &ImageConfig, cgroups_path: &str) -> Result<Spec> {
+pub fn build_spec(
+    spec: &ServiceSpec,
+    image: &ImageConfig,
+    cgroups_path: &str,
+    accounts: Option<&AccountFiles>,
+) -> Result<Spec> {
     validate_id(&spec.id)?;
     let args = command_line(spec, image);
     if args.is_empty() {
@@ -234,7 +285,7 @@ pub fn build_spec(spec: &ServiceSpec, image: &ImageConfig, cgroups_path: &str) -
     }
 
     let user = spec.user.clone().or_else(|| image.user.clone()).unwrap_or_default();
-    let (uid, gid) = parse_user(&user)?;
+    let (uid, gid) = resolve_user(&user, accounts)?;
     let mut u = User::default();
     u.set_uid(uid);
     u.set_gid(gid);
@@ -394,7 +445,7 @@ mod tests {
             env: Some(vec!["A=0".into(), "B=2".into()]),
             ..Default::default()
         };
-        let o = build_spec(&s, &img, "/zoe/ns-svc-1").unwrap();
+        let o = build_spec(&s, &img, "/zoe/ns-svc-1", None).unwrap();
         let p = o.process().as_ref().unwrap();
         let env = p.env().as_ref().unwrap();
         assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()));
@@ -404,7 +455,26 @@ mod tests {
         let linux = o.linux().as_ref().unwrap();
         assert!(!linux.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/zoe/ns-svc-1")));
-        assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x").is_err());
-        assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x").is_err());
+        assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x", None).is_err());
+        assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x", None).is_err());
+    }
+
+    #[test]
+    fn user_names_resolve_through_the_image_files() {
+        let f = AccountFiles {
+            passwd: "root:x:0:0::/root:/bin/sh\njovyan:x:1000:100::/home/jovyan:/bin/bash\n".into(),
+            group: "root:x:0:\nusers:x:100:\nstaff:x:50:\n".into(),
+        };
+        assert!(
+            user_is_named("jovyan")
+                && user_is_named("1000:staff")
+                && !user_is_named("1000:100")
+                && !user_is_named("root")
+        );
+        assert_eq!(resolve_user("jovyan", Some(&f)).unwrap(), (1000, 100));
+        assert_eq!(resolve_user("jovyan:staff", Some(&f)).unwrap(), (1000, 50));
+        assert_eq!(resolve_user("7", None).unwrap(), (7, 7));
+        assert!(resolve_user("nobody", Some(&f)).is_err());
+        assert!(resolve_user("jovyan", None).is_err());
     }
 }
