@@ -27,7 +27,7 @@ use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveS
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
     GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, PublishRequest, StartRequest,
-    SubscribeRequest, UpdateContainerRequest, UpdateTaskRequest,
+    SubscribeRequest, UpdateContainerRequest, UpdateTaskRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status as TaskStatus;
 use futures::StreamExt;
@@ -615,8 +615,20 @@ impl Runtime {
     /// when the agent saw it end.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<Option<ExitStatus>> {
         let Some(svc) = self.service(id) else {
-            // Not ours (or already stopped): still make sure nothing is left.
+            // Not ours (an orphan) or already stopped: make sure nothing is
+            // left. Kill is asynchronous; the task can only be deleted once
+            // it has stopped, so wait for it (Tasks.Wait returns at once for
+            // a stopped task and NotFound for none).
             self.kill(id, SIGKILL, true).await?;
+            let ctd = &self.inner.ctd;
+            let mut tasks = ctd.tasks();
+            let wait = tasks.wait(ctd.rq(WaitRequest { container_id: id.to_string(), exec_id: String::new() }));
+            match tokio::time::timeout(Duration::from_secs(30), wait).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(s)) if s.code() == tonic::Code::NotFound => {}
+                Ok(Err(s)) => return Err(Error::Containerd { op: "wait task", status: s }),
+                Err(_) => return Err(Error::Timeout { what: format!("{id} to die after SIGKILL"), secs: 30 }),
+            }
             self.teardown(id).await?;
             return Ok(None);
         };

@@ -268,6 +268,29 @@ async fn containers_without_zoe_labels_are_orphans() {
     // The coordinator may decide to remove it.
     e.rt.stop("stray", Duration::ZERO).await.unwrap();
     assert!(e.rt.orphans().await.unwrap().is_empty());
+
+    // A running container whose zoe labels are gone (say, started by an
+    // older agent) is a running orphan, and stopping it kills it.
+    let mut e = e;
+    e.rt.spawn(&spec("runaway", &["sh", "-c", "echo ready; exec sleep 1000"])).await.unwrap();
+    e.wait_for_log("runaway", "ready").await;
+    let cfg = e.rt.config().clone();
+    e.rt.shutdown().await;
+    let ctd = e.rt.containerd().clone();
+    let paths =
+        ["io.zoe.service", "io.zoe.execution", "io.zoe.instance"].iter().map(|k| format!("labels.{k}")).collect();
+    let c = Container { id: "runaway".into(), ..Default::default() };
+    let req = containerd_client::services::v1::UpdateContainerRequest {
+        container: Some(c),
+        update_mask: Some(prost_types::FieldMask { paths }),
+    };
+    ctd.containers().update(ctd.rq(req)).await.unwrap();
+    e.rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
+    let orphans = e.rt.orphans().await.unwrap();
+    assert_eq!(orphans.iter().map(|o| (o.id.as_str(), o.running)).collect::<Vec<_>>(), [("runaway", true)]);
+    assert!(e.rt.services().iter().all(|s| s.id != "runaway"));
+    e.rt.stop("runaway", Duration::ZERO).await.unwrap();
+    assert!(e.rt.orphans().await.unwrap().is_empty());
     e.cleanup().await;
 }
 
