@@ -1,6 +1,7 @@
 //! `zoe`: the one binary. It parses arguments and calls zoe's libraries;
 //! everything it does lives in a library crate.
 
+mod coordinator;
 mod zapp;
 
 use clap::{Parser, Subcommand};
@@ -23,12 +24,15 @@ enum Command {
     /// Work with ZApp descriptions (Zoe's application format 3).
     #[command(subcommand)]
     Zapp(zapp::ZappCommand),
+    /// Run a coordinator (`zoe coordinator --config coordinator.toml`), or query/administer one.
+    Coordinator(coordinator::CoordinatorArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Zapp(c) => zapp::run(c),
+        Command::Coordinator(c) => coordinator::run(c),
     };
     match result {
         Ok(code) => code,

@@ -170,6 +170,8 @@ pub struct Status {
 
 // ------------------------------------------------------------- connections
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Cached connections to other coordinators, keyed by node id.
 pub struct PeerPool {
     endpoint: quinn::Endpoint,
@@ -194,7 +196,10 @@ impl PeerPool {
         // The server name is the peer's identity SAN, so webpki checks that
         // the certificate really is that coordinator's.
         let server_name = Identity::new(Role::Coordinator, node.name.clone())?.san();
-        let conn = self.endpoint.connect(addr, &server_name)?.await?;
+        // A dead peer never answers the handshake; give up well before the
+        // request deadline so callers can try another member.
+        let connecting = self.endpoint.connect(addr, &server_name)?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| NetError::Timeout)??;
         self.conns.lock().expect("pool lock").insert(id, conn.clone());
         Ok(conn)
     }
