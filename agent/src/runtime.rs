@@ -429,7 +429,10 @@ impl Runtime {
             }
         }
         .await;
-        ctd.end_lease(&lease).await;
+        // The container now holds the snapshot; ending the lease is off the
+        // start's critical path.
+        let ctd2 = ctd.clone();
+        tokio::spawn(async move { ctd2.end_lease(&lease).await });
         let mounts = created?;
 
         let fifos = crate::logs::make_fifos(&self.run_dir(id))?;
