@@ -1,7 +1,9 @@
 //! `zoe-bench NAME`: runs one benchmark end to end, progress on stderr,
 //! exactly one JSON line on stdout.
 
+mod raft;
 mod runtime;
+mod scheduler;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,10 @@ struct Cli {
 enum Bench {
     /// Container start/stop latency through the agent runtime vs `ctr run --rm`, and the runtime's memory over many runs.
     Runtime(runtime::Args),
+    /// Placements per second of one pure scheduling pass on a large simulated cluster, per queue policy.
+    Scheduler(scheduler::Args),
+    /// Durable commit throughput/latency (1 and 64 writers) of a 3-coordinator cluster, and kill -9 failover time.
+    Raft(raft::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +35,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = match cli.bench {
         Bench::Runtime(args) => rt.block_on(runtime::run(args))?,
+        Bench::Scheduler(args) => scheduler::run(args)?,
+        Bench::Raft(args) => rt.block_on(raft::run(args))?,
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
