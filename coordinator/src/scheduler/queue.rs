@@ -20,10 +20,10 @@ pub(super) struct Candidate<'a> {
 pub(super) fn effective_size(e: &Execution, cfg: &SchedulerConfig, now: Millis) -> f64 {
     match cfg.policy {
         Policy::Fifo => 0.0,
-        Policy::Size => e.size,
+        Policy::Size => e.description.size as f64,
         Policy::Dynsize => {
             let waited_s = now.saturating_sub(e.time_submit) as f64 / 1000.0;
-            (e.size - waited_s * cfg.dynsize_aging_per_s).max(0.0)
+            (e.description.dynsize() - waited_s * cfg.dynsize_aging_per_s).max(0.0)
         }
     }
 }

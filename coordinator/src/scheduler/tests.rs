@@ -254,10 +254,8 @@ fn dynsize_ages_waiting_executions() {
     w.cfg.dynsize_aging_per_s = (64 * MIB) as f64;
     let big_app = zapp(&[("big", 1, 1, 1000, 1024, &[])], 0);
     let small_app = zapp(&[("small", 1, 1, 1000, 64, &[])], 0);
-    let big = w.submit(big_app.clone());
-    w.st.executions.get_mut(&big).unwrap().size = big_app.dynsize();
-    let small = w.submit(small_app.clone());
-    w.st.executions.get_mut(&small).unwrap().size = small_app.dynsize();
+    let big = w.submit(big_app);
+    let small = w.submit(small_app);
     let (plan, _) = w.pass();
     assert_eq!(plan.starting, vec![small]);
     // 1024 MiB·core / 64 MiB per s = 16 s to reach 0; the small one, also

@@ -124,7 +124,8 @@ pub struct Execution {
     pub owner: String,
     pub description: ZApp,
     pub status: ExecutionStatus,
-    /// Queue ordering key for SIZE and DYNSIZE (smaller runs first).
+    /// Zoe's `size` column: the ZApp's size hint at submission. The queue
+    /// computes SIZE and DYNSIZE keys from the description itself.
     pub size: f64,
     pub time_submit: Millis,
     pub time_start: Option<Millis>,
