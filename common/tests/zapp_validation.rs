@@ -46,6 +46,7 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("bad-image-reference", "/services/0/image", "not a valid image reference"),
     ("empty-command", "/services/0/command", "non-empty"),
     ("missing-command", "/services/0/command", "is required"),
+    ("unbalanced-quote-command", "/services/0/command", "unclosed single quote"),
     ("relative-work-dir", "/services/0/work_dir", "absolute"),
     ("duplicate-label", "/services/0/labels/1", "listed twice"),
     ("service-name-too-long", "/services/0/name", "3 to 16 characters"),

@@ -6,6 +6,7 @@
 //! units (millicores, bytes). Validation lives in [`validate`]: it walks the
 //! raw JSON and reports every problem at once, each with a JSON pointer.
 
+pub mod command;
 mod expand;
 pub mod template;
 mod validate;

@@ -355,7 +355,13 @@ impl Checker {
                 self.err(join(path, "command"), "must be a non-empty string, or null to run the image's own command");
                 None
             }
-            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(Value::String(s)) => match super::command::split_command(s) {
+                Ok(_) => Some(Some(s.clone())),
+                Err(e) => {
+                    self.err(join(path, "command"), format!("cannot be split into arguments: {e}"));
+                    None
+                }
+            },
             Some(other) => {
                 self.err(join(path, "command"), format!("must be a string or null, not {}", type_name(other)));
                 None
