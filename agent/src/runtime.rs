@@ -135,6 +135,8 @@ struct Service {
     state: watch::Sender<ServiceState>,
     saw_oom: AtomicBool,
     exit_handled: AtomicBool,
+    /// The exit handler deleted the task (teardown can skip that call).
+    task_deleted: AtomicBool,
     log_dir: PathBuf,
     log_progress: watch::Sender<LogProgress>,
     pump: tokio::sync::Mutex<Option<LogPump>>,
@@ -304,6 +306,7 @@ impl Runtime {
             state,
             saw_oom: AtomicBool::new(false),
             exit_handled: AtomicBool::new(false),
+            task_deleted: AtomicBool::new(false),
             log_dir: self.log_dir(id),
             log_progress,
             pump: tokio::sync::Mutex::new(None),
@@ -344,7 +347,7 @@ impl Runtime {
                 tracing::warn!(service = %spec.id, error = %e, "start failed; cleaning up");
                 let created = !matches!(e, Error::ServiceExists(_));
                 if created {
-                    self.teardown(&svc.id).await.ok();
+                    self.teardown(&svc.id, false).await.ok();
                     if let Some(p) = svc.pump.lock().await.take() {
                         p.finish().await;
                     }
@@ -496,8 +499,10 @@ impl Runtime {
 
     /// Task, snapshot, container: the Go client's order. The reverse races
     /// the GC ("snapshot does not exist").
-    async fn teardown(&self, id: &str) -> Result<()> {
-        self.delete_task(id).await?;
+    async fn teardown(&self, id: &str, task_gone: bool) -> Result<()> {
+        if !task_gone {
+            self.delete_task(id).await?;
+        }
         self.remove_snapshot(id).await?;
         let ctd = &self.inner.ctd;
         match ctd.containers().delete(ctd.rq(DeleteContainerRequest { id: id.to_string() })).await {
@@ -520,6 +525,7 @@ impl Runtime {
         // removes it); the TaskOOM event may arrive after TaskExit.
         let oom = svc.saw_oom.load(Ordering::SeqCst) || svc.cgroup.oom_kills() > 0;
         let deleted = self.delete_task(&svc.id).await;
+        svc.task_deleted.store(deleted.is_ok(), Ordering::SeqCst);
         let code = match deleted {
             Ok(Some(c)) => Some(c),
             Ok(None) => exit_status,
@@ -529,11 +535,15 @@ impl Runtime {
             }
         }
         .or(exit_status);
-        if let Some(p) = svc.pump.lock().await.take() {
-            p.finish().await;
-        }
         let status = ExitStatus { code, oom_killed: oom };
-        self.record_exit(&svc.id, status).await;
+        let pump = svc.pump.lock().await.take();
+        // Independent: drain the log while containerd records the exit.
+        let finish = async {
+            if let Some(p) = pump {
+                p.finish().await;
+            }
+        };
+        tokio::join!(finish, self.record_exit(&svc.id, status));
         tracing::info!(service = %svc.id, code = ?code, oom, "exited");
         svc.state.send_replace(ServiceState::Exited(status));
     }
@@ -632,7 +642,7 @@ impl Runtime {
                 Ok(Err(s)) => return Err(Error::Containerd { op: "wait task", status: s }),
                 Err(_) => return Err(Error::Timeout { what: format!("{id} to die after SIGKILL"), secs: 30 }),
             }
-            self.teardown(id).await?;
+            self.teardown(id, false).await?;
             return Ok(None);
         };
         let mut exit = match *svc.state.borrow() {
@@ -651,7 +661,8 @@ impl Runtime {
                 return Err(Error::Timeout { what: format!("{id} to die after SIGKILL"), secs: 30 });
             }
         }
-        self.teardown(id).await?;
+        // The exit handler deleted the task before reporting the exit.
+        self.teardown(id, svc.task_deleted.load(Ordering::SeqCst)).await?;
         self.inner.services.lock().expect("lock").remove(id);
         Ok(exit)
     }
