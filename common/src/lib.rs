@@ -5,4 +5,5 @@
 
 pub mod image;
 pub mod resources;
+pub mod service;
 pub mod zapp;

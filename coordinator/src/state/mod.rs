@@ -56,6 +56,10 @@ impl Default for State {
 /// One change to the state: one Raft log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// Independent commands in one log entry (the leader queues every new
+    /// submission at once). Each stands alone: a refused one does not undo
+    /// the others. Batches do not nest.
+    Batch(Vec<Command>),
     /// Sets a cluster-wide setting.
     SetMeta {
         key: String,
@@ -180,6 +184,8 @@ pub enum Applied {
     Done,
     /// A new record's id.
     Created(u64),
+    /// One result per command of a batch.
+    Batch(Vec<Result<Applied, StateError>>),
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -202,6 +208,12 @@ fn not_found(what: impl std::fmt::Display) -> StateError {
 impl State {
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, StateError> {
         match cmd {
+            Command::Batch(cmds) => {
+                if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
+                    return Err(StateError::Invalid("batches do not nest".into()));
+                }
+                Ok(Applied::Batch(cmds.iter().map(|c| self.apply(c)).collect()))
+            }
             Command::SetMeta { key, value } => {
                 self.meta.insert(key.clone(), value.clone());
                 Ok(Applied::Done)

@@ -420,3 +420,20 @@ fn state_serialises_and_replays_identically() {
     let back: State = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, w.st);
 }
+
+#[test]
+fn a_batch_applies_each_command_on_its_own() {
+    let mut w = World::new();
+    let time = w.tick();
+    let Applied::Created(id) =
+        w.ok(Command::SubmitExecution { name: "e".into(), owner: "ada".into(), description: batch(), size: 1.0, time })
+    else {
+        panic!()
+    };
+    let out =
+        w.ok(Command::Batch(vec![Command::QueueExecution { id, time }, Command::QueueExecution { id: 999_999, time }]));
+    let Applied::Batch(results) = out else { panic!() };
+    assert!(results[0].is_ok() && matches!(results[1], Err(StateError::NotFound(_))));
+    assert_eq!(w.status(id), ExecutionStatus::Queued);
+    w.refused(Command::Batch(vec![Command::Batch(vec![])]));
+}

@@ -1,0 +1,435 @@
+//! The leader's lifecycle loop: it turns the replicated state into actions
+//! on nodes and the nodes' answers back into replicated state.
+//!
+//! Every decision is committed through Raft before any agent is told to act
+//! (Nomad's plan → commit → apply), and every answer is committed after. The
+//! loop keeps no state that matters beyond what is in flight: a new leader
+//! rebuilds everything from the replicated state (services still `starting`
+//! are asked again, services `terminating` are stopped again; agents are
+//! idempotent by container id), so no execution stays stuck in `starting`
+//! and no container is started twice.
+
+pub mod spec;
+
+use crate::backend::{Backend, BackendEvent, SpawnError};
+use crate::raft::Coordinator;
+use crate::scheduler::{Platform, SchedulerConfig, schedule_explained};
+use crate::state::{
+    AfterCleanup, Applied, Command, ExecutionId, ExecutionStatus, Millis, Plan, ServiceId, ServiceStatus, State,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+use zoe_common::service::ServiceSpec;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaderConfig {
+    pub scheduler: SchedulerConfig,
+    /// A pass runs at least this often, and after every state change.
+    pub tick_ms: u64,
+    /// Retries of a transient start failure: base × 2^failures, capped; the
+    /// execution ends in error after `max_start_attempts` (Zoe retried
+    /// forever, immediately).
+    pub start_retry_base_ms: u64,
+    pub start_retry_max_ms: u64,
+    pub max_start_attempts: u32,
+    /// Runtime limit in seconds for users without a quota (0 = none).
+    pub default_runtime_limit_s: u64,
+    /// Zoe's deployment name: in `DEPLOY_NAME` and container labels.
+    pub deployment: String,
+    /// Host directory holding one workspace per user, mounted at
+    /// /mnt/workspace; none when unset.
+    pub workspace_base: Option<String>,
+    pub fs_gid: u32,
+    /// `ZOE_UID` for owners with no user record.
+    pub default_fs_uid: u32,
+    /// Wait before asking a node again to stop a container that did not stop.
+    pub stop_retry_ms: u64,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> LeaderConfig {
+        LeaderConfig {
+            scheduler: SchedulerConfig::default(),
+            tick_ms: 1_000,
+            start_retry_base_ms: 2_000,
+            start_retry_max_ms: 120_000,
+            max_start_attempts: 6,
+            default_runtime_limit_s: 0,
+            deployment: "zoe".into(),
+            workspace_base: None,
+            fs_gid: 5001,
+            default_fs_uid: 1000,
+            stop_retry_ms: 5_000,
+        }
+    }
+}
+
+pub fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// What the loop has asked nodes to do and not heard back about.
+#[derive(Debug, Default)]
+struct Inflight {
+    spawning: HashSet<String>,
+    /// container id → do not ask again before.
+    stopping: HashMap<String, Instant>,
+}
+
+pub struct Leader<B: Backend> {
+    node: Coordinator,
+    backend: Arc<B>,
+    cfg: Arc<LeaderConfig>,
+    inflight: Arc<Mutex<Inflight>>,
+}
+
+impl<B: Backend> Clone for Leader<B> {
+    fn clone(&self) -> Self {
+        Leader {
+            node: self.node.clone(),
+            backend: self.backend.clone(),
+            cfg: self.cfg.clone(),
+            inflight: self.inflight.clone(),
+        }
+    }
+}
+
+/// What one pass found to do, collected under one read of the state.
+#[derive(Debug, Default)]
+struct Work {
+    submitted: Vec<ExecutionId>,
+    over_limit: Vec<(ExecutionId, String)>,
+    /// (node, service, container)
+    to_stop: Vec<(String, ServiceId, String)>,
+    /// Placed but not (any more) being started by this leader.
+    to_respawn: Vec<(String, ServiceSpec)>,
+    plan: Plan,
+}
+
+impl<B: Backend> Leader<B> {
+    pub fn new(node: Coordinator, backend: Arc<B>, cfg: LeaderConfig) -> Leader<B> {
+        Leader { node, backend, cfg: Arc::new(cfg), inflight: Arc::default() }
+    }
+
+    /// Runs until `shutdown` turns true. Idle while this coordinator is not
+    /// the leader.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut metrics = self.node.raft().metrics();
+        let mut events = self.backend.events();
+        let tick = Duration::from_millis(self.cfg.tick_ms.max(10));
+        let mut was_leader = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = metrics.changed() => {}
+                ev = events.recv() => match ev {
+                    Ok(ev) => { if self.is_leader() { self.on_event(ev).await; } }
+                    // Missed events are recovered by reconciliation when
+                    // agents re-register; nothing to do but go on.
+                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "backend events lagged"),
+                    Err(broadcast::error::RecvError::Closed) => events = self.backend.events(),
+                },
+                _ = tokio::time::sleep(tick) => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let leader = self.is_leader();
+            if leader && !was_leader {
+                tracing::info!("became leader: resuming executions from the replicated state");
+                *self.inflight.lock().expect("poisoned") = Inflight::default();
+            }
+            was_leader = leader;
+            if leader {
+                self.pass().await;
+            }
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        let m = self.node.raft().metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.node.id()) && m.state.is_leader()
+    }
+
+    async fn write(&self, cmd: Command) -> Option<Applied> {
+        match self.node.write(cmd).await {
+            Ok(w) => match w.result {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    // The state moved on since we looked: the next pass sees it.
+                    tracing::debug!(error = %e, "command refused");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "write failed");
+                None
+            }
+        }
+    }
+
+    async fn on_event(&self, ev: BackendEvent) {
+        match ev {
+            BackendEvent::Exited { service, container_id, exit_code, oom_killed, reason, time } => {
+                tracing::info!(service, container_id, ?exit_code, oom_killed, "service exited");
+                self.write(Command::ServiceExited { id: service, container_id, exit_code, oom_killed, reason, time })
+                    .await;
+            }
+        }
+    }
+
+    /// One round: queue new submissions, enforce runtime limits, stop what
+    /// must stop, start what was placed, and schedule.
+    pub async fn pass(&self) {
+        let now = now_ms();
+        let platform = self.backend.platform_state();
+        let work = {
+            let inflight = self.inflight.lock().expect("poisoned");
+            self.node.read_local(|st| self.collect(st, &platform, &inflight, now)).0
+        };
+        if !work.submitted.is_empty() {
+            let cmds = work.submitted.iter().map(|id| Command::QueueExecution { id: *id, time: now }).collect();
+            self.write(Command::Batch(cmds)).await;
+        }
+        if !work.over_limit.is_empty() {
+            let cmds = work
+                .over_limit
+                .iter()
+                .map(|(id, reason)| Command::TerminateExecution {
+                    id: *id,
+                    reason: reason.clone(),
+                    after: AfterCleanup::Terminated,
+                    time: now,
+                })
+                .collect();
+            self.write(Command::Batch(cmds)).await;
+        }
+        for (node, service, container) in work.to_stop {
+            self.stop(node, service, container);
+        }
+        for (node, spec) in work.to_respawn {
+            self.spawn_group(vec![(node, spec)]);
+        }
+        if !work.plan.is_empty() {
+            self.commit_plan(work.plan).await;
+        }
+    }
+
+    fn collect(&self, st: &State, platform: &Platform, inflight: &Inflight, now: Millis) -> Work {
+        let mut w = Work::default();
+        let connected = |n: &str| platform.connected(n);
+        for e in st.executions.values() {
+            match e.status {
+                ExecutionStatus::Submitted => w.submitted.push(e.id),
+                ExecutionStatus::Running => {
+                    let limit_s = st
+                        .user_by_name(&e.owner)
+                        .and_then(|u| st.quotas.get(&u.quota_id))
+                        .map(|q| q.runtime_limit)
+                        .unwrap_or(self.cfg.default_runtime_limit_s);
+                    if let Some(start) = e.time_start
+                        && limit_s > 0
+                        && now.saturating_sub(start) > limit_s * 1000
+                    {
+                        w.over_limit.push((e.id, format!("runtime limit of {limit_s} s reached")));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for s in st.services.values() {
+            let (Some(node), Some(cid)) = (s.node.as_deref(), s.container_id.as_deref()) else { continue };
+            if !connected(node) {
+                // Wait for the agent to come back (or for the node to be
+                // declared down); asking now would only fail.
+                continue;
+            }
+            match s.status {
+                ServiceStatus::Terminating => {
+                    if inflight.stopping.get(cid).is_none_or(|t| Instant::now() >= *t) {
+                        w.to_stop.push((node.to_string(), s.id, cid.to_string()));
+                    }
+                }
+                ServiceStatus::Starting if !inflight.spawning.contains(cid) => {
+                    if let Some(e) = st.executions.get(&s.execution_id) {
+                        w.to_respawn.push((node.to_string(), spec::service_spec(st, e, s, &self.cfg)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (plan, waiting) = schedule_explained(st, platform, &self.cfg.scheduler, now);
+        for wt in waiting.iter().filter(|w| w.never_fits) {
+            tracing::debug!(execution = wt.execution, reason = %wt.reason, "cannot be placed");
+        }
+        w.plan = plan;
+        w
+    }
+
+    async fn commit_plan(&self, plan: Plan) {
+        let shares = plan.core_shares.clone();
+        let placed: Vec<ServiceId> = plan.placements.iter().map(|p| p.service).collect();
+        if self.write(Command::ApplyPlan(plan)).await.is_none() {
+            return;
+        }
+        // The plan is committed: now tell the nodes, execution by execution,
+        // in startup order.
+        let (groups, updates) = self
+            .node
+            .read_local(|st| {
+                let mut by_exec: BTreeMap<ExecutionId, Vec<(i64, String, ServiceSpec)>> = BTreeMap::new();
+                for sid in &placed {
+                    let Some(s) = st.services.get(sid) else { continue };
+                    let (Some(e), Some(node)) = (st.executions.get(&s.execution_id), s.node.clone()) else { continue };
+                    if s.status == ServiceStatus::Starting {
+                        by_exec.entry(e.id).or_default().push((
+                            s.startup_order,
+                            node,
+                            spec::service_spec(st, e, s, &self.cfg),
+                        ));
+                    }
+                }
+                let updates: Vec<(String, ServiceId, String, zoe_common::resources::Millicores)> = shares
+                    .iter()
+                    .filter_map(|(sid, cores)| {
+                        let s = st.services.get(sid)?;
+                        Some((s.node.clone()?, *sid, s.container_id.clone()?, *cores))
+                    })
+                    .collect();
+                (by_exec, updates)
+            })
+            .0;
+        for (_, mut list) in groups {
+            list.sort_by_key(|(order, _, spec)| (*order, spec.service_id));
+            self.spawn_ordered(list);
+        }
+        for (node, sid, cid, cores) in updates {
+            let backend = self.backend.clone();
+            tokio::spawn(async move {
+                if let Err(e) = backend.update_service(&node, sid, &cid, cores, None).await {
+                    tracing::warn!(service = sid, error = %e, "core share update failed");
+                }
+            });
+        }
+    }
+
+    /// Starts an execution's instances group by group of `startup_order`:
+    /// a group starts when the previous one has been started.
+    fn spawn_ordered(&self, list: Vec<(i64, String, ServiceSpec)>) {
+        let this = self.clone();
+        {
+            let mut inflight = self.inflight.lock().expect("poisoned");
+            for (_, _, spec) in &list {
+                inflight.spawning.insert(spec.container_id.clone());
+            }
+        }
+        tokio::spawn(async move {
+            let mut groups: Vec<Vec<(String, ServiceSpec)>> = Vec::new();
+            let mut last = None;
+            for (order, node, spec) in list {
+                if last != Some(order) {
+                    groups.push(Vec::new());
+                    last = Some(order);
+                }
+                groups.last_mut().expect("pushed").push((node, spec));
+            }
+            for (k, group) in groups.into_iter().enumerate() {
+                if k > 0 {
+                    // If an earlier group failed, the execution is being
+                    // cleaned up: do not start the rest.
+                    let ids: Vec<ServiceId> = group.iter().map(|(_, s)| s.service_id).collect();
+                    let still = this
+                        .node
+                        .read_local(|st| {
+                            ids.iter()
+                                .all(|id| st.services.get(id).is_some_and(|s| s.status == ServiceStatus::Starting))
+                        })
+                        .0;
+                    if !still {
+                        let mut inflight = this.inflight.lock().expect("poisoned");
+                        for (_, s) in &group {
+                            inflight.spawning.remove(&s.container_id);
+                        }
+                        continue;
+                    }
+                }
+                futures::future::join_all(group.into_iter().map(|(node, spec)| this.spawn_one(node, spec))).await;
+            }
+        });
+    }
+
+    fn spawn_group(&self, list: Vec<(String, ServiceSpec)>) {
+        self.spawn_ordered(list.into_iter().map(|(n, s)| (0, n, s)).collect());
+    }
+
+    async fn spawn_one(&self, node: String, spec: ServiceSpec) {
+        let (sid, cid) = (spec.service_id, spec.container_id.clone());
+        let result = self.backend.spawn_service(&node, spec).await;
+        let time = now_ms();
+        let cmd = match result {
+            Ok(started) => Command::ServiceStarted {
+                id: sid,
+                container_id: started.container_id,
+                ip_address: started.ip_address,
+                ports: started.ports,
+                time,
+            },
+            Err(err) => {
+                let failures = self
+                    .node
+                    .read_local(|st| {
+                        st.services.get(&sid).and_then(|s| st.executions.get(&s.execution_id)).map(|e| e.start_failures)
+                    })
+                    .0
+                    .unwrap_or(0);
+                let (message, retry_at) = match err {
+                    SpawnError::Fatal(m) => (m, None),
+                    SpawnError::Retryable(m) if failures + 1 >= self.cfg.max_start_attempts => {
+                        (format!("gave up after {} attempts: {m}", failures + 1), None)
+                    }
+                    SpawnError::Retryable(m) => {
+                        let backoff = self
+                            .cfg
+                            .start_retry_base_ms
+                            .saturating_mul(1 << failures.min(20))
+                            .min(self.cfg.start_retry_max_ms);
+                        (m, Some(time + backoff))
+                    }
+                };
+                tracing::warn!(service = sid, node, %message, retry = retry_at.is_some(), "start failed");
+                Command::ServiceStartFailed { id: sid, message, retry_at, time }
+            }
+        };
+        self.write(cmd).await;
+        self.inflight.lock().expect("poisoned").spawning.remove(&cid);
+    }
+
+    fn stop(&self, node: String, service: ServiceId, container: String) {
+        let retry = Instant::now() + Duration::from_millis(self.cfg.stop_retry_ms);
+        self.inflight.lock().expect("poisoned").stopping.insert(container.clone(), retry);
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.backend.terminate_service(&node, service, &container).await {
+                Ok(()) => {
+                    this.write(Command::ServiceStopped {
+                        id: service,
+                        container_id: container.clone(),
+                        time: now_ms(),
+                    })
+                    .await;
+                    this.inflight.lock().expect("poisoned").stopping.remove(&container);
+                }
+                // Asked again after `stop_retry_ms`.
+                Err(e) => tracing::warn!(service, node, error = %e, "stop failed"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

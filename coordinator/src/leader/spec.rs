@@ -1,0 +1,79 @@
+//! From a placed service instance to the [`ServiceSpec`] an agent runs:
+//! environment templates rendered, Zoe's injected variables added, the
+//! command split, volumes and the user's workspace mounted.
+
+use super::LeaderConfig;
+use crate::state::{Execution, Service, State};
+use std::collections::BTreeMap;
+use zoe_common::image::ImageRef;
+use zoe_common::service::{Mount, PortSpec, ServiceSpec, labels};
+use zoe_common::zapp::WORKSPACE_MOUNT;
+use zoe_common::zapp::command::split_command;
+use zoe_common::zapp::template::{EnvContext, Template};
+
+/// Builds the spec of a service that has been placed (it has a container id).
+pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) -> ServiceSpec {
+    let g = &e.description.services[s.group_index];
+    let user = st.user_by_name(&e.owner);
+    let ctx = EnvContext {
+        user_name: &e.owner,
+        execution_id: e.id,
+        execution_name: &e.name,
+        deployment_name: &cfg.deployment,
+        instance: &s.name,
+    };
+    // Zoe's injected variables first, so a ZApp can read them; ZApp values
+    // with the same name win, as a later `-e` does in Docker.
+    let mut env: Vec<(String, String)> = vec![
+        ("EXECUTION_ID".into(), e.id.to_string()),
+        ("DEPLOY_NAME".into(), cfg.deployment.clone()),
+        ("ZOE_UID".into(), user.map(|u| u.fs_uid).unwrap_or(cfg.default_fs_uid).to_string()),
+        ("ZOE_GID".into(), cfg.fs_gid.to_string()),
+        ("ZOE_USER".into(), e.owner.clone()),
+        ("SERVICE_NAME".into(), s.name.clone()),
+    ];
+    let mut mounts = Vec::new();
+    if let Some(base) = &cfg.workspace_base {
+        env.push(("ZOE_WORKSPACE".into(), WORKSPACE_MOUNT.into()));
+        mounts.push(Mount {
+            source: format!("{}/{}", base.trim_end_matches('/'), e.owner),
+            target: WORKSPACE_MOUNT.into(),
+            read_only: false,
+        });
+    }
+    for v in &g.environment {
+        // Validated at submit: the template parses.
+        let value = Template::parse(&v.1).map(|t| t.render(|p| ctx.value(p))).unwrap_or_else(|_| v.1.clone());
+        env.retain(|(k, _)| k != &v.0);
+        env.push((v.0.clone(), value));
+    }
+    for v in &g.volumes {
+        mounts.push(Mount { source: v.path.clone(), target: format!("/mnt/{}", v.name), read_only: v.read_only });
+    }
+    let mut label_map = BTreeMap::new();
+    label_map.insert(labels::EXECUTION_ID.to_string(), e.id.to_string());
+    label_map.insert(labels::SERVICE_ID.to_string(), s.id.to_string());
+    label_map.insert(labels::INSTANCE.to_string(), s.name.clone());
+    label_map.insert(labels::OWNER.to_string(), e.owner.clone());
+    label_map.insert(labels::DEPLOYMENT.to_string(), cfg.deployment.clone());
+    ServiceSpec {
+        service_id: s.id,
+        execution_id: e.id,
+        container_id: s.container_id.clone().unwrap_or_else(|| s.container_name()),
+        instance: s.name.clone(),
+        image: ImageRef::parse(&g.image).map(|r| r.canonical()).unwrap_or_else(|_| g.image.clone()),
+        // Validated at submit: the command splits.
+        command: g.command.as_deref().map(|c| split_command(c).unwrap_or_else(|_| vec![c.to_string()])),
+        env,
+        working_dir: g.work_dir.clone(),
+        hostname: s.name.clone(),
+        mounts,
+        labels: label_map,
+        cores: s.cores_allocated.unwrap_or_else(|| g.cores_min()),
+        cores_min: g.cores_min(),
+        memory_limit: g.memory_limit(),
+        shm: g.resources.shm,
+        ports: g.ports.iter().map(|p| PortSpec { port_number: p.port_number, protocol: p.protocol }).collect(),
+        network: g.network.clone(),
+    }
+}

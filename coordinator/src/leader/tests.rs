@@ -1,0 +1,299 @@
+//! The leader loop on a real single-member coordinator (Raft on sled, mutual
+//! TLS), with a recording test double in place of the agents: it checks
+//! what the loop asks of nodes and how it commits their answers. The real
+//! agent path is covered by the cluster tests.
+
+use super::*;
+use crate::backend::{BackendError, Spawned};
+use crate::raft::config::{CoordinatorConfig, PeerConfig, TlsFiles};
+use crate::scheduler::LiveNode;
+use crate::state::{Capacity, Registration};
+use std::collections::BTreeSet;
+use std::future::Future;
+use zoe_common::resources::Millicores;
+use zoe_common::service::ImageSummary;
+use zoe_net::{CertificateAuthority, Identity, Role};
+
+/// Answers like an agent would, and records what it was asked.
+#[derive(Default)]
+struct RecordingBackend {
+    calls: Mutex<Vec<String>>,
+    /// container ids whose start fails: (fails left, retryable?)
+    failures: Mutex<HashMap<String, (u32, bool)>>,
+    /// instance names whose start fails, any attempt.
+    fail_instances: Mutex<HashMap<String, bool>>,
+    events: Mutex<Option<broadcast::Sender<BackendEvent>>>,
+}
+
+impl RecordingBackend {
+    fn sender(&self) -> broadcast::Sender<BackendEvent> {
+        self.events.lock().unwrap().get_or_insert_with(|| broadcast::channel(64).0).clone()
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Backend for RecordingBackend {
+    fn spawn_service(&self, node: &str, spec: ServiceSpec) -> impl Future<Output = Result<Spawned, SpawnError>> + Send {
+        self.calls.lock().unwrap().push(format!("spawn {} {} on {node}", spec.instance, spec.container_id));
+        let fail = match self.fail_instances.lock().unwrap().get(&spec.instance) {
+            Some(retryable) => Some(*retryable),
+            None => {
+                let mut f = self.failures.lock().unwrap();
+                match f.get_mut(&spec.container_id) {
+                    Some((n, retryable)) if *n > 0 => {
+                        *n -= 1;
+                        Some(*retryable)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let cid = spec.container_id.clone();
+        async move {
+            match fail {
+                Some(true) => Err(SpawnError::Retryable("runtime busy".into())),
+                Some(false) => Err(SpawnError::Fatal("image not found".into())),
+                None => Ok(Spawned { container_id: cid, ip_address: Some("127.0.0.1".into()), ports: vec![] }),
+            }
+        }
+    }
+    fn terminate_service(
+        &self,
+        node: &str,
+        _s: ServiceId,
+        c: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.calls.lock().unwrap().push(format!("terminate {c} on {node}"));
+        async { Ok(()) }
+    }
+    fn update_service(
+        &self,
+        _node: &str,
+        _s: ServiceId,
+        c: &str,
+        cores: Millicores,
+        _m: Option<u64>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.calls.lock().unwrap().push(format!("update {c} {cores}"));
+        async { Ok(()) }
+    }
+    fn platform_state(&self) -> Platform {
+        let mut p = Platform::default();
+        p.nodes.insert("n1".into(), LiveNode { connected: true, ..LiveNode::default() });
+        p
+    }
+    fn list_images(&self, _node: &str) -> impl Future<Output = Result<Vec<ImageSummary>, BackendError>> + Send {
+        async { Ok(vec![]) }
+    }
+    fn preload_image(&self, _node: &str, _r: &str) -> impl Future<Output = Result<(), BackendError>> + Send {
+        async { Ok(()) }
+    }
+    fn events(&self) -> broadcast::Receiver<BackendEvent> {
+        self.sender().subscribe()
+    }
+}
+
+struct Fixture {
+    node: Coordinator,
+    backend: Arc<RecordingBackend>,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn fixture(cfg: LeaderConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate("leader-test").unwrap();
+    ca.write(dir.path()).unwrap();
+    ca.issue(&Identity::new(Role::Coordinator, "c1").unwrap(), &[], &["127.0.0.1".parse().unwrap()])
+        .unwrap()
+        .write(dir.path(), "c1")
+        .unwrap();
+    let port = free_port();
+    let config = CoordinatorConfig {
+        id: 1,
+        name: "c1".into(),
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        advertise: None,
+        data_dir: dir.path().join("data"),
+        tls: TlsFiles {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("c1.pem"),
+            key: dir.path().join("c1-key.pem"),
+        },
+        peers: vec![PeerConfig { id: 1, addr: format!("127.0.0.1:{port}"), name: "c1".into() }],
+        raft: Default::default(),
+        api: Default::default(),
+    };
+    let node = Coordinator::start(config).await.unwrap();
+    let registration = Registration {
+        name: "n1".into(),
+        addresses: vec!["127.0.0.1".into()],
+        capacity: Capacity { cores: Millicores::from_whole_cores(2), memory: 4 << 30 },
+        labels: BTreeSet::new(),
+        containerd_version: "test".into(),
+        cgroup_mode: "v1".into(),
+        images: BTreeSet::new(),
+    };
+    node.write(Command::RegisterNode { registration, time: now_ms() }).await.unwrap().result.unwrap();
+    let backend = Arc::new(RecordingBackend::default());
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(Leader::new(node.clone(), backend.clone(), cfg).run(rx));
+    Fixture { node, backend, stop, _dir: dir }
+}
+
+impl Fixture {
+    async fn submit(&self, text: &str) -> ExecutionId {
+        let app = zoe_common::zapp::parse(text).unwrap().0;
+        let cmd = Command::SubmitExecution {
+            name: "t".into(),
+            owner: "ada".into(),
+            description: app,
+            size: 0.0,
+            time: now_ms(),
+        };
+        match self.node.write(cmd).await.unwrap().result.unwrap() {
+            Applied::Created(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn wait_for(&self, what: &str, f: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.node.read_local(&f).0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}; calls: {:#?}", self.backend.calls());
+    }
+
+    fn status(&self, id: ExecutionId) -> ExecutionStatus {
+        self.node.read_local(|st| st.executions[&id].status).0
+    }
+}
+
+const BATCH: &str = include_str!("../../../examples/zapps/hello-batch.json");
+const SPARK: &str = include_str!("../../../examples/zapps/spark-like.json");
+
+fn fast() -> LeaderConfig {
+    LeaderConfig {
+        tick_ms: 50,
+        start_retry_base_ms: 50,
+        start_retry_max_ms: 200,
+        stop_retry_ms: 200,
+        ..LeaderConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_execution_is_queued_placed_started_and_ends_with_its_exit() {
+    let f = fixture(fast()).await;
+    let id = f.submit(BATCH).await;
+    f.wait_for("running", |st| st.executions[&id].status == ExecutionStatus::Running).await;
+    let (sid, cid) = f
+        .node
+        .read_local(|st| {
+            let s = st.services_of(id).next().unwrap();
+            (s.id, s.container_id.clone().unwrap())
+        })
+        .0;
+    assert_eq!(f.backend.calls(), vec![format!("spawn hello0 {cid} on n1")]);
+    f.backend
+        .sender()
+        .send(BackendEvent::Exited {
+            service: sid,
+            container_id: cid,
+            exit_code: Some(0),
+            oom_killed: false,
+            reason: "exited".into(),
+            time: now_ms(),
+        })
+        .unwrap();
+    f.wait_for("terminated", |st| st.executions[&id].status == ExecutionStatus::Terminated).await;
+    f.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_order_and_terminate() {
+    let mut cfg = fast();
+    cfg.scheduler.core_sharing = false;
+    let f = fixture(cfg).await;
+    let id = f.submit(SPARK).await;
+    f.wait_for("running", |st| st.executions[&id].status == ExecutionStatus::Running).await;
+    let calls = f.backend.calls();
+    let head = calls.iter().position(|c| c.starts_with("spawn head0")).unwrap();
+    let first_worker = calls.iter().position(|c| c.starts_with("spawn worker")).unwrap();
+    assert!(head < first_worker, "head (startup_order 0) before workers (1): {calls:#?}");
+    // 2 cores: head 0.2 + 5 workers × 0.1 all fit: elastic instances start too.
+    f.wait_for("all six active", |st| st.services_of(id).all(|s| s.status == ServiceStatus::Active)).await;
+
+    f.node
+        .write(Command::TerminateExecution {
+            id,
+            reason: "user request".into(),
+            after: AfterCleanup::Terminated,
+            time: now_ms(),
+        })
+        .await
+        .unwrap();
+    f.wait_for("terminated", |st| st.executions[&id].status == ExecutionStatus::Terminated).await;
+    let stops = f.backend.calls().iter().filter(|c| c.starts_with("terminate")).count();
+    assert_eq!(stops, 6);
+    assert_eq!(f.node.read_local(|st| st.executions[&id].error_message.clone()).0.as_deref(), Some("user request"));
+    f.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_requeue_with_backoff_then_succeed_and_fatal_ones_error() {
+    let f = fixture(fast()).await;
+    let id = f.submit(BATCH).await;
+    // The first two attempts' containers fail transiently.
+    let base = format!("zoe-{id}-hello0-");
+    f.backend.failures.lock().unwrap().insert(format!("{base}1"), (1, true));
+    f.backend.failures.lock().unwrap().insert(format!("{base}2"), (1, true));
+    f.wait_for("running", |st| st.executions[&id].status == ExecutionStatus::Running).await;
+    let spawns = f.backend.calls().iter().filter(|c| c.starts_with("spawn")).count();
+    assert_eq!(spawns, 3, "{:#?}", f.backend.calls());
+    assert_eq!(f.node.read_local(|st| st.executions[&id].start_failures).0, 0, "reset once running");
+
+    f.backend.fail_instances.lock().unwrap().insert("hello0".into(), false);
+    let id2 = f.submit(BATCH).await;
+    f.wait_for("error", |st| st.executions[&id2].status == ExecutionStatus::Error).await;
+    let msg = f.node.read_local(|st| st.executions[&id2].error_message.clone()).0.unwrap();
+    assert!(msg.contains("image not found"), "{msg}");
+    assert_eq!(f.status(id), ExecutionStatus::Running);
+    f.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_give_up_after_the_cap() {
+    let mut cfg = fast();
+    cfg.max_start_attempts = 3;
+    let f = fixture(cfg).await;
+    f.backend.fail_instances.lock().unwrap().insert("hello0".into(), true);
+    let id = f.submit(BATCH).await;
+    f.wait_for("error", |st| st.executions[&id].status == ExecutionStatus::Error).await;
+    let msg = f.node.read_local(|st| st.executions[&id].error_message.clone()).0.unwrap();
+    assert!(msg.contains("gave up after 3 attempts"), "{msg}");
+    f.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_limit_terminates_running_executions() {
+    let mut cfg = fast();
+    cfg.default_runtime_limit_s = 1;
+    let f = fixture(cfg).await;
+    let id = f.submit(include_str!("../../../examples/zapps/web-service.json")).await;
+    f.wait_for("running", |st| st.executions[&id].status == ExecutionStatus::Running).await;
+    f.wait_for("terminated", |st| st.executions[&id].status == ExecutionStatus::Terminated).await;
+    let msg = f.node.read_local(|st| st.executions[&id].error_message.clone()).0.unwrap();
+    assert!(msg.contains("runtime limit"), "{msg}");
+    f.stop.send(true).unwrap();
+}
