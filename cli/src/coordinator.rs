@@ -82,11 +82,27 @@ fn init_logs(format: LogFormat) {
 async fn serve(config: CoordinatorConfig) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let c = Coordinator::start(config).await?;
+    // No live source yet: routes that need the agents answer 503 until the
+    // agent protocol (issue 5) provides one.
+    let api = match zoe_coordinator::api::ApiServer::start(c.clone(), None).await {
+        Ok(a) => Some(a),
+        Err(e @ zoe_coordinator::api::ServeError::Listen { .. }) if c.config().api.listen.is_none() => {
+            tracing::warn!("{e}; running without the REST API (set [api] listen to choose another address)");
+            None
+        }
+        Err(e) => {
+            c.shutdown().await;
+            return Err(e.into());
+        }
+    };
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    if let Some(api) = api {
+        api.shutdown().await;
     }
     c.shutdown().await;
     Ok(())

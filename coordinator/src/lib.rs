@@ -1,8 +1,11 @@
 //! zoe's coordinator: the replicated state, Raft, the scheduler and the REST
 //! API. It reaches nodes only through agents; it never touches containerd.
 
+pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod leader;
+pub mod quota;
 pub mod raft;
 pub mod scheduler;
 pub mod state;

@@ -23,6 +23,13 @@
 //! election_timeout_max_ms = 800
 //! snapshot_every_logs = 10000
 //! trailing_logs = 5000
+//!
+//! [api]                            # optional REST API settings, defaults shown
+//! listen = "127.0.0.1:5001"        # plain HTTP only on loopback; set tls_* otherwise
+//! tls_cert = "coordinator.pem"     # optional: serve HTTPS with this certificate
+//! tls_key = "coordinator-key.pem"
+//! body_limit_bytes = 4194304       # larger request bodies get 413
+//! auth_file = "zoepass.csv"        # optional read-only `username,password` file
 //! ```
 
 use super::{CoordNode, NodeId};
@@ -62,6 +69,46 @@ pub struct CoordinatorConfig {
     pub peers: Vec<PeerConfig>,
     #[serde(default)]
     pub raft: RaftTuning,
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+/// The REST API's listener and limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Default 127.0.0.1:5001. When left unset and that port is taken, the
+    /// coordinator runs without its API (with a warning) instead of failing,
+    /// so several dev coordinators can share a host; an explicit address
+    /// that cannot be bound is an error.
+    pub listen: Option<SocketAddr>,
+    /// Certificate and key (PEM) for HTTPS; both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Request bodies larger than this are refused with 413.
+    pub body_limit_bytes: usize,
+    /// Zoe's read-only text-file auth source: lines `username,password`.
+    pub auth_file: Option<PathBuf>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            body_limit_bytes: 4 * 1024 * 1024,
+            auth_file: None,
+        }
+    }
+}
+
+impl ApiSettings {
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5001);
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or(Self::DEFAULT_LISTEN)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +175,12 @@ impl CoordinatorConfig {
                 *f = base.join(&*f);
             }
         }
+        let api = &mut cfg.api;
+        for f in [&mut api.tls_cert, &mut api.tls_key, &mut api.auth_file].into_iter().flatten() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
         cfg.validate().map_err(|msg| ConfigError::Invalid { path: p, msg })?;
         Ok(cfg)
     }
@@ -154,6 +207,21 @@ impl CoordinatorConfig {
         }
         if !self.peers.is_empty() && !ids.contains(&self.id) {
             return Err(format!("peers must include this node (id {})", self.id));
+        }
+        let api = &self.api;
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            return Err("api.tls_cert and api.tls_key go together".into());
+        }
+        // Tokens and passwords travel in headers: plain HTTP only where no
+        // one else can listen (Nomad's dev mode does the same).
+        if api.tls_cert.is_none() && !api.listen_addr().ip().is_loopback() {
+            return Err(format!(
+                "api.listen {} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS",
+                api.listen_addr()
+            ));
+        }
+        if api.body_limit_bytes < 1024 {
+            return Err("api.body_limit_bytes must be at least 1024".into());
         }
         Ok(())
     }

@@ -1,0 +1,423 @@
+//! Shared request context: the coordinator handle, authentication of the
+//! caller, reads (local, linearizable, blocking) and writes that report the
+//! replicated index, and strict JSON body helpers.
+
+use super::error::{HttpError, HttpResult};
+use super::live::LiveSource;
+use super::metrics::Metrics;
+use crate::auth::{self, AuthSources, TokenRecord};
+use crate::raft::Coordinator;
+use crate::state::{Applied, Capabilities, Command, Role, State, User};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Ctx(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub coord: Coordinator,
+    pub sources: AuthSources,
+    pub live: Option<Arc<dyn LiveSource>>,
+    pub metrics: Metrics,
+    pub body_limit: usize,
+}
+
+impl Ctx {
+    pub fn new(coord: Coordinator, live: Option<Arc<dyn LiveSource>>) -> Ctx {
+        let api = &coord.config().api;
+        let sources = AuthSources::new(api.auth_file.clone());
+        let body_limit = api.body_limit_bytes;
+        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), body_limit }))
+    }
+
+    pub fn coord(&self) -> &Coordinator {
+        &self.0.coord
+    }
+
+    pub fn live(&self, what: &str) -> HttpResult<&Arc<dyn LiveSource>> {
+        self.0.live.as_ref().ok_or_else(|| {
+            HttpError::unavailable(
+                "no_live_source",
+                format!("{what} needs the nodes' agents, and this coordinator has no agent connection yet"),
+            )
+        })
+    }
+
+    pub fn live_opt(&self) -> Option<&Arc<dyn LiveSource>> {
+        self.0.live.as_ref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Commits a command; a refused command becomes the matching 4xx.
+    pub async fn write(&self, cmd: Command) -> HttpResult<(Applied, u64)> {
+        let w = self.0.coord.write(cmd).await?;
+        let applied = w.result?;
+        Ok((applied, w.index))
+    }
+
+    /// Reads the state as the query asks: local (default), linearizable
+    /// (`?consistent=true`), and blocking (`?index=N&wait=30s`: returns once
+    /// the state passes index N, or when the wait ends: no guarantee of a
+    /// change, as in Nomad; compare the index).
+    pub async fn read<T>(&self, q: &ReadParams, f: impl FnOnce(&State) -> T) -> HttpResult<Indexed<T>> {
+        if let Some(min) = q.index {
+            let wait = match &q.wait {
+                Some(w) => parse_duration(w).ok_or_else(|| {
+                    HttpError::invalid_field("/wait", format!("`{w}` is not a duration such as 30s, 500ms or 5m"))
+                })?,
+                None => DEFAULT_WAIT,
+            }
+            .min(MAX_WAIT);
+            self.wait_past(min, wait).await;
+        }
+        let (v, st) = if q.consistent.unwrap_or(false) {
+            self.0.coord.read_linearizable(f).await?
+        } else {
+            self.0.coord.read_local(f)
+        };
+        Ok(Indexed {
+            value: v,
+            index: st.applied_index.unwrap_or(0),
+            known_leader: st.leader.is_some(),
+            last_contact_ms: st.last_contact_ms,
+        })
+    }
+
+    /// Waits until this node has applied an index above `min`, or `wait` passes.
+    async fn wait_past(&self, min: u64, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let mut rx = self.0.coord.raft().metrics();
+        loop {
+            let applied = rx.borrow_and_update().last_applied.map(|l| l.index).unwrap_or(0);
+            if applied > min {
+                return;
+            }
+            match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Authenticates a bearer token. A token minted a moment ago on the
+    /// leader may not have reached this follower yet: on a miss, one
+    /// linearizable read settles it.
+    async fn authenticate(&self, token: &str) -> HttpResult<(TokenRecord, User, Role)> {
+        let now = now_ms();
+        let find = |s: &State| {
+            auth::authenticate(s, token, now).and_then(|(t, u)| s.roles.get(&u.role_id).cloned().map(|r| (t, u, r)))
+        };
+        let (found, st) = self.0.coord.read_local(find);
+        let found = match found {
+            Some(f) => Some(f),
+            None if !st.is_leader => self.0.coord.read_linearizable(find).await?.0,
+            None => None,
+        };
+        found.ok_or_else(|| HttpError::unauthorized("the token is unknown, expired or revoked; log in again"))
+    }
+
+    pub async fn check_password(&self, user: &User, password: &str) -> HttpResult<bool> {
+        self.0.sources.check(user, password).await.map_err(|e| match e {
+            auth::AuthError::Unsupported(_) => HttpError::unauthorized(e.to_string()),
+            other => HttpError::internal(other.to_string()),
+        })
+    }
+}
+
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// `30s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (s, 1000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    Some(Duration::from_millis(n.checked_mul(mult_ms)?))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadParams {
+    pub consistent: Option<bool>,
+    pub index: Option<u64>,
+    pub wait: Option<String>,
+}
+
+/// A value read at a replicated index.
+pub struct Indexed<T> {
+    pub value: T,
+    pub index: u64,
+    pub known_leader: bool,
+    pub last_contact_ms: Option<u64>,
+}
+
+pub const INDEX_HEADER: &str = "x-zoe-index";
+
+fn index_headers(index: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(INDEX_HEADER, HeaderValue::from(index));
+    h
+}
+
+impl<T: Serialize> IntoResponse for Indexed<T> {
+    fn into_response(self) -> Response {
+        let mut h = index_headers(self.index);
+        h.insert("x-zoe-known-leader", HeaderValue::from_static(if self.known_leader { "true" } else { "false" }));
+        if let Some(ms) = self.last_contact_ms {
+            h.insert("x-zoe-last-contact", HeaderValue::from(ms));
+        }
+        (h, axum::Json(self.value)).into_response()
+    }
+}
+
+/// A write's answer: status, body, and the index it was committed at.
+pub struct WriteReply<T> {
+    pub status: axum::http::StatusCode,
+    pub value: T,
+    pub index: u64,
+}
+
+impl<T: Serialize> IntoResponse for WriteReply<T> {
+    fn into_response(self) -> Response {
+        (self.status, index_headers(self.index), axum::Json(self.value)).into_response()
+    }
+}
+
+pub fn ok<T>(value: T, index: u64) -> WriteReply<T> {
+    WriteReply { status: axum::http::StatusCode::OK, value, index }
+}
+
+pub fn created<T>(value: T, index: u64) -> WriteReply<T> {
+    WriteReply { status: axum::http::StatusCode::CREATED, value, index }
+}
+
+// ------------------------------------------------------------------ callers
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub role: Role,
+    pub token: TokenRecord,
+}
+
+impl Caller {
+    pub fn caps(&self) -> Capabilities {
+        self.role.capabilities
+    }
+
+    pub fn require(&self, ok: bool, what: &str) -> HttpResult<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(HttpError::forbidden(format!("user {} (role {}) may not {what}", self.user.username, self.role.name)))
+        }
+    }
+
+    /// Users, roles and quotas administration.
+    pub fn require_config(&self) -> HttpResult<()> {
+        self.require(self.caps().can_change_config, "change the configuration (needs can_change_config)")
+    }
+
+    pub fn require_status(&self) -> HttpResult<()> {
+        self.require(self.caps().can_see_status, "see the cluster status (needs can_see_status)")
+    }
+
+    /// The caller owns it or may operate others' executions.
+    pub fn may_touch(&self, owner: &str) -> bool {
+        self.user.username == owner || self.caps().can_operate_others
+    }
+}
+
+pub fn bearer(parts: &Parts) -> HttpResult<Option<String>> {
+    let Some(v) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let v = v.to_str().map_err(|_| HttpError::unauthorized("the Authorization header is not text"))?;
+    match v.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            Ok(Some(t.trim().to_string()))
+        }
+        _ => Err(HttpError::unauthorized("use `Authorization: Bearer <token>`")),
+    }
+}
+
+impl FromRequestParts<Ctx> for Caller {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Caller, HttpError> {
+        let token = bearer(parts)?.ok_or_else(|| {
+            HttpError::unauthorized("this route needs a token: `Authorization: Bearer <token>` (see `zoe login`)")
+        })?;
+        let (token, user, role) = ctx.authenticate(&token).await?;
+        if !user.enabled {
+            return Err(HttpError::unauthorized(format!("user {} is disabled", user.username)));
+        }
+        if !role.capabilities.can_access_api {
+            return Err(HttpError::forbidden(format!(
+                "role {} may not use the API (can_access_api is off)",
+                role.name
+            )));
+        }
+        Ok(Caller { user, role, token })
+    }
+}
+
+impl OptionalFromRequestParts<Ctx> for Caller {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Option<Caller>, HttpError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            <Caller as FromRequestParts<Ctx>>::from_request_parts(parts, ctx).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+// -------------------------------------------------------------------- bodies
+
+/// A JSON object body, parsed by hand so that every problem becomes a 400
+/// with a pointer (and an oversized body a 413), never a bare rejection.
+pub struct Body(pub Map<String, Value>);
+
+impl axum::extract::FromRequest<Ctx> for Body {
+    type Rejection = HttpError;
+
+    async fn from_request(req: axum::extract::Request, ctx: &Ctx) -> Result<Body, HttpError> {
+        let limit = ctx.0.body_limit;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            // axum does not export http-body-util's LengthLimitError; its
+            // text is stable and the only way to tell "too big" from "broken".
+            let mut too_big = e.to_string().contains("length limit");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                too_big |= s.to_string().contains("length limit");
+                src = s.source();
+            }
+            if too_big {
+                HttpError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is larger than this coordinator's limit of {limit} bytes"),
+                )
+            } else {
+                HttpError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return Ok(Body(Map::new()));
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            HttpError::invalid_field("", format!("not valid JSON: line {}, column {}: {e}", e.line(), e.column()))
+        })?;
+        match v {
+            Value::Object(m) => Ok(Body(m)),
+            other => Err(HttpError::invalid_field("", format!("expected a JSON object, got {}", kind(&other)))),
+        }
+    }
+}
+
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Body {
+    /// Refuses keys outside `allowed`: a typo must not be silently ignored.
+    pub fn only(&self, allowed: &[&str]) -> HttpResult<()> {
+        for k in self.0.keys() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(HttpError::invalid_field(
+                    &format!("/{k}"),
+                    format!("unknown field; expected one of: {}", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    pub fn str(&self, k: &str) -> HttpResult<Option<String>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a string, got {}", kind(v)))),
+        }
+    }
+
+    pub fn req_str(&self, k: &str) -> HttpResult<String> {
+        match self.str(k)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(HttpError::invalid_field(&format!("/{k}"), "must not be empty")),
+            None => Err(HttpError::invalid_field(&format!("/{k}"), "is required")),
+        }
+    }
+
+    pub fn u64(&self, k: &str) -> HttpResult<Option<u64>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                HttpError::invalid_field(&format!("/{k}"), format!("expected a non-negative integer, got {}", kind(v)))
+            }),
+        }
+    }
+
+    pub fn f64(&self, k: &str) -> HttpResult<Option<f64>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|f| *f >= 0.0 && f.is_finite())
+                .map(Some)
+                .ok_or_else(|| HttpError::invalid_field(&format!("/{k}"), "expected a non-negative number")),
+        }
+    }
+
+    pub fn i64(&self, k: &str) -> HttpResult<Option<i64>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                HttpError::invalid_field(&format!("/{k}"), format!("expected an integer, got {}", kind(v)))
+            }),
+        }
+    }
+
+    pub fn bool(&self, k: &str) -> HttpResult<Option<bool>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a boolean, got {}", kind(v)))),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The API's one error shape:
+//! `{ "error": { "code", "message", "details": [{ "path", "message" }] } }`.
+
+use crate::raft::ApiError;
+use crate::state::StateError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detail {
+    /// JSON pointer into the request body.
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<Detail>,
+}
+
+pub type HttpResult<T> = Result<T, HttpError>;
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError { status, code, message: message.into(), details: Vec::new() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    /// A 400 naming the offending field.
+    pub fn invalid_field(path: &str, message: impl Into<String>) -> HttpError {
+        let message = message.into();
+        HttpError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            message: format!("{path}: {message}"),
+            details: vec![Detail { path: path.to_string(), message }],
+        }
+    }
+    pub fn unauthorized(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn conflict(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn quota(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::CONFLICT, "quota_exceeded", message)
+    }
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+    pub fn internal(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, code = self.code, "{}", self.message);
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message, "details": self.details }
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
+        match e {
+            ApiError::NoLeader | ApiError::NotLeader(_) => {
+                HttpError::unavailable("no_leader", format!("{e}; retry in a moment"))
+            }
+            ApiError::ShuttingDown => HttpError::unavailable("shutting_down", e.to_string()),
+            ApiError::Unreachable(_) | ApiError::Raft(_) => HttpError::unavailable("unavailable", e.to_string()),
+            ApiError::Timeout => HttpError::unavailable(
+                "timeout",
+                "the cluster did not answer in time; the change may or may not have been applied",
+            ),
+            ApiError::Invalid(m) => HttpError::bad_request(m),
+            ApiError::Internal(m) => HttpError::internal(m),
+        }
+    }
+}
+
+impl From<StateError> for HttpError {
+    fn from(e: StateError) -> HttpError {
+        match e {
+            StateError::NotFound(_) => HttpError::not_found(e.to_string()),
+            StateError::IllegalTransition { .. } | StateError::Conflict(_) => HttpError::conflict(e.to_string()),
+            StateError::Invalid(m) => HttpError::bad_request(m),
+        }
+    }
+}

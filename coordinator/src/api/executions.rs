@@ -1,0 +1,487 @@
+//! Executions, their services, endpoints, logs and discovery.
+
+use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, created, now_ms};
+use super::error::{Detail, HttpError, HttpResult};
+use super::live::LogRequest;
+use super::routes::{P, Q};
+use crate::state::{
+    AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, PublishedPort, Service, ServiceId, State,
+};
+use axum::extract::State as Ax;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zoe_common::zapp::template::{Placeholder, Template, dns_name};
+use zoe_common::zapp::{ZApp, validate_value};
+
+const MAX_NAME: usize = 256;
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionSummary {
+    pub id: ExecutionId,
+    pub name: String,
+    pub owner: String,
+    pub status: String,
+    pub zapp: String,
+    pub size: f64,
+    /// Epoch milliseconds.
+    pub time_submit: u64,
+    pub time_start: Option<u64>,
+    pub time_end: Option<u64>,
+    pub error_message: Option<String>,
+    pub services: Vec<ServiceId>,
+}
+
+impl ExecutionSummary {
+    pub fn of(e: &Execution) -> ExecutionSummary {
+        ExecutionSummary {
+            id: e.id,
+            name: e.name.clone(),
+            owner: e.owner.clone(),
+            status: e.status.as_str().to_string(),
+            zapp: e.description.name.clone(),
+            size: e.size,
+            time_submit: e.time_submit,
+            time_start: e.time_start,
+            time_end: e.time_end,
+            error_message: e.error_message.clone(),
+            services: e.services.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub id: ServiceId,
+    pub execution_id: ExecutionId,
+    pub name: String,
+    pub group: String,
+    pub essential: bool,
+    pub status: String,
+    pub backend_status: String,
+    pub node: Option<String>,
+    pub container_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub ports: Vec<PublishedPort>,
+    pub dns_name: String,
+    pub restart_count: u32,
+    pub cores_allocated: Option<f64>,
+    pub last_exit_code: Option<i32>,
+    pub last_exit_reason: Option<String>,
+    pub error_message: Option<String>,
+    pub time_start: Option<u64>,
+    pub time_end: Option<u64>,
+}
+
+impl ServiceView {
+    pub fn of(s: &Service) -> ServiceView {
+        ServiceView {
+            id: s.id,
+            execution_id: s.execution_id,
+            name: s.name.clone(),
+            group: s.group.clone(),
+            essential: s.essential,
+            status: s.status.as_str().to_string(),
+            backend_status: s.backend_status.as_str().to_string(),
+            node: s.node.clone(),
+            container_id: s.container_id.clone(),
+            ip_address: s.ip_address.clone(),
+            ports: s.ports.clone(),
+            dns_name: dns_name(&s.name, s.execution_id),
+            restart_count: s.restart_count,
+            cores_allocated: s.cores_allocated.map(|c| c.as_cores()),
+            last_exit_code: s.last_exit_code,
+            last_exit_reason: s.last_exit_reason.clone(),
+            error_message: s.error_message.clone(),
+            time_start: s.time_start,
+            time_end: s.time_end,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionDetail {
+    #[serde(flatten)]
+    pub summary: ExecutionSummary,
+    pub service_details: Vec<ServiceView>,
+    /// When the runtime limit of the owner's quota ends it (epoch ms), if running.
+    pub kill_at: Option<u64>,
+}
+
+fn detail(s: &State, e: &Execution) -> ExecutionDetail {
+    let kill_at = e.time_start.filter(|_| e.status.is_active()).and_then(|start| {
+        let u = s.users.values().find(|u| u.username == e.owner)?;
+        let q = s.quotas.get(&u.quota_id)?;
+        (q.runtime_limit > 0).then(|| start + q.runtime_limit * 1000)
+    });
+    ExecutionDetail {
+        summary: ExecutionSummary::of(e),
+        service_details: s.services_of(e.id).map(ServiceView::of).collect(),
+        kill_at,
+    }
+}
+
+/// Finds an execution the caller may see: 404 if it does not exist, 403
+/// if it is someone else's and the caller may not operate others.
+fn visible<'a>(s: &'a State, caller: &Caller, id: ExecutionId) -> HttpResult<&'a Execution> {
+    let e = s.executions.get(&id).ok_or_else(|| HttpError::not_found(format!("execution {id} not found")))?;
+    if !caller.may_touch(&e.owner) {
+        return Err(HttpError::forbidden(format!(
+            "execution {id} belongs to {}; user {} may not operate others' executions",
+            e.owner, caller.user.username
+        )));
+    }
+    Ok(e)
+}
+
+// ------------------------------------------------------------------ submit
+
+/// Validates a ZApp given in a request body at `prefix` (e.g. `/application`).
+pub fn validate_app(v: Option<&Value>, prefix: &str) -> HttpResult<(ZApp, Vec<Detail>)> {
+    let Some(v) = v else { return Err(HttpError::invalid_field(prefix, "is required")) };
+    let (app, report) = validate_value(v);
+    let warnings =
+        report.warnings.iter().map(|i| Detail { path: format!("{prefix}{}", i.path), message: i.message.clone() });
+    match app {
+        Some(app) => Ok((app, warnings.collect())),
+        None => {
+            let details: Vec<Detail> = report
+                .errors
+                .iter()
+                .map(|i| Detail { path: format!("{prefix}{}", i.path), message: i.message.clone() })
+                .collect();
+            let first = details.first().map(|d| format!("{}: {}", d.path, d.message)).unwrap_or_default();
+            Err(HttpError {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_zapp",
+                message: format!("the ZApp has {} problem(s); first: {first}", details.len()),
+                details,
+            })
+        }
+    }
+}
+
+fn check_name(name: &str) -> HttpResult<()> {
+    if name.chars().count() > MAX_NAME {
+        return Err(HttpError::invalid_field("/name", format!("at most {MAX_NAME} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(HttpError::invalid_field("/name", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+async fn submit_app(ctx: &Ctx, caller: &Caller, name: String, app: ZApp) -> HttpResult<(ExecutionId, u64)> {
+    check_name(&name)?;
+    let user = caller.user.clone();
+    let (verdict, _) = ctx.coord().read_local(|s| crate::quota::check_submit(s, &user, &app));
+    verdict.map_err(HttpError::quota)?;
+    let size = app.size as f64;
+    let cmd =
+        Command::SubmitExecution { name, owner: caller.user.username.clone(), description: app, size, time: now_ms() };
+    match ctx.write(cmd).await? {
+        (Applied::Created(id), index) => Ok((id, index)),
+        (other, _) => Err(HttpError::internal(format!("submission applied as {other:?}"))),
+    }
+}
+
+pub async fn submit(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
+    body.only(&["name", "application"])?;
+    let name = body.req_str("name")?;
+    let (app, warnings) = validate_app(body.get("application"), "/application")?;
+    let (id, index) = submit_app(&ctx, &caller, name, app).await?;
+    Ok(created(json!({ "id": id, "warnings": warnings }), index))
+}
+
+pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<Value>> {
+    let v = Value::Object(body.0);
+    let (_, warnings) = validate_app(Some(&v), "")?;
+    Ok(axum::Json(json!({ "valid": true, "warnings": warnings })))
+}
+
+pub async fn resubmit(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<ExecutionId>,
+    body: Body,
+) -> HttpResult<WriteReply<Value>> {
+    body.only(&["name"])?;
+    let (found, _) =
+        ctx.coord().read_local(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone())));
+    let (old_name, app) = found?;
+    let name = body.str("name")?.unwrap_or(old_name);
+    let (new_id, index) = submit_app(&ctx, &caller, name, app).await?;
+    Ok(created(json!({ "id": new_id, "resubmitted_from": id }), index))
+}
+
+// ------------------------------------------------------------------- reads
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Comma-separated statuses.
+    pub status: Option<String>,
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub submitted_after: Option<u64>,
+    pub submitted_before: Option<u64>,
+    pub started_after: Option<u64>,
+    pub started_before: Option<u64>,
+    pub ended_after: Option<u64>,
+    pub ended_before: Option<u64>,
+    pub limit: Option<usize>,
+    /// Only executions with a smaller id (the `next_cursor` of the previous page).
+    pub cursor: Option<u64>,
+    pub consistent: Option<bool>,
+    pub index: Option<u64>,
+    pub wait: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionPage {
+    pub executions: Vec<ExecutionSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+fn in_range(t: Option<u64>, after: Option<u64>, before: Option<u64>) -> bool {
+    match (after, before) {
+        (None, None) => true,
+        _ => t.is_some_and(|t| after.is_none_or(|a| t >= a) && before.is_none_or(|b| t < b)),
+    }
+}
+
+pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(p): Q<ListParams>) -> HttpResult<Indexed<ExecutionPage>> {
+    let statuses = match &p.status {
+        None => None,
+        Some(s) => Some(
+            s.split(',')
+                .map(|x| {
+                    ExecutionStatus::parse(x.trim()).ok_or_else(|| {
+                        HttpError::invalid_field(
+                            "/status",
+                            format!(
+                                "unknown status `{x}`; one of: {}",
+                                ExecutionStatus::ALL.map(|s| s.as_str()).join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect::<HttpResult<Vec<_>>>()?,
+        ),
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(HttpError::invalid_field("/limit", format!("between 1 and {MAX_LIMIT}")));
+    }
+    // Without can_operate_others a user lists only their own executions.
+    let owner = if caller.caps().can_operate_others { p.owner.clone() } else { Some(caller.user.username.clone()) };
+    if let Some(o) = &p.owner
+        && !caller.caps().can_operate_others
+        && *o != caller.user.username
+    {
+        return Err(HttpError::forbidden(format!(
+            "user {} may only list their own executions (needs can_operate_others)",
+            caller.user.username
+        )));
+    }
+    let rp = ReadParams { consistent: p.consistent, index: p.index, wait: p.wait.clone() };
+    ctx.read(&rp, |s| {
+        let upper = p.cursor.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        let mut next_cursor = None;
+        for e in s.executions.range(..upper).rev().map(|(_, e)| e) {
+            let keep = owner.as_ref().is_none_or(|o| e.owner == *o)
+                && p.name.as_ref().is_none_or(|n| e.name == *n)
+                && statuses.as_ref().is_none_or(|st| st.contains(&e.status))
+                && in_range(Some(e.time_submit), p.submitted_after, p.submitted_before)
+                && in_range(e.time_start, p.started_after, p.started_before)
+                && in_range(e.time_end, p.ended_after, p.ended_before);
+            if !keep {
+                continue;
+            }
+            if out.len() == limit {
+                next_cursor = out.last().map(|x: &ExecutionSummary| x.id);
+                break;
+            }
+            out.push(ExecutionSummary::of(e));
+        }
+        ExecutionPage { executions: out, next_cursor }
+    })
+    .await
+}
+
+/// Runs a read and turns an inner `HttpResult` into the response.
+async fn read_checked<T: Serialize>(
+    ctx: &Ctx,
+    q: &ReadParams,
+    f: impl FnOnce(&State) -> HttpResult<T>,
+) -> HttpResult<Indexed<T>> {
+    let r = ctx.read(q, f).await?;
+    let value = r.value?;
+    Ok(Indexed { value, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+}
+
+pub async fn get(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<ExecutionId>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<ExecutionDetail>> {
+    read_checked(&ctx, &q, |s| visible(s, &caller, id).map(|e| detail(s, e))).await
+}
+
+pub async fn app(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<ExecutionId>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<ZApp>> {
+    read_checked(&ctx, &q, |s| visible(s, &caller, id).map(|e| e.description.clone())).await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub service: String,
+    pub port: String,
+    pub protocol: String,
+    pub url: String,
+}
+
+/// URLs from each port's `url_template`, filled with the address and port
+/// the container is published at. Ports not published (yet) are left out.
+fn endpoints(s: &State, e: &Execution) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for svc in s.services_of(e.id) {
+        let Some(group) = e.description.services.get(svc.group_index) else { continue };
+        for published in &svc.ports {
+            let Some(port) = group.ports.iter().find(|p| p.port_number == published.port_number) else { continue };
+            let Ok(t) = Template::parse(&port.url_template) else { continue };
+            let ip_port = format!("{}:{}", published.host_ip, published.host_port);
+            let url = t.render(|p| match p {
+                Placeholder::IpPort => ip_port.clone(),
+                // zoe has no reverse proxy: the path part is empty, the
+                // template still formats (Zoe failed on it without Træfik).
+                Placeholder::ProxyPath => String::new(),
+                other => other.to_string(),
+            });
+            out.push(Endpoint {
+                service: svc.name.clone(),
+                port: port.name.clone(),
+                protocol: port.protocol.as_str().to_string(),
+                url,
+            });
+        }
+    }
+    out
+}
+
+pub async fn get_endpoints(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<ExecutionId>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<Value>> {
+    read_checked(&ctx, &q, |s| {
+        visible(s, &caller, id)
+            .map(|e| json!({ "execution_id": id, "status": e.status.as_str(), "endpoints": endpoints(s, e) }))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ writes
+
+pub async fn terminate(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<ExecutionId>,
+    body: Body,
+) -> HttpResult<WriteReply<Value>> {
+    body.only(&["reason"])?;
+    let (found, _) = ctx.coord().read_local(|s| visible(s, &caller, id).map(|_| ()));
+    found?;
+    let reason = match body.str("reason")? {
+        Some(r) => format!("terminated by {}: {r}", caller.user.username),
+        None => format!("terminated by {} through the API", caller.user.username),
+    };
+    let (_, index) =
+        ctx.write(Command::TerminateExecution { id, reason, after: AfterCleanup::Terminated, time: now_ms() }).await?;
+    let (status, _) = ctx.coord().read_local(|s| s.executions.get(&id).map(|e| e.status.as_str().to_string()));
+    Ok(WriteReply { status: StatusCode::ACCEPTED, value: json!({ "id": id, "status": status }), index })
+}
+
+pub async fn delete(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ExecutionId>) -> HttpResult<Response> {
+    caller.require(caller.caps().can_delete_executions, "delete executions (needs can_delete_executions)")?;
+    let (found, _) = ctx.coord().read_local(|s| visible(s, &caller, id).map(|_| ()));
+    found?;
+    let (_, index) = ctx.write(Command::DeleteExecution { id }).await?;
+    Ok((StatusCode::NO_CONTENT, [(super::context::INDEX_HEADER, index.to_string())]).into_response())
+}
+
+// ---------------------------------------------------------------- services
+
+fn visible_service<'a>(s: &'a State, caller: &Caller, id: ServiceId) -> HttpResult<&'a Service> {
+    let svc = s.services.get(&id).ok_or_else(|| HttpError::not_found(format!("service {id} not found")))?;
+    visible(s, caller, svc.execution_id)?;
+    Ok(svc)
+}
+
+pub async fn get_service(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<ServiceId>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<ServiceView>> {
+    read_checked(&ctx, &q, |s| visible_service(s, &caller, id).map(ServiceView::of)).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    pub offset: Option<u64>,
+    pub follow: Option<bool>,
+}
+
+/// The service's log as `text/plain`, streamed; with `follow=true` the
+/// stream stays open until the service ends.
+pub async fn logs(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ServiceId>, Q(p): Q<LogParams>) -> HttpResult<Response> {
+    let (found, _) = ctx.coord().read_local(|s| visible_service(s, &caller, id).cloned());
+    let svc = found?;
+    let live = ctx.live("reading service logs")?;
+    let req = LogRequest { offset: p.offset.unwrap_or(0), follow: p.follow.unwrap_or(false) };
+    let stream = live.service_logs(&svc, req).await.map_err(|e| match e {
+        super::live::LiveError::NotFound(m) => HttpError::not_found(m),
+        super::live::LiveError::Unavailable(m) => HttpError::unavailable("agent_unavailable", m),
+        super::live::LiveError::Failed(m) => HttpError::unavailable("agent_failed", m),
+    })?;
+    let body = axum::body::Body::from_stream(stream.map(|c| {
+        c.map(|c| c.data).map(Ok::<_, std::io::Error>).unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }));
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// DNS names of a group's instances (`all` for every group).
+pub async fn discovery(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P((id, group)): P<(ExecutionId, String)>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<Value>> {
+    read_checked(&ctx, &q, |s| {
+        let e = visible(s, &caller, id)?;
+        if group != "all" && !e.description.services.iter().any(|g| g.name == group) {
+            return Err(HttpError::not_found(format!("execution {id} has no service group `{group}`")));
+        }
+        let names: Vec<String> = s
+            .services_of(id)
+            .filter(|svc| group == "all" || svc.group == group)
+            .map(|svc| dns_name(&svc.name, id))
+            .collect();
+        Ok(json!({ "service_type": group, "execution_id": id, "dns_names": names }))
+    })
+    .await
+}

@@ -1,0 +1,67 @@
+//! What the API needs from the live side of the cluster (agents, the
+//! leader's in-memory platform view) and the replicated state cannot
+//! answer. The coordinator process wires an implementation once the agent
+//! protocol exists (issue 5); until then [`LiveSource`] is absent and the
+//! routes that need it answer 503 with a clear message, never a fake success.
+
+use crate::scheduler::LiveNode;
+use crate::state::Service;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LiveError {
+    /// The node's agent is not connected (or this coordinator cannot reach it).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Which part of a service's log to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogRequest {
+    /// Byte offset to start from (0 = the beginning).
+    pub offset: u64,
+    /// Keep the stream open and send new output until the service ends.
+    pub follow: bool,
+}
+
+/// A piece of log output and the offset just after it.
+#[derive(Debug, Clone)]
+pub struct LogChunk {
+    pub data: axum::body::Bytes,
+    pub next_offset: u64,
+}
+
+/// Progress of an image preload on one node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreloadProgress {
+    pub node: String,
+    pub done: bool,
+    pub error: Option<String>,
+    pub message: String,
+}
+
+pub trait LiveSource: Send + Sync + 'static {
+    /// Live per-node view (connected, cores and memory in use, containers).
+    /// On a follower this is whatever the leader last shared, or `None`.
+    fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>>;
+
+    /// A service's log, from its node's agent.
+    fn service_logs(
+        &self,
+        service: &Service,
+        req: LogRequest,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<LogChunk, LiveError>>, LiveError>>;
+
+    /// Pulls `image` on `nodes` (all ready nodes when empty), streaming progress.
+    fn preload(
+        &self,
+        image: String,
+        nodes: Vec<String>,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, PreloadProgress>, LiveError>>;
+}

@@ -1,0 +1,241 @@
+//! Nodes (list, get, eligibility, drain, images, preload) and Zoe's
+//! scheduler statistics.
+
+use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, now_ms, ok};
+use super::error::{HttpError, HttpResult};
+use super::routes::{P, Q};
+use crate::scheduler::LiveNode;
+use crate::state::{Command, Drain, ExecutionStatus, Node, State};
+use axum::extract::State as Ax;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveView {
+    pub connected: bool,
+    pub cores_in_use: f64,
+    pub memory_in_use: u64,
+    pub container_count: u32,
+}
+
+impl LiveView {
+    fn of(l: &LiveNode) -> LiveView {
+        LiveView {
+            connected: l.connected,
+            cores_in_use: l.cores_in_use.as_cores(),
+            memory_in_use: l.memory_in_use,
+            container_count: l.container_count,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub status: String,
+    pub eligible: bool,
+    pub schedulable: bool,
+    pub drain: Option<Drain>,
+    pub labels: Vec<String>,
+    pub cores: f64,
+    pub memory: u64,
+    /// Σ `min` of the instances placed here that may hold a container.
+    pub reserved_cores: f64,
+    pub reserved_memory: u64,
+    pub services: usize,
+    pub containerd_version: String,
+    pub cgroup_mode: String,
+    pub image_count: usize,
+    pub first_registration: u64,
+    pub last_registration: u64,
+    /// What the agent reports now; `null` when no live source is wired.
+    pub live: Option<LiveView>,
+}
+
+fn node_view(
+    s: &State,
+    n: &Node,
+    reserved: &BTreeMap<&str, (zoe_common::resources::Millicores, u64)>,
+    live: Option<&LiveNode>,
+) -> NodeView {
+    let (rc, rm) = reserved.get(n.name.as_str()).copied().unwrap_or_default();
+    NodeView {
+        name: n.name.clone(),
+        addresses: n.addresses.clone(),
+        status: n.status.as_str().to_string(),
+        eligible: n.eligible,
+        schedulable: n.schedulable(),
+        drain: n.drain.clone(),
+        labels: n.labels.iter().cloned().collect(),
+        cores: n.capacity.cores.as_cores(),
+        memory: n.capacity.memory,
+        reserved_cores: rc.as_cores(),
+        reserved_memory: rm,
+        services: s
+            .services
+            .values()
+            .filter(|x| x.node.as_deref() == Some(n.name.as_str()) && x.status.may_hold_container())
+            .count(),
+        containerd_version: n.containerd_version.clone(),
+        cgroup_mode: n.cgroup_mode.clone(),
+        image_count: n.images.len(),
+        first_registration: n.first_registration,
+        last_registration: n.last_registration,
+        live: live.map(LiveView::of),
+    }
+}
+
+fn live_nodes(ctx: &Ctx) -> Option<BTreeMap<String, LiveNode>> {
+    ctx.live_opt().and_then(|l| l.live_nodes())
+}
+
+pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Vec<NodeView>>> {
+    caller.require_status()?;
+    let live = live_nodes(&ctx);
+    ctx.read(&q, |s| {
+        let reserved = s.reserved_by_node();
+        s.nodes.values().map(|n| node_view(s, n, &reserved, live.as_ref().and_then(|l| l.get(&n.name)))).collect()
+    })
+    .await
+}
+
+fn find<'a>(s: &'a State, name: &str) -> HttpResult<&'a Node> {
+    s.nodes.get(name).ok_or_else(|| HttpError::not_found(format!("node {name} not found")))
+}
+
+pub async fn get(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(name): P<String>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<NodeView>> {
+    caller.require_status()?;
+    let live = live_nodes(&ctx);
+    let r = ctx
+        .read(&q, |s| {
+            let reserved = s.reserved_by_node();
+            find(s, &name).map(|n| node_view(s, n, &reserved, live.as_ref().and_then(|l| l.get(&n.name))))
+        })
+        .await?;
+    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+}
+
+/// Images the node reported at its last registration (replicated).
+pub async fn images(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(name): P<String>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<Value>> {
+    caller.require_status()?;
+    let r = ctx.read(&q, |s| find(s, &name).map(|n| json!({ "node": n.name, "images": n.images }))).await?;
+    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+}
+
+pub async fn eligibility(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(name): P<String>,
+    body: Body,
+) -> HttpResult<WriteReply<Value>> {
+    caller.require_config()?;
+    body.only(&["eligible"])?;
+    let eligible = body.bool("eligible")?.ok_or_else(|| HttpError::invalid_field("/eligible", "is required"))?;
+    let (_, index) = ctx.write(Command::SetNodeEligibility { name: name.clone(), eligible }).await?;
+    Ok(ok(json!({ "node": name, "eligible": eligible }), index))
+}
+
+/// Starts (`enable: true`, optional `deadline_s` and `force`) or cancels a drain.
+pub async fn drain(Ax(ctx): Ax<Ctx>, caller: Caller, P(name): P<String>, body: Body) -> HttpResult<WriteReply<Value>> {
+    caller.require_config()?;
+    body.only(&["enable", "deadline_s", "force"])?;
+    let enable = body.bool("enable")?.ok_or_else(|| HttpError::invalid_field("/enable", "is required"))?;
+    let now = now_ms();
+    let drain = if enable {
+        Some(Drain {
+            requested_by: caller.user.username.clone(),
+            requested_at: now,
+            deadline: body.u64("deadline_s")?.map(|s| now + s * 1000),
+            force: body.bool("force")?.unwrap_or(false),
+        })
+    } else {
+        None
+    };
+    let (_, index) = ctx.write(Command::SetNodeDrain { name: name.clone(), drain: drain.clone() }).await?;
+    Ok(ok(json!({ "node": name, "drain": drain }), index))
+}
+
+/// Pulls an image on nodes; streams one JSON line of progress per event.
+pub async fn preload(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<Response> {
+    caller.require_config()?;
+    body.only(&["image", "nodes"])?;
+    let image = body.req_str("image")?;
+    if let Err(e) = zoe_common::image::ImageRef::parse(&image) {
+        return Err(HttpError::invalid_field("/image", e.to_string()));
+    }
+    let nodes: Vec<String> = match body.get("nodes") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| HttpError::invalid_field(&format!("/nodes/{i}"), "expected a node name"))
+            })
+            .collect::<HttpResult<_>>()?,
+        Some(_) => return Err(HttpError::invalid_field("/nodes", "expected an array of node names")),
+    };
+    let (missing, _) = ctx.coord().read_local(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned());
+    if let Some(n) = missing {
+        return Err(HttpError::not_found(format!("node {n} not found")));
+    }
+    let live = ctx.live("preloading images")?;
+    let stream =
+        live.preload(image, nodes).await.map_err(|e| HttpError::unavailable("agent_unavailable", e.to_string()))?;
+    let body = axum::body::Body::from_stream(stream.map(|p| {
+        let mut line = serde_json::to_vec(&p).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(line)
+    }));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Zoe's `/statistics/scheduler`: queues and the platform per node.
+pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Value>> {
+    caller.require_status()?;
+    let live = live_nodes(&ctx);
+    ctx.read(&q, |s| {
+        let ids = |st: ExecutionStatus| -> Vec<u64> {
+            s.executions.values().filter(|e| e.status == st).map(|e| e.id).collect()
+        };
+        let reserved = s.reserved_by_node();
+        let nodes: Vec<NodeView> =
+            s.nodes.values().map(|n| node_view(s, n, &reserved, live.as_ref().and_then(|l| l.get(&n.name)))).collect();
+        let (cores, mem, rc, rm) = nodes.iter().fold((0.0, 0u64, 0.0, 0u64), |a, n| {
+            (a.0 + n.cores, a.1 + n.memory, a.2 + n.reserved_cores, a.3 + n.reserved_memory)
+        });
+        json!({
+            "queue": {
+                "submitted": ids(ExecutionStatus::Submitted),
+                "queued": ids(ExecutionStatus::Queued),
+                "starting": ids(ExecutionStatus::Starting),
+                "running": ids(ExecutionStatus::Running),
+                "cleaning_up": ids(ExecutionStatus::CleaningUp),
+            },
+            "platform": {
+                "nodes": nodes,
+                "cores": cores,
+                "memory": mem,
+                "reserved_cores": rc,
+                "reserved_memory": rm,
+                "live_available": live.is_some(),
+            }
+        })
+    })
+    .await
+}

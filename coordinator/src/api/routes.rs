@@ -1,0 +1,238 @@
+//! The route table. One macro call lists every route once; it expands to
+//! both the axum router and [`ROUTES`], from which the OpenAPI document is
+//! generated, so documentation and routing cannot disagree.
+
+use super::context::Ctx;
+use super::error::HttpError;
+use super::{admin, cluster, executions, metrics, nodes};
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::routing::{delete, get, patch, post};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+/// A path parameter whose parse error is a JSON 400 (axum's is plain text).
+pub struct P<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Ctx> for P<T> {
+    type Rejection = HttpError;
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<P<T>, HttpError> {
+        Path::<T>::from_request_parts(parts, ctx)
+            .await
+            .map(|Path(v)| P(v))
+            .map_err(|e| HttpError::bad_request(format!("bad path parameter: {}", e.body_text())))
+    }
+}
+
+/// Query parameters whose parse error (unknown key, wrong type) is a JSON 400.
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Ctx> for Q<T> {
+    type Rejection = HttpError;
+    async fn from_request_parts(parts: &mut Parts, _: &Ctx) -> Result<Q<T>, HttpError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(v)| Q(v))
+            .map_err(|e| HttpError::bad_request(format!("bad query string: {}", e.body_text())))
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone.
+    None,
+    /// A user's bearer token; the handler checks the role's flags.
+    Token,
+    /// The one-time bootstrap token.
+    Bootstrap,
+    /// A username and password.
+    Password,
+}
+
+/// One documented route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub auth: Auth,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// `true` when the route answers reads with `X-Zoe-Index` and accepts
+    /// `consistent`, `index` and `wait`.
+    pub read: bool,
+}
+
+macro_rules! routes {
+    ($( $method:ident $path:literal => $handler:path, $auth:ident, $tag:literal, $read:literal, $summary:literal; )*) => {
+        /// Every route of the API, in documentation order.
+        pub const ROUTES: &[RouteDoc] = &[
+            $( RouteDoc { method: stringify!($method), path: $path, auth: Auth::$auth, tag: $tag, summary: $summary, read: $read }, )*
+        ];
+
+        fn add_routes(mut r: Router<Ctx>) -> Router<Ctx> {
+            $( r = r.route($path, $method($handler)); )*
+            r
+        }
+    };
+}
+
+routes! {
+    get "/api/v1/info" => cluster::info, None, "cluster", false, "Version, API version, ZApp format, cluster name, this coordinator and the leader";
+    get "/api/v1/openapi.json" => openapi_handler, None, "cluster", false, "This document";
+    post "/api/v1/acl/bootstrap" => admin::bootstrap, Bootstrap, "auth", false, "Exchange the one-time bootstrap token for the first admin's API token";
+    post "/api/v1/login" => admin::login, Password, "auth", false, "Exchange a username and password (HTTP Basic or JSON) for a session token";
+    get "/api/v1/whoami" => admin::whoami, Token, "auth", false, "The caller's user, role and token";
+    post "/api/v1/zapp/validate" => executions::validate, Token, "executions", false, "Validate a ZApp; errors carry JSON pointers";
+    get "/api/v1/executions" => executions::list, Token, "executions", true, "List executions (filters, cursor pagination, newest first)";
+    post "/api/v1/executions" => executions::submit, Token, "executions", false, "Submit {name, application}; quotas are checked";
+    get "/api/v1/executions/{id}" => executions::get, Token, "executions", true, "One execution with its services";
+    delete "/api/v1/executions/{id}" => executions::delete, Token, "executions", false, "Delete an ended execution (can_delete_executions)";
+    post "/api/v1/executions/{id}/terminate" => executions::terminate, Token, "executions", false, "Terminate an execution";
+    get "/api/v1/executions/{id}/endpoints" => executions::get_endpoints, Token, "executions", true, "URLs of the execution's published ports";
+    get "/api/v1/executions/{id}/zapp" => executions::app, Token, "executions", true, "The ZApp the execution runs";
+    post "/api/v1/executions/{id}/resubmit" => executions::resubmit, Token, "executions", false, "Submit the execution's ZApp again as a new execution";
+    get "/api/v1/services/{id}" => executions::get_service, Token, "executions", true, "One service instance";
+    get "/api/v1/services/{id}/logs" => executions::logs, Token, "executions", false, "A service's log (offset, follow); needs the agents";
+    get "/api/v1/discovery/{id}/{group}" => executions::discovery, Token, "executions", true, "DNS names of a service group's instances ('all' for every group)";
+    get "/api/v1/nodes" => nodes::list, Token, "nodes", true, "Nodes with reserved and live resources (can_see_status)";
+    get "/api/v1/nodes/{name}" => nodes::get, Token, "nodes", true, "One node (can_see_status)";
+    post "/api/v1/nodes/{name}/eligibility" => nodes::eligibility, Token, "nodes", false, "Set {eligible} (can_change_config)";
+    post "/api/v1/nodes/{name}/drain" => nodes::drain, Token, "nodes", false, "Start {enable: true, deadline_s, force} or cancel {enable: false} a drain (can_change_config)";
+    get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, "Images the node reported (can_see_status)";
+    post "/api/v1/images/preload" => nodes::preload, Token, "nodes", false, "Pull {image} on {nodes} (all when absent), streaming progress; needs the agents";
+    get "/api/v1/statistics/scheduler" => nodes::stats, Token, "nodes", true, "Zoe's scheduler statistics: queues and platform per node (can_see_status)";
+    get "/api/v1/users" => admin::list_users, Token, "users", true, "List users (can_change_config)";
+    post "/api/v1/users" => admin::create_user, Token, "users", false, "Create a user (can_change_config)";
+    get "/api/v1/users/{id}" => admin::get_user, Token, "users", true, "One user (self, or can_change_config)";
+    patch "/api/v1/users/{id}" => admin::update_user, Token, "users", false, "Update a user (self: email and password; admins: everything)";
+    delete "/api/v1/users/{id}" => admin::delete_user, Token, "users", false, "Delete a user and their ended executions (can_change_config)";
+    get "/api/v1/roles" => admin::list_roles, Token, "users", true, "List roles (can_change_config)";
+    post "/api/v1/roles" => admin::create_role, Token, "users", false, "Create a role with capability flags (can_change_config)";
+    get "/api/v1/roles/{id}" => admin::get_role, Token, "users", true, "One role";
+    patch "/api/v1/roles/{id}" => admin::update_role, Token, "users", false, "Update a role (not admin) (can_change_config)";
+    delete "/api/v1/roles/{id}" => admin::delete_role, Token, "users", false, "Delete a role; its users move to `user` (can_change_config)";
+    get "/api/v1/quotas" => admin::list_quotas, Token, "users", true, "List quotas (can_change_config)";
+    post "/api/v1/quotas" => admin::create_quota, Token, "users", false, "Create a quota (can_change_config)";
+    get "/api/v1/quotas/{id}" => admin::get_quota, Token, "users", true, "One quota";
+    patch "/api/v1/quotas/{id}" => admin::update_quota, Token, "users", false, "Update a quota (can_change_config)";
+    delete "/api/v1/quotas/{id}" => admin::delete_quota, Token, "users", false, "Delete a quota; its users move to `default` (can_change_config)";
+    get "/api/v1/tokens" => admin::list_tokens, Token, "auth", true, "List API tokens and sessions (own; admins: all)";
+    post "/api/v1/tokens" => admin::create_token, Token, "auth", false, "Create an API token {name, ttl_s, user_id (admins)}; the secret is shown once";
+    delete "/api/v1/tokens/{id}" => admin::revoke_token, Token, "auth", false, "Revoke a token (own; admins: any)";
+    get "/api/v1/cluster/members" => cluster::members, Token, "cluster", false, "Coordinators, leader, term and Raft indexes (can_see_status)";
+    post "/api/v1/cluster/members" => cluster::add_member, Token, "cluster", false, "Add a coordinator {id, addr, name} (can_change_config)";
+    delete "/api/v1/cluster/members/{id}" => cluster::remove_member, Token, "cluster", false, "Remove a coordinator (can_change_config)";
+    get "/metrics" => metrics::handler, None, "cluster", false, "Prometheus metrics (text format)";
+}
+
+async fn openapi_handler() -> axum::Json<Value> {
+    axum::Json(openapi())
+}
+
+async fn fallback(uri: axum::http::Uri) -> HttpError {
+    HttpError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route {}; see /api/v1/openapi.json", uri.path()),
+    )
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// The whole API, ready to serve.
+pub fn router(ctx: Ctx) -> Router {
+    // The body limit is enforced by the `Body` extractor (with a JSON 413);
+    // axum's own default limit is lifted so it never answers first.
+    add_routes(Router::new())
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
+        .with_state(ctx)
+}
+
+fn path_params(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The OpenAPI 3 document of [`ROUTES`].
+pub fn openapi() -> Value {
+    let error = json!({
+        "description": "Error",
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    });
+    let mut paths: Map<String, Value> = Map::new();
+    for r in ROUTES {
+        let mut params: Vec<Value> = path_params(r.path)
+            .into_iter()
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        if r.read {
+            params.push(json!({ "name": "consistent", "in": "query", "schema": { "type": "boolean" }, "description": "linearizable read through the leader" }));
+            params.push(json!({ "name": "index", "in": "query", "schema": { "type": "integer" }, "description": "blocking query: wait until the state passes this index" }));
+            params.push(json!({ "name": "wait", "in": "query", "schema": { "type": "string" }, "description": "longest blocking wait, e.g. 30s (default 5m, max 10m)" }));
+        }
+        let mut responses = Map::new();
+        responses.insert("200".into(), json!({ "description": "OK" }));
+        for code in ["400", "401", "403", "404", "409", "413", "503"] {
+            responses.insert(code.into(), error.clone());
+        }
+        let mut op = json!({
+            "summary": r.summary,
+            "tags": [r.tag],
+            "operationId": format!("{}_{}", r.method, r.path.trim_start_matches('/').replace(['/', '{', '}', '.'], "_")),
+            "parameters": params,
+            "responses": responses,
+        });
+        match r.auth {
+            Auth::None => op["security"] = json!([]),
+            Auth::Password => op["security"] = json!([{ "basic": [] }]),
+            Auth::Token | Auth::Bootstrap => {}
+        }
+        if matches!(r.method, "post" | "patch") {
+            op["requestBody"] = json!({ "content": { "application/json": { "schema": { "type": "object" } } } });
+        }
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        entry[r.method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "zoe API", "version": super::API_VERSION },
+        "paths": paths,
+        "security": [{ "bearer": [] }],
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "basic": { "type": "http", "scheme": "basic" }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": {
+                        "type": "object",
+                        "required": ["code", "message", "details"],
+                        "properties": {
+                            "code": { "type": "string" },
+                            "message": { "type": "string" },
+                            "details": { "type": "array", "items": {
+                                "type": "object",
+                                "properties": { "path": { "type": "string" }, "message": { "type": "string" } }
+                            } }
+                        }
+                    } }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,615 @@
+//! The REST API against real in-process coordinators (Raft on sled, mTLS
+//! QUIC between members, HTTP on 127.0.0.1): every route's success and
+//! failure modes, forwarding from followers, blocking queries, HTTPS.
+
+mod api_support;
+
+use api_support::{Cluster, call, expect_error, hello_zapp, http_client};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use zoe_coordinator::api::ROUTES;
+use zoe_coordinator::api::routes::Auth;
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "999999").replace("{name}", "nosuchnode").replace("{group}", "all")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_auth_openapi_and_metrics() {
+    let c = Cluster::start(1).await;
+    let r = c.call(0, Method::GET, "/api/v1/info", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["api_version"], "v1");
+    assert_eq!(r.body["application_format_version"], 3);
+
+    // The bootstrap token: wrong token refused, right one works once.
+    let bt = c.bootstrap_token().await;
+    let r = c.call(0, Method::POST, "/api/v1/acl/bootstrap", Some("zoe-bootstrap-nope"), None).await;
+    expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = c.call(0, Method::POST, "/api/v1/acl/bootstrap", Some(&bt), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let admin = r.body["token"].as_str().unwrap().to_string();
+    let r = c.call(0, Method::POST, "/api/v1/acl/bootstrap", Some(&bt), None).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["username"], "admin");
+    assert_eq!(r.body["role"]["name"], "admin");
+
+    // Every route that needs a token refuses a request without one, or with
+    // a forged one, with the JSON error shape.
+    for route in ROUTES.iter().filter(|r| r.auth == Auth::Token) {
+        let m = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+        let path = concrete(route.path);
+        let body = (m != Method::GET && m != Method::DELETE).then(|| json!({}));
+        let r = c.call(0, m.clone(), &path, None, body.clone()).await;
+        expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        let r = c.call(0, m, &path, Some("zoe_0000_forged"), body).await;
+        expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some("Basic abc"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // The OpenAPI document lists exactly the routes, and every documented
+    // route is served (a missing one would answer the router's `no_route`).
+    let r = c.call(0, Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["openapi"], "3.0.3");
+    let documented: BTreeSet<(String, String)> = r.body["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), p.clone())))
+        .collect();
+    let routed: BTreeSet<(String, String)> =
+        ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
+    assert_eq!(documented, routed);
+    for route in ROUTES {
+        let m = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+        let body = (m != Method::GET && m != Method::DELETE).then(|| json!({}));
+        let r = c.call(0, m, &concrete(route.path), Some(&admin), body).await;
+        assert_ne!(r.body["error"]["code"], "no_route", "{} {} is documented but not routed", route.method, route.path);
+        assert!(r.status != StatusCode::METHOD_NOT_ALLOWED, "{} {}", route.method, route.path);
+        assert!(
+            !r.status.is_server_error() || r.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{} {}: {:?}",
+            route.method,
+            route.path,
+            r.body
+        );
+    }
+    let r = c.call(0, Method::GET, "/api/v1/nope", None, None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "no_route");
+
+    let text = c.http.get(format!("{}/metrics", c.url(0))).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("zoe_api_requests_total{method=\"GET\",route=\"/api/v1/info\",status=\"200\"} 2"), "{text}");
+    assert!(text.contains("zoe_raft_index{kind=\"applied\"}"));
+    assert!(text.contains("zoe_executions{status=\"queued\"} 0"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_permissions_validation_quotas() {
+    let c = Cluster::start(1).await;
+    let admin = c.admin().await;
+    let (_, ada) = c.user(&admin, "ada", json!({})).await;
+    let (bob_id, bob) = c.user(&admin, "bob", json!({})).await;
+
+    // Submit: 201 with the id and the replicated index.
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&ada),
+            Some(json!({"name": "run1", "application": hello_zapp()})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let e1 = r.body["id"].as_u64().unwrap();
+    assert!(r.index.is_some_and(|i| i > 0));
+
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{e1}"), Some(&ada), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "submitted");
+    assert_eq!(r.body["owner"], "ada");
+    assert_eq!(r.body["service_details"][0]["name"], "hello0");
+    assert!(r.index.is_some());
+    let svc = r.body["services"][0].as_u64().unwrap();
+
+    // Validation errors carry pointers into the body.
+    let mut bad = hello_zapp();
+    bad["services"][0]["resources"]["memory"]["min"] = json!("lots");
+    let r =
+        c.call(0, Method::POST, "/api/v1/executions", Some(&ada), Some(json!({"name": "x", "application": bad}))).await;
+    let d = expect_error(&r, StatusCode::BAD_REQUEST, "invalid_zapp");
+    assert!(d.iter().any(|d| d["path"] == "/application/services/0/resources/memory/min"), "{d:?}");
+    let r = c.call(0, Method::POST, "/api/v1/executions", Some(&ada), Some(json!({"application": hello_zapp()}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/name");
+    let r = c.call(0, Method::POST, "/api/v1/executions", Some(&ada), Some(json!({"name": "x"}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/application");
+    let r =
+        c.call(0, Method::POST, "/api/v1/executions", Some(&ada), Some(json!({"name": "x", "aplication": {}}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/aplication");
+    let r = c
+        .http
+        .post(format!("{}/api/v1/executions", c.url(0)))
+        .bearer_auth(&ada)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c.call(0, Method::POST, "/api/v1/zapp/validate", Some(&ada), Some(bad.clone())).await;
+    assert!(
+        expect_error(&r, StatusCode::BAD_REQUEST, "invalid_zapp")
+            .iter()
+            .any(|d| d["path"] == "/services/0/resources/memory/min")
+    );
+    let r = c.call(0, Method::POST, "/api/v1/zapp/validate", Some(&ada), Some(hello_zapp())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["valid"], true);
+
+    // 413 over the configured limit (64 KiB in these tests).
+    let mut big = hello_zapp();
+    big["services"][0]["command"] = json!("x".repeat(70_000));
+    let r = c
+        .call(0, Method::POST, "/api/v1/executions", Some(&ada), Some(json!({"name": "big", "application": big})))
+        .await;
+    expect_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+
+    // 404, and bad ids are 400s, not 500s.
+    let r = c.call(0, Method::GET, "/api/v1/executions/424242", Some(&ada), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = c.call(0, Method::GET, "/api/v1/executions/abc", Some(&ada), None).await;
+    expect_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    let r = c.call(0, Method::GET, "/api/v1/executions?limit=0", Some(&ada), None).await;
+    expect_error(&r, StatusCode::BAD_REQUEST, "invalid");
+    let r = c.call(0, Method::GET, "/api/v1/executions?status=bogus", Some(&ada), None).await;
+    expect_error(&r, StatusCode::BAD_REQUEST, "invalid");
+    let r = c.call(0, Method::GET, "/api/v1/executions?colour=red", Some(&ada), None).await;
+    expect_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+
+    // Another user sees and touches nothing of ada's.
+    for (m, p) in [
+        (Method::GET, format!("/api/v1/executions/{e1}")),
+        (Method::POST, format!("/api/v1/executions/{e1}/terminate")),
+        (Method::GET, format!("/api/v1/executions/{e1}/endpoints")),
+        (Method::GET, format!("/api/v1/executions/{e1}/zapp")),
+        (Method::POST, format!("/api/v1/executions/{e1}/resubmit")),
+        (Method::GET, format!("/api/v1/services/{svc}")),
+        (Method::GET, format!("/api/v1/discovery/{e1}/hello")),
+    ] {
+        let body = (m == Method::POST).then(|| json!({}));
+        let r = c.call(0, m, &p, Some(&bob), body).await;
+        expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    }
+    let r = c.call(0, Method::GET, "/api/v1/executions", Some(&bob), None).await;
+    assert_eq!(r.body["executions"].as_array().unwrap().len(), 0);
+    let r = c.call(0, Method::GET, "/api/v1/executions?owner=ada", Some(&bob), None).await;
+    expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    // The admin (can_operate_others) sees it.
+    let r = c.call(0, Method::GET, "/api/v1/executions?owner=ada", Some(&admin), None).await;
+    assert_eq!(r.body["executions"][0]["id"], e1);
+
+    // Owner reads: endpoints (none published yet), ZApp, service, discovery.
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{e1}/endpoints"), Some(&ada), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["endpoints"], json!([]));
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{e1}/zapp"), Some(&ada), None).await;
+    assert_eq!(r.body["name"], "hello-batch");
+    let r = c.call(0, Method::GET, &format!("/api/v1/services/{svc}"), Some(&ada), None).await;
+    assert_eq!(r.body["dns_name"], format!("hello0.{e1}.zoe"));
+    let r = c.call(0, Method::GET, &format!("/api/v1/discovery/{e1}/hello"), Some(&ada), None).await;
+    assert_eq!(r.body["dns_names"], json!([format!("hello0.{e1}.zoe")]));
+    let r = c.call(0, Method::GET, &format!("/api/v1/discovery/{e1}/nope"), Some(&ada), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // Logs need the agents: a clear 503, never a fake answer.
+    let r = c.call(0, Method::GET, &format!("/api/v1/services/{svc}/logs"), Some(&ada), None).await;
+    expect_error(&r, StatusCode::SERVICE_UNAVAILABLE, "no_live_source");
+
+    // Resubmit and pagination (newest first, cursor).
+    let r = c
+        .call(0, Method::POST, &format!("/api/v1/executions/{e1}/resubmit"), Some(&ada), Some(json!({"name": "run2"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let e2 = r.body["id"].as_u64().unwrap();
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&ada),
+            Some(json!({"name": "run3", "application": hello_zapp()})),
+        )
+        .await;
+    let e3 = r.body["id"].as_u64().unwrap();
+    let r = c.call(0, Method::GET, "/api/v1/executions?limit=2", Some(&ada), None).await;
+    let ids: Vec<u64> = r.body["executions"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![e3, e2]);
+    let cursor = r.body["next_cursor"].as_u64().unwrap();
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions?limit=2&cursor={cursor}"), Some(&ada), None).await;
+    let ids: Vec<u64> = r.body["executions"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![e1]);
+    assert!(r.body["next_cursor"].is_null());
+    let r = c.call(0, Method::GET, "/api/v1/executions?name=run2&status=submitted,queued", Some(&ada), None).await;
+    assert_eq!(r.body["executions"].as_array().unwrap().len(), 1);
+
+    // Quota: ada's default quota allows 20 cores; a ZApp of 30 cores is refused.
+    let mut huge = hello_zapp();
+    huge["services"][0]["resources"]["cores"]["min"] = json!(30);
+    let r = c
+        .call(0, Method::POST, "/api/v1/executions", Some(&ada), Some(json!({"name": "huge", "application": huge})))
+        .await;
+    let _ = expect_error(&r, StatusCode::CONFLICT, "quota_exceeded");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("cores"));
+    // A quota of 1 concurrent execution for bob.
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/quotas",
+            Some(&admin),
+            Some(json!({"name": "tiny", "concurrent_executions": 1, "memory": 0, "cores": 0, "runtime_limit": 0})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let tiny = r.body["id"].as_u64().unwrap();
+    let r = c
+        .call(0, Method::PATCH, &format!("/api/v1/users/{bob_id}"), Some(&admin), Some(json!({"quota_id": tiny})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&bob),
+            Some(json!({"name": "b1", "application": hello_zapp()})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let b1 = r.body["id"].as_u64().unwrap();
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&bob),
+            Some(json!({"name": "b2", "application": hello_zapp()})),
+        )
+        .await;
+    expect_error(&r, StatusCode::CONFLICT, "quota_exceeded");
+
+    // Terminate (a submitted execution ends at once), then delete: users
+    // lack can_delete_executions; the admin may; an active one is a 409.
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/executions/{b1}"), Some(&admin), None).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            &format!("/api/v1/executions/{b1}/terminate"),
+            Some(&bob),
+            Some(json!({"reason": "done"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["status"], "terminated");
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&bob),
+            Some(json!({"name": "b2", "application": hello_zapp()})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "the ended execution no longer counts");
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/executions/{b1}"), Some(&bob), None).await;
+    expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/executions/{b1}"), Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/executions/{b1}"), Some(&admin), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_users_roles_quotas_tokens_nodes() {
+    let c = Cluster::start(1).await;
+    let admin = c.admin().await;
+    let (ada_id, ada) = c.user(&admin, "ada", json!({"email": "ada@example.org"})).await;
+
+    // A plain user on admin routes: 403.
+    for (m, p, b) in [
+        (Method::GET, "/api/v1/users", None),
+        (Method::POST, "/api/v1/users", Some(json!({"username": "eve"}))),
+        (Method::GET, "/api/v1/roles", None),
+        (Method::POST, "/api/v1/quotas", Some(json!({"name": "q"}))),
+        (Method::DELETE, "/api/v1/quotas/4", None),
+        (Method::GET, "/api/v1/nodes", None),
+        (Method::GET, "/api/v1/statistics/scheduler", None),
+        (Method::POST, "/api/v1/nodes/n1/eligibility", Some(json!({"eligible": false}))),
+        (Method::GET, "/api/v1/cluster/members", None),
+        (Method::DELETE, "/api/v1/cluster/members/1", None),
+    ] {
+        let r = c.call(0, m, p, Some(&ada), b).await;
+        expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // Users: self read and self update (email, password), not role.
+    let r = c.call(0, Method::GET, &format!("/api/v1/users/{ada_id}"), Some(&ada), None).await;
+    assert_eq!(r.body["email"], "ada@example.org");
+    assert_eq!(r.body["has_password"], true);
+    assert!(r.body.get("password_hash").is_none());
+    let r = c.call(0, Method::PATCH, &format!("/api/v1/users/{ada_id}"), Some(&ada), Some(json!({"role_id": 1}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/role_id");
+    let r =
+        c.call(0, Method::PATCH, &format!("/api/v1/users/{ada_id}"), Some(&ada), Some(json!({"email": "a@b.c"}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = c.call(0, Method::POST, "/api/v1/users", Some(&admin), Some(json!({"username": "Bad Name"}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/username");
+    let r = c.call(0, Method::POST, "/api/v1/users", Some(&admin), Some(json!({"username": "ada"}))).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r =
+        c.call(0, Method::POST, "/api/v1/users", Some(&admin), Some(json!({"username": "zed", "role_id": 777}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/role_id");
+    let r = c.call(0, Method::GET, "/api/v1/users?username=ada", Some(&admin), None).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    let r = c.call(0, Method::GET, "/api/v1/users/9999", Some(&admin), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // Wrong password: 401.
+    let r = c
+        .http
+        .post(format!("{}/api/v1/login", c.url(0)))
+        .basic_auth("ada", Some("wrong-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Roles: create, update, the admin role is immutable; a role without
+    // can_access_api cannot use the API.
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/roles",
+            Some(&admin),
+            Some(json!({"name": "watcher", "can_see_status": true, "can_access_api": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let watcher = r.body["id"].as_u64().unwrap();
+    let r = c
+        .call(
+            0,
+            Method::PATCH,
+            &format!("/api/v1/roles/{watcher}"),
+            Some(&admin),
+            Some(json!({"can_see_status": "yes"})),
+        )
+        .await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/can_see_status");
+    let r = c.call(0, Method::PATCH, "/api/v1/roles/1", Some(&admin), Some(json!({"can_see_status": false}))).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = c.call(0, Method::GET, &format!("/api/v1/roles/{watcher}"), Some(&ada), None).await;
+    assert_eq!(r.body["can_see_status"], true);
+    let r = c
+        .call(0, Method::PATCH, &format!("/api/v1/users/{ada_id}"), Some(&admin), Some(json!({"role_id": watcher})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = c.call(0, Method::GET, "/api/v1/nodes", Some(&ada), None).await;
+    assert_eq!(r.status, StatusCode::OK, "can_see_status lets ada see nodes");
+    let r = c
+        .call(
+            0,
+            Method::PATCH,
+            &format!("/api/v1/roles/{watcher}"),
+            Some(&admin),
+            Some(json!({"can_access_api": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&ada), None).await;
+    expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/roles/{watcher}"), Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&ada), None).await;
+    assert_eq!(r.body["role"]["name"], "user", "users of a deleted role become `user`");
+
+    // Quotas: all limits required, default undeletable, cores in cores.
+    let r = c.call(0, Method::POST, "/api/v1/quotas", Some(&admin), Some(json!({"name": "q", "memory": 1}))).await;
+    expect_error(&r, StatusCode::BAD_REQUEST, "invalid");
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/quotas",
+            Some(&admin),
+            Some(json!({"name": "q", "concurrent_executions": 2, "memory": 1024, "cores": 1.5, "runtime_limit": 3600})),
+        )
+        .await;
+    let q = r.body["id"].as_u64().unwrap();
+    let r =
+        c.call(0, Method::PATCH, &format!("/api/v1/quotas/{q}"), Some(&admin), Some(json!({"cores": 2.0005}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/cores");
+    let r = c.call(0, Method::GET, &format!("/api/v1/quotas/{q}"), Some(&ada), None).await;
+    assert_eq!(r.body["cores"], 1.5);
+    let r = c.call(0, Method::DELETE, "/api/v1/quotas/4", Some(&admin), None).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = c.call(0, Method::GET, "/api/v1/quotas?name=q", Some(&admin), None).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/quotas/{q}"), Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    // Tokens: create (secret once), list (no secrets), revoke.
+    let r = c.call(0, Method::POST, "/api/v1/tokens", Some(&ada), Some(json!({"name": "ci"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let (tid, tok) = (r.body["id"].as_str().unwrap().to_string(), r.body["token"].as_str().unwrap().to_string());
+    let r = c.call(0, Method::GET, "/api/v1/tokens", Some(&tok), None).await;
+    let listed: Vec<&Value> = r.body.as_array().unwrap().iter().collect();
+    assert!(listed.iter().any(|t| t["id"] == tid.as_str() && t.get("token").is_none() && t.get("hash").is_none()));
+    assert!(listed.iter().all(|t| t["username"] == "ada"));
+    let r = c.call(0, Method::POST, "/api/v1/tokens", Some(&ada), Some(json!({"user_id": 1}))).await;
+    expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/tokens/{tid}"), Some(&ada), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&tok), None).await;
+    expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = c.call(0, Method::DELETE, "/api/v1/tokens/nope", Some(&ada), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    // Nodes: none registered yet (no agents): 404s on names, empty lists;
+    // preload needs the agents.
+    let r = c.call(0, Method::GET, "/api/v1/nodes", Some(&admin), None).await;
+    assert_eq!(r.body, json!([]));
+    for (m, p, b) in [
+        (Method::GET, "/api/v1/nodes/n1", None),
+        (Method::GET, "/api/v1/nodes/n1/images", None),
+        (Method::POST, "/api/v1/nodes/n1/eligibility", Some(json!({"eligible": false}))),
+        (Method::POST, "/api/v1/nodes/n1/drain", Some(json!({"enable": true, "deadline_s": 60}))),
+        (Method::POST, "/api/v1/images/preload", Some(json!({"image": "zoe.local/busybox:1", "nodes": ["n1"]}))),
+    ] {
+        let r = c.call(0, m, p, Some(&admin), b).await;
+        expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+    }
+    let r = c.call(0, Method::POST, "/api/v1/nodes/n1/eligibility", Some(&admin), Some(json!({}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/eligible");
+    let r = c
+        .call(0, Method::POST, "/api/v1/images/preload", Some(&admin), Some(json!({"image": "zoe.local/busybox:1"})))
+        .await;
+    expect_error(&r, StatusCode::SERVICE_UNAVAILABLE, "no_live_source");
+    let r = c.call(0, Method::GET, "/api/v1/statistics/scheduler", Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["platform"]["live_available"], false);
+    let r = c.call(0, Method::GET, "/api/v1/cluster/members", Some(&admin), None).await;
+    assert_eq!(r.body["members"].as_array().unwrap().len(), 1);
+    let r = c.call(0, Method::DELETE, "/api/v1/cluster/members/7", Some(&admin), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    // Deleting a user: not yourself; others yes.
+    let r = c.call(0, Method::DELETE, "/api/v1/users/100", Some(&admin), None).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/users/{ada_id}"), Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&ada), None).await;
+    expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_query_wakes_on_change() {
+    let c = Cluster::start(1).await;
+    let admin = c.admin().await;
+    let r = c.call(0, Method::GET, "/api/v1/executions", Some(&admin), None).await;
+    let index = r.index.unwrap();
+    let http = c.http.clone();
+    let url = c.url(0).to_string();
+    let tok = admin.clone();
+    let started = Instant::now();
+    let waiter = tokio::spawn(async move {
+        call(&http, &url, Method::GET, &format!("/api/v1/executions?index={index}&wait=30s"), Some(&tok), None).await
+    });
+    // The query must still be waiting: nothing changed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a blocking query returned without a change");
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&admin),
+            Some(json!({"name": "w", "application": hello_zapp()})),
+        )
+        .await;
+    let id = r.body["id"].as_u64().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woke").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(r.index.unwrap() > index);
+    assert_eq!(r.body["executions"][0]["id"], id);
+    // A short wait with no change returns the same index.
+    let r2 = c
+        .call(0, Method::GET, &format!("/api/v1/executions?index={}&wait=200ms", r.index.unwrap()), Some(&admin), None)
+        .await;
+    assert_eq!(r2.status, StatusCode::OK);
+    assert_eq!(r2.index, r.index);
+    let r = c.call(0, Method::GET, "/api/v1/executions?index=1&wait=forever", Some(&admin), None).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/wait");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_writes_and_serve_consistent_reads() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let bt = c.bootstrap_token().await;
+    // Bootstrap through a follower: its writes are forwarded to the leader.
+    let r = c.call(followers[0], Method::POST, "/api/v1/acl/bootstrap", Some(&bt), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let admin = r.body["token"].as_str().unwrap().to_string();
+    // The token works at once on the other follower (miss → linearizable retry).
+    let r = c
+        .call(
+            followers[1],
+            Method::POST,
+            "/api/v1/executions",
+            Some(&admin),
+            Some(json!({"name": "f", "application": hello_zapp()})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_u64().unwrap();
+    let r = c
+        .call(followers[0], Method::GET, &format!("/api/v1/executions/{id}?consistent=true"), Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["name"], "f");
+    let r = c.call(leader, Method::GET, "/api/v1/info", None, None).await;
+    assert_eq!(r.body["leader"], c.members[leader].coord.id());
+    let r = c.call(followers[1], Method::GET, "/api/v1/cluster/members", Some(&admin), None).await;
+    assert_eq!(r.body["members"].as_array().unwrap().len(), 3);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_text_file_auth() {
+    let c = Cluster::start_with(1, &|i, dir| {
+        std::fs::write(dir.join("zoepass.csv"), "# users\ncarol,carol-secret,user\n").unwrap();
+        format!("tls_cert = \"c{n}.pem\"\ntls_key = \"c{n}-key.pem\"\nauth_file = \"zoepass.csv\"\n", n = i + 1)
+    })
+    .await;
+    assert!(c.url(0).starts_with("https://127.0.0.1:"));
+    let r = c.call(0, Method::GET, "/api/v1/info", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // A client that does not trust the cluster CA is refused at the handshake.
+    let untrusting = http_client(None);
+    assert!(untrusting.get(format!("{}/api/v1/info", c.url(0))).send().await.is_err());
+
+    let admin = c.admin().await;
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/users",
+            Some(&admin),
+            Some(json!({"username": "carol", "auth_source": "textfile"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = c
+        .call(0, Method::POST, "/api/v1/login", None, Some(json!({"username": "carol", "password": "carol-secret"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let tok = r.body["token"].as_str().unwrap().to_string();
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&tok), None).await;
+    assert_eq!(r.body["username"], "carol");
+    let r =
+        c.call(0, Method::POST, "/api/v1/login", None, Some(json!({"username": "carol", "password": "nope"}))).await;
+    expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    c.stop().await;
+}
