@@ -1,10 +1,11 @@
 //! `zoe`: the one binary. It parses arguments and calls zoe's libraries;
 //! everything it does lives in a library crate.
 
+mod client;
 mod coordinator;
 mod zapp;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -26,6 +27,13 @@ enum Command {
     Zapp(zapp::ZappCommand),
     /// Run a coordinator (`zoe coordinator --config coordinator.toml`), or query/administer one.
     Coordinator(coordinator::CoordinatorArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    /// Print a shell completion script (e.g. `zoe completions bash > /etc/bash_completion.d/zoe`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,6 +41,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Zapp(c) => zapp::run(c),
         Command::Coordinator(c) => coordinator::run(c),
+        Command::Client(c) => client::run(c),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "zoe", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,13 +1,12 @@
-//! Quotas as Zoe defined them (concurrent executions, cores, memory,
-//! runtime limit; 0 = unlimited), checked at submission, and the runtime
-//! limit check the leader's lifecycle loop runs.
+//! Quotas as Zoe defined them (concurrent executions, cores, memory; 0 =
+//! unlimited), checked at submission. The runtime limit is enforced by the
+//! leader's lifecycle loop (`leader`).
 //!
 //! Differences from Zoe, on purpose: executions `cleaning up` still hold
 //! their containers, so they count; each limit is checked on its own (Zoe
-//! skipped both resource checks when one of them was 0); the runtime limit
-//! counts from the start, not the submission.
+//! skipped both resource checks when one of them was 0).
 
-use crate::state::{ExecutionId, Millis, State, User};
+use crate::state::{State, User};
 use zoe_common::resources::{Millicores, human_bytes};
 use zoe_common::zapp::ZApp;
 
@@ -53,26 +52,4 @@ pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String
         ));
     }
     Ok(())
-}
-
-/// Executions running longer than their owner's quota allows (counted from
-/// `time_start`), with the reason to record when terminating them. For the
-/// leader's lifecycle loop.
-pub fn runtime_exceeded(state: &State, now: Millis) -> Vec<(ExecutionId, String)> {
-    let limit_of = |owner: &str| {
-        let u = state.users.values().find(|u| u.username == owner)?;
-        let q = state.quotas.get(&u.quota_id)?;
-        (q.runtime_limit > 0).then_some((q.runtime_limit, q.name.clone()))
-    };
-    state
-        .executions
-        .values()
-        .filter(|e| e.status.is_active() && e.status != crate::state::ExecutionStatus::CleaningUp)
-        .filter_map(|e| {
-            let start = e.time_start?;
-            let (limit_s, qname) = limit_of(&e.owner)?;
-            (now.saturating_sub(start) > limit_s * 1000)
-                .then(|| (e.id, format!("runtime limit of quota `{qname}` ({limit_s} s) reached")))
-        })
-        .collect()
 }

@@ -1,0 +1,1147 @@
+//! The `zoe` commands that talk to a cluster through its REST API: info,
+//! login, acl, exec, node, stats, user, role, quota, token, operator.
+
+mod http;
+mod output;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
+use http::{Client, Conn, FileConfig};
+use output::{bytes, cell, fields, table, time};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Show the cluster's version, API version, ZApp format, leader.
+    Info(Plain),
+    /// Log in with a username and password; prints (or saves) a session token.
+    Login(LoginArgs),
+    /// ACL bootstrap: exchange the one-time bootstrap token for the first admin token.
+    Acl(Group<AclCmd>),
+    /// Executions: start, list, inspect, terminate, delete, logs, endpoints.
+    Exec(Group<ExecCmd>),
+    /// Nodes: list, inspect, eligibility, drain.
+    Node(Group<NodeCmd>),
+    /// Zoe's scheduler statistics: queues and the platform per node.
+    Stats(Plain),
+    /// Users (admins).
+    User(Group<UserCmd>),
+    /// Roles and their capability flags (admins).
+    Role(Group<RoleCmd>),
+    /// Quotas (admins).
+    Quota(Group<QuotaCmd>),
+    /// API tokens: create, list, revoke.
+    Token(Group<TokenCmd>),
+    /// Coordinators: members, add, remove.
+    Operator(Group<OperatorCmd>),
+}
+
+#[derive(Args)]
+pub struct Plain {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct Group<T: Subcommand> {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: T,
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Username [default: $USER].
+    #[arg(long, short)]
+    username: Option<String>,
+    /// Read the password from this environment variable instead of stdin.
+    #[arg(long, value_name = "VAR", default_value = "ZOE_PASSWORD")]
+    password_env: String,
+    /// Save the address and token in the config file (~/.config/zoe/config.toml).
+    #[arg(long)]
+    save: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AclCmd {
+    /// Exchange the bootstrap token (printed at the first start, and in the
+    /// first leader's data dir) for the first admin's API token.
+    Bootstrap {
+        /// The bootstrap token, or @FILE to read it from a file.
+        #[arg(long, env = "ZOE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+        bootstrap_token: String,
+        /// Save the address and the admin token in the config file.
+        #[arg(long)]
+        save: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum WaitFor {
+    /// Until the execution runs (or ends).
+    Running,
+    /// Until it ends.
+    Done,
+}
+
+#[derive(Subcommand)]
+pub enum ExecCmd {
+    /// Submit a ZApp as a new execution.
+    Start {
+        name: String,
+        /// The ZApp JSON file.
+        zapp: PathBuf,
+        /// Wait, with progress on stderr, until the execution runs or is done.
+        #[arg(long, value_enum)]
+        wait: Option<WaitFor>,
+        /// Once running, stream the monitor service's log until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List executions, newest first.
+    Ls {
+        /// Only these statuses (comma-separated), e.g. running,queued.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Only this user's (needs can_operate_others for others).
+        #[arg(long)]
+        owner: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Continue after this id (the previous page's next_cursor).
+        #[arg(long)]
+        cursor: Option<u64>,
+    },
+    /// Show an execution with its services.
+    Get { id: u64 },
+    /// Terminate an execution.
+    Terminate {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait until it has ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete an ended execution.
+    Rm { id: u64 },
+    /// Print a service's log.
+    Logs {
+        /// The service id (see `zoe exec get`).
+        service: u64,
+        /// Keep printing until the service ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// URLs of the execution's published ports.
+    Endpoints { id: u64 },
+    /// Print the execution's ZApp.
+    App { id: u64 },
+    /// Submit an execution's ZApp again as a new execution.
+    Restart {
+        id: u64,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// List nodes with capacity, reserved and live resources.
+    Ls,
+    /// Show one node.
+    Get { name: String },
+    /// Let the scheduler place new work on the node (on) or not (off).
+    Eligibility {
+        name: String,
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Drain a node (or cancel a drain with --disable).
+    Drain {
+        name: String,
+        /// Cancel the drain.
+        #[arg(long, conflicts_with_all = ["deadline", "force"])]
+        disable: bool,
+        /// After this long (e.g. 30m, 2h), stop what is still running.
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Stop everything now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Images the node holds.
+    Images { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    Ls {
+        #[arg(long)]
+        username: Option<String>,
+    },
+    Get {
+        id: u64,
+    },
+    /// Create a user; the password is read from $ZOE_NEW_PASSWORD when set.
+    Create {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        role_id: Option<u64>,
+        #[arg(long)]
+        quota_id: Option<u64>,
+        /// internal (password here) or textfile.
+        #[arg(long)]
+        auth_source: Option<String>,
+        #[arg(long)]
+        fs_uid: Option<u64>,
+    },
+    /// Update a user; a new password is read from $ZOE_NEW_PASSWORD with --password.
+    Update {
+        id: u64,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        role_id: Option<u64>,
+        #[arg(long)]
+        quota_id: Option<u64>,
+        #[arg(long)]
+        auth_source: Option<String>,
+        #[arg(long)]
+        fs_uid: Option<u64>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[arg(long)]
+        priority: Option<i64>,
+        /// Set the password from $ZOE_NEW_PASSWORD.
+        #[arg(long)]
+        password: bool,
+    },
+    Rm {
+        id: u64,
+    },
+}
+
+#[derive(Args, Default)]
+pub struct Flags {
+    #[arg(long)]
+    can_see_status: Option<bool>,
+    #[arg(long)]
+    can_change_config: Option<bool>,
+    #[arg(long)]
+    can_operate_others: Option<bool>,
+    #[arg(long)]
+    can_delete_executions: Option<bool>,
+    #[arg(long)]
+    can_access_api: Option<bool>,
+    #[arg(long)]
+    can_customize_resources: Option<bool>,
+    #[arg(long)]
+    can_access_full_zapp_shop: Option<bool>,
+}
+
+impl Flags {
+    fn into_json(self, m: &mut Map<String, Value>) {
+        for (k, v) in [
+            ("can_see_status", self.can_see_status),
+            ("can_change_config", self.can_change_config),
+            ("can_operate_others", self.can_operate_others),
+            ("can_delete_executions", self.can_delete_executions),
+            ("can_access_api", self.can_access_api),
+            ("can_customize_resources", self.can_customize_resources),
+            ("can_access_full_zapp_shop", self.can_access_full_zapp_shop),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), json!(v));
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RoleCmd {
+    Ls {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    Get {
+        id: u64,
+    },
+    Create {
+        name: String,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    Update {
+        id: u64,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        flags: Flags,
+    },
+    Rm {
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCmd {
+    Ls {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    Get {
+        id: u64,
+    },
+    /// Create a quota; 0 means unlimited.
+    Create {
+        name: String,
+        #[arg(long)]
+        concurrent_executions: u64,
+        /// Bytes.
+        #[arg(long)]
+        memory: u64,
+        #[arg(long)]
+        cores: f64,
+        /// Seconds from an execution's start.
+        #[arg(long)]
+        runtime_limit: u64,
+    },
+    Update {
+        id: u64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        concurrent_executions: Option<u64>,
+        #[arg(long)]
+        memory: Option<u64>,
+        #[arg(long)]
+        cores: Option<f64>,
+        #[arg(long)]
+        runtime_limit: Option<u64>,
+    },
+    Rm {
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token; its secret is printed once.
+    Create {
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// Lifetime, e.g. 30d, 12h (default: no expiry).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// For another user (admins).
+        #[arg(long)]
+        user_id: Option<u64>,
+    },
+    Ls {
+        #[arg(long)]
+        user_id: Option<u64>,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCmd {
+    /// Coordinators, leader and Raft indexes.
+    Members,
+    /// Add a coordinator (it catches up as a learner, then votes).
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// host:port of its Raft (QUIC) listener.
+        #[arg(long)]
+        addr: String,
+        /// The name in its certificate.
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove a coordinator.
+    Remove { id: u64 },
+}
+
+pub fn run(cmd: ClientCommand) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(dispatch(cmd))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(cmd: ClientCommand) -> Result<()> {
+    match cmd {
+        ClientCommand::Info(p) => info(&p.conn).await,
+        ClientCommand::Login(a) => login(a).await,
+        ClientCommand::Acl(g) => acl(&g.conn, g.cmd).await,
+        ClientCommand::Exec(g) => exec(&g.conn, g.cmd).await,
+        ClientCommand::Node(g) => node(&g.conn, g.cmd).await,
+        ClientCommand::Stats(p) => stats(&p.conn).await,
+        ClientCommand::User(g) => user(&g.conn, g.cmd).await,
+        ClientCommand::Role(g) => role(&g.conn, g.cmd).await,
+        ClientCommand::Quota(g) => quota(&g.conn, g.cmd).await,
+        ClientCommand::Token(g) => token(&g.conn, g.cmd).await,
+        ClientCommand::Operator(g) => operator(&g.conn, g.cmd).await,
+    }
+}
+
+fn q(v: &str) -> String {
+    // Query values here are names and statuses; escape what a URL cannot hold.
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", q(v)))).collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+fn parse_duration_s(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (n, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = n.parse().map_err(|_| anyhow!("`{s}` is not a duration such as 90s, 30m, 2h or 7d"))?;
+    Ok(n * mult)
+}
+
+fn done(conn: &Conn, v: &Value, msg: impl FnOnce() -> String) {
+    if conn.json {
+        output::json(v);
+    } else {
+        println!("{}", msg());
+    }
+}
+
+// -------------------------------------------------------------- commands
+
+async fn info(conn: &Conn) -> Result<()> {
+    let c = Client::new(conn)?;
+    let v = c.get("/api/v1/info").await?;
+    if conn.json {
+        output::json(&v);
+        return Ok(());
+    }
+    println!(
+        "zoe {} (API {}, ZApp format {})",
+        cell(&v["version"]),
+        cell(&v["api_version"]),
+        cell(&v["application_format_version"])
+    );
+    println!("deployment   {}", cell(&v["deployment_name"]));
+    println!("address      {}", c.base);
+    println!(
+        "coordinator  {} ({}), {}",
+        cell(&v["coordinator"]["id"]),
+        cell(&v["coordinator"]["name"]),
+        cell(&v["coordinator"]["role"])
+    );
+    println!("leader       {}", cell(&v["leader"]));
+    Ok(())
+}
+
+fn read_secret(env: &str, prompt: &str) -> Result<String> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(p);
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+    let p = line.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        bail!("no password given (type it, or set ${env})");
+    }
+    Ok(p)
+}
+
+fn save_token(c: &Client, token: &str) -> Result<()> {
+    let mut f = FileConfig::load()?;
+    f.addr = Some(c.base.clone());
+    f.token = Some(token.to_string());
+    let p = f.save()?;
+    eprintln!("saved the address and token in {}", p.display());
+    Ok(())
+}
+
+async fn login(a: LoginArgs) -> Result<()> {
+    let c = Client::new(&a.conn)?;
+    let username = a.username.or_else(|| std::env::var("USER").ok()).ok_or_else(|| anyhow!("give --username"))?;
+    let password = read_secret(&a.password_env, &format!("password for {username}: "))?;
+    let v = c.post("/api/v1/login", &json!({"username": username, "password": password})).await?;
+    let token = v["token"].as_str().ok_or_else(|| anyhow!("no token in the answer"))?;
+    if a.save {
+        save_token(&c, token)?;
+    }
+    done(&a.conn, &v, || {
+        if a.save {
+            format!("logged in as {username}")
+        } else {
+            format!("{token}\n(export ZOE_TOKEN=... or use --save)")
+        }
+    });
+    Ok(())
+}
+
+async fn acl(conn: &Conn, cmd: AclCmd) -> Result<()> {
+    let AclCmd::Bootstrap { bootstrap_token, save } = cmd;
+    let token = match bootstrap_token.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| path.to_string())?.trim().to_string(),
+        None => bootstrap_token.trim().to_string(),
+    };
+    let c = Client::new(&Conn { token: None, ..conn.clone() })?;
+    let v = c.post("/api/v1/acl/bootstrap", &json!({"token": token})).await?;
+    let admin = v["token"].as_str().ok_or_else(|| anyhow!("no token in the answer"))?;
+    if save {
+        save_token(&c, admin)?;
+    }
+    done(conn, &v, || format!("admin token (keep it safe; shown once):\n{admin}"));
+    Ok(())
+}
+
+fn exec_rows(list: &[Value]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|e| {
+            vec![
+                cell(&e["id"]),
+                cell(&e["name"]),
+                cell(&e["owner"]),
+                cell(&e["status"]),
+                cell(&e["zapp"]),
+                time(&e["time_submit"]),
+                time(&e["time_start"]),
+                time(&e["time_end"]),
+            ]
+        })
+        .collect()
+}
+
+/// Follows an execution with blocking queries until `stop` says so;
+/// reports each status change on stderr.
+async fn watch_exec(c: &Client, id: u64, stop: impl Fn(&str) -> bool) -> Result<Value> {
+    let mut index = 0;
+    let mut last = String::new();
+    loop {
+        let (v, idx) = c.call(Method::GET, &format!("/api/v1/executions/{id}?index={index}&wait=30s"), None).await?;
+        let status = v["status"].as_str().unwrap_or("").to_string();
+        if status != last {
+            eprintln!("execution {id}: {status}");
+            last = status.clone();
+        }
+        if stop(&status) {
+            return Ok(v);
+        }
+        index = idx.unwrap_or(index);
+    }
+}
+
+fn ended(s: &str) -> bool {
+    s == "terminated" || s == "error"
+}
+
+async fn stream_logs(c: &Client, service: u64, follow: bool, offset: u64) -> Result<()> {
+    let path = format!("/api/v1/services/{service}/logs?offset={offset}&follow={follow}");
+    let resp = c.send(c.request(Method::GET, &path)).await?;
+    let mut body = resp.bytes_stream();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk.context("log stream")?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        ExecCmd::Start { name, zapp, wait, follow } => {
+            let text = std::fs::read_to_string(&zapp).with_context(|| format!("{}", zapp.display()))?;
+            let app: Value = serde_json::from_str(&text).map_err(|e| {
+                anyhow!("{}: not valid JSON: line {}, column {}: {e}", zapp.display(), e.line(), e.column())
+            })?;
+            let v = c.post("/api/v1/executions", &json!({"name": name, "application": app})).await?;
+            let id = v["id"].as_u64().ok_or_else(|| anyhow!("no id in the answer"))?;
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}: {}", cell(&w["path"]), cell(&w["message"]));
+            }
+            if wait.is_none() && !follow {
+                done(conn, &v, || format!("execution {id} submitted"));
+                return Ok(());
+            }
+            eprintln!("execution {id} submitted");
+            let until_running = |s: &str| s == "running" || ended(s);
+            let e = match wait {
+                Some(WaitFor::Done) if !follow => watch_exec(&c, id, ended).await?,
+                _ => watch_exec(&c, id, until_running).await?,
+            };
+            if follow && e["status"] == "running" {
+                let groups = e["service_details"].as_array().cloned().unwrap_or_default();
+                let app = c.get(&format!("/api/v1/executions/{id}/zapp")).await?;
+                let monitor: Vec<String> = app["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|g| g["monitor"] == true)
+                    .filter_map(|g| g["name"].as_str().map(str::to_string))
+                    .collect();
+                let svc = groups
+                    .iter()
+                    .find(|s| s["group"].as_str().is_some_and(|g| monitor.iter().any(|m| m == g)))
+                    .and_then(|s| s["id"].as_u64())
+                    .ok_or_else(|| anyhow!("execution {id} has no monitor service to follow"))?;
+                stream_logs(&c, svc, true, 0).await?;
+                if matches!(wait, Some(WaitFor::Done)) {
+                    let e = watch_exec(&c, id, ended).await?;
+                    return finish(conn, &e);
+                }
+                return Ok(());
+            }
+            finish(conn, &e)
+        }
+        ExecCmd::Ls { status, name, owner, limit, cursor } => {
+            let path = format!(
+                "/api/v1/executions{}",
+                query(&[
+                    ("status", status),
+                    ("name", name),
+                    ("owner", owner),
+                    ("limit", Some(limit.to_string())),
+                    ("cursor", cursor.map(|c| c.to_string())),
+                ])
+            );
+            let v = c.get(&path).await?;
+            if conn.json {
+                output::json(&v);
+                return Ok(());
+            }
+            let list = v["executions"].as_array().cloned().unwrap_or_default();
+            table(&["ID", "NAME", "OWNER", "STATUS", "ZAPP", "SUBMITTED", "STARTED", "ENDED"], &exec_rows(&list));
+            if let Some(n) = v["next_cursor"].as_u64() {
+                eprintln!("more: zoe exec ls --cursor {n}");
+            }
+            Ok(())
+        }
+        ExecCmd::Get { id } => {
+            let v = c.get(&format!("/api/v1/executions/{id}")).await?;
+            if conn.json {
+                output::json(&v);
+                return Ok(());
+            }
+            fields(
+                &v,
+                &[
+                    ("id", "id"),
+                    ("name", "name"),
+                    ("owner", "owner"),
+                    ("status", "status"),
+                    ("zapp", "zapp"),
+                    ("submitted", "time_submit"),
+                    ("started", "time_start"),
+                    ("ended", "time_end"),
+                    ("killed at", "kill_at"),
+                    ("message", "error_message"),
+                ],
+            );
+            let eps = c.get(&format!("/api/v1/executions/{id}/endpoints")).await?;
+            for e in eps["endpoints"].as_array().into_iter().flatten() {
+                println!("endpoint   {} {}: {}", cell(&e["service"]), cell(&e["port"]), cell(&e["url"]));
+            }
+            println!();
+            let rows: Vec<Vec<String>> = v["service_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    vec![
+                        cell(&s["id"]),
+                        cell(&s["name"]),
+                        if s["essential"] == true { "yes".into() } else { "no".into() },
+                        cell(&s["status"]),
+                        cell(&s["backend_status"]),
+                        cell(&s["node"]),
+                        cell(&s["error_message"]),
+                    ]
+                })
+                .collect();
+            table(&["SERVICE", "NAME", "ESSENTIAL", "STATUS", "BACKEND", "NODE", "ERROR"], &rows);
+            Ok(())
+        }
+        ExecCmd::Terminate { id, reason, wait } => {
+            let body = match reason {
+                Some(r) => json!({"reason": r}),
+                None => json!({}),
+            };
+            let v = c.post(&format!("/api/v1/executions/{id}/terminate"), &body).await?;
+            if wait {
+                let e = watch_exec(&c, id, ended).await?;
+                return finish(conn, &e);
+            }
+            done(conn, &v, || format!("execution {id}: {}", cell(&v["status"])));
+            Ok(())
+        }
+        ExecCmd::Rm { id } => {
+            let v = c.delete(&format!("/api/v1/executions/{id}")).await?;
+            done(conn, &v, || format!("execution {id} deleted"));
+            Ok(())
+        }
+        ExecCmd::Logs { service, follow, offset } => stream_logs(&c, service, follow, offset).await,
+        ExecCmd::Endpoints { id } => {
+            let v = c.get(&format!("/api/v1/executions/{id}/endpoints")).await?;
+            if conn.json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| vec![cell(&e["service"]), cell(&e["port"]), cell(&e["protocol"]), cell(&e["url"])])
+                .collect();
+            table(&["SERVICE", "PORT", "PROTOCOL", "URL"], &rows);
+            Ok(())
+        }
+        ExecCmd::App { id } => {
+            // The ZApp is JSON either way.
+            output::json(&c.get(&format!("/api/v1/executions/{id}/zapp")).await?);
+            Ok(())
+        }
+        ExecCmd::Restart { id, name } => {
+            let body = match name {
+                Some(n) => json!({"name": n}),
+                None => json!({}),
+            };
+            let v = c.post(&format!("/api/v1/executions/{id}/resubmit"), &body).await?;
+            done(conn, &v, || format!("execution {} submitted (from {id})", cell(&v["id"])));
+            Ok(())
+        }
+    }
+}
+
+/// The end of a waited-for execution: error status → exit code 1.
+fn finish(conn: &Conn, e: &Value) -> Result<()> {
+    done(conn, e, || format!("execution {}: {}", cell(&e["id"]), cell(&e["status"])));
+    if e["status"] == "error" {
+        bail!("execution {} failed: {}", cell(&e["id"]), cell(&e["error_message"]));
+    }
+    Ok(())
+}
+
+async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        NodeCmd::Ls => {
+            let v = c.get("/api/v1/nodes").await?;
+            if conn.json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    vec![
+                        cell(&n["name"]),
+                        cell(&n["status"]),
+                        if n["eligible"] == true { "eligible".into() } else { "ineligible".into() },
+                        if n["drain"].is_null() { "-".into() } else { "draining".into() },
+                        format!("{}/{}", cell(&n["reserved_cores"]), cell(&n["cores"])),
+                        format!("{}/{}", bytes(&n["reserved_memory"]), bytes(&n["memory"])),
+                        cell(&n["services"]),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "STATUS", "ELIGIBILITY", "DRAIN", "CORES (RESERVED/TOTAL)", "MEMORY", "SERVICES"], &rows);
+            Ok(())
+        }
+        NodeCmd::Get { name } => {
+            let v = c.get(&format!("/api/v1/nodes/{}", q(&name))).await?;
+            if conn.json {
+                output::json(&v);
+                return Ok(());
+            }
+            fields(
+                &v,
+                &[
+                    ("name", "name"),
+                    ("addresses", "addresses"),
+                    ("status", "status"),
+                    ("eligible", "eligible"),
+                    ("drain", "drain"),
+                    ("labels", "labels"),
+                    ("cores", "cores"),
+                    ("reserved cores", "reserved_cores"),
+                    ("memory", "memory"),
+                    ("reserved memory", "reserved_memory"),
+                    ("services", "services"),
+                    ("containerd", "containerd_version"),
+                    ("cgroups", "cgroup_mode"),
+                    ("images", "image_count"),
+                    ("registered", "last_registration"),
+                    ("live", "live"),
+                ],
+            );
+            Ok(())
+        }
+        NodeCmd::Eligibility { name, state } => {
+            let eligible = matches!(state, OnOff::On);
+            let v = c.post(&format!("/api/v1/nodes/{}/eligibility", q(&name)), &json!({"eligible": eligible})).await?;
+            done(conn, &v, || format!("node {name}: {}", if eligible { "eligible" } else { "ineligible" }));
+            Ok(())
+        }
+        NodeCmd::Drain { name, disable, deadline, force } => {
+            let mut body = json!({"enable": !disable, "force": force});
+            if let Some(d) = deadline {
+                body["deadline_s"] = json!(parse_duration_s(&d)?);
+            }
+            if disable {
+                body = json!({"enable": false});
+            }
+            let v = c.post(&format!("/api/v1/nodes/{}/drain", q(&name)), &body).await?;
+            done(conn, &v, || {
+                if disable { format!("node {name}: drain cancelled") } else { format!("node {name}: draining") }
+            });
+            Ok(())
+        }
+        NodeCmd::Images { name } => {
+            let v = c.get(&format!("/api/v1/nodes/{}/images", q(&name))).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                for i in v["images"].as_array().into_iter().flatten() {
+                    println!("{}", cell(i));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn stats(conn: &Conn) -> Result<()> {
+    let c = Client::new(conn)?;
+    let v = c.get("/api/v1/statistics/scheduler").await?;
+    if conn.json {
+        output::json(&v);
+        return Ok(());
+    }
+    for k in ["submitted", "queued", "starting", "running", "cleaning_up"] {
+        let ids = v["queue"][k].as_array().cloned().unwrap_or_default();
+        println!("{:<12} {:>4}  {}", k.replace('_', " "), ids.len(), cell(&Value::Array(ids)));
+    }
+    let p = &v["platform"];
+    println!(
+        "platform     cores {}/{} reserved, memory {}/{} reserved{}",
+        cell(&p["reserved_cores"]),
+        cell(&p["cores"]),
+        bytes(&p["reserved_memory"]),
+        bytes(&p["memory"]),
+        if p["live_available"] == true { "" } else { " (live usage unavailable: no agent connection)" }
+    );
+    Ok(())
+}
+
+fn insert_opt(m: &mut Map<String, Value>, k: &str, v: Option<Value>) {
+    if let Some(v) = v {
+        m.insert(k.into(), v);
+    }
+}
+
+async fn user(conn: &Conn, cmd: UserCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    let user_rows = |v: &Value| -> Vec<Vec<String>> {
+        let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
+        list.iter()
+            .map(|u| {
+                vec![
+                    cell(&u["id"]),
+                    cell(&u["username"]),
+                    cell(&u["email"]),
+                    cell(&u["role"]),
+                    cell(&u["quota"]),
+                    cell(&u["auth_source"]),
+                    cell(&u["enabled"]),
+                    cell(&u["fs_uid"]),
+                ]
+            })
+            .collect()
+    };
+    const HEAD: [&str; 8] = ["ID", "USERNAME", "EMAIL", "ROLE", "QUOTA", "AUTH", "ENABLED", "FS_UID"];
+    match cmd {
+        UserCmd::Ls { username } => {
+            let v = c.get(&format!("/api/v1/users{}", query(&[("username", username)]))).await?;
+            if conn.json { output::json(&v) } else { table(&HEAD, &user_rows(&v)) }
+        }
+        UserCmd::Get { id } => {
+            let v = c.get(&format!("/api/v1/users/{id}")).await?;
+            if conn.json { output::json(&v) } else { table(&HEAD, &user_rows(&v)) }
+        }
+        UserCmd::Create { username, email, role_id, quota_id, auth_source, fs_uid } => {
+            let mut m = Map::new();
+            m.insert("username".into(), json!(username));
+            insert_opt(&mut m, "email", email.map(Value::from));
+            insert_opt(&mut m, "role_id", role_id.map(Value::from));
+            insert_opt(&mut m, "quota_id", quota_id.map(Value::from));
+            insert_opt(&mut m, "auth_source", auth_source.map(Value::from));
+            insert_opt(&mut m, "fs_uid", fs_uid.map(Value::from));
+            insert_opt(&mut m, "password", std::env::var("ZOE_NEW_PASSWORD").ok().map(Value::from));
+            let v = c.post("/api/v1/users", &Value::Object(m)).await?;
+            done(conn, &v, || format!("user {username} created with id {}", cell(&v["id"])));
+        }
+        UserCmd::Update { id, email, role_id, quota_id, auth_source, fs_uid, enabled, priority, password } => {
+            let mut m = Map::new();
+            insert_opt(&mut m, "email", email.map(Value::from));
+            insert_opt(&mut m, "role_id", role_id.map(Value::from));
+            insert_opt(&mut m, "quota_id", quota_id.map(Value::from));
+            insert_opt(&mut m, "auth_source", auth_source.map(Value::from));
+            insert_opt(&mut m, "fs_uid", fs_uid.map(Value::from));
+            insert_opt(&mut m, "enabled", enabled.map(Value::from));
+            insert_opt(&mut m, "priority", priority.map(Value::from));
+            if password {
+                m.insert("password".into(), json!(read_secret("ZOE_NEW_PASSWORD", "new password: ")?));
+            }
+            if m.is_empty() {
+                bail!("nothing to change: give at least one option (see --help)");
+            }
+            let v = c.patch(&format!("/api/v1/users/{id}"), &Value::Object(m)).await?;
+            done(conn, &v, || format!("user {id} updated"));
+        }
+        UserCmd::Rm { id } => {
+            let v = c.delete(&format!("/api/v1/users/{id}")).await?;
+            done(conn, &v, || format!("user {id} deleted"));
+        }
+    }
+    Ok(())
+}
+
+async fn role(conn: &Conn, cmd: RoleCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    let rows = |v: &Value| -> Vec<Vec<String>> {
+        let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
+        list.iter()
+            .map(|r| {
+                let flags: Vec<&str> = [
+                    ("can_see_status", "status"),
+                    ("can_change_config", "config"),
+                    ("can_operate_others", "others"),
+                    ("can_delete_executions", "delete"),
+                    ("can_access_api", "api"),
+                    ("can_customize_resources", "resources"),
+                    ("can_access_full_zapp_shop", "shop"),
+                ]
+                .into_iter()
+                .filter(|(k, _)| r[*k] == true)
+                .map(|(_, short)| short)
+                .collect();
+                vec![cell(&r["id"]), cell(&r["name"]), flags.join(",")]
+            })
+            .collect()
+    };
+    const HEAD: [&str; 3] = ["ID", "NAME", "CAPABILITIES"];
+    match cmd {
+        RoleCmd::Ls { name } => {
+            let v = c.get(&format!("/api/v1/roles{}", query(&[("name", name)]))).await?;
+            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
+        }
+        RoleCmd::Get { id } => {
+            let v = c.get(&format!("/api/v1/roles/{id}")).await?;
+            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
+        }
+        RoleCmd::Create { name, flags } => {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(name));
+            flags.into_json(&mut m);
+            let v = c.post("/api/v1/roles", &Value::Object(m)).await?;
+            done(conn, &v, || format!("role {name} created with id {}", cell(&v["id"])));
+        }
+        RoleCmd::Update { id, name, flags } => {
+            let mut m = Map::new();
+            insert_opt(&mut m, "name", name.map(Value::from));
+            flags.into_json(&mut m);
+            if m.is_empty() {
+                bail!("nothing to change: give at least one option (see --help)");
+            }
+            let v = c.patch(&format!("/api/v1/roles/{id}"), &Value::Object(m)).await?;
+            done(conn, &v, || format!("role {id} updated"));
+        }
+        RoleCmd::Rm { id } => {
+            let v = c.delete(&format!("/api/v1/roles/{id}")).await?;
+            done(conn, &v, || format!("role {id} deleted"));
+        }
+    }
+    Ok(())
+}
+
+async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    let rows = |v: &Value| -> Vec<Vec<String>> {
+        let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
+        list.iter()
+            .map(|q| {
+                vec![
+                    cell(&q["id"]),
+                    cell(&q["name"]),
+                    cell(&q["concurrent_executions"]),
+                    cell(&q["cores"]),
+                    bytes(&q["memory"]),
+                    format!("{} s", cell(&q["runtime_limit"])),
+                ]
+            })
+            .collect()
+    };
+    const HEAD: [&str; 6] = ["ID", "NAME", "EXECUTIONS", "CORES", "MEMORY", "RUNTIME"];
+    match cmd {
+        QuotaCmd::Ls { name } => {
+            let v = c.get(&format!("/api/v1/quotas{}", query(&[("name", name)]))).await?;
+            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
+        }
+        QuotaCmd::Get { id } => {
+            let v = c.get(&format!("/api/v1/quotas/{id}")).await?;
+            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
+        }
+        QuotaCmd::Create { name, concurrent_executions, memory, cores, runtime_limit } => {
+            let body = json!({"name": name, "concurrent_executions": concurrent_executions, "memory": memory, "cores": cores, "runtime_limit": runtime_limit});
+            let v = c.post("/api/v1/quotas", &body).await?;
+            done(conn, &v, || format!("quota {name} created with id {}", cell(&v["id"])));
+        }
+        QuotaCmd::Update { id, name, concurrent_executions, memory, cores, runtime_limit } => {
+            let mut m = Map::new();
+            insert_opt(&mut m, "name", name.map(Value::from));
+            insert_opt(&mut m, "concurrent_executions", concurrent_executions.map(Value::from));
+            insert_opt(&mut m, "memory", memory.map(Value::from));
+            insert_opt(&mut m, "cores", cores.map(Value::from));
+            insert_opt(&mut m, "runtime_limit", runtime_limit.map(Value::from));
+            if m.is_empty() {
+                bail!("nothing to change: give at least one option (see --help)");
+            }
+            let v = c.patch(&format!("/api/v1/quotas/{id}"), &Value::Object(m)).await?;
+            done(conn, &v, || format!("quota {id} updated"));
+        }
+        QuotaCmd::Rm { id } => {
+            let v = c.delete(&format!("/api/v1/quotas/{id}")).await?;
+            done(conn, &v, || format!("quota {id} deleted"));
+        }
+    }
+    Ok(())
+}
+
+async fn token(conn: &Conn, cmd: TokenCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        TokenCmd::Create { name, ttl, user_id } => {
+            let mut body = json!({"name": name});
+            if let Some(t) = ttl {
+                body["ttl_s"] = json!(parse_duration_s(&t)?);
+            }
+            if let Some(u) = user_id {
+                body["user_id"] = json!(u);
+            }
+            let v = c.post("/api/v1/tokens", &body).await?;
+            done(conn, &v, || format!("token {} (secret shown once):\n{}", cell(&v["id"]), cell(&v["token"])));
+        }
+        TokenCmd::Ls { user_id } => {
+            let v = c.get(&format!("/api/v1/tokens{}", query(&[("user_id", user_id.map(|u| u.to_string()))]))).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        vec![
+                            cell(&t["id"]),
+                            cell(&t["username"]),
+                            cell(&t["name"]),
+                            cell(&t["kind"]),
+                            time(&t["created"]),
+                            time(&t["expires"]),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "USER", "NAME", "KIND", "CREATED", "EXPIRES"], &rows);
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            let v = c.delete(&format!("/api/v1/tokens/{}", q(&id))).await?;
+            done(conn, &v, || format!("token {id} revoked"));
+        }
+    }
+    Ok(())
+}
+
+async fn operator(conn: &Conn, cmd: OperatorCmd) -> Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        OperatorCmd::Members => {
+            let v = c.get("/api/v1/cluster/members").await?;
+            if conn.json {
+                output::json(&v);
+                return Ok(());
+            }
+            let leader = v["leader"].as_u64();
+            let rows: Vec<Vec<String>> = v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    vec![
+                        cell(&m["id"]),
+                        cell(&m["name"]),
+                        cell(&m["addr"]),
+                        if m["voter"] == true { "voter".into() } else { "learner".into() },
+                        if m["id"].as_u64() == leader { "leader".into() } else { "follower".into() },
+                        cell(&m["matched_index"]),
+                    ]
+                })
+                .collect();
+            table(&["ID", "NAME", "ADDRESS", "VOTE", "ROLE", "MATCHED"], &rows);
+            println!(
+                "term {}, commit {}, applied {}",
+                cell(&v["term"]),
+                cell(&v["commit_index"]),
+                cell(&v["applied_index"])
+            );
+        }
+        OperatorCmd::Add { id, addr, name } => {
+            let v = c.post("/api/v1/cluster/members", &json!({"id": id, "addr": addr, "name": name})).await?;
+            done(conn, &v, || format!("coordinator {id} is now a voting member"));
+        }
+        OperatorCmd::Remove { id } => {
+            let v = c.delete(&format!("/api/v1/cluster/members/{id}")).await?;
+            done(conn, &v, || format!("coordinator {id} removed"));
+        }
+    }
+    Ok(())
+}
