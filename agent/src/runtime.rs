@@ -373,6 +373,7 @@ impl Runtime {
         // The lease holds the fresh snapshot until the container refers to
         // it: without it, a GC run triggered by any earlier deletion may
         // collect the snapshot in between (measured: fails within 100 runs).
+        let t0 = std::time::Instant::now();
         let lease = ctd.lease("run", Duration::from_secs(600)).await?;
         let created = async {
             let prepare = PrepareSnapshotRequest {
@@ -438,6 +439,7 @@ impl Runtime {
         tokio::spawn(async move { ctd2.end_lease(&lease).await });
         let mounts = created?;
 
+        let t_container = t0.elapsed();
         let fifos = crate::logs::make_fifos(&self.run_dir(id))?;
         let pump = LogPump::start(&fifos, &svc.log_dir, self.inner.cfg.logs, svc.log_progress.clone()).await?;
         *svc.pump.lock().await = Some(pump);
@@ -448,7 +450,9 @@ impl Runtime {
             stderr: fifos.stderr.to_string_lossy().into_owned(),
             ..Default::default()
         };
+        let t_pump = t0.elapsed();
         ctd.tasks().create(ctd.rq(create)).await.map_err(Error::ctd("create task"))?;
+        let t_task = t0.elapsed();
         let pid = ctd
             .tasks()
             .start(ctd.rq(StartRequest { container_id: id.clone(), exec_id: String::new() }))
@@ -465,7 +469,15 @@ impl Runtime {
                 false
             }
         });
-        tracing::debug!(service = %id, pid, "started");
+        tracing::debug!(
+            service = %id,
+            pid,
+            container_ms = t_container.as_secs_f64() * 1e3,
+            pump_ms = (t_pump - t_container).as_secs_f64() * 1e3,
+            task_create_ms = (t_task - t_pump).as_secs_f64() * 1e3,
+            start_ms = (t0.elapsed() - t_task).as_secs_f64() * 1e3,
+            "started"
+        );
         Ok(())
     }
 
@@ -524,7 +536,9 @@ impl Runtime {
         // Read the OOM counter while the cgroup still exists (task delete
         // removes it); the TaskOOM event may arrive after TaskExit.
         let oom = svc.saw_oom.load(Ordering::SeqCst) || svc.cgroup.oom_kills() > 0;
+        let t0 = std::time::Instant::now();
         let deleted = self.delete_task(&svc.id).await;
+        let t_delete = t0.elapsed();
         svc.task_deleted.store(deleted.is_ok(), Ordering::SeqCst);
         let code = match deleted {
             Ok(Some(c)) => Some(c),
@@ -544,7 +558,14 @@ impl Runtime {
             }
         };
         tokio::join!(finish, self.record_exit(&svc.id, status));
-        tracing::info!(service = %svc.id, code = ?code, oom, "exited");
+        tracing::info!(
+            service = %svc.id,
+            code = ?code,
+            oom,
+            task_delete_ms = t_delete.as_secs_f64() * 1e3,
+            logs_and_record_ms = (t0.elapsed() - t_delete).as_secs_f64() * 1e3,
+            "exited"
+        );
         svc.state.send_replace(ServiceState::Exited(status));
     }
 
