@@ -613,3 +613,187 @@ async fn https_and_text_file_auth() {
     expect_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leader_is_503() {
+    // Three members configured, one running: no quorum, no leader.
+    let c = Cluster::start_opts(3, 1, 800, &|_, _| String::new(), None).await;
+    let r = c.call(0, Method::POST, "/api/v1/acl/bootstrap", None, Some(json!({"token": "zoe-bootstrap-x"}))).await;
+    expect_error(&r, StatusCode::SERVICE_UNAVAILABLE, "no_leader");
+    let r = c.call(0, Method::GET, "/api/v1/info", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "info needs no leader");
+    assert!(r.body["leader"].is_null());
+    c.stop().await;
+}
+
+mod scripted {
+    use futures::StreamExt;
+    use futures::future::BoxFuture;
+    use futures::stream::BoxStream;
+    use std::collections::BTreeMap;
+    use zoe_common::resources::Millicores;
+    use zoe_coordinator::api::live::PreloadProgress;
+    use zoe_coordinator::api::{LiveError, LiveSource, LogChunk, LogRequest};
+    use zoe_coordinator::scheduler::LiveNode;
+    use zoe_coordinator::state::Service;
+
+    /// A stand-in for the agents' side of the API (the real one arrives
+    /// with the agent protocol): fixed live numbers for node `n1`, a
+    /// two-line log per service, one progress event per node.
+    pub struct ScriptedAgents;
+
+    impl LiveSource for ScriptedAgents {
+        fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>> {
+            let n = LiveNode {
+                connected: true,
+                images: Default::default(),
+                cores_in_use: Millicores(1500),
+                memory_in_use: 1 << 30,
+                container_count: 1,
+            };
+            Some(BTreeMap::from([("n1".to_string(), n)]))
+        }
+
+        fn service_logs(
+            &self,
+            service: &Service,
+            req: LogRequest,
+        ) -> BoxFuture<'static, Result<BoxStream<'static, Result<LogChunk, LiveError>>, LiveError>> {
+            let name = service.name.clone();
+            Box::pin(async move {
+                let text = format!("{name} line 1\n{name} line 2\n");
+                let data = axum::body::Bytes::from(text[req.offset as usize..].to_string());
+                let next_offset = text.len() as u64;
+                Ok(futures::stream::iter([Ok(LogChunk { data, next_offset })]).boxed())
+            })
+        }
+
+        fn preload(
+            &self,
+            image: String,
+            nodes: Vec<String>,
+        ) -> BoxFuture<'static, Result<BoxStream<'static, PreloadProgress>, LiveError>> {
+            Box::pin(async move {
+                let events: Vec<PreloadProgress> = nodes
+                    .into_iter()
+                    .map(|node| PreloadProgress { node, done: true, error: None, message: format!("pulled {image}") })
+                    .collect();
+                Ok(futures::stream::iter(events).boxed())
+            })
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_endpoints_logs_and_preload_with_a_live_source() {
+    use zoe_common::resources::Millicores;
+    use zoe_common::zapp::Protocol;
+    use zoe_coordinator::state::{Capacity, Command, Placement, Plan, PublishedPort, Registration};
+    let live: std::sync::Arc<dyn zoe_coordinator::api::LiveSource> = std::sync::Arc::new(scripted::ScriptedAgents);
+    let c = Cluster::start_opts(1, 1, 5000, &|_, _| String::new(), Some(live)).await;
+    let admin = c.admin().await;
+    let coord = &c.members[0].coord;
+    // What an agent's registration and the leader's loop would commit.
+    let registration = Registration {
+        name: "n1".into(),
+        addresses: vec!["10.0.0.5".into()],
+        capacity: Capacity { cores: Millicores(4000), memory: 8 << 30 },
+        labels: Default::default(),
+        containerd_version: "1.6".into(),
+        cgroup_mode: "v2".into(),
+        images: ["zoe.local/busybox:1".to_string()].into(),
+    };
+    coord.write(Command::RegisterNode { registration, time: 1 }).await.unwrap();
+    let r = c
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&admin),
+            Some(json!({"name": "web", "application": hello_zapp()})),
+        )
+        .await;
+    let id = r.body["id"].as_u64().unwrap();
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{id}"), Some(&admin), None).await;
+    let svc = r.body["services"][0].as_u64().unwrap();
+    coord.write(Command::QueueExecution { id, time: 2 }).await.unwrap().result.unwrap();
+    let plan = Plan {
+        time: 3,
+        starting: vec![id],
+        placements: vec![Placement { service: svc, node: "n1".into(), cores: Millicores(500) }],
+        ..Plan::default()
+    };
+    coord.write(Command::ApplyPlan(plan)).await.unwrap().result.unwrap();
+    let ports = vec![PublishedPort {
+        port_number: 8080,
+        protocol: Protocol::Tcp,
+        host_ip: "10.0.0.5".into(),
+        host_port: 31000,
+    }];
+    let started = Command::ServiceStarted {
+        id: svc,
+        container_id: format!("zoe-{id}-hello0-1"),
+        ip_address: Some("10.88.0.2".into()),
+        ports,
+        time: 4,
+    };
+    coord.write(started).await.unwrap().result.unwrap();
+
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{id}/endpoints"), Some(&admin), None).await;
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["endpoints"][0]["url"], "http://10.0.0.5:31000/");
+    let r = c.call(0, Method::GET, "/api/v1/nodes/n1", Some(&admin), None).await;
+    assert_eq!(r.body["reserved_cores"], 0.5);
+    assert_eq!(r.body["live"]["cores_in_use"], 1.5);
+    assert_eq!(r.body["services"], 1);
+    let r = c.call(0, Method::GET, "/api/v1/nodes/n1/images", Some(&admin), None).await;
+    assert_eq!(r.body["images"], json!(["zoe.local/busybox:1"]));
+    let r = c.call(0, Method::GET, "/api/v1/statistics/scheduler", Some(&admin), None).await;
+    assert_eq!(r.body["queue"]["running"], json!([id]));
+    assert_eq!(r.body["platform"]["live_available"], true);
+    let text = c.http.get(format!("{}/metrics", c.url(0))).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("zoe_node_cores{node=\"n1\",kind=\"in_use\"} 1.5"), "{text}");
+    assert!(text.contains("zoe_agents_connected 1"));
+
+    // Logs stream through; an offset skips what was read.
+    let r = c
+        .http
+        .get(format!("{}/api/v1/services/{svc}/logs?offset=13", c.url(0)))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "\nhello0 line 2\n");
+    // Preload: NDJSON progress per node.
+    let r = c
+        .http
+        .post(format!("{}/api/v1/images/preload", c.url(0)))
+        .bearer_auth(&admin)
+        .json(&json!({"image": "zoe.local/busybox:1", "nodes": ["n1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["node"], "n1");
+    assert_eq!(line["done"], true);
+    let r =
+        c.call(0, Method::POST, "/api/v1/images/preload", Some(&admin), Some(json!({"image": "Not A Ref!!"}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/image");
+
+    // Eligibility and drain on a real node.
+    let r =
+        c.call(0, Method::POST, "/api/v1/nodes/n1/eligibility", Some(&admin), Some(json!({"eligible": false}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = c
+        .call(0, Method::POST, "/api/v1/nodes/n1/drain", Some(&admin), Some(json!({"enable": true, "deadline_s": 60})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = c.call(0, Method::GET, "/api/v1/nodes", Some(&admin), None).await;
+    assert_eq!(r.body[0]["eligible"], false);
+    assert_eq!(r.body[0]["drain"]["requested_by"], "admin");
+    assert_eq!(r.body[0]["schedulable"], false);
+    c.stop().await;
+}

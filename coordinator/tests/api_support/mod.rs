@@ -39,6 +39,18 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, api_extra: &ApiExtra) -> Cluster {
+        Cluster::start_opts(n, n, 5000, api_extra, None).await
+    }
+
+    /// `n` configured members of which the first `running` are started,
+    /// with an optional live source for all of them.
+    pub async fn start_opts(
+        n: usize,
+        running: usize,
+        write_timeout_ms: u64,
+        api_extra: &ApiExtra,
+        live: Option<std::sync::Arc<dyn zoe_coordinator::api::LiveSource>>,
+    ) -> Cluster {
         let dir = tempfile::Builder::new().prefix("zoe-api-").tempdir().unwrap();
         let ca = CertificateAuthority::generate("test").unwrap();
         ca.write(dir.path()).unwrap();
@@ -59,7 +71,7 @@ impl Cluster {
                 "id = {}\nname = \"{name}\"\nlisten = \"127.0.0.1:{p}\"\ndata_dir = \"{name}-data\"\n\n\
                  [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}-key.pem\"\n\n{peers}\
                  [raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
-                 write_timeout_ms = 5000\n\n[api]\nlisten = \"127.0.0.1:0\"\nbody_limit_bytes = 65536\n{}",
+                 write_timeout_ms = {write_timeout_ms}\n\n[api]\nlisten = \"127.0.0.1:0\"\nbody_limit_bytes = 65536\n{}",
                 i + 1,
                 api_extra(i, dir.path()),
             );
@@ -68,10 +80,10 @@ impl Cluster {
             configs.push(CoordinatorConfig::load(&path).unwrap());
         }
         let mut members = Vec::new();
-        for cfg in configs {
+        for cfg in configs.into_iter().take(running) {
             let data_dir = cfg.data_dir.clone();
             let coord = Coordinator::start(cfg).await.unwrap();
-            let api = ApiServer::start(coord.clone(), None).await.unwrap();
+            let api = ApiServer::start(coord.clone(), live.clone()).await.unwrap();
             let url = api.url();
             members.push(Member { coord, api: Some(api), url, data_dir });
         }
