@@ -134,9 +134,10 @@ pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResourc
         ));
     }
     if let Some(b) = r.memory_bytes {
-        // The kernel refuses limits below a few pages; 4 MiB is a sane floor.
-        if b < 4 << 20 {
-            return Err(invalid("resources.memory_bytes", "must be at least 4 MiB"));
+        // runc's init runs inside the limit before the command starts;
+        // Docker's floor of 6 MiB keeps it from being OOM-killed there.
+        if b < 6 << 20 {
+            return Err(invalid("resources.memory_bytes", "must be at least 6 MiB"));
         }
         res.set_memory(Some(LinuxMemoryBuilder::default().limit(b as i64).build().map_err(spec_err)?));
     }
