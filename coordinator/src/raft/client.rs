@@ -42,6 +42,16 @@ impl CoordinatorClient {
         })
     }
 
+    /// The same client (sharing connections) with another per-attempt deadline.
+    pub fn with_attempt_timeout(&self, attempt_timeout: Duration) -> CoordinatorClient {
+        CoordinatorClient {
+            pool: self.pool.clone(),
+            members: self.members.clone(),
+            preferred: AtomicUsize::new(self.preferred.load(Ordering::Relaxed)),
+            attempt_timeout,
+        }
+    }
+
     pub fn members(&self) -> &[CoordNode] {
         &self.members
     }

@@ -48,11 +48,24 @@ impl fmt::Display for CoordNode {
 /// The result of applying one command, as returned to the writer.
 pub type CommandResult = Result<Applied, StateError>;
 
+/// One log entry: the commands of concurrent writers, applied in order.
+///
+/// openraft 0.9 waits for each `append` to be durable before it takes the
+/// next client write (`append_to_log` awaits the flush inline), so one
+/// command per entry would mean one fsync per command on the leader. The
+/// leader's proposer (see `node.rs`) instead gathers the writes that arrive
+/// while earlier proposals are in flight into one entry: one fsync per
+/// batch. Each command keeps its own result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub commands: Vec<Command>,
+}
+
 openraft::declare_raft_types!(
-    /// zoe's Raft types: the log carries [`Command`]s.
+    /// zoe's Raft types: the log carries [`Proposal`]s of [`Command`]s.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Proposal,
+        R = Vec<CommandResult>,
         NodeId = NodeId,
         Node = CoordNode,
 );

@@ -166,6 +166,11 @@ pub struct Status {
     pub last_contact_ms: Option<u64>,
     pub snapshots_installed: u64,
     pub initialized: bool,
+    /// Log entries appended, `append` calls and log syncs since start:
+    /// entries per sync is the group-commit batch size.
+    pub log_entries: u64,
+    pub log_appends: u64,
+    pub log_syncs: u64,
 }
 
 // ------------------------------------------------------------- connections

@@ -11,7 +11,7 @@
 
 use super::config::CoordinatorConfig;
 use super::network::{ApiError, MAX_FRAME, Network, PeerPool, ReadReply, Request, Response, Status, WriteReply};
-use super::store::{LogStore, SmData, StateMachineStore, open_db};
+use super::store::{Durable, LogStore, MAX_COMMAND_BYTES, SmData, StateMachineStore, open_db};
 use super::{CommandResult, CoordNode, NodeId, Raft, codec};
 use crate::state::{Command, State};
 use openraft::error::{ClientWriteError, RaftError};
@@ -64,7 +64,8 @@ pub struct Staleness {
     pub last_contact_ms: Option<u64>,
 }
 
-/// A committed write: its log index and what applying it returned.
+/// A committed write: the index of the log entry that carried it (shared
+/// by the writes batched with it) and what applying it returned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written {
     pub index: u64,
@@ -80,20 +81,82 @@ struct Inner {
     sm: StateMachineStore,
     sm_data: Arc<RwLock<SmData>>,
     committed: Arc<AtomicU64>,
+    log_stats: Arc<super::store::LogStats>,
     pool: Arc<PeerPool>,
     endpoint: quinn::Endpoint,
-    db: sled::Db,
+    durable: Durable,
     started: Instant,
     /// ms after `started` when an AppendEntries last arrived.
     last_append_ms: AtomicU64,
     closing: AtomicBool,
     inflight: AtomicUsize,
+    proposer: tokio::sync::mpsc::UnboundedSender<Pending>,
 }
 
 /// A running coordinator. Cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
     inner: Arc<Inner>,
+}
+
+/// A write waiting for the proposer.
+struct Pending {
+    cmd: Command,
+    size: usize,
+    tx: tokio::sync::oneshot::Sender<Result<Written, ApiError>>,
+}
+
+/// Proposals in flight at once. While they are, new writes queue and form
+/// the next (larger) batch: see [`super::Proposal`].
+const PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// Turns queued writes into [`super::Proposal`]s of at most
+/// `MAX_COMMAND_BYTES` (or one command).
+async fn proposer(raft: Raft, mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>, timeout: Duration) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    let mut next: Option<Pending> = None;
+    loop {
+        let first = match next.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while let Ok(p) = rx.try_recv() {
+            if bytes + p.size > MAX_COMMAND_BYTES {
+                next = Some(p);
+                break;
+            }
+            bytes += p.size;
+            batch.push(p);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (cmds, txs): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            let r = tokio::time::timeout(timeout, raft.client_write(super::Proposal { commands: cmds })).await;
+            let err = match r {
+                Ok(Ok(resp)) => {
+                    let index = resp.log_id.index;
+                    for (tx, result) in txs.into_iter().zip(resp.data) {
+                        let _ = tx.send(Ok(Written { index, result }));
+                    }
+                    return;
+                }
+                Err(_) => ApiError::Timeout,
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => ApiError::NotLeader(f.leader_id),
+                Ok(Err(RaftError::APIError(e))) => ApiError::Raft(e.to_string()),
+                Ok(Err(RaftError::Fatal(_))) => ApiError::ShuttingDown,
+            };
+            for tx in txs {
+                let _ = tx.send(Err(err.clone()));
+            }
+        });
+    }
 }
 
 struct InflightGuard<'a>(&'a AtomicUsize);
@@ -119,9 +182,12 @@ impl Coordinator {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let db = open_db(&config.data_dir)?;
-        let log = LogStore::open(&db)?;
+        let durable = Durable::open(&db, &config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let log = LogStore::open(&db, durable.clone())?;
         let committed = log.committed_handle();
-        let sm = StateMachineStore::open(&db)?;
+        let log_stats = log.stats();
+        let sm = StateMachineStore::open(&config.data_dir)?;
         let sm_data = sm.data();
 
         let endpoint = tls
@@ -145,6 +211,8 @@ impl Coordinator {
         .validate()?;
         let raft = Raft::new(config.id, Arc::new(raft_config), Network { pool: pool.clone() }, log, sm.clone()).await?;
 
+        let (proposer_tx, proposer_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(proposer(raft.clone(), proposer_rx, Duration::from_millis(config.raft.write_timeout_ms)));
         let inner = Arc::new(Inner {
             id: config.id,
             config,
@@ -152,13 +220,15 @@ impl Coordinator {
             sm,
             sm_data,
             committed,
+            log_stats,
             pool,
             endpoint: endpoint.clone(),
-            db,
+            durable,
             started: Instant::now(),
             last_append_ms: AtomicU64::new(NEVER),
             closing: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            proposer: proposer_tx,
         });
         let c = Coordinator { inner };
         tracing::info!(id = c.id(), listen = %c.inner.config.listen, "coordinator started");
@@ -380,15 +450,16 @@ impl Coordinator {
         if inner.closing.load(Ordering::SeqCst) {
             return Err(ApiError::ShuttingDown);
         }
+        // Keeps every log value below sled's blob threshold (see store.rs).
+        let size = codec::json(&cmd).map_err(ApiError::Internal)?.len();
+        if size > MAX_COMMAND_BYTES {
+            return Err(ApiError::Invalid(format!("command of {size} bytes exceeds {MAX_COMMAND_BYTES}")));
+        }
         inner.inflight.fetch_add(1, Ordering::SeqCst);
         let _guard = InflightGuard(&inner.inflight);
-        match tokio::time::timeout_at(self.deadline().into(), inner.raft.client_write(cmd)).await {
-            Err(_) => Err(ApiError::Timeout),
-            Ok(Ok(r)) => Ok(Written { index: r.log_id.index, result: r.data }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ApiError::NotLeader(f.leader_id)),
-            Ok(Err(RaftError::APIError(e))) => Err(ApiError::Raft(e.to_string())),
-            Ok(Err(RaftError::Fatal(_))) => Err(ApiError::ShuttingDown),
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        inner.proposer.send(Pending { cmd, size, tx }).map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)?
     }
 
     async fn forward_write(&self, leader: NodeId, cmd: &Command, deadline: Instant) -> Result<Written, ApiError> {
@@ -567,6 +638,9 @@ impl Coordinator {
             last_contact_ms: if is_leader { m.millis_since_quorum_ack } else { self.ms_since_append() },
             snapshots_installed: self.inner.sm.snapshots_installed(),
             initialized: m.membership_config.membership().nodes().next().is_some(),
+            log_entries: self.inner.log_stats.entries.load(Ordering::Relaxed),
+            log_appends: self.inner.log_stats.appends.load(Ordering::Relaxed),
+            log_syncs: self.inner.log_stats.syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -588,7 +662,7 @@ impl Coordinator {
         }
         inner.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
-        if let Err(e) = inner.db.flush_async().await {
+        if let Err(e) = inner.durable.sync().await {
             tracing::warn!("final flush: {e}");
         }
         tracing::info!(id = inner.id, "coordinator stopped");

@@ -239,6 +239,19 @@ impl Cluster {
         self.client.status_of(i).await.ok()
     }
 
+    /// Status of node `i`, retried for up to 20 s (a loaded machine or a
+    /// just-restarted process may miss one attempt).
+    pub async fn status_eventually(&self, i: usize) -> Status {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.client.status_of(i).await {
+                Ok(s) => return s,
+                Err(e) => assert!(Instant::now() < deadline, "no status from node index {i}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until a running node is leader and every other running node
     /// follows it; returns the leader's index.
     pub async fn wait_leader(&self, within: Duration) -> usize {
