@@ -664,7 +664,12 @@ pub async fn login(Ax(ctx): Ax<Ctx>, headers: axum::http::HeaderMap, body: Body)
     };
     let denied = || HttpError::unauthorized("wrong username or password");
     let (found, _) = ctx.coord().read_local(|s| s.user_by_name(&username).cloned());
-    let user = found.ok_or_else(denied)?;
+    let Some(user) = found else {
+        // Spend the same argon2 time as for a real user, so response times
+        // do not tell which usernames exist.
+        let _ = tokio::task::spawn_blocking(move || auth::verify_password(&password, auth::DUMMY_HASH)).await;
+        return Err(denied());
+    };
     if !ctx.check_password(&user, &password).await? {
         return Err(denied());
     }
