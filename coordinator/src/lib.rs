@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod drain;
 pub mod leader;
 pub mod quota;
 pub mod raft;

@@ -12,6 +12,7 @@
 pub mod spec;
 
 use crate::backend::{Backend, BackendEvent, SpawnError};
+use crate::drain::{self, DrainConfig};
 use crate::raft::Coordinator;
 use crate::scheduler::{Platform, SchedulerConfig, schedule_explained};
 use crate::state::{
@@ -28,6 +29,7 @@ use zoe_common::service::ServiceSpec;
 #[serde(default, deny_unknown_fields)]
 pub struct LeaderConfig {
     pub scheduler: SchedulerConfig,
+    pub drain: DrainConfig,
     /// A pass runs at least this often, and after every state change.
     pub tick_ms: u64,
     /// Retries of a transient start failure: base × 2^failures, capped; the
@@ -54,6 +56,7 @@ impl Default for LeaderConfig {
     fn default() -> LeaderConfig {
         LeaderConfig {
             scheduler: SchedulerConfig::default(),
+            drain: DrainConfig::default(),
             tick_ms: 1_000,
             start_retry_base_ms: 2_000,
             start_retry_max_ms: 120_000,
@@ -107,6 +110,8 @@ struct Work {
     to_stop: Vec<(String, ServiceId, String)>,
     /// Placed but not (any more) being started by this leader.
     to_respawn: Vec<(String, ServiceSpec)>,
+    /// Drain steps and lost nodes.
+    drain: Vec<Command>,
     plan: Plan,
 }
 
@@ -209,6 +214,9 @@ impl<B: Backend> Leader<B> {
                 .collect();
             self.write(Command::Batch(cmds)).await;
         }
+        if !work.drain.is_empty() {
+            self.write(Command::Batch(work.drain)).await;
+        }
         for (node, service, container) in work.to_stop {
             self.stop(node, service, container);
         }
@@ -263,6 +271,7 @@ impl<B: Backend> Leader<B> {
                 _ => {}
             }
         }
+        w.drain = drain::actions(st, platform, &self.cfg.drain, now);
         let (plan, waiting) = schedule_explained(st, platform, &self.cfg.scheduler, now);
         for wt in waiting.iter().filter(|w| w.never_fits) {
             tracing::debug!(execution = wt.execution, reason = %wt.reason, "cannot be placed");

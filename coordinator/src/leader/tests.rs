@@ -129,6 +129,8 @@ async fn fixture(cfg: LeaderConfig) -> Fixture {
         peers: vec![PeerConfig { id: 1, addr: format!("127.0.0.1:{port}"), name: "c1".into() }],
         raft: Default::default(),
         api: Default::default(),
+        agents: Default::default(),
+        leader: Default::default(),
     };
     let node = Coordinator::start(config).await.unwrap();
     let registration = Registration {

@@ -146,6 +146,7 @@ pub fn schedule_explained(
         StopRule::EssentialFits => {
             for c in &queue {
                 if c.running {
+                    essential.extend(place_moving_essentials(&mut sim, &requests, state, c.exec));
                     admitted.push(*c);
                     continue;
                 }
@@ -162,8 +163,11 @@ pub fn schedule_explained(
             let mut free = sim.free_memory();
             for (k, c) in queue.iter().enumerate() {
                 let mut trial = sim.clone();
-                let placed =
-                    if c.running { Ok(vec![]) } else { place_essentials(&mut trial, &requests, state, c.exec) };
+                let placed = if c.running {
+                    Ok(place_moving_essentials(&mut trial, &requests, state, c.exec))
+                } else {
+                    place_essentials(&mut trial, &requests, state, c.exec)
+                };
                 let mut candidate = admitted.clone();
                 if placed.is_ok() {
                     candidate.push(*c);
@@ -288,6 +292,24 @@ fn place_essentials(
     Ok(placed)
 }
 
+/// Essential instances of a running execution that are moving (drain, lost
+/// node): each on its own, since the rest of the execution is running.
+fn place_moving_essentials(
+    sim: &mut Sim,
+    requests: &Requests,
+    state: &State,
+    e: &Execution,
+) -> Vec<(ServiceId, usize)> {
+    let mut placed = Vec::new();
+    for s in state.services_of(e.id).filter(|s| s.essential && s.moving && !s.status.may_hold_container()) {
+        let r = requests.get(s.id).expect("request of a queued execution");
+        if let Some(i) = sim.place(r) {
+            placed.push((s.id, i));
+        }
+    }
+    placed
+}
+
 /// Elastic instances of admitted executions, greedily, in queue order.
 fn place_elastics(
     sim: &mut Sim,
@@ -300,7 +322,7 @@ fn place_elastics(
     let mut placed = Vec::new();
     for c in admitted {
         for s in state.services_of(c.exec.id).filter(|s| !s.essential) {
-            if !queue::instance_ready(s.status, s.restart_count, s.time_end, cfg, now) {
+            if !queue::instance_ready(s, cfg, now) {
                 continue;
             }
             let r = requests.get(s.id).expect("request of a queued execution");

@@ -2,10 +2,10 @@
 //! FIFO, SIZE and DYNSIZE policies).
 
 use super::{Policy, SchedulerConfig};
-use crate::state::{Execution, ExecutionStatus, Millis, ServiceStatus, State};
+use crate::state::{Execution, ExecutionStatus, Millis, Service, ServiceStatus, State};
 
 /// An execution the pass looks at: a queued one to admit, or a running one
-/// with elastic instances to (re)start.
+/// with instances to (re)start.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Candidate<'a> {
     pub exec: &'a Execution,
@@ -28,20 +28,18 @@ pub(super) fn effective_size(e: &Execution, cfg: &SchedulerConfig, now: Millis) 
     }
 }
 
-/// Whether an elastic (or restarted) instance may be placed now: never
-/// placed, or past its restart backoff.
-pub(super) fn instance_ready(
-    status: ServiceStatus,
-    restart_count: u32,
-    time_end: Option<Millis>,
-    cfg: &SchedulerConfig,
-    now: Millis,
-) -> bool {
-    match status {
+/// Whether an instance of a running execution may be placed now: never
+/// placed, moving (drain, lost node: at once), or an elastic instance past
+/// its restart backoff. A stopped essential instance that is not moving
+/// means its execution is ending: never.
+pub(super) fn instance_ready(s: &Service, cfg: &SchedulerConfig, now: Millis) -> bool {
+    match s.status {
         ServiceStatus::Created => true,
+        ServiceStatus::Inactive | ServiceStatus::Error if s.moving => true,
+        ServiceStatus::Inactive | ServiceStatus::Error if s.essential => false,
         ServiceStatus::Inactive | ServiceStatus::Error => {
-            let backoff = cfg.restart_backoff_ms(restart_count);
-            time_end.is_none_or(|t| now >= t.saturating_add(backoff))
+            let backoff = cfg.restart_backoff_ms(s.restart_count);
+            s.time_end.is_none_or(|t| now >= t.saturating_add(backoff))
         }
         _ => false,
     }
@@ -55,10 +53,7 @@ pub(super) fn build<'a>(state: &'a State, cfg: &SchedulerConfig, now: Millis) ->
         let candidate = match e.status {
             ExecutionStatus::Queued if e.not_before.is_none_or(|t| now >= t) => Candidate { exec: e, running: false },
             ExecutionStatus::Running => {
-                let wants_more = state
-                    .services_of(e.id)
-                    .any(|s| !s.essential && instance_ready(s.status, s.restart_count, s.time_end, cfg, now));
-                if !wants_more {
+                if !state.services_of(e.id).any(|s| instance_ready(s, cfg, now)) {
                     continue;
                 }
                 Candidate { exec: e, running: true }

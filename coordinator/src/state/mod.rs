@@ -131,6 +131,13 @@ pub enum Command {
         time: Millis,
     },
 
+    /// Stops running instances so the scheduler places them elsewhere
+    /// (drain). Their stop does not end their execution.
+    MoveServices {
+        ids: Vec<ServiceId>,
+        reason: String,
+        time: Millis,
+    },
     RegisterNode {
         registration: Registration,
         time: Millis,
@@ -144,6 +151,27 @@ pub enum Command {
         name: String,
         eligible: bool,
     },
+    /// Stops draining; the node is eligible again unless `keep_ineligible`.
+    CancelDrain {
+        name: String,
+        keep_ineligible: bool,
+    },
+    /// Nothing of zoe runs on the node any more: the drain is over; the node
+    /// stays ineligible until an admin says otherwise (as in Nomad).
+    CompleteDrain {
+        name: String,
+        time: Millis,
+    },
+    /// A node down past its grace: its instances are lost. Elastic ones are
+    /// placed again, essential ones of long-running executions move,
+    /// executions that would end on their own end in error (or start over
+    /// with `requeue_batch`).
+    NodeLost {
+        name: String,
+        requeue_batch: bool,
+        time: Millis,
+    },
+    /// Starts or updates a drain; `None` cancels it (eligible again).
     SetNodeDrain {
         name: String,
         drain: Option<Drain>,
@@ -306,7 +334,10 @@ impl State {
                         n.containerd_version = r.containerd_version.clone();
                         n.cgroup_mode = r.cgroup_mode.clone();
                         n.images = r.images.clone();
-                        n.status = NodeStatus::Ready;
+                        if n.status != NodeStatus::Ready {
+                            n.status = NodeStatus::Ready;
+                            n.status_since = *time;
+                        }
                         n.last_registration = *time;
                     }
                     None => {
@@ -319,6 +350,8 @@ impl State {
                                 labels: r.labels.clone(),
                                 eligible: true,
                                 status: NodeStatus::Ready,
+                                status_since: *time,
+                                drain_completed_at: None,
                                 drain: None,
                                 first_registration: *time,
                                 last_registration: *time,
@@ -331,20 +364,56 @@ impl State {
                 }
                 Ok(Applied::Done)
             }
-            Command::SetNodeStatus { name, status, .. } => {
-                self.node_mut(name)?.status = *status;
+            Command::SetNodeStatus { name, status, time } => {
+                let n = self.node_mut(name)?;
+                if n.status != *status {
+                    n.status = *status;
+                    n.status_since = *time;
+                }
                 Ok(Applied::Done)
             }
+            Command::MoveServices { ids, reason, .. } => {
+                for id in ids {
+                    self.service(*id)?;
+                }
+                for id in ids {
+                    let s = self.services.get_mut(id).expect("checked");
+                    // Only running instances move; one already stopping or
+                    // not running has nothing to move.
+                    if matches!(s.status, ServiceStatus::Starting | ServiceStatus::Active) {
+                        s.set_status(ServiceStatus::Terminating)?;
+                        s.moving = true;
+                        s.last_exit_reason = Some(reason.clone());
+                    }
+                }
+                Ok(Applied::Done)
+            }
+            Command::CancelDrain { name, keep_ineligible } => {
+                let n = self.node_mut(name)?;
+                n.drain = None;
+                n.eligible = !keep_ineligible;
+                Ok(Applied::Done)
+            }
+            Command::CompleteDrain { name, time } => {
+                let n = self.node_mut(name)?;
+                if n.drain.is_none() {
+                    return Err(StateError::Conflict(format!("node {name} is not draining")));
+                }
+                n.drain = None;
+                n.eligible = false;
+                n.drain_completed_at = Some(*time);
+                Ok(Applied::Done)
+            }
+            Command::NodeLost { name, requeue_batch, time } => self.node_lost(name, *requeue_batch, *time),
             Command::SetNodeEligibility { name, eligible } => {
                 self.node_mut(name)?.eligible = *eligible;
                 Ok(Applied::Done)
             }
             Command::SetNodeDrain { name, drain } => {
                 let n = self.node_mut(name)?;
-                if drain.is_some() {
-                    // Nomad: a draining node is ineligible, and stays so after.
-                    n.eligible = false;
-                }
+                // Nomad: a draining node is ineligible, and stays so after it
+                // completes; cancelling makes it eligible again.
+                n.eligible = drain.is_none();
                 n.drain = drain.clone();
                 Ok(Applied::Done)
             }
@@ -543,6 +612,7 @@ impl State {
                     ip_address: None,
                     ports: Vec::new(),
                     restart_count: 0,
+                    moving: false,
                     attempt: 0,
                     cores_allocated: None,
                     last_exit_code: None,
@@ -679,6 +749,7 @@ impl State {
             }
             s.attempt += 1;
             s.set_status(ServiceStatus::Starting).expect("verified");
+            s.moving = false;
             s.backend_status = BackendStatus::Undefined;
             s.node = Some(p.node.clone());
             s.cores_allocated = Some(p.cores);
@@ -788,6 +859,56 @@ impl State {
         Ok(Applied::Done)
     }
 
+    fn node_lost(&mut self, name: &str, requeue_batch: bool, time: Millis) -> Result<Applied, StateError> {
+        let n = self.node_mut(name)?;
+        if n.status != NodeStatus::Down {
+            n.status = NodeStatus::Down;
+            n.status_since = time;
+        }
+        let on_node: Vec<ServiceId> = self
+            .services
+            .values()
+            .filter(|s| s.node.as_deref() == Some(name) && s.status.may_hold_container())
+            .map(|s| s.id)
+            .collect();
+        let mut ended: Vec<(ExecutionId, String)> = Vec::new();
+        let mut touched: Vec<ExecutionId> = Vec::new();
+        for sid in on_node {
+            let s = &self.services[&sid];
+            let e = self.execution(s.execution_id)?;
+            let will_end = e.description.will_end;
+            let active_exec = matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running);
+            let (essential, exec_id, inst) = (s.essential, s.execution_id, s.name.clone());
+            let s = self.services.get_mut(&sid).expect("listed");
+            // The container cannot be stopped from here: when the node comes
+            // back, its agent stops what zoe no longer expects.
+            let was_stopping = s.status == ServiceStatus::Terminating;
+            s.status = ServiceStatus::Inactive;
+            s.backend_status = BackendStatus::Undefined;
+            s.last_exit_reason = Some(format!("node {name} lost"));
+            s.time_end = Some(time);
+            s.ip_address = None;
+            s.ports.clear();
+            touched.push(exec_id);
+            if was_stopping && !s.moving || !active_exec {
+                continue;
+            }
+            if essential && !will_end {
+                s.moving = true;
+            } else if essential {
+                ended.push((exec_id, format!("node {name} lost while running {inst}")));
+            }
+        }
+        for (id, reason) in ended {
+            let after = if requeue_batch { AfterCleanup::Requeue } else { AfterCleanup::Error };
+            self.terminate(id, &reason, after, time)?;
+        }
+        for id in touched {
+            self.maybe_cleaned_up(id, time);
+        }
+        Ok(Applied::Done)
+    }
+
     /// `starting` → `running` once every essential instance is active.
     fn maybe_running(&mut self, id: ExecutionId, time: Millis) {
         let all_up = self.services_of(id).filter(|s| s.essential).all(|s| s.status == ServiceStatus::Active);
@@ -817,6 +938,7 @@ impl State {
             for sid in ids {
                 if let Some(s) = self.services.get_mut(&sid) {
                     s.status = ServiceStatus::Created;
+                    s.moving = false;
                     s.node = None;
                     s.cores_allocated = None;
                 }

@@ -61,7 +61,13 @@ pub struct Node {
     /// The scheduler places nothing new on an ineligible node.
     pub eligible: bool,
     pub status: NodeStatus,
+    /// When `status` last changed (node loss waits a grace after `down`).
+    #[serde(default)]
+    pub status_since: Millis,
     pub drain: Option<Drain>,
+    /// When the last drain completed (the node stays ineligible after it).
+    #[serde(default)]
+    pub drain_completed_at: Option<Millis>,
     pub first_registration: Millis,
     pub last_registration: Millis,
     pub containerd_version: String,

@@ -140,6 +140,10 @@ pub struct Service {
     pub ports: Vec<PublishedPort>,
     /// Starts after the first one (elastic restarts, drain moves).
     pub restart_count: u32,
+    /// Asked to move to another node (drain, lost node): its stop does not
+    /// end the execution, and the scheduler places it again at once.
+    #[serde(default)]
+    pub moving: bool,
     /// Placements so far; names the container, so no attempt reuses the id
     /// of a container an earlier attempt may have left being torn down.
     pub attempt: u32,
