@@ -73,8 +73,7 @@ pub fn spec(id: &str, argv: &[&str]) -> ServiceSpec {
 impl Env {
     pub async fn run(&self, spec: &ServiceSpec) -> zoe_agent::ExitStatus {
         self.rt.spawn(spec).await.expect("spawn");
-        let exit = tokio::time::timeout(TIMEOUT, self.rt.wait(&spec.id)).await.expect("exit in time").expect("wait");
-        exit
+        tokio::time::timeout(TIMEOUT, self.rt.wait(&spec.id)).await.expect("exit in time").expect("wait")
     }
 
     /// The whole log of a service.
