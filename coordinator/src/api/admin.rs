@@ -199,10 +199,10 @@ pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
     };
     let fs_uid = match body.u64("fs_uid")? {
         Some(u) => u32::try_from(u).map_err(|_| HttpError::invalid_field("/fs_uid", "too large for a uid"))?,
-        None => ctx.coord().read_local(|s| s.users.values().map(|u| u.fs_uid + 1).max().unwrap_or(1000).max(1000)).0,
+        None => ctx.read_fresh(|s| s.users.values().map(|u| u.fs_uid + 1).max().unwrap_or(1000).max(1000)).await?,
     };
     let priority = body.i64("priority")?.unwrap_or(0);
-    let (refs, _) = ctx.coord().read_local(|s| check_refs(s, role_id, quota_id));
+    let refs = ctx.read_fresh(|s| check_refs(s, role_id, quota_id)).await?;
     refs?;
     let user = User {
         id: 0,
@@ -230,7 +230,7 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
         body.only(&["email", "password"])?;
     }
     body.only(&["email", "password", "role_id", "quota_id", "auth_source", "fs_uid", "enabled", "priority"])?;
-    let (found, _) = ctx.coord().read_local(|s| s.users.get(&id).cloned());
+    let found = ctx.read_fresh(|s| s.users.get(&id).cloned()).await?;
     let mut u = found.ok_or_else(|| HttpError::not_found(format!("user {id} not found")))?;
     if let Some(e) = body.str("email")? {
         u.email = Some(e);
@@ -273,10 +273,10 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
     if let Some(p) = body.i64("priority")? {
         u.priority = i32::try_from(p).map_err(|_| HttpError::invalid_field("/priority", "out of range"))?;
     }
-    let (refs, _) = ctx.coord().read_local(|s| check_refs(s, u.role_id, u.quota_id));
+    let refs = ctx.read_fresh(|s| check_refs(s, u.role_id, u.quota_id)).await?;
     refs?;
     let (_, index) = ctx.write(Command::UpdateUser { user: u }).await?;
-    let (view, _) = ctx.coord().read_local(|s| s.users.get(&id).map(|u| user_view(s, u)));
+    let view = ctx.read_after(index, |s| s.users.get(&id).map(|u| user_view(s, u))).await;
     Ok(ok(json!(view), index))
 }
 
@@ -371,7 +371,7 @@ pub async fn create_role(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
 pub async fn update_role(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<Role>> {
     caller.require_config()?;
     body.only(&role_keys())?;
-    let (found, _) = ctx.coord().read_local(|s| s.roles.get(&id).cloned());
+    let found = ctx.read_fresh(|s| s.roles.get(&id).cloned()).await?;
     let mut role = found.ok_or_else(|| HttpError::not_found(format!("role {id} not found")))?;
     if id == ROLE_ADMIN {
         return Err(HttpError::conflict("the admin role cannot be changed"));
@@ -487,7 +487,7 @@ pub async fn update_quota(
 ) -> HttpResult<WriteReply<QuotaView>> {
     caller.require_config()?;
     body.only(&QUOTA_KEYS)?;
-    let (found, _) = ctx.coord().read_local(|s| s.quotas.get(&id).cloned());
+    let found = ctx.read_fresh(|s| s.quotas.get(&id).cloned()).await?;
     let mut q = found.ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))?;
     apply_quota(&body, &mut q)?;
     let (_, index) = ctx.write(Command::UpdateQuota { quota: q.clone() }).await?;
@@ -549,7 +549,7 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
     let user_id = match body.u64("user_id")? {
         Some(u) if u != caller.user.id => {
             caller.require_config()?;
-            let (exists, _) = ctx.coord().read_local(|s| s.users.contains_key(&u));
+            let exists = ctx.read_fresh(|s| s.users.contains_key(&u)).await?;
             if !exists {
                 return Err(HttpError::not_found(format!("user {u} not found")));
             }
@@ -599,7 +599,7 @@ pub async fn list_tokens(
 }
 
 pub async fn revoke_token(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<String>) -> HttpResult<Response> {
-    let (found, _) = ctx.coord().read_local(|s| auth::token_record(s, &id));
+    let found = ctx.read_fresh(|s| auth::token_record(s, &id)).await?;
     let t = found.ok_or_else(|| HttpError::not_found(format!("token {id} not found")))?;
     if t.user_id != caller.user.id {
         caller.require_config()?;
@@ -663,7 +663,7 @@ pub async fn login(Ax(ctx): Ax<Ctx>, headers: axum::http::HeaderMap, body: Body)
         None => (body.req_str("username")?, body.req_str("password")?),
     };
     let denied = || HttpError::unauthorized("wrong username or password");
-    let (found, _) = ctx.coord().read_local(|s| s.user_by_name(&username).cloned());
+    let found = ctx.read_fresh(|s| s.user_by_name(&username).cloned()).await?;
     let Some(user) = found else {
         // Spend the same argon2 time as for a real user, so response times
         // do not tell which usernames exist.

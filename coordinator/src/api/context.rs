@@ -93,6 +93,21 @@ impl Ctx {
         })
     }
 
+    /// The latest committed state (a linearizable read), for the checks
+    /// before a write: a follower must not judge a request on a state that
+    /// is behind (an execution submitted a moment ago through another
+    /// coordinator, a quota already used up).
+    pub async fn read_fresh<T>(&self, f: impl FnOnce(&State) -> T) -> HttpResult<T> {
+        Ok(self.0.coord.read_linearizable(f).await?.0)
+    }
+
+    /// Reads once this node has applied `index` (a write just committed,
+    /// perhaps through the leader, may not have reached it yet).
+    pub async fn read_after<T>(&self, index: u64, f: impl FnOnce(&State) -> T) -> T {
+        self.wait_past(index.saturating_sub(1), Duration::from_secs(5)).await;
+        self.0.coord.read_local(f).0
+    }
+
     /// Waits until this node has applied an index above `min`, or `wait` passes.
     async fn wait_past(&self, min: u64, wait: Duration) {
         let deadline = Instant::now() + wait;

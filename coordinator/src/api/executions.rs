@@ -178,7 +178,7 @@ fn check_name(name: &str) -> HttpResult<()> {
 async fn submit_app(ctx: &Ctx, caller: &Caller, name: String, app: ZApp) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
     let user = caller.user.clone();
-    let (verdict, _) = ctx.coord().read_local(|s| crate::quota::check_submit(s, &user, &app));
+    let verdict = ctx.read_fresh(|s| crate::quota::check_submit(s, &user, &app)).await?;
     verdict.map_err(HttpError::quota)?;
     let size = app.size as f64;
     let cmd =
@@ -210,8 +210,7 @@ pub async fn resubmit(
     body: Body,
 ) -> HttpResult<WriteReply<Value>> {
     body.only(&["name"])?;
-    let (found, _) =
-        ctx.coord().read_local(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone())));
+    let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await?;
     let (old_name, app) = found?;
     let name = body.str("name")?.unwrap_or(old_name);
     let (new_id, index) = submit_app(&ctx, &caller, name, app).await?;
@@ -402,7 +401,7 @@ pub async fn terminate(
     body: Body,
 ) -> HttpResult<WriteReply<Value>> {
     body.only(&["reason"])?;
-    let (found, _) = ctx.coord().read_local(|s| visible(s, &caller, id).map(|_| ()));
+    let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await?;
     found?;
     let reason = match body.str("reason")? {
         Some(r) => format!("terminated by {}: {r}", caller.user.username),
@@ -410,13 +409,13 @@ pub async fn terminate(
     };
     let (_, index) =
         ctx.write(Command::TerminateExecution { id, reason, after: AfterCleanup::Terminated, time: now_ms() }).await?;
-    let (status, _) = ctx.coord().read_local(|s| s.executions.get(&id).map(|e| e.status.as_str().to_string()));
+    let status = ctx.read_after(index, |s| s.executions.get(&id).map(|e| e.status.as_str().to_string())).await;
     Ok(WriteReply { status: StatusCode::ACCEPTED, value: json!({ "id": id, "status": status }), index })
 }
 
 pub async fn delete(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ExecutionId>) -> HttpResult<Response> {
     caller.require(caller.caps().can_delete_executions, "delete executions (needs can_delete_executions)")?;
-    let (found, _) = ctx.coord().read_local(|s| visible(s, &caller, id).map(|_| ()));
+    let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await?;
     found?;
     let (_, index) = ctx.write(Command::DeleteExecution { id }).await?;
     Ok((StatusCode::NO_CONTENT, [(super::context::INDEX_HEADER, index.to_string())]).into_response())

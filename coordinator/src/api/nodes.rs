@@ -190,7 +190,7 @@ pub async fn preload(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult
             .collect::<HttpResult<_>>()?,
         Some(_) => return Err(HttpError::invalid_field("/nodes", "expected an array of node names")),
     };
-    let (missing, _) = ctx.coord().read_local(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned());
+    let missing = ctx.read_fresh(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned()).await?;
     if let Some(n) = missing {
         return Err(HttpError::not_found(format!("node {n} not found")));
     }
