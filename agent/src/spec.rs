@@ -12,12 +12,13 @@ use zoe_common::resources::Millicores;
 
 /// Label keys the agent puts on its containers; reattach finds its own
 /// containers (and tells orphans apart) by them.
-pub const LABEL_EXECUTION: &str = "io.zoe.execution";
-pub const LABEL_SERVICE: &str = "io.zoe.service";
-pub const LABEL_INSTANCE: &str = "io.zoe.instance";
+/// (The names are zoe-common's, shared with the coordinator.)
+pub const LABEL_EXECUTION: &str = zoe_common::service::labels::EXECUTION_ID;
+pub const LABEL_SERVICE: &str = zoe_common::service::labels::SERVICE_ID;
+pub const LABEL_INSTANCE: &str = zoe_common::service::labels::INSTANCE;
 /// Written when the container exits, so a restarted agent still knows how.
-pub const LABEL_EXIT_CODE: &str = "io.zoe.exit-code";
-pub const LABEL_OOM: &str = "io.zoe.oom-killed";
+pub const LABEL_EXIT_CODE: &str = "zoe.exit_code";
+pub const LABEL_OOM: &str = "zoe.oom_killed";
 
 /// CFS period used for quotas (Docker's and Zoe's default).
 pub const CPU_PERIOD_US: u64 = 100_000;

@@ -278,8 +278,10 @@ async fn containers_without_zoe_labels_are_orphans() {
     let cfg = e.rt.config().clone();
     e.rt.shutdown().await;
     let ctd = e.rt.containerd().clone();
-    let paths =
-        ["io.zoe.service", "io.zoe.execution", "io.zoe.instance"].iter().map(|k| format!("labels.{k}")).collect();
+    let paths = [zoe_agent::spec::LABEL_SERVICE, zoe_agent::spec::LABEL_EXECUTION, zoe_agent::spec::LABEL_INSTANCE]
+        .iter()
+        .map(|k| format!("labels.{k}"))
+        .collect();
     let c = Container { id: "runaway".into(), ..Default::default() };
     let req = containerd_client::services::v1::UpdateContainerRequest {
         container: Some(c),
