@@ -238,11 +238,17 @@ impl<'a> Requests<'a> {
                 .collect();
             for s in state.services_of(c.exec.id) {
                 let g = &app.services[s.group_index];
+                let host = state.network.uses_host(g.network.as_deref());
+                let mut host_ports: Vec<u16> =
+                    if host { g.ports.iter().map(|p| p.port_number).collect() } else { Vec::new() };
+                host_ports.dedup();
                 let r = Request {
                     cores: g.cores_min().0,
                     memory: g.memory_min(),
                     labels: g.labels(),
                     image: images[s.group_index].clone(),
+                    host_ports,
+                    range_ports: if host { 0 } else { g.ports.len() },
                 };
                 floor = (floor.0.min(r.cores), floor.1.min(r.memory));
                 by_service.insert(s.id, r);

@@ -22,6 +22,10 @@ pub(super) struct Request<'a> {
     pub labels: &'a [String],
     /// Canonical image reference, to prefer nodes that already hold it.
     pub image: String,
+    /// Ports it publishes as themselves (host networking): must be free.
+    pub host_ports: Vec<u16>,
+    /// Ports to be mapped from the node's range.
+    pub range_ports: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -33,14 +37,39 @@ pub(super) struct SimNode<'a> {
     pub free_cores: i64,
     pub free_memory: i64,
     pub containers: u32,
+    /// Host ports taken, and how many of the range are taken.
+    used_ports: BTreeSet<u16>,
+    range_used: usize,
     indexed: bool,
 }
 
 impl SimNode<'_> {
-    fn fits(&self, r: &Request) -> bool {
+    fn fits(&self, r: &Request, range: (u16, u16)) -> bool {
         self.free_cores >= i64::from(r.cores)
             && self.free_memory >= r.memory as i64
             && r.labels.iter().all(|l| self.node.labels.contains(l))
+            && r.host_ports.iter().all(|p| !self.used_ports.contains(p))
+            && (r.range_ports == 0 || usize::from(range.1 - range.0) + 1 >= self.range_used + r.range_ports)
+    }
+
+    fn take_ports(&mut self, r: &Request, range: (u16, u16)) {
+        for p in &r.host_ports {
+            self.used_ports.insert(*p);
+            if (range.0..=range.1).contains(p) {
+                self.range_used += 1;
+            }
+        }
+        self.range_used += r.range_ports;
+    }
+
+    fn give_ports(&mut self, r: &Request, range: (u16, u16)) {
+        for p in &r.host_ports {
+            self.used_ports.remove(p);
+            if (range.0..=range.1).contains(p) {
+                self.range_used -= 1;
+            }
+        }
+        self.range_used -= r.range_ports;
     }
 
     fn holds(&self, image: &str) -> bool {
@@ -58,6 +87,8 @@ pub(super) struct Sim<'a> {
     rng: u64,
     /// Smallest request of the pass: a node below it can take nothing more.
     floor: (i64, i64),
+    /// The host port range.
+    range: (u16, u16),
 }
 
 /// How many equally ranked nodes to look through for one holding the image.
@@ -84,12 +115,16 @@ impl<'a> Sim<'a> {
             .filter(|n| n.schedulable() && platform.connected(&n.name))
             .map(|n| {
                 let (rc, rm) = reserved.get(n.name.as_str()).copied().unwrap_or_default();
+                let used_ports = state.used_ports(&n.name);
+                let range_used = used_ports.range(state.network.port_min..=state.network.port_max).count();
                 SimNode {
                     node: n,
                     images: platform.nodes.get(&n.name).map(|l| &l.images),
                     free_cores: i64::from(n.capacity.cores.0) - i64::from(rc.0),
                     free_memory: n.capacity.memory as i64 - rm as i64,
                     containers: containers.get(n.name.as_str()).copied().unwrap_or(0),
+                    used_ports,
+                    range_used,
                     indexed: false,
                 }
             })
@@ -101,6 +136,7 @@ impl<'a> Sim<'a> {
             // Seeded per pass time: deterministic for a given state and time.
             rng: cfg.seed ^ now.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D_4C95_7F2D,
             floor: (i64::from(floor.0), floor.1 as i64),
+            range: (state.network.port_min, state.network.port_max),
         };
         for i in 0..sim.nodes.len() {
             sim.reindex(i);
@@ -147,16 +183,17 @@ impl<'a> Sim<'a> {
     }
 
     fn choose(&mut self, r: &Request) -> Option<usize> {
+        let range = self.range;
         if self.nodes.is_empty() {
             return None;
         }
         if self.policy == PlacementPolicy::Random {
             let n = self.nodes.len();
             let start = (self.next_random() % n as u64) as usize;
-            return (0..n).map(|k| (start + k) % n).find(|&i| self.nodes[i].indexed && self.nodes[i].fits(r));
+            return (0..n).map(|k| (start + k) % n).find(|&i| self.nodes[i].indexed && self.nodes[i].fits(r, range));
         }
         let mut it = self.index.iter();
-        let first = it.by_ref().find(|(_, _, i)| self.nodes[*i].fits(r)).copied()?;
+        let first = it.by_ref().find(|(_, _, i)| self.nodes[*i].fits(r, range)).copied()?;
         if self.nodes[first.2].holds(&r.image) {
             return Some(first.2);
         }
@@ -164,7 +201,7 @@ impl<'a> Sim<'a> {
         // image: its start needs no pull.
         it.take(IMAGE_LOOKAHEAD)
             .take_while(|(l, c, _)| (*l, *c) == (first.0, first.1))
-            .find(|(_, _, i)| self.nodes[*i].holds(&r.image) && self.nodes[*i].fits(r))
+            .find(|(_, _, i)| self.nodes[*i].holds(&r.image) && self.nodes[*i].fits(r, range))
             .map(|k| k.2)
             .or(Some(first.2))
     }
@@ -177,6 +214,7 @@ impl<'a> Sim<'a> {
         n.free_cores -= i64::from(r.cores);
         n.free_memory -= r.memory as i64;
         n.containers += 1;
+        n.take_ports(r, self.range);
         self.reindex(i);
         Some(i)
     }
@@ -188,6 +226,7 @@ impl<'a> Sim<'a> {
         n.free_cores += i64::from(r.cores);
         n.free_memory += r.memory as i64;
         n.containers -= 1;
+        n.give_ports(r, self.range);
         self.reindex(i);
     }
 

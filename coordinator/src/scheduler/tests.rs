@@ -441,3 +441,80 @@ fn a_plan_applies_cleanly_to_the_state_it_was_computed_from() {
     let reserved = w.st.reserved_by_node();
     assert!(reserved.values().all(|(c, _)| c.0 <= 2000), "{reserved:?}");
 }
+
+/// A group publishing `port`.
+fn web(port: u16) -> ZApp {
+    let mut a = zapp(&[("web", 1, 1, 100, 16, &[])], 0);
+    a.services[0].ports = vec![zoe_common::zapp::Port {
+        name: "web".into(),
+        port_number: port,
+        protocol: zoe_common::zapp::Protocol::Tcp,
+        url_template: "http://{ip_port}/".into(),
+        proxy: None,
+    }];
+    a
+}
+
+#[test]
+fn host_network_services_on_the_same_port_never_share_a_node() {
+    let mut w = World::new(&[("n1", 8, 4096, &[]), ("n2", 8, 4096, &[])]);
+    let ids: Vec<_> = (0..3).map(|_| w.submit(web(8080))).collect();
+    let plan = w.run_pass();
+    let nodes: BTreeSet<_> = plan.placements.iter().map(|p| p.node.clone()).collect();
+    assert_eq!(nodes.len(), 2, "one per node: {plan:?}");
+    assert_eq!(plan.starting, ids[..2].to_vec());
+    let s = w.st.services_of(ids[0]).next().unwrap();
+    assert_eq!((s.ports[0].port_number, s.ports[0].host_port), (8080, 8080));
+    // Another port fits anywhere.
+    w.submit(web(9090));
+    assert_eq!(w.pass().0.placements.len(), 1);
+}
+
+#[test]
+fn bridge_networking_maps_ports_from_the_range_so_equal_container_ports_coexist() {
+    let mut w = World::new(&[("n1", 8, 4096, &[])]);
+    w.st.network.bridge = true;
+    w.st.network.port_min = 30_000;
+    w.st.network.port_max = 30_001;
+    let a = w.submit(web(8080));
+    let b = w.submit(web(8080));
+    let c = w.submit(web(8080));
+    let plan = w.run_pass();
+    assert_eq!(plan.starting, vec![a, b], "the range holds two ports");
+    let hp = |id| w.st.services_of(id).next().unwrap().ports[0].host_port;
+    assert_eq!((hp(a), hp(b)), (30_000, 30_001));
+    let (_, waiting) = w.pass();
+    assert_eq!(waiting[0].execution, c);
+    // A stale plan that would reuse a taken port is refused whole.
+    let sid = w.st.services_of(c).next().unwrap().id;
+    let stale = Plan {
+        time: 1,
+        starting: vec![c],
+        placements: vec![Placement { service: sid, node: "n1".into(), cores: Millicores(100) }],
+        ..Plan::default()
+    };
+    assert!(matches!(w.st.apply(&Command::ApplyPlan(stale)), Err(crate::state::StateError::Conflict(_))));
+}
+
+#[test]
+fn nodes_get_stable_subnets_and_the_network_is_fixed_once_nodes_exist() {
+    let mut w = World::new(&[("n1", 1, 64, &[]), ("n2", 1, 64, &[])]);
+    assert_eq!(w.st.nodes["n1"].subnet.as_deref(), Some("10.88.0.0/24"));
+    assert_eq!(w.st.nodes["n2"].subnet.as_deref(), Some("10.88.1.0/24"));
+    let r = Registration {
+        name: "n1".into(),
+        addresses: vec![],
+        capacity: Capacity { cores: Millicores(1000), memory: 1 },
+        labels: BTreeSet::new(),
+        containerd_version: "x".into(),
+        cgroup_mode: "v1".into(),
+        images: BTreeSet::new(),
+    };
+    w.st.apply(&Command::RegisterNode { registration: r, time: 99 }).unwrap();
+    assert_eq!(w.st.nodes["n1"].subnet.as_deref(), Some("10.88.0.0/24"), "kept across re-registration");
+    let net = crate::state::ClusterNetwork { cidr: "10.99.0.0/16".into(), ..Default::default() };
+    assert!(w.st.apply(&Command::SetClusterNetwork { network: net.clone() }).is_err());
+    let mut fresh = State::default();
+    fresh.apply(&Command::SetClusterNetwork { network: net }).unwrap();
+    assert_eq!(fresh.network.cidr, "10.99.0.0/16");
+}

@@ -5,12 +5,14 @@
 //! changes nothing: each handler checks everything before it mutates.
 
 pub mod execution;
+pub mod network;
 pub mod node;
 pub mod plan;
 pub mod service;
 pub mod user;
 
 pub use execution::{AfterCleanup, Execution, ExecutionId, ExecutionStatus};
+pub use network::ClusterNetwork;
 pub use node::{Capacity, Drain, Node, NodeStatus, Registration};
 pub use plan::{Placement, Plan};
 pub use service::{BackendStatus, PublishedPort, Service, ServiceId, ServiceStatus};
@@ -36,6 +38,8 @@ pub struct State {
     pub quotas: BTreeMap<QuotaId, Quota>,
     /// Cluster-wide settings (cluster name, bootstrap token hash, ...).
     pub meta: BTreeMap<String, String>,
+    #[serde(default)]
+    pub network: ClusterNetwork,
 }
 
 impl Default for State {
@@ -49,6 +53,7 @@ impl Default for State {
             roles: user::builtin_roles().into_iter().map(|r| (r.id, r)).collect(),
             quotas: [user::builtin_quota()].into_iter().map(|q| (q.id, q)).collect(),
             meta: BTreeMap::new(),
+            network: ClusterNetwork::default(),
         }
     }
 }
@@ -170,6 +175,11 @@ pub enum Command {
         name: String,
         requeue_batch: bool,
         time: Millis,
+    },
+    /// Sets the container network; only before any node has registered,
+    /// since nodes keep the subnet they were given.
+    SetClusterNetwork {
+        network: ClusterNetwork,
     },
     /// Starts or updates a drain; `None` cancels it (eligible again).
     SetNodeDrain {
@@ -295,7 +305,11 @@ impl State {
                 s.set_status(ServiceStatus::Active)?;
                 s.backend_status = BackendStatus::Started;
                 s.ip_address = ip_address.clone();
-                s.ports = ports.clone();
+                // The ports allocated at placement stand unless the node
+                // reports otherwise.
+                if !ports.is_empty() {
+                    s.ports = ports.clone();
+                }
                 s.time_start = Some(*time);
                 s.error_message = None;
                 let exec_id = s.execution_id;
@@ -341,6 +355,7 @@ impl State {
                         n.last_registration = *time;
                     }
                     None => {
+                        let subnet = self.network.free_subnet(self.nodes.values().filter_map(|n| n.subnet.as_deref()));
                         self.nodes.insert(
                             r.name.clone(),
                             Node {
@@ -358,6 +373,7 @@ impl State {
                                 containerd_version: r.containerd_version.clone(),
                                 cgroup_mode: r.cgroup_mode.clone(),
                                 images: r.images.clone(),
+                                subnet,
                             },
                         );
                     }
@@ -386,6 +402,22 @@ impl State {
                         s.last_exit_reason = Some(reason.clone());
                     }
                 }
+                Ok(Applied::Done)
+            }
+            Command::SetClusterNetwork { network } => {
+                if !self.nodes.is_empty() {
+                    return Err(StateError::Conflict(
+                        "the cluster network cannot change once nodes have registered".into(),
+                    ));
+                }
+                let ok = network::parse_cidr(&network.cidr).is_some()
+                    && network.subnet(0).is_some()
+                    && network.port_min <= network.port_max
+                    && network.port_min > 0;
+                if !ok {
+                    return Err(StateError::Invalid(format!("bad cluster network {network:?}")));
+                }
+                self.network = network.clone();
                 Ok(Applied::Done)
             }
             Command::CancelDrain { name, keep_ineligible } => {
@@ -735,6 +767,7 @@ impl State {
         for (id, _) in &plan.core_shares {
             self.service(*id)?;
         }
+        let ports = self.allocate_ports(plan)?;
 
         for id in &plan.starting {
             let e = self.execution_mut(*id).expect("verified");
@@ -750,6 +783,7 @@ impl State {
             s.attempt += 1;
             s.set_status(ServiceStatus::Starting).expect("verified");
             s.moving = false;
+            s.ports = ports.get(&p.service).cloned().unwrap_or_default();
             s.backend_status = BackendStatus::Undefined;
             s.node = Some(p.node.clone());
             s.cores_allocated = Some(p.cores);
@@ -774,6 +808,60 @@ impl State {
             }
         }
         Ok(Applied::Done)
+    }
+
+    /// Host ports in use on a node: those of instances that may hold a container.
+    pub fn used_ports(&self, node: &str) -> std::collections::BTreeSet<u16> {
+        self.services
+            .values()
+            .filter(|s| s.node.as_deref() == Some(node) && s.status.may_hold_container())
+            .flat_map(|s| s.ports.iter().map(|p| p.host_port))
+            .collect()
+    }
+
+    /// Host ports for every placement of a plan: a host-network service
+    /// publishes its own ports, which must be free; others get the lowest
+    /// free ports of the range. A conflict refuses the plan.
+    fn allocate_ports(&self, plan: &Plan) -> Result<BTreeMap<ServiceId, Vec<PublishedPort>>, StateError> {
+        let mut used: BTreeMap<&str, std::collections::BTreeSet<u16>> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for p in &plan.placements {
+            let s = self.service(p.service)?;
+            let e = self.execution(s.execution_id)?;
+            let g = &e.description.services[s.group_index];
+            if g.ports.is_empty() {
+                continue;
+            }
+            let node = &self.nodes[&p.node];
+            let taken = used.entry(node.name.as_str()).or_insert_with(|| self.used_ports(&node.name));
+            let host_ip = node.addresses.first().cloned().unwrap_or_else(|| node.name.clone());
+            let numbers: Vec<u16> = if self.network.uses_host(g.network.as_deref()) {
+                let mut own: Vec<u16> = g.ports.iter().map(|x| x.port_number).collect();
+                own.dedup();
+                if let Some(busy) = own.iter().find(|n| taken.contains(n)) {
+                    return Err(StateError::Conflict(format!("port {busy} is already in use on node {}", node.name)));
+                }
+                g.ports.iter().map(|x| x.port_number).collect()
+            } else {
+                self.network
+                    .allocate(taken, g.ports.len())
+                    .ok_or_else(|| StateError::Conflict(format!("no free host port left on node {}", node.name)))?
+            };
+            taken.extend(numbers.iter().copied());
+            let published = g
+                .ports
+                .iter()
+                .zip(numbers)
+                .map(|(x, host_port)| PublishedPort {
+                    port_number: x.port_number,
+                    protocol: x.protocol,
+                    host_ip: host_ip.clone(),
+                    host_port,
+                })
+                .collect();
+            out.insert(p.service, published);
+        }
+        Ok(out)
     }
 
     fn start_failed(

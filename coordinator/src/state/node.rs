@@ -72,6 +72,10 @@ pub struct Node {
     pub last_registration: Millis,
     pub containerd_version: String,
     pub cgroup_mode: String,
+    /// The node's share of the container CIDR, assigned at its first
+    /// registration and kept for good.
+    #[serde(default)]
+    pub subnet: Option<String>,
     /// Images the node holds (canonical references), for image-aware placement.
     pub images: BTreeSet<String>,
 }
