@@ -78,7 +78,13 @@ impl Ctx {
                 None => DEFAULT_WAIT,
             }
             .min(MAX_WAIT);
-            self.wait_past(min, wait).await;
+            // Nomad adds up to wait/16 of jitter so that many watchers with
+            // the same wait do not all come back in the same instant.
+            let jitter = {
+                use rand::{Rng, SeedableRng};
+                rand::rngs::SmallRng::from_os_rng().random_range(0..=(wait.as_millis() as u64 / 16))
+            };
+            self.wait_past(min, wait + Duration::from_millis(jitter)).await;
         }
         let (v, st) = if q.consistent.unwrap_or(false) {
             self.0.coord.read_linearizable(f).await?
