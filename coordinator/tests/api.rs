@@ -539,7 +539,21 @@ async fn blocking_query_wakes_on_change() {
     assert_eq!(r2.index, r.index);
     let r = c.call(0, Method::GET, "/api/v1/executions?index=1&wait=forever", Some(&admin), None).await;
     assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/wait");
+
+    // Stopping the server answers a blocking query at once instead of
+    // holding shutdown for its whole wait.
+    let last = r2.index.unwrap();
+    let (http, url) = (c.http.clone(), c.url(0).to_string());
+    let waiter = tokio::spawn(async move {
+        http.get(format!("{url}/api/v1/executions?index={last}&wait=60s")).bearer_auth(&admin).send().await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
     c.stop().await;
+    assert!(t.elapsed() < Duration::from_millis(2500), "shutdown took {:?}", t.elapsed());
+    if let Ok(resp) = waiter.await.unwrap() {
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,14 +27,20 @@ pub(crate) struct Inner {
     pub live: Option<Arc<dyn LiveSource>>,
     pub metrics: Metrics,
     pub body_limit: usize,
+    /// Turns true when the server stops: blocking queries return at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Ctx {
-    pub fn new(coord: Coordinator, live: Option<Arc<dyn LiveSource>>) -> Ctx {
+    pub fn new(
+        coord: Coordinator,
+        live: Option<Arc<dyn LiveSource>>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Ctx {
         let api = &coord.config().api;
         let sources = AuthSources::new(api.auth_file.clone());
         let body_limit = api.body_limit_bytes;
-        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), body_limit }))
+        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), body_limit, stopping }))
     }
 
     pub fn coord(&self) -> &Coordinator {
@@ -118,14 +124,18 @@ impl Ctx {
     async fn wait_past(&self, min: u64, wait: Duration) {
         let deadline = Instant::now() + wait;
         let mut rx = self.0.coord.raft().metrics();
+        let mut stopping = self.0.stopping.clone();
         loop {
             let applied = rx.borrow_and_update().last_applied.map(|l| l.index).unwrap_or(0);
-            if applied > min {
+            if applied > min || *stopping.borrow_and_update() {
                 return;
             }
-            match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return,
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline.into(), rx.changed()) => match r {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                },
+                _ = stopping.changed() => return,
             }
         }
     }

@@ -42,12 +42,13 @@ impl ApiServer {
     /// `live` is the agents' side; `None` until the agent protocol is wired.
     pub async fn start(coord: Coordinator, live: Option<Arc<dyn LiveSource>>) -> Result<ApiServer, ServeError> {
         let settings = coord.config().api.clone();
-        let ctx = Ctx::new(coord.clone(), live);
+        let (stop, stopped) = watch::channel(false);
+        let ctx = Ctx::new(coord.clone(), live, stopped.clone());
         let app = super::routes::router(ctx);
         let listen = settings.listen_addr();
         let tcp = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { addr: listen, source })?;
         let addr = tcp.local_addr().map_err(|source| ServeError::Listen { addr: listen, source })?;
-        let (stop, mut stopped) = watch::channel(false);
+        let mut stopped = stopped;
         let signal = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
@@ -82,8 +83,8 @@ impl ApiServer {
         format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
     }
 
-    /// Stops accepting, lets requests in flight finish (up to 3 s: blocking
-    /// queries may wait for minutes and are cut), then returns.
+    /// Stops accepting, answers blocking queries at once, lets requests in
+    /// flight finish (up to 3 s: a followed log may never end), then returns.
     pub async fn shutdown(self) {
         self.bootstrap.abort();
         let _ = self.stop.send(true);
