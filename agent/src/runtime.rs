@@ -320,7 +320,14 @@ impl Runtime {
         if self.service(&spec.id).is_some() {
             return Err(fail(Error::ServiceExists(spec.id.clone())));
         }
-        let image = self.inner.images.resolve(&spec.image).await.map_err(fail)?;
+        // The image lookup and the lease are independent round trips.
+        let ctd = &self.inner.ctd;
+        let (image, lease) =
+            tokio::join!(self.inner.images.resolve(&spec.image), ctd.lease("run", Duration::from_secs(600)));
+        // Ended (in the background) however this start goes.
+        let lease = lease.map(|id| LeaseGuard(ctd.clone(), id));
+        let image = image.map_err(fail)?;
+        let lease = lease.map_err(fail)?;
         let cgroups_path = self.cgroups_path(&spec.id);
         // Validate everything before touching containerd; a named user is
         // resolved later, from the container's own root filesystem.
@@ -341,14 +348,22 @@ impl Runtime {
             }
             map.insert(spec.id.clone(), svc.clone());
         }
-        match self.create_and_start(spec, &image.top_chain_id, &image.name, &image.config, named_user, &svc).await {
+        match self
+            .create_and_start(spec, &lease.1, &image.top_chain_id, &image.name, &image.config, named_user, &svc)
+            .await
+        {
             Ok(()) => Ok(self.status_of(&svc)),
             Err(e) => {
                 tracing::warn!(service = %spec.id, error = %e, "start failed; cleaning up");
-                let created = !matches!(e, Error::ServiceExists(_));
-                if created {
+                let pump = svc.pump.lock().await.take();
+                if matches!(e, Error::ServiceExists(_)) {
+                    // Someone else's container: leave it and its pipes alone.
+                    if let Some(p) = pump {
+                        p.abandon();
+                    }
+                } else {
                     self.teardown(&svc.id, false).await.ok();
-                    if let Some(p) = svc.pump.lock().await.take() {
+                    if let Some(p) = pump {
                         p.finish().await;
                     }
                 }
@@ -362,6 +377,7 @@ impl Runtime {
     async fn create_and_start(
         &self,
         spec: &ServiceSpec,
+        lease: &str,
         parent: &str,
         image: &str,
         image_config: &crate::image::ImageConfig,
@@ -374,7 +390,6 @@ impl Runtime {
         // it: without it, a GC run triggered by any earlier deletion may
         // collect the snapshot in between (measured: fails within 100 runs).
         let t0 = std::time::Instant::now();
-        let lease = ctd.lease("run", Duration::from_secs(600)).await?;
         let created = async {
             let prepare = PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
@@ -382,7 +397,7 @@ impl Runtime {
                 parent: parent.to_string(),
                 labels: HashMap::new(),
             };
-            let mounts = match ctd.snapshots().prepare(ctd.rq_leased(prepare.clone(), &lease)).await {
+            let mounts = match ctd.snapshots().prepare(ctd.rq_leased(prepare.clone(), lease)).await {
                 Ok(r) => r.into_inner().mounts,
                 Err(s) if s.code() == tonic::Code::AlreadyExists => {
                     if self.container_exists(id).await? {
@@ -391,7 +406,7 @@ impl Runtime {
                     // Left over by a start that died half-way.
                     self.remove_snapshot(id).await?;
                     ctd.snapshots()
-                        .prepare(ctd.rq_leased(prepare, &lease))
+                        .prepare(ctd.rq_leased(prepare, lease))
                         .await
                         .map_err(Error::ctd("prepare snapshot"))?
                         .into_inner()
@@ -421,7 +436,7 @@ impl Runtime {
             };
             match ctd
                 .containers()
-                .create(ctd.rq_leased(CreateContainerRequest { container: Some(container) }, &lease))
+                .create(ctd.rq_leased(CreateContainerRequest { container: Some(container) }, lease))
                 .await
             {
                 Ok(_) => Ok(mounts),
@@ -431,18 +446,19 @@ impl Runtime {
                     Err(Error::Containerd { op: "create container", status: s })
                 }
             }
-        }
-        .await;
-        // The container now holds the snapshot; ending the lease is off the
-        // start's critical path.
-        let ctd2 = ctd.clone();
-        tokio::spawn(async move { ctd2.end_lease(&lease).await });
+        };
+        // Local pipe set-up overlaps the containerd round trips.
+        let pipes = async {
+            let fifos = crate::logs::make_fifos(&self.run_dir(id))?;
+            let pump = LogPump::start(&fifos, &svc.log_dir, self.inner.cfg.logs, svc.log_progress.clone()).await?;
+            *svc.pump.lock().await = Some(pump);
+            Ok::<_, Error>(fifos)
+        };
+        let (created, fifos) = tokio::join!(created, pipes);
         let mounts = created?;
+        let fifos = fifos?;
 
         let t_container = t0.elapsed();
-        let fifos = crate::logs::make_fifos(&self.run_dir(id))?;
-        let pump = LogPump::start(&fifos, &svc.log_dir, self.inner.cfg.logs, svc.log_progress.clone()).await?;
-        *svc.pump.lock().await = Some(pump);
         let create = CreateTaskRequest {
             container_id: id.clone(),
             rootfs: mounts,
@@ -901,6 +917,20 @@ impl Runtime {
                 }
                 Err(_) => {}
             }
+        }
+    }
+}
+
+/// Ends a lease when dropped, in the background (the container holds its
+/// snapshot by then, or the start failed and nothing needs keeping).
+struct LeaseGuard(Containerd, String);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let ctd = self.0.clone();
+        let id = std::mem::take(&mut self.1);
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move { ctd.end_lease(&id).await });
         }
     }
 }
