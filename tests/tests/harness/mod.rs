@@ -10,7 +10,9 @@
 //!
 //! Ports come from a range below Linux's ephemeral range, reserved with
 //! lock files under /tmp so concurrently running tests (nextest runs each
-//! test in its own process) never share one.
+//! test in its own process) never share one. Set `ZOE_BIN` (e.g. to
+//! `target/debug/zoe` right after `cargo build --workspace`) to skip the
+//! per-process `cargo build`.
 
 #![allow(dead_code)]
 
@@ -50,43 +52,61 @@ pub fn zoe_bin() -> PathBuf {
 /// A UDP port reserved for this test process (released on drop).
 pub struct Port {
     pub port: u16,
-    lock: PathBuf,
+    locks: Vec<PathBuf>,
 }
 
 impl Drop for Port {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.lock);
+        for l in &self.locks {
+            let _ = std::fs::remove_file(l);
+        }
     }
 }
 
+/// Reserves one port with a lock file; `None` if taken by a live process.
+fn lock_port(dir: &Path, port: u16, me: u32) -> Option<PathBuf> {
+    let lock = dir.join(port.to_string());
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+        Ok(mut f) => {
+            use std::io::Write;
+            let _ = write!(f, "{me}");
+            Some(lock)
+        }
+        Err(_) => {
+            // Reclaim a reservation whose owner is gone (next round).
+            let owner: Option<i32> = std::fs::read_to_string(&lock).ok().and_then(|s| s.trim().parse().ok());
+            let alive = owner.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
+            if !alive {
+                let _ = std::fs::remove_file(&lock);
+            }
+            None
+        }
+    }
+}
+
+/// Reserves a UDP port `p` for this test process, together with `p + 1`
+/// (the coordinator's default agent listener is its Raft port + 1).
 pub fn reserve_port() -> Port {
+    use rand::{Rng, SeedableRng};
     let dir = Path::new("/tmp/zoe-test-ports");
     std::fs::create_dir_all(dir).unwrap();
-    use rand::{Rng, SeedableRng};
     let me = std::process::id();
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     for _ in 0..10_000 {
         let port: u16 = rng.random_range(20_000..32_000);
-        let lock = dir.join(port.to_string());
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
-            Ok(mut f) => {
-                use std::io::Write;
-                let _ = write!(f, "{me}");
-            }
-            Err(_) => {
-                // Reclaim a reservation whose owner is gone.
-                let owner: Option<i32> = std::fs::read_to_string(&lock).ok().and_then(|s| s.trim().parse().ok());
-                let alive = owner.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
-                if !alive {
-                    let _ = std::fs::remove_file(&lock);
-                }
-                continue;
-            }
+        let Some(a) = lock_port(dir, port, me) else { continue };
+        let Some(b) = lock_port(dir, port + 1, me) else {
+            let _ = std::fs::remove_file(&a);
+            continue;
+        };
+        let free = |p: u16| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        };
+        if free(port) && free(port + 1) {
+            return Port { port, locks: vec![a, b] };
         }
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Port { port, lock };
-        }
-        let _ = std::fs::remove_file(&lock);
+        let _ = std::fs::remove_file(&a);
+        let _ = std::fs::remove_file(&b);
     }
     panic!("no free UDP port");
 }
