@@ -56,13 +56,27 @@ pub struct NodeView {
     pub live: Option<LiveView>,
 }
 
-fn node_view(
-    s: &State,
-    n: &Node,
-    reserved: &BTreeMap<&str, (zoe_common::resources::Millicores, u64)>,
-    live: Option<&LiveNode>,
-) -> NodeView {
-    let (rc, rm) = reserved.get(n.name.as_str()).copied().unwrap_or_default();
+/// What node views need from the whole state, computed once per read (a
+/// per-node scan of all services would be quadratic on a large cluster).
+struct Totals<'a> {
+    reserved: BTreeMap<&'a str, (zoe_common::resources::Millicores, u64)>,
+    services: BTreeMap<&'a str, usize>,
+}
+
+impl<'a> Totals<'a> {
+    fn of(s: &'a State) -> Totals<'a> {
+        let mut services: BTreeMap<&str, usize> = BTreeMap::new();
+        for x in s.services.values().filter(|x| x.status.may_hold_container()) {
+            if let Some(n) = x.node.as_deref() {
+                *services.entry(n).or_default() += 1;
+            }
+        }
+        Totals { reserved: s.reserved_by_node(), services }
+    }
+}
+
+fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
+    let (rc, rm) = t.reserved.get(n.name.as_str()).copied().unwrap_or_default();
     NodeView {
         name: n.name.clone(),
         addresses: n.addresses.clone(),
@@ -75,11 +89,7 @@ fn node_view(
         memory: n.capacity.memory,
         reserved_cores: rc.as_cores(),
         reserved_memory: rm,
-        services: s
-            .services
-            .values()
-            .filter(|x| x.node.as_deref() == Some(n.name.as_str()) && x.status.may_hold_container())
-            .count(),
+        services: t.services.get(n.name.as_str()).copied().unwrap_or(0),
         containerd_version: n.containerd_version.clone(),
         cgroup_mode: n.cgroup_mode.clone(),
         image_count: n.images.len(),
@@ -97,8 +107,8 @@ pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> Http
     caller.require_status()?;
     let live = live_nodes(&ctx);
     ctx.read(&q, |s| {
-        let reserved = s.reserved_by_node();
-        s.nodes.values().map(|n| node_view(s, n, &reserved, live.as_ref().and_then(|l| l.get(&n.name)))).collect()
+        let t = Totals::of(s);
+        s.nodes.values().map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name)))).collect()
     })
     .await
 }
@@ -117,8 +127,8 @@ pub async fn get(
     let live = live_nodes(&ctx);
     let r = ctx
         .read(&q, |s| {
-            let reserved = s.reserved_by_node();
-            find(s, &name).map(|n| node_view(s, n, &reserved, live.as_ref().and_then(|l| l.get(&n.name))))
+            let t = Totals::of(s);
+            find(s, &name).map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name))))
         })
         .await?;
     Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
@@ -213,9 +223,9 @@ pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> Htt
         let ids = |st: ExecutionStatus| -> Vec<u64> {
             s.executions.values().filter(|e| e.status == st).map(|e| e.id).collect()
         };
-        let reserved = s.reserved_by_node();
+        let t = Totals::of(s);
         let nodes: Vec<NodeView> =
-            s.nodes.values().map(|n| node_view(s, n, &reserved, live.as_ref().and_then(|l| l.get(&n.name)))).collect();
+            s.nodes.values().map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name)))).collect();
         let (cores, mem, rc, rm) = nodes.iter().fold((0.0, 0u64, 0.0, 0u64), |a, n| {
             (a.0 + n.cores, a.1 + n.memory, a.2 + n.reserved_cores, a.3 + n.reserved_memory)
         });
