@@ -58,6 +58,7 @@ async fn bootstrap_auth_openapi_and_metrics() {
     let r = c.call(0, Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["openapi"], "3.0.3");
+    let documented_doc = r.body.clone();
     let documented: BTreeSet<(String, String)> = r.body["paths"]
         .as_object()
         .unwrap()
@@ -83,6 +84,20 @@ async fn bootstrap_auth_openapi_and_metrics() {
     }
     let r = c.call(0, Method::GET, "/api/v1/nope", None, None).await;
     expect_error(&r, StatusCode::NOT_FOUND, "no_route");
+    // The documented body fields are exactly those the handlers accept:
+    // an unknown field is refused with the list of accepted ones.
+    for (method, path, fields) in zoe_coordinator::api::routes::BODY_FIELDS {
+        assert!(ROUTES.iter().any(|r| r.method == *method && r.path == *path), "{method} {path} is not a route");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = c.call(0, m, &concrete(path), Some(&admin), Some(json!({"zz_unknown": 1}))).await;
+        let d = expect_error(&r, StatusCode::BAD_REQUEST, "invalid");
+        assert_eq!(d[0]["path"], "/zz_unknown", "{method} {path}");
+        let accepted = d[0]["message"].as_str().unwrap().split("one of: ").nth(1).unwrap().to_string();
+        assert_eq!(accepted, fields.join(", "), "{method} {path}");
+        let doc = &documented_doc["paths"][*path][*method]["requestBody"]["content"]["application/json"]["schema"];
+        let props: Vec<&String> = doc["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(props, fields.iter().collect::<Vec<_>>(), "{method} {path}");
+    }
 
     let text = c.http.get(format!("{}/metrics", c.url(0))).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("zoe_api_requests_total{method=\"GET\",route=\"/api/v1/info\",status=\"200\"} 2"), "{text}");

@@ -126,6 +126,61 @@ routes! {
     get "/metrics" => metrics::handler, None, "cluster", false, "Prometheus metrics (text format)";
 }
 
+/// The fields each JSON body accepts, for the OpenAPI document. Handlers
+/// refuse any other field (400 naming the accepted ones); a test checks
+/// this table against those refusals, so the two stay equal.
+pub const BODY_FIELDS: &[(&str, &str, &[&str])] = &[
+    ("post", "/api/v1/acl/bootstrap", &["token"]),
+    ("post", "/api/v1/login", &["username", "password"]),
+    ("post", "/api/v1/executions", &["name", "application"]),
+    ("post", "/api/v1/executions/{id}/terminate", &["reason"]),
+    ("post", "/api/v1/executions/{id}/resubmit", &["name"]),
+    ("post", "/api/v1/nodes/{name}/eligibility", &["eligible"]),
+    ("post", "/api/v1/nodes/{name}/drain", &["enable", "deadline_s", "force"]),
+    ("post", "/api/v1/images/preload", &["image", "nodes"]),
+    (
+        "post",
+        "/api/v1/users",
+        &["username", "email", "password", "role_id", "quota_id", "auth_source", "fs_uid", "enabled", "priority"],
+    ),
+    (
+        "patch",
+        "/api/v1/users/{id}",
+        &["email", "password", "role_id", "quota_id", "auth_source", "fs_uid", "enabled", "priority"],
+    ),
+    ("post", "/api/v1/roles", ROLE_FIELDS),
+    ("patch", "/api/v1/roles/{id}", ROLE_FIELDS),
+    ("post", "/api/v1/quotas", QUOTA_FIELDS),
+    ("patch", "/api/v1/quotas/{id}", QUOTA_FIELDS),
+    ("post", "/api/v1/tokens", &["name", "ttl_s", "user_id"]),
+    ("post", "/api/v1/cluster/members", &["id", "addr", "name"]),
+];
+
+const ROLE_FIELDS: &[&str] = &[
+    "name",
+    "can_see_status",
+    "can_change_config",
+    "can_operate_others",
+    "can_delete_executions",
+    "can_access_api",
+    "can_customize_resources",
+    "can_access_full_zapp_shop",
+];
+const QUOTA_FIELDS: &[&str] = &["name", "concurrent_executions", "memory", "cores", "runtime_limit"];
+
+fn body_schema(method: &str, path: &str) -> Value {
+    if path == "/api/v1/zapp/validate" {
+        return json!({ "type": "object", "description": "a ZApp (format 3), see docs/zapp.md" });
+    }
+    match BODY_FIELDS.iter().find(|(m, p, _)| *m == method && *p == path) {
+        Some((_, _, fields)) => {
+            let props: Map<String, Value> = fields.iter().map(|f| (f.to_string(), json!({}))).collect();
+            json!({ "type": "object", "properties": props, "additionalProperties": false })
+        }
+        None => json!({ "type": "object" }),
+    }
+}
+
 async fn openapi_handler() -> axum::Json<Value> {
     axum::Json(openapi())
 }
@@ -200,7 +255,8 @@ pub fn openapi() -> Value {
             Auth::Token | Auth::Bootstrap => {}
         }
         if matches!(r.method, "post" | "patch") {
-            op["requestBody"] = json!({ "content": { "application/json": { "schema": { "type": "object" } } } });
+            op["requestBody"] =
+                json!({ "content": { "application/json": { "schema": body_schema(r.method, r.path) } } });
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method] = op;
