@@ -7,11 +7,15 @@
 //!   pulls, list, remove, with progress reports;
 //! * [`spec`]: the service spec and the OCI runtime spec built from it;
 //! * [`logs`], [`cgroup`], [`node`]: log files, cgroup files, host stats;
+//! * [`daemon`], [`config`]: the agent process (protocol with the
+//!   coordinators, heartbeats, commands) and its configuration file;
 //! * [`containerd`]: the connection and the plumbing containerd-client
 //!   leaves to its users (namespaces, leases, content writes).
 
 pub mod cgroup;
+pub mod config;
 pub mod containerd;
+pub mod daemon;
 pub mod error;
 pub mod image;
 pub mod logs;

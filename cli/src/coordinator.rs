@@ -81,10 +81,24 @@ fn init_logs(format: LogFormat) {
 
 async fn serve(config: CoordinatorConfig) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let agents_cfg = config.agents.clone();
+    let leader_cfg = config.leader.clone();
     let c = Coordinator::start(config).await?;
-    // No live source yet: routes that need the agents answer 503 until the
-    // agent protocol (issue 5) provides one.
-    let api = match zoe_coordinator::api::ApiServer::start(c.clone(), None).await {
+    // The agent listener (every coordinator: followers redirect agents to
+    // the leader), and the leader loop over it (idle while a follower).
+    let agents = match zoe_coordinator::agents::AgentBackend::start(c.clone(), agents_cfg).await {
+        Ok(a) => a,
+        Err(e) => {
+            c.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let (stop_leader, leader_stopped) = tokio::sync::watch::channel(false);
+    let leader =
+        tokio::spawn(zoe_coordinator::leader::Leader::new(c.clone(), agents.clone(), leader_cfg).run(leader_stopped));
+    let live: std::sync::Arc<dyn zoe_coordinator::api::live::LiveSource> =
+        std::sync::Arc::new(zoe_coordinator::agents::Live(agents.clone()));
+    let api = match zoe_coordinator::api::ApiServer::start(c.clone(), Some(live)).await {
         Ok(a) => Some(a),
         Err(e @ zoe_coordinator::api::ServeError::Listen { .. }) if c.config().api.listen.is_none() => {
             tracing::warn!("{e}; running without the REST API (set [api] listen to choose another address)");
@@ -101,9 +115,12 @@ async fn serve(config: CoordinatorConfig) -> Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    let _ = stop_leader.send(true);
+    let _ = leader.await;
     if let Some(api) = api {
         api.shutdown().await;
     }
+    agents.shutdown().await;
     c.shutdown().await;
     Ok(())
 }

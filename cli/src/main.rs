@@ -1,6 +1,8 @@
 //! `zoe`: the one binary. It parses arguments and calls zoe's libraries;
 //! everything it does lives in a library crate.
 
+mod agent;
+mod certs;
 mod client;
 mod coordinator;
 mod zapp;
@@ -27,6 +29,11 @@ enum Command {
     Zapp(zapp::ZappCommand),
     /// Run a coordinator (`zoe coordinator --config coordinator.toml`), or query/administer one.
     Coordinator(coordinator::CoordinatorArgs),
+    /// Run a node agent (`zoe agent --config agent.toml`).
+    Agent(agent::AgentArgs),
+    /// The cluster's certificates: create a CA, issue coordinator/agent/client certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     #[command(flatten)]
     Client(client::ClientCommand),
     /// Print a shell completion script (e.g. `zoe completions bash > /etc/bash_completion.d/zoe`).
@@ -41,6 +48,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Zapp(c) => zapp::run(c),
         Command::Coordinator(c) => coordinator::run(c),
+        Command::Agent(a) => agent::run(a),
+        Command::Certs(c) => certs::run(c),
         Command::Client(c) => client::run(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoe", &mut std::io::stdout());

@@ -1,9 +1,10 @@
 //! Types shared by every zoe component: the ZApp model (Zoe's application
 //! description, format 3) with its validation and expansion, resource units,
-//! image references, and (later) the wire protocol between agents and
+//! image references, and the wire protocol between agents and
 //! coordinators. Nothing here does I/O.
 
 pub mod image;
+pub mod proto;
 pub mod resources;
 pub mod service;
 pub mod zapp;

@@ -1,6 +1,7 @@
 //! zoe's coordinator: the replicated state, Raft, the scheduler and the REST
 //! API. It reaches nodes only through agents; it never touches containerd.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod backend;

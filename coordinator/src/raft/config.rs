@@ -30,6 +30,20 @@
 //! tls_key = "coordinator-key.pem"
 //! body_limit_bytes = 4194304       # larger request bodies get 413
 //! auth_file = "zoepass.csv"        # optional read-only `username,password` file
+//!
+//! [agents]                         # optional agent protocol settings, defaults shown
+//! listen = "0.0.0.0:4648"          # default: the Raft listen address, port + 1
+//! advertise = "10.0.0.1:4648"      # what followers redirect agents to; default = listen
+//! heartbeat_ms = 2000
+//! ttl_ms = 10000                   # a node is marked down after ttl + grace without heartbeats
+//! grace_ms = 10000
+//! failover_grace_ms = 30000        # after an election, nodes are not judged for this long
+//! orphan_grace_ms = 60000          # running containers unknown to zoe are stopped after this
+//! stop_grace_ms = 10000
+//! spawn_timeout_ms = 600000
+//!
+//! [leader]                         # optional leader loop and scheduler settings
+//! tick_ms = 1000                   # see `leader::LeaderConfig` for all keys
 //! ```
 
 use super::{CoordNode, NodeId};
@@ -71,6 +85,12 @@ pub struct CoordinatorConfig {
     pub raft: RaftTuning,
     #[serde(default)]
     pub api: ApiSettings,
+    /// The agent listener, liveness and reconciliation (`[agents]`).
+    #[serde(default)]
+    pub agents: crate::agents::AgentSettings,
+    /// The leader's lifecycle loop and scheduler (`[leader]`).
+    #[serde(default)]
+    pub leader: crate::leader::LeaderConfig,
 }
 
 /// The REST API's listener and limits.

@@ -1,0 +1,227 @@
+//! The agent process's configuration file (TOML).
+//!
+//! ```toml
+//! coordinators = ["10.0.0.1:4648", "c2@10.0.0.2:4648"]  # agent listeners; `name@` pins the coordinator's name
+//! data_dir = "/var/lib/zoe/agent"
+//! addresses = ["10.0.0.5"]        # how users reach services on this node (default: 127.0.0.1)
+//! labels = ["gpu", "ssd"]
+//! heartbeat_ms = 2000
+//! stop_grace_ms = 10000            # SIGTERM → SIGKILL when the leader stops a service
+//! reconnect_min_ms = 200           # backoff between coordinator attempts (with jitter)
+//! reconnect_max_ms = 5000
+//!
+//! [containerd]
+//! socket = "/run/containerd/containerd.sock"
+//! namespace = "zoe"
+//! parent_cgroup = "zoe"
+//!
+//! [tls]
+//! ca = "/etc/zoe/tls/ca.pem"
+//! cert = "/etc/zoe/tls/agent.pem"   # its name (agent.NAME.zoe) is the node's name
+//! key = "/etc/zoe/tls/agent-key.pem"
+//!
+//! [reserve]                       # kept back for the OS, the agent, other daemons
+//! cores = 0.5
+//! memory_bytes = 536870912
+//!
+//! [registry]
+//! insecure = ["127.0.0.1:5000"]   # registries spoken to over plain HTTP
+//! ```
+//!
+//! Relative paths are relative to the configuration file's directory.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: String, msg: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Agent listeners of the coordinators, `host:port` or `name@host:port`.
+    pub coordinators: Vec<String>,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeSet<String>,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_stop_grace_ms")]
+    pub stop_grace_ms: u64,
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    pub containerd: ContainerdSettings,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub reserve: ReserveSettings,
+    #[serde(default)]
+    pub registry: RegistrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerdSettings {
+    pub socket: PathBuf,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default = "default_namespace")]
+    pub parent_cgroup: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReserveSettings {
+    pub cores: f64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    pub insecure: Vec<String>,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    2_000
+}
+fn default_stop_grace_ms() -> u64 {
+    10_000
+}
+fn default_reconnect_min_ms() -> u64 {
+    200
+}
+fn default_reconnect_max_ms() -> u64 {
+    5_000
+}
+fn default_namespace() -> String {
+    "zoe".into()
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let mut cfg: AgentConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.clone(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for f in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key, &mut cfg.containerd.socket] {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        cfg.validate().map_err(|msg| ConfigError::Invalid { path: p, msg })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.coordinators.is_empty() {
+            return Err("coordinators: list at least one coordinator address".into());
+        }
+        for c in &self.coordinators {
+            CoordinatorAddr::parse(c).map_err(|e| format!("coordinators: {e}"))?;
+        }
+        if self.heartbeat_ms < 100 {
+            return Err("heartbeat_ms: at least 100".into());
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err("reconnect_min_ms must be > 0 and <= reconnect_max_ms".into());
+        }
+        if !(self.reserve.cores >= 0.0 && self.reserve.cores.is_finite()) {
+            return Err("reserve.cores: a non-negative number".into());
+        }
+        Ok(())
+    }
+}
+
+/// A coordinator's agent listener, with the TLS server name to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorAddr {
+    /// `host:port`.
+    pub addr: String,
+    /// The name the coordinator's certificate must carry: its identity SAN
+    /// (`coordinator.NAME.zoe`) when the name is known, else the host.
+    pub server_name: String,
+}
+
+impl CoordinatorAddr {
+    /// `host:port` or `name@host:port`.
+    pub fn parse(s: &str) -> Result<CoordinatorAddr, String> {
+        let (name, addr) = match s.split_once('@') {
+            Some((n, a)) => (Some(n), a),
+            None => (None, s),
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected host:port"))?;
+        port.parse::<u16>().map_err(|_| format!("{s:?}: bad port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{s:?}: empty host"));
+        }
+        let server_name = match name {
+            Some(n) => zoe_net::Identity::new(zoe_net::Role::Coordinator, n).map_err(|e| e.to_string())?.san(),
+            None => host.to_string(),
+        };
+        Ok(CoordinatorAddr { addr: addr.to_string(), server_name })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        let a = CoordinatorAddr::parse("10.0.0.1:4648").unwrap();
+        assert_eq!(a.server_name, "10.0.0.1");
+        let b = CoordinatorAddr::parse("c2@10.0.0.2:4648").unwrap();
+        assert_eq!(b.server_name, "coordinator.c2.zoe");
+        assert_eq!(b.addr, "10.0.0.2:4648");
+        assert!(CoordinatorAddr::parse("nohost").is_err());
+        assert!(CoordinatorAddr::parse("Bad_Name@1.2.3.4:1").is_err());
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "coordinators = [\"127.0.0.1:4648\"]\ndata_dir = \"data\"\n[containerd]\nsocket = \"/run/c.sock\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.heartbeat_ms, 2000);
+        assert_eq!(c.containerd.namespace, "zoe");
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        std::fs::write(&p, "coordinators = []\nbogus = 1\n").unwrap();
+        assert!(AgentConfig::load(&p).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! The leader loop's [`Backend`] and the API's [`LiveSource`] over agent
+//! connections: each command is one bidirectional stream the leader opens.
+
+use super::AgentBackend;
+use crate::api::live::{LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
+use crate::backend::{Backend, BackendError, BackendEvent, SpawnError, Spawned};
+use crate::scheduler::{LiveNode, Platform};
+use crate::state::{PublishedPort, Service, ServiceId};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use zoe_common::proto::{self, Command, CommandReply, CommandRequest, WireSpec};
+use zoe_common::resources::Millicores;
+use zoe_common::service::{ImageSummary, ServiceSpec};
+use zoe_net::frame::{read_frame, write_frame};
+
+impl AgentBackend {
+    /// Opens a command stream to `node` and sends the command.
+    async fn open(&self, node: &str, command: Command) -> Result<quinn::RecvStream, BackendError> {
+        let (conn, _) = self.connection(node).ok_or_else(|| BackendError::Unreachable(node.to_string()))?;
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| BackendError::Unreachable(format!("{node}: {e}")))?;
+        let id = self.next_command.fetch_add(1, Ordering::Relaxed);
+        write_frame(&mut send, &CommandRequest { id, command }, proto::MAX_FRAME)
+            .await
+            .map_err(|e| BackendError::Unreachable(format!("{node}: {e}")))?;
+        let _ = send.finish();
+        Ok(recv)
+    }
+
+    /// Sends a command and waits for its final answer.
+    pub async fn call(&self, node: &str, command: Command, timeout: Duration) -> Result<CommandReply, BackendError> {
+        let fut = async {
+            let mut recv = self.open(node, command).await?;
+            loop {
+                match read_frame::<_, CommandReply>(&mut recv, proto::MAX_FRAME).await {
+                    Ok(Some(r)) if r.is_final() => return Ok(r),
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err(BackendError::Unreachable(format!("{node}: no answer"))),
+                    Err(e) => return Err(BackendError::Unreachable(format!("{node}: {e}"))),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| BackendError::Failed(format!("{node}: no answer within {} s", timeout.as_secs())))?
+    }
+
+    /// Stops and removes a container (orphans included).
+    pub async fn terminate(&self, node: &str, container_id: &str) -> Result<(), BackendError> {
+        let grace = self.settings.stop_grace_ms;
+        let cmd = Command::Terminate { container_id: container_id.to_string(), grace_ms: grace };
+        match self.call(node, cmd, Duration::from_millis(grace + 45_000)).await? {
+            CommandReply::Done => Ok(()),
+            CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
+            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// One command round trip (the protocol benchmark's RTT).
+    pub async fn ping(&self, node: &str) -> Result<(), BackendError> {
+        match self.call(node, Command::Ping, Duration::from_secs(5)).await? {
+            CommandReply::Pong => Ok(()),
+            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn platform(&self) -> Platform {
+        let reg = self.reg.lock().expect("lock");
+        let nodes = reg
+            .nodes
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    LiveNode {
+                        connected: true,
+                        images: n.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),
+                        cores_in_use: Millicores(n.stats.cores_in_use_millis),
+                        memory_in_use: n.stats.memory_in_use,
+                        container_count: n.stats.container_count,
+                    },
+                )
+            })
+            .collect();
+        Platform { nodes }
+    }
+
+    pub fn log_stream(
+        self: Arc<Self>,
+        node: String,
+        container_id: String,
+        req: LogRequest,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<LogChunk, LiveError>>, LiveError>> {
+        Box::pin(async move {
+            let cmd = Command::Logs { container_id, from: req.offset, follow: req.follow };
+            let recv = self.open(&node, cmd).await.map_err(|e| LiveError::Unavailable(e.to_string()))?;
+            let stream = futures::stream::unfold(Some(recv), |state| async move {
+                let mut recv = state?;
+                match read_frame::<_, CommandReply>(&mut recv, proto::MAX_FRAME).await {
+                    Ok(Some(CommandReply::Log { data, next })) => {
+                        Some((Ok(LogChunk { data: data.into(), next_offset: next }), Some(recv)))
+                    }
+                    Ok(Some(CommandReply::Failed { message, .. })) => Some((Err(LiveError::NotFound(message)), None)),
+                    Ok(Some(_)) | Ok(None) => None,
+                    Err(e) => Some((Err(LiveError::Failed(e.to_string())), None)),
+                }
+            });
+            Ok(stream.boxed())
+        })
+    }
+}
+
+impl Backend for AgentBackend {
+    async fn spawn_service(&self, node: &str, spec: ServiceSpec) -> Result<Spawned, SpawnError> {
+        let ports = spec.ports.clone();
+        let timeout = Duration::from_millis(self.settings.spawn_timeout_ms);
+        let node_ip = self.connection(node).and_then(|(_, a)| a.into_iter().next());
+        match self.call(node, Command::Spawn(WireSpec(spec)), timeout).await {
+            Ok(CommandReply::Started { container_id, ip_address }) => {
+                let host_ip = ip_address.clone().or(node_ip).unwrap_or_default();
+                Ok(Spawned {
+                    container_id,
+                    ip_address,
+                    ports: ports
+                        .iter()
+                        .map(|p| PublishedPort {
+                            port_number: p.port_number,
+                            protocol: p.protocol,
+                            host_ip: host_ip.clone(),
+                            host_port: p.port_number,
+                        })
+                        .collect(),
+                })
+            }
+            Ok(CommandReply::Failed { retryable: true, message }) => Err(SpawnError::Retryable(message)),
+            Ok(CommandReply::Failed { retryable: false, message }) => Err(SpawnError::Fatal(message)),
+            Ok(other) => Err(SpawnError::Retryable(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(SpawnError::Retryable(e.to_string())),
+        }
+    }
+
+    async fn terminate_service(&self, node: &str, _service: ServiceId, container_id: &str) -> Result<(), BackendError> {
+        self.terminate(node, container_id).await
+    }
+
+    async fn update_service(
+        &self,
+        node: &str,
+        _service: ServiceId,
+        container_id: &str,
+        cores: Millicores,
+        memory: Option<u64>,
+    ) -> Result<(), BackendError> {
+        let cmd = Command::Update { container_id: container_id.to_string(), cores_millis: Some(cores.0), memory };
+        match self.call(node, cmd, Duration::from_secs(30)).await? {
+            CommandReply::Done => Ok(()),
+            CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
+            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn platform_state(&self) -> Platform {
+        self.platform()
+    }
+
+    async fn list_images(&self, node: &str) -> Result<Vec<ImageSummary>, BackendError> {
+        match self.call(node, Command::ListImages, Duration::from_secs(30)).await? {
+            CommandReply::Images(l) => Ok(l),
+            CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
+            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn preload_image(&self, node: &str, reference: &str) -> Result<(), BackendError> {
+        let cmd = Command::Preload { reference: reference.to_string() };
+        match self.call(node, cmd, Duration::from_millis(self.settings.spawn_timeout_ms)).await? {
+            CommandReply::Done => Ok(()),
+            CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
+            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<BackendEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// The API's live view. Implemented on an `Arc` so streams can outlive the
+/// request that started them.
+pub struct Live(pub Arc<AgentBackend>);
+
+impl LiveSource for Live {
+    fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>> {
+        self.0.is_leader().then(|| self.0.platform().nodes)
+    }
+
+    fn service_logs(
+        &self,
+        service: &Service,
+        req: LogRequest,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, Result<LogChunk, LiveError>>, LiveError>> {
+        let (Some(node), Some(cid)) = (service.node.clone(), service.container_id.clone()) else {
+            return Box::pin(async { Err(LiveError::NotFound("the service has never run".into())) });
+        };
+        if !self.0.is_leader() {
+            return Box::pin(async {
+                Err(LiveError::Unavailable("agents are connected to the leader; ask it".into()))
+            });
+        }
+        self.0.clone().log_stream(node, cid, req)
+    }
+
+    fn preload(
+        &self,
+        image: String,
+        nodes: Vec<String>,
+    ) -> BoxFuture<'static, Result<BoxStream<'static, PreloadProgress>, LiveError>> {
+        let b = self.0.clone();
+        Box::pin(async move {
+            if !b.is_leader() {
+                return Err(LiveError::Unavailable("agents are connected to the leader; ask it".into()));
+            }
+            let nodes = if nodes.is_empty() { b.platform().nodes.into_keys().collect() } else { nodes };
+            let mut streams = Vec::new();
+            for node in nodes {
+                let cmd = Command::Preload { reference: image.clone() };
+                let s: BoxStream<'static, PreloadProgress> = match b.open(&node, cmd).await {
+                    Err(e) => futures::stream::once(async move {
+                        PreloadProgress { node, done: true, error: Some(e.to_string()), message: String::new() }
+                    })
+                    .boxed(),
+                    Ok(recv) => futures::stream::unfold(Some((recv, node)), |st| async move {
+                        let (mut recv, node) = st?;
+                        let p = |done, error, message| PreloadProgress { node: node.clone(), done, error, message };
+                        match read_frame::<_, CommandReply>(&mut recv, proto::MAX_FRAME).await {
+                            Ok(Some(CommandReply::Progress(x))) => {
+                                let m = format!("{} {} {}/{}", x.image, x.phase, x.done, x.total);
+                                Some((p(false, None, m), Some((recv, node))))
+                            }
+                            Ok(Some(CommandReply::Done)) => Some((p(true, None, "done".into()), None)),
+                            Ok(Some(CommandReply::Failed { message, .. })) => {
+                                Some((p(true, Some(message), String::new()), None))
+                            }
+                            Ok(Some(other)) => {
+                                Some((p(true, Some(format!("unexpected {other:?}")), String::new()), None))
+                            }
+                            Ok(None) => Some((p(true, Some("agent closed the stream".into()), String::new()), None)),
+                            Err(e) => Some((p(true, Some(e.to_string()), String::new()), None)),
+                        }
+                    })
+                    .boxed(),
+                };
+                streams.push(s);
+            }
+            Ok(futures::stream::select_all(streams).boxed())
+        })
+    }
+}

@@ -1,0 +1,597 @@
+//! The coordinator's side of the agent protocol (`zoe_common::proto`).
+//!
+//! Every coordinator runs an agent listener: its own QUIC endpoint with ALPN
+//! `zoe-agent/1` (separate from the Raft endpoint, so agent load can never
+//! delay Raft traffic). Only the leader keeps sessions: a follower answers
+//! a registration with the leader's agent address, which every coordinator
+//! publishes in the replicated metadata (`agents.addr.<name>`).
+//!
+//! On the leader, [`AgentBackend`]:
+//! * registers nodes through Raft (`RegisterNode`; the name is the agent
+//!   certificate's, so re-registration keeps the identity and no agent can
+//!   speak for another node);
+//! * keeps live stats in memory (never in the Raft log) and serves Zoe's
+//!   ClusterStats;
+//! * judges liveness: a node without heartbeats for TTL + grace is marked
+//!   `down` through Raft, but only after a post-election grace so a new
+//!   leader does not declare every node dead before agents found it;
+//! * reconciles every inventory with the replicated state (see
+//!   [`reconcile`]);
+//! * implements the leader loop's [`Backend`](crate::backend::Backend) and
+//!   the API's [`LiveSource`](crate::api::live::LiveSource) by sending
+//!   commands over the agents' connections.
+
+mod backend;
+pub mod client;
+pub mod reconcile;
+pub mod stats;
+
+pub use backend::Live;
+pub use stats::{ClusterStats, NodeStats};
+
+use crate::backend::BackendEvent;
+use crate::raft::Coordinator;
+use crate::state::{Capacity, Command, Millis, NodeStatus, Registration};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+use zoe_common::proto::{
+    self, AgentEvent, AgentMessage, ClientReply, ClientRequest, LeaderMessage, LiveStats, SessionOpen, SessionReply,
+};
+use zoe_common::resources::Millicores;
+use zoe_common::service::ImageSummary;
+use zoe_net::frame::{read_frame, write_frame};
+use zoe_net::{Role, TlsMaterial};
+
+/// The `[agents]` section of the coordinator's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Agent listener; default: the Raft listen address with port + 1.
+    pub listen: Option<SocketAddr>,
+    /// Address agents are redirected to; default: `listen` (with 127.0.0.1
+    /// for an unspecified IP).
+    pub advertise: Option<String>,
+    /// Heartbeat interval agents are told to use.
+    pub heartbeat_ms: u64,
+    /// A node is marked down after `ttl_ms + grace_ms` without heartbeats.
+    pub ttl_ms: u64,
+    pub grace_ms: u64,
+    /// After an election, nodes are not judged for this long.
+    pub failover_grace_ms: u64,
+    /// A running container the state does not know is stopped after this.
+    pub orphan_grace_ms: u64,
+    /// SIGTERM → SIGKILL grace when stopping a service.
+    pub stop_grace_ms: u64,
+    /// Longest wait for a spawn (image pull included).
+    pub spawn_timeout_ms: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            listen: None,
+            advertise: None,
+            heartbeat_ms: 2_000,
+            ttl_ms: 10_000,
+            grace_ms: 10_000,
+            failover_grace_ms: 30_000,
+            orphan_grace_ms: 60_000,
+            stop_grace_ms: 10_000,
+            spawn_timeout_ms: 600_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("agent listener on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: zoe_net::NetError,
+    },
+    #[error(transparent)]
+    Net(#[from] zoe_net::NetError),
+}
+
+pub fn meta_key(name: &str) -> String {
+    format!("agents.addr.{name}")
+}
+
+/// A connected node, as the leader holds it.
+struct NodeConn {
+    session: u64,
+    conn: quinn::Connection,
+    stats: LiveStats,
+    images: Vec<ImageSummary>,
+    addresses: Vec<String>,
+    stats_at: u64,
+}
+
+#[derive(Default)]
+struct Registry {
+    nodes: HashMap<String, NodeConn>,
+    /// Last heartbeat or registration per node, connected or not.
+    last_seen: HashMap<String, Instant>,
+    /// (node, container) → when first seen running unknown.
+    orphans: HashMap<(String, String), Instant>,
+    leader_since: Option<Instant>,
+}
+
+/// The leader's agent registry and the agent-protocol back-end.
+pub struct AgentBackend {
+    coord: Coordinator,
+    settings: AgentSettings,
+    endpoint: quinn::Endpoint,
+    advertise: String,
+    reg: Mutex<Registry>,
+    events: broadcast::Sender<BackendEvent>,
+    leader: watch::Receiver<bool>,
+    next_command: AtomicU64,
+    next_session: AtomicU64,
+    /// Heartbeats ingested (benchmarks read it).
+    pub heartbeats: AtomicU64,
+}
+
+fn now_ms() -> Millis {
+    crate::leader::now_ms()
+}
+
+impl AgentBackend {
+    /// Opens the agent listener and starts the registry's tasks.
+    pub async fn start(coord: Coordinator, settings: AgentSettings) -> Result<Arc<AgentBackend>, StartError> {
+        let cfg = coord.config().clone();
+        let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
+        let listen =
+            settings.listen.unwrap_or_else(|| SocketAddr::new(cfg.listen.ip(), cfg.listen.port().wrapping_add(1)));
+        let mut server = tls.server_config(&[proto::ALPN])?;
+        server.transport_config(agent_transport());
+        let endpoint = quinn::Endpoint::server(server, listen)
+            .map_err(|e| StartError::Listen { addr: listen.to_string(), source: e.into() })?;
+        let local =
+            endpoint.local_addr().map_err(|e| StartError::Listen { addr: listen.to_string(), source: e.into() })?;
+        let advertise = settings.advertise.clone().unwrap_or_else(|| {
+            let ip = if local.ip().is_unspecified() { [127, 0, 0, 1].into() } else { local.ip() };
+            SocketAddr::new(ip, local.port()).to_string()
+        });
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let (events, _) = broadcast::channel(4096);
+        let b = Arc::new(AgentBackend {
+            coord,
+            settings,
+            endpoint,
+            advertise,
+            reg: Mutex::new(Registry::default()),
+            events,
+            leader: leader_rx,
+            next_command: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            heartbeats: AtomicU64::new(0),
+        });
+        tracing::info!(listen = %local, advertise = %b.advertise, "agent listener started");
+        tokio::spawn(b.clone().watch_leadership(leader_tx));
+        tokio::spawn(b.clone().publish_address());
+        tokio::spawn(b.clone().accept_loop());
+        tokio::spawn(b.clone().housekeeping());
+        Ok(b)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    pub fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    /// Number of connected agents.
+    pub fn connected(&self) -> usize {
+        self.reg.lock().expect("lock").nodes.len()
+    }
+
+    pub async fn shutdown(&self) {
+        self.endpoint.close(0u32.into(), b"coordinator stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// Tracks leadership in one place: openraft's metrics change on every
+    /// commit, and thousands of sessions must not each wake up for that.
+    async fn watch_leadership(self: Arc<Self>, tx: watch::Sender<bool>) {
+        let mut m = self.coord.raft().metrics();
+        loop {
+            let leader = {
+                let v = m.borrow_and_update();
+                v.current_leader == Some(self.coord.id()) && v.state.is_leader()
+            };
+            let changed = tx.send_if_modified(|l| {
+                let c = *l != leader;
+                *l = leader;
+                c
+            });
+            if changed {
+                let mut reg = self.reg.lock().expect("lock");
+                if leader {
+                    tracing::info!("leader: accepting agents");
+                    let now = Instant::now();
+                    reg.leader_since = Some(now);
+                    // Everyone starts with a clean slate under a new leader.
+                    for v in reg.last_seen.values_mut() {
+                        *v = now;
+                    }
+                } else {
+                    reg.leader_since = None;
+                    reg.nodes.clear();
+                    reg.orphans.clear();
+                }
+            }
+            if m.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Writes this coordinator's agent address into the replicated
+    /// metadata, so followers can redirect agents to whichever is leader.
+    async fn publish_address(self: Arc<Self>) {
+        let key = meta_key(&self.coord.config().name);
+        loop {
+            let current = self.coord.read_local(|st| st.meta.get(&key).cloned()).0;
+            if current.as_deref() == Some(self.advertise.as_str()) {
+                return;
+            }
+            match self.coord.write(Command::SetMeta { key: key.clone(), value: self.advertise.clone() }).await {
+                Ok(_) => {}
+                Err(e) => tracing::debug!("publishing the agent address: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The leader's agent address as `name@host:port`, if known.
+    fn leader_address(&self) -> Option<String> {
+        let m = self.coord.raft().metrics();
+        let (leader, name) = {
+            let m = m.borrow();
+            let id = m.current_leader?;
+            (id, m.membership_config.membership().get_node(&id)?.name.clone())
+        };
+        let _ = leader;
+        let addr = self.coord.read_local(|st| st.meta.get(&meta_key(&name)).cloned()).0?;
+        Some(format!("{name}@{addr}"))
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!("agent handshake failed: {e}");
+                        return;
+                    }
+                };
+                let peer = match zoe_net::require_role(&conn, &[Role::Agent, Role::Client]) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(remote = %conn.remote_address(), "refused on the agent listener: {e}");
+                        return;
+                    }
+                };
+                match peer.role {
+                    Role::Agent => me.serve_agent(conn, peer.name).await,
+                    _ => me.serve_client(conn).await,
+                }
+            });
+        }
+    }
+
+    async fn serve_client(self: Arc<Self>, conn: quinn::Connection) {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = zoe_net::rpc::serve_stream(send, recv, proto::MAX_FRAME, |req: ClientRequest| {
+                    let me = me.clone();
+                    async move {
+                        match req {
+                            ClientRequest::ClusterStats if me.is_leader() => match me.cluster_stats() {
+                                Some(s) => {
+                                    ClientReply::ClusterStats { json: serde_json::to_string(&s).unwrap_or_default() }
+                                }
+                                None => ClientReply::NotLeader { leader: me.leader_address() },
+                            },
+                            ClientRequest::ClusterStats => ClientReply::NotLeader { leader: me.leader_address() },
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+    }
+
+    async fn serve_agent(self: Arc<Self>, conn: quinn::Connection, name: String) {
+        let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await else {
+            return;
+        };
+        let open: SessionOpen = match read_frame(&mut recv, proto::MAX_FRAME).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(node = %name, "malformed registration: {e}");
+                let _ = recv.stop(zoe_net::rpc::STREAM_BAD_FRAME.into());
+                return;
+            }
+        };
+        if !self.is_leader() {
+            let _ =
+                write_frame(&mut send, &SessionReply::NotLeader { leader: self.leader_address() }, proto::MAX_FRAME)
+                    .await;
+            let _ = send.finish();
+            // Let the answer reach the agent before the connection goes.
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            return;
+        }
+        let r = &open.registration;
+        let registration = Registration {
+            // The certificate's name, never anything the agent sent.
+            name: name.clone(),
+            addresses: r.addresses.clone(),
+            capacity: Capacity { cores: Millicores(r.cores_millis), memory: r.memory_bytes },
+            labels: r.labels.clone(),
+            containerd_version: r.containerd_version.clone(),
+            cgroup_mode: r.cgroup_mode.clone(),
+            images: r.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),
+        };
+        match self.coord.write(Command::RegisterNode { registration, time: now_ms() }).await {
+            Ok(w) if w.result.is_ok() => {}
+            Ok(w) => {
+                let reason = format!("{:?}", w.result.err());
+                let _ = write_frame(&mut send, &SessionReply::Refused { reason }, proto::MAX_FRAME).await;
+                return;
+            }
+            Err(e) => {
+                // Lost leadership mid-way, most likely: let the agent retry.
+                let leader = self.leader_address();
+                tracing::info!(node = %name, "registration not committed: {e}");
+                let _ = write_frame(&mut send, &SessionReply::NotLeader { leader }, proto::MAX_FRAME).await;
+                let _ = send.finish();
+                return;
+            }
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut reg = self.reg.lock().expect("lock");
+            let old = reg.nodes.insert(
+                name.clone(),
+                NodeConn {
+                    session,
+                    conn: conn.clone(),
+                    stats: open.stats.clone(),
+                    images: r.images.clone(),
+                    addresses: r.addresses.clone(),
+                    stats_at: now_ms(),
+                },
+            );
+            if let Some(old) = old {
+                old.conn.close(0u32.into(), b"replaced by a new session");
+            }
+            reg.last_seen.insert(name.clone(), Instant::now());
+        }
+        tracing::info!(node = %name, containers = r.containers.len(), "agent registered");
+        self.reconcile(&name, &r.containers, true).await;
+        let accepted = SessionReply::Accepted { node: name.clone(), heartbeat_ms: self.settings.heartbeat_ms };
+        if write_frame(&mut send, &accepted, proto::MAX_FRAME).await.is_err() {
+            self.disconnected(&name, session);
+            return;
+        }
+        let mut leader = self.leader.clone();
+        loop {
+            tokio::select! {
+                m = read_frame::<_, AgentMessage>(&mut recv, proto::MAX_FRAME) => match m {
+                    Ok(Some(AgentMessage::Heartbeat { seq, stats })) => {
+                        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        {
+                            let mut reg = self.reg.lock().expect("lock");
+                            reg.last_seen.insert(name.clone(), Instant::now());
+                            if let Some(n) = reg.nodes.get_mut(&name).filter(|n| n.session == session) {
+                                if let Some(images) = &stats.images {
+                                    n.images = images.clone();
+                                }
+                                n.stats = stats;
+                                n.stats_at = now_ms();
+                            }
+                        }
+                        if write_frame(&mut send, &LeaderMessage::HeartbeatAck { seq }, proto::MAX_FRAME).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(AgentMessage::Event(ev))) => self.on_event(&name, ev),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(node = %name, "session ended: {e}");
+                        let _ = recv.stop(zoe_net::rpc::STREAM_BAD_FRAME.into());
+                        break;
+                    }
+                },
+                r = leader.changed() => {
+                    if r.is_err() || !*leader.borrow() {
+                        let msg = LeaderMessage::NotLeader { leader: self.leader_address() };
+                        let _ = write_frame(&mut send, &msg, proto::MAX_FRAME).await;
+                        let _ = send.finish();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+                        break;
+                    }
+                }
+            }
+        }
+        self.disconnected(&name, session);
+        conn.close(0u32.into(), b"session over");
+    }
+
+    fn disconnected(&self, name: &str, session: u64) {
+        let mut reg = self.reg.lock().expect("lock");
+        if reg.nodes.get(name).is_some_and(|n| n.session == session) {
+            reg.nodes.remove(name);
+            tracing::info!(node = %name, "agent disconnected");
+        }
+    }
+
+    fn on_event(&self, node: &str, ev: AgentEvent) {
+        match ev {
+            AgentEvent::Exited { service_id, container_id, exit_code, oom_killed, reason, time_ms } => {
+                tracing::info!(node, service = service_id, container = %container_id, ?exit_code, oom_killed, "container exited");
+                let _ = self.events.send(BackendEvent::Exited {
+                    service: service_id,
+                    container_id,
+                    exit_code,
+                    oom_killed,
+                    reason,
+                    time: time_ms,
+                });
+            }
+            AgentEvent::ImageProgress(p) => tracing::debug!(node, image = %p.image, p.done, p.total, "image progress"),
+        }
+    }
+
+    /// Applies reconciliation's conclusions for one node.
+    async fn reconcile(self: &Arc<Self>, node: &str, containers: &[proto::ContainerInfo], at_registration: bool) {
+        let now = now_ms();
+        let actions = self.coord.read_local(|st| reconcile::reconcile(st, node, containers, at_registration, now)).0;
+        if !actions.commands.is_empty() {
+            tracing::info!(node, n = actions.commands.len(), "reconciliation: committing service changes");
+            if let Err(e) = self.coord.write(Command::Batch(actions.commands)).await {
+                tracing::warn!(node, "reconciliation write failed: {e}");
+            }
+        }
+        let mut stop = actions.stop_now.clone();
+        {
+            let mut reg = self.reg.lock().expect("lock");
+            let grace = Duration::from_millis(self.settings.orphan_grace_ms);
+            let t = Instant::now();
+            for cid in &actions.running_orphans {
+                let key = (node.to_string(), cid.clone());
+                match reg.orphans.get(&key) {
+                    None => {
+                        tracing::warn!(node, container = %cid, grace_ms = self.settings.orphan_grace_ms,
+                            "orphan container running (unknown to zoe); it will be stopped after the grace");
+                        reg.orphans.insert(key, t);
+                    }
+                    Some(first) if t.duration_since(*first) >= grace => stop.push(cid.clone()),
+                    Some(_) => {}
+                }
+            }
+            reg.orphans.retain(|(n, c), _| n != node || actions.running_orphans.contains(c));
+        }
+        for cid in stop {
+            let me = self.clone();
+            let node = node.to_string();
+            tokio::spawn(async move {
+                tracing::info!(node = %node, container = %cid, "stopping orphan container");
+                if let Err(e) = me.terminate(&node, &cid).await {
+                    tracing::warn!(node = %node, container = %cid, "stopping orphan failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Liveness and periodic reconciliation, on the leader.
+    async fn housekeeping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut round = 0u64;
+        loop {
+            tick.tick().await;
+            round += 1;
+            if !self.is_leader() {
+                continue;
+            }
+            let now = Instant::now();
+            let (judging, seen) = {
+                let reg = self.reg.lock().expect("lock");
+                let judging = reg
+                    .leader_since
+                    .is_some_and(|t| now.duration_since(t) >= Duration::from_millis(self.settings.failover_grace_ms));
+                (judging, reg.last_seen.clone())
+            };
+            if judging {
+                let limit = Duration::from_millis(self.settings.ttl_ms + self.settings.grace_ms);
+                let since = self.reg.lock().expect("lock").leader_since.unwrap_or(now);
+                let down: Vec<String> = self
+                    .coord
+                    .read_local(|st| {
+                        st.nodes
+                            .values()
+                            .filter(|n| n.status == NodeStatus::Ready)
+                            .filter(|n| now.duration_since(seen.get(&n.name).copied().unwrap_or(since)) > limit)
+                            .map(|n| n.name.clone())
+                            .collect()
+                    })
+                    .0;
+                for name in down {
+                    tracing::warn!(node = %name, "no heartbeat for TTL + grace: marking the node down");
+                    let _ = self
+                        .coord
+                        .write(Command::SetNodeStatus { name, status: NodeStatus::Down, time: now_ms() })
+                        .await;
+                }
+            }
+            if round % 5 == 0 {
+                let inventories: Vec<(String, Vec<proto::ContainerInfo>)> = self
+                    .reg
+                    .lock()
+                    .expect("lock")
+                    .nodes
+                    .iter()
+                    .map(|(k, n)| (k.clone(), n.stats.containers.clone()))
+                    .collect();
+                for (node, containers) in inventories {
+                    self.reconcile(&node, &containers, false).await;
+                }
+            }
+        }
+    }
+
+    /// Zoe's ClusterStats: `None` when this coordinator is not the leader.
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        if !self.is_leader() {
+            return None;
+        }
+        let reg = self.reg.lock().expect("lock");
+        let live: BTreeMap<String, stats::LiveView<'_>> = reg
+            .nodes
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    stats::LiveView { connected: true, stats: &n.stats, images: &n.images, timestamp: n.stats_at },
+                )
+            })
+            .collect();
+        Some(self.coord.read_local(|st| stats::cluster_stats(st, &live)).0)
+    }
+
+    fn connection(&self, node: &str) -> Option<(quinn::Connection, Vec<String>)> {
+        self.reg.lock().expect("lock").nodes.get(node).map(|n| (n.conn.clone(), n.addresses.clone()))
+    }
+}
+
+/// Keep-alive and idle timeout of agent connections: short, so that an
+/// agent notices a dead leader (kill -9 sends nothing) within seconds.
+pub fn agent_transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    t.max_idle_timeout(Some(Duration::from_millis(2_500).try_into().expect("fits a VarInt")));
+    t.max_concurrent_bidi_streams(1024u32.into());
+    Arc::new(t)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! Reconciliation: what the leader concludes from a node's container
+//! inventory and the replicated state (zoe-semantics §7.11). Pure: the
+//! caller commits the commands and sends the stops.
+//!
+//! * A container the state does not expect on this node (no service holds
+//!   it, or it belongs to a finished attempt) is an **orphan**: stopped at
+//!   once if it has exited; reported and stopped after a grace if running
+//!   (Zoe left running orphans to the admin; zoe gives the admin the grace).
+//! * An expected container that has exited marks its service dead (the
+//!   exit event may have been lost while no leader listened).
+//! * At registration only, an expected container that is missing marks its
+//!   service dead (the node lost it: reboot, containerd wiped). Not on
+//!   heartbeats: a heartbeat taken just before a spawn finished would
+//!   otherwise kill a service that has just started.
+
+use crate::state::{Command, Millis, ServiceStatus, State};
+use std::collections::{BTreeMap, HashMap};
+use zoe_common::proto::{ContainerInfo, ContainerState};
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Actions {
+    /// To commit through Raft.
+    pub commands: Vec<Command>,
+    /// Exited orphans: remove now.
+    pub stop_now: Vec<String>,
+    /// Running orphans: report, stop after the grace.
+    pub running_orphans: Vec<String>,
+}
+
+pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_registration: bool, now: Millis) -> Actions {
+    let mut a = Actions::default();
+    // container id → (service id, status) of services that may hold one here.
+    let expected: HashMap<&str, (u64, ServiceStatus)> = st
+        .services
+        .values()
+        .filter(|s| s.node.as_deref() == Some(node) && s.status.may_hold_container())
+        .filter_map(|s| s.container_id.as_deref().map(|c| (c, (s.id, s.status))))
+        .collect();
+    let present: BTreeMap<&str, &ContainerInfo> = containers.iter().map(|c| (c.container_id.as_str(), c)).collect();
+    for c in containers {
+        match expected.get(c.container_id.as_str()) {
+            Some((sid, status)) => {
+                if let ContainerState::Exited { exit_code, oom_killed } = c.state
+                    && matches!(status, ServiceStatus::Active | ServiceStatus::Starting)
+                {
+                    a.commands.push(Command::ServiceExited {
+                        id: *sid,
+                        container_id: c.container_id.clone(),
+                        exit_code,
+                        oom_killed,
+                        reason: match exit_code {
+                            Some(code) => format!("exited with code {code}"),
+                            None => "exited".into(),
+                        },
+                        time: now,
+                    });
+                }
+            }
+            None => {
+                if c.state.is_running() {
+                    a.running_orphans.push(c.container_id.clone());
+                } else {
+                    a.stop_now.push(c.container_id.clone());
+                }
+            }
+        }
+    }
+    if at_registration {
+        for (cid, (sid, status)) in &expected {
+            if present.contains_key(cid) {
+                continue;
+            }
+            match status {
+                ServiceStatus::Active => a.commands.push(Command::ServiceExited {
+                    id: *sid,
+                    container_id: cid.to_string(),
+                    exit_code: None,
+                    oom_killed: false,
+                    reason: "container missing on its node at re-registration".into(),
+                    time: now,
+                }),
+                ServiceStatus::Terminating => {
+                    a.commands.push(Command::ServiceStopped { id: *sid, container_id: cid.to_string(), time: now })
+                }
+                // The leader loop asks again for services still starting.
+                _ => {}
+            }
+        }
+    }
+    a.stop_now.sort();
+    a.running_orphans.sort();
+    a
+}

@@ -1,0 +1,136 @@
+//! Zoe's ClusterStats and NodeStats (zoe-semantics §7.9): capacity and
+//! `reserved` from the replicated state, `allocated` and `in use` from what
+//! the agents measure and report with their heartbeats.
+
+use crate::state::{NodeStatus, State};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use zoe_common::proto::LiveStats;
+use zoe_common::service::ImageSummary;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    pub service_id: Option<u64>,
+    pub core_limit: Option<f64>,
+    pub mem_limit: Option<u64>,
+    pub cores_in_use: f64,
+    pub memory_in_use: u64,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub name: String,
+    /// `online` when its agent is connected to the leader, else `offline`.
+    pub status: String,
+    /// The replicated node status (`ready` / `down`).
+    pub node_status: String,
+    pub container_count: u32,
+    /// What zoe may hand out (capacity after the agent's reserve).
+    pub cores_total: f64,
+    pub memory_total: u64,
+    /// Σ ZApp minimums of the services placed here.
+    pub cores_reserved: f64,
+    pub memory_reserved: u64,
+    /// Σ current container limits.
+    pub cores_allocated: f64,
+    pub memory_allocated: u64,
+    /// Σ measured use of zoe's containers.
+    pub cores_in_use: f64,
+    pub memory_in_use: u64,
+    /// Whole-host measured use (includes non-zoe processes).
+    pub host_cores_in_use: f64,
+    pub host_memory_in_use: u64,
+    pub labels: BTreeSet<String>,
+    /// Keyed by container id.
+    pub service_stats: BTreeMap<String, ServiceStats>,
+    pub images: Vec<ImageSummary>,
+    /// When the numbers were measured (ms since the epoch); 0 = never.
+    pub timestamp: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    pub nodes: Vec<NodeStats>,
+    pub container_count: u32,
+    pub cores_total: f64,
+    pub memory_total: u64,
+    pub cores_reserved: f64,
+    pub memory_reserved: u64,
+    pub cores_allocated: f64,
+    pub memory_allocated: u64,
+    pub cores_in_use: f64,
+    pub memory_in_use: u64,
+}
+
+/// What the leader holds in memory about one node, for the stats.
+pub struct LiveView<'a> {
+    pub connected: bool,
+    pub stats: &'a LiveStats,
+    pub images: &'a [ImageSummary],
+    pub timestamp: u64,
+}
+
+fn cores(m: u32) -> f64 {
+    f64::from(m) / 1000.0
+}
+
+pub fn cluster_stats(st: &State, live: &BTreeMap<String, LiveView<'_>>) -> ClusterStats {
+    let reserved = st.reserved_by_node();
+    let mut out = ClusterStats::default();
+    for n in st.nodes.values() {
+        let (rc, rm) = reserved.get(n.name.as_str()).copied().unwrap_or_default();
+        let mut ns = NodeStats {
+            name: n.name.clone(),
+            status: "offline".into(),
+            node_status: n.status.as_str().into(),
+            cores_total: n.capacity.cores.as_cores(),
+            memory_total: n.capacity.memory,
+            cores_reserved: rc.as_cores(),
+            memory_reserved: rm,
+            labels: n.labels.clone(),
+            ..Default::default()
+        };
+        if let Some(l) = live.get(&n.name) {
+            if l.connected && n.status == NodeStatus::Ready {
+                ns.status = "online".into();
+            }
+            ns.timestamp = l.timestamp;
+            ns.host_cores_in_use = cores(l.stats.cores_in_use_millis);
+            ns.host_memory_in_use = l.stats.memory_in_use;
+            ns.images = l.images.to_vec();
+            for c in &l.stats.containers {
+                let running = c.state.is_running();
+                if running {
+                    ns.container_count += 1;
+                    ns.cores_in_use += cores(c.cores_in_use_millis);
+                    ns.memory_in_use += c.memory_in_use;
+                    ns.cores_allocated += c.core_limit_millis.map(cores).unwrap_or(0.0);
+                    ns.memory_allocated += c.memory_limit.unwrap_or(0);
+                }
+                ns.service_stats.insert(
+                    c.container_id.clone(),
+                    ServiceStats {
+                        service_id: c.service_id,
+                        core_limit: c.core_limit_millis.map(cores),
+                        mem_limit: c.memory_limit,
+                        cores_in_use: cores(c.cores_in_use_millis),
+                        memory_in_use: c.memory_in_use,
+                        running,
+                    },
+                );
+            }
+        }
+        out.container_count += ns.container_count;
+        out.cores_total += ns.cores_total;
+        out.memory_total += ns.memory_total;
+        out.cores_reserved += ns.cores_reserved;
+        out.memory_reserved += ns.memory_reserved;
+        out.cores_allocated += ns.cores_allocated;
+        out.memory_allocated += ns.memory_allocated;
+        out.cores_in_use += ns.cores_in_use;
+        out.memory_in_use += ns.memory_in_use;
+        out.nodes.push(ns);
+    }
+    out
+}
