@@ -88,6 +88,9 @@ impl Error {
             Error::Connect { .. } | Error::Timeout { .. } | Error::EventsLost => true,
             Error::Io { .. } => true,
             Error::Registry { .. } => true,
+            // The task vanished between create and start: its shim went
+            // away (seen rarely under load); the process never ran.
+            Error::Containerd { op: "start task", status } if status.code() == tonic::Code::NotFound => true,
             Error::Containerd { status, .. } => {
                 use tonic::Code::*;
                 match status.code() {
@@ -184,5 +187,7 @@ mod tests {
         assert!(!StartError::new("s", Error::ImageNotFound("x".into())).is_retryable());
         let ttrpc = Error::Containerd { op: "create task", status: tonic::Status::unknown("ttrpc: closed") };
         assert!(StartError::new("s", ttrpc).is_retryable());
+        let gone = Error::Containerd { op: "start task", status: tonic::Status::not_found("not found") };
+        assert!(StartError::new("s", gone).is_retryable());
     }
 }

@@ -44,7 +44,9 @@ fn round2(x: f64) -> f64 {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -59,8 +61,17 @@ fn spec(id: &str) -> ServiceSpec {
 
 /// One agent run: (create→running ms, start+wait+delete ms).
 async fn agent_run(rt: &Runtime, id: &str) -> anyhow::Result<(f64, f64)> {
-    let t0 = Instant::now();
-    rt.spawn(&spec(id)).await?;
+    let mut t0 = Instant::now();
+    if let Err(e) = rt.spawn(&spec(id)).await {
+        // Retryable failures are retried, as the scheduler would; the run
+        // is timed from the retry.
+        if !e.is_retryable() {
+            return Err(e.into());
+        }
+        eprintln!("retrying {id}: {e}");
+        t0 = Instant::now();
+        rt.spawn(&spec(id)).await?;
+    }
     let running = t0.elapsed();
     let exit = tokio::time::timeout(Duration::from_secs(60), rt.wait(id)).await.context("exit within 60 s")??;
     rt.stop(id, Duration::ZERO).await?;

@@ -72,7 +72,12 @@ pub fn spec(id: &str, argv: &[&str]) -> ServiceSpec {
 
 impl Env {
     pub async fn run(&self, spec: &ServiceSpec) -> zoe_agent::ExitStatus {
-        self.rt.spawn(spec).await.expect("spawn");
+        // A retryable start failure is retried, as the scheduler would.
+        if let Err(e) = self.rt.spawn(spec).await {
+            assert!(e.is_retryable(), "spawn: {e}");
+            eprintln!("retrying after a retryable start failure: {e}");
+            self.rt.spawn(spec).await.expect("spawn (retry)");
+        }
         tokio::time::timeout(TIMEOUT, self.rt.wait(&spec.id)).await.expect("exit in time").expect("wait")
     }
 
