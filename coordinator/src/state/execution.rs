@@ -146,18 +146,7 @@ pub struct Execution {
 
 impl Execution {
     pub(super) fn set_status(&mut self, to: ExecutionStatus) -> Result<(), StateError> {
-        if self.status == to {
-            return Ok(());
-        }
-        if !self.status.can_become(to) {
-            return Err(StateError::IllegalTransition {
-                what: format!("execution {}", self.id),
-                from: self.status.to_string(),
-                to: to.to_string(),
-            });
-        }
-        self.status = to;
-        Ok(())
+        super::transition(&mut self.status, to, ExecutionStatus::can_become, || format!("execution {}", self.id))
     }
 }
 

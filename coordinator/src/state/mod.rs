@@ -239,6 +239,22 @@ pub enum StateError {
     Invalid(String),
 }
 
+/// Moves a status along its transition table, or says why it cannot.
+fn transition<S: Copy + PartialEq + std::fmt::Display>(
+    status: &mut S,
+    to: S,
+    legal: fn(S, S) -> bool,
+    what: impl FnOnce() -> String,
+) -> Result<(), StateError> {
+    if *status != to {
+        if !legal(*status, to) {
+            return Err(StateError::IllegalTransition { what: what(), from: status.to_string(), to: to.to_string() });
+        }
+        *status = to;
+    }
+    Ok(())
+}
+
 fn not_found(what: impl std::fmt::Display) -> StateError {
     StateError::NotFound(what.to_string())
 }

@@ -164,18 +164,9 @@ impl Service {
     }
 
     pub(super) fn set_status(&mut self, to: ServiceStatus) -> Result<(), StateError> {
-        if self.status == to {
-            return Ok(());
-        }
-        if !self.status.can_become(to) {
-            return Err(StateError::IllegalTransition {
-                what: format!("service {} ({})", self.id, self.name),
-                from: self.status.to_string(),
-                to: to.to_string(),
-            });
-        }
-        self.status = to;
-        Ok(())
+        super::transition(&mut self.status, to, ServiceStatus::can_become, || {
+            format!("service {} ({})", self.id, self.name)
+        })
     }
 }
 
