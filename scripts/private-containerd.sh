@@ -64,6 +64,7 @@ CONF
 
 stop() {
     [ -d "$dir" ] || return 0
+    dir=$(cd "$dir" && pwd)
     local pidfile="$dir/containerd.pid"
     [ -f "$pidfile" ] || return 0
     local pid; pid=$(cat "$pidfile")
@@ -80,9 +81,21 @@ stop() {
     find "$dir/state" -name shim.pid 2>/dev/null | while read -r f; do
         kill -KILL "$(cat "$f")" 2>/dev/null || true
     done
+    # Shims whose bundle is already gone: find them by the exact socket path
+    # of this instance in their arguments (unique to this DIR), and kill
+    # them and their containers' processes by pid.
+    for c in /proc/[0-9]*/cmdline; do
+        pid=${c#/proc/}; pid=${pid%/cmdline}
+        if tr '\0' '\n' < "$c" 2>/dev/null | grep -qx -- "$dir/containerd.sock"; then
+            for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+                kill -KILL "$child" 2>/dev/null || true
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
     rm -f "$pidfile"
     # Overlay mounts of leftover containers would keep the root busy.
-    grep " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep " $dir/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 
 case "$cmd" in
