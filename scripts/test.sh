@@ -11,7 +11,7 @@ if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 echo "==> building" >&2
 cargo build --workspace --all-targets --locked 2>&1 | tail -n 3 >&2
 # Cluster tests run this binary as coordinator and agent processes.
-export ZOE_BIN="$PWD/target/debug/zoe"
+export ZOE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/zoe"
 
 work=$(mktemp -d /tmp/zoe-test.XXXXXX)
 cleanup() {
