@@ -1,6 +1,7 @@
 //! `zoe-bench NAME`: runs one benchmark end to end, progress on stderr,
 //! exactly one JSON line on stdout.
 
+mod protocol;
 mod raft;
 mod runtime;
 mod scheduler;
@@ -22,6 +23,11 @@ enum Bench {
     Scheduler(scheduler::Args),
     /// Durable commit throughput/latency (1 and 64 writers) of a 3-coordinator cluster, and kill -9 failover time.
     Raft(raft::Args),
+    /// Agent protocol: command round trip, hollow agents one leader keeps at a heartbeat, agent RSS idle and loaded.
+    Protocol(protocol::Args),
+    /// (internal) The hollow-agent load generator `protocol` runs as a child process.
+    #[command(hide = true)]
+    ProtocolHollow(protocol::HollowArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +43,8 @@ fn main() -> anyhow::Result<()> {
         Bench::Runtime(args) => rt.block_on(runtime::run(args))?,
         Bench::Scheduler(args) => scheduler::run(args)?,
         Bench::Raft(args) => rt.block_on(raft::run(args))?,
+        Bench::Protocol(args) => rt.block_on(protocol::run(args))?,
+        Bench::ProtocolHollow(args) => rt.block_on(protocol::hollow(args))?,
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
