@@ -65,6 +65,14 @@ pub enum Command {
     /// submission at once). Each stands alone: a refused one does not undo
     /// the others. Batches do not nest.
     Batch(Vec<Command>),
+    /// Changes a setting only if it still holds what the writer saw
+    /// (`expected: None` = absent); `value: None` removes it. Makes
+    /// single-use values (bootstrap token) and revocations exact.
+    CompareAndSetMeta {
+        key: String,
+        expected: Option<String>,
+        value: Option<String>,
+    },
     /// Sets a cluster-wide setting.
     SetMeta {
         key: String,
@@ -267,6 +275,16 @@ impl State {
                     return Err(StateError::Invalid("batches do not nest".into()));
                 }
                 Ok(Applied::Batch(cmds.iter().map(|c| self.apply(c)).collect()))
+            }
+            Command::CompareAndSetMeta { key, expected, value } => {
+                if self.meta.get(key) != expected.as_ref() {
+                    return Err(StateError::Conflict(format!("setting {key} changed meanwhile")));
+                }
+                match value {
+                    Some(v) => self.meta.insert(key.clone(), v.clone()),
+                    None => self.meta.remove(key),
+                };
+                Ok(Applied::Done)
             }
             Command::SetMeta { key, value } => {
                 self.meta.insert(key.clone(), value.clone());
@@ -637,6 +655,11 @@ impl State {
     fn submit(&mut self, name: &str, owner: &str, app: &ZApp, size: f64, time: Millis) -> Result<Applied, StateError> {
         if name.trim().is_empty() {
             return Err(StateError::Invalid("an execution needs a name".into()));
+        }
+        // The API checks quotas before writing, for a helpful answer; the
+        // check here makes it exact when one user submits concurrently.
+        if let Some(u) = self.user_by_name(owner) {
+            crate::quota::check_submit(self, u, app).map_err(StateError::Conflict)?;
         }
         let id = self.take_id();
         let mut services = Vec::new();

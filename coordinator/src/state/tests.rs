@@ -437,3 +437,45 @@ fn a_batch_applies_each_command_on_its_own() {
     assert_eq!(w.status(id), ExecutionStatus::Queued);
     w.refused(Command::Batch(vec![Command::Batch(vec![])]));
 }
+
+#[test]
+fn quotas_are_enforced_when_the_submission_applies() {
+    let mut w = World::new();
+    let Applied::Created(qid) = w.ok(Command::CreateQuota {
+        quota: Quota { id: 0, name: "one".into(), concurrent_executions: 1, ..user::builtin_quota() },
+    }) else {
+        panic!()
+    };
+    let user = User {
+        id: 0,
+        username: "ada".into(),
+        email: None,
+        fs_uid: 1000,
+        role_id: user::ROLE_USER,
+        quota_id: qid,
+        enabled: true,
+        auth_source: "internal".into(),
+        password_hash: None,
+        priority: 0,
+    };
+    w.ok(Command::CreateUser { user });
+    w.submit(batch());
+    // Two submissions that both passed the API's check: the second is refused here.
+    let err = w.refused(Command::SubmitExecution {
+        name: "e".into(),
+        owner: "ada".into(),
+        description: batch(),
+        size: 1.0,
+        time: 5,
+    });
+    assert!(matches!(&err, StateError::Conflict(m) if m.contains("allows 1 active execution")), "{err}");
+}
+
+#[test]
+fn compare_and_set_meta_is_exact() {
+    let mut w = World::new();
+    w.ok(Command::CompareAndSetMeta { key: "k".into(), expected: None, value: Some("a".into()) });
+    w.refused(Command::CompareAndSetMeta { key: "k".into(), expected: None, value: Some("b".into()) });
+    w.ok(Command::CompareAndSetMeta { key: "k".into(), expected: Some("a".into()), value: None });
+    assert!(!w.st.meta.contains_key("k"));
+}
