@@ -82,8 +82,13 @@ fn make_dir(dir: &Path) -> Result<()> {
 pub fn run(cmd: CertsCommand) -> Result<ExitCode> {
     match cmd {
         CertsCommand::Ca { out, cluster, force } => {
-            refuse_overwrite(&[out.join("ca.pem"), out.join("ca-key.pem")], force)?;
+            let files = [out.join("ca.pem"), out.join("ca-key.pem")];
+            refuse_overwrite(&files, force)?;
             make_dir(&out)?;
+            // A truncated file keeps its old mode: start afresh so the key is 0600.
+            for f in &files {
+                let _ = std::fs::remove_file(f);
+            }
             let ca = CertificateAuthority::generate(&cluster)?;
             ca.write(&out)?;
             eprintln!(
