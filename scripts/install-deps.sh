@@ -10,6 +10,7 @@ PACKAGES=(
   docker-registry             # local OCI registry for pull tests
   containernetworking-plugins # CNI plugins for container networking
   iproute2 iptables           # network namespaces and partitions in cluster tests
+  systemd                     # systemd-analyze verifies the unit files
   ca-certificates
 )
 

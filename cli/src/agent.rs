@@ -41,12 +41,14 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let agent = Agent::start(config).await?;
         tracing::info!(node = agent.name(), "agent started");
+        crate::systemd::ready();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let run = tokio::spawn(agent.run(stopped));
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping the agent; containers keep running"),
             _ = int.recv() => tracing::info!("SIGINT: stopping the agent; containers keep running"),
         }
+        crate::systemd::stopping();
         let _ = stop.send(true);
         let _ = run.await;
         Ok::<_, anyhow::Error>(())

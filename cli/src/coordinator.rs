@@ -111,10 +111,13 @@ async fn serve(config: CoordinatorConfig) -> Result<()> {
     };
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // Raft, the agent listener and the API all serve now.
+    crate::systemd::ready();
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+    crate::systemd::stopping();
     let _ = stop_leader.send(true);
     let _ = leader.await;
     if let Some(api) = api {

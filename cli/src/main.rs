@@ -5,6 +5,7 @@ mod agent;
 mod certs;
 mod client;
 mod coordinator;
+mod systemd;
 mod zapp;
 
 use clap::{CommandFactory, Parser, Subcommand};
