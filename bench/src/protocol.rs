@@ -106,7 +106,7 @@ async fn start_coordinator(dir: &Path, heartbeat_ms: u64) -> Result<(Coordinator
         "id = 1\nname = \"c1\"\nlisten = \"127.0.0.1:{raft}\"\ndata_dir = \"c1-data\"\n\
          [tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1-key.pem\"\n\
          [[peers]]\nid = 1\naddr = \"127.0.0.1:{raft}\"\nname = \"c1\"\n\
-         [agents]\nlisten = \"127.0.0.1:{agents}\"\nheartbeat_ms = {heartbeat_ms}\nfailover_grace_ms = 600000\n"
+         [agents]\nlisten = \"127.0.0.1:{agents}\"\nheartbeat_ms = {heartbeat_ms}\nfailover_grace_ms = 600000\nstop_grace_ms = 500\n"
     );
     let path = dir.join("c1.toml");
     std::fs::write(&path, text)?;
@@ -228,9 +228,8 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     tokio::time::sleep(Duration::from_millis(args.heartbeat_ms * 3)).await;
     let rss_50 = proc_rss_mib(pid);
     eprintln!("agent RSS with {} containers {rss_50:.1} MiB; stopping them", args.containers);
-    for id in &ids {
-        let _ = backend.terminate_service("real", 0, id).await;
-    }
+    // `sleep` as PID 1 ignores SIGTERM: stop them all at once, short grace.
+    futures::future::join_all(ids.iter().map(|id| backend.terminate_service("real", 0, id))).await;
     drop(agent);
     {
         let mut rc = zoe_agent::RuntimeConfig::new(&socket, dir.path().join("cleanup"));
