@@ -28,6 +28,22 @@ fn node(name: &str) -> Registration {
     }
 }
 
+/// User `ada` with the `user` role and the given quota.
+fn ada(quota_id: QuotaId) -> User {
+    User {
+        id: 0,
+        username: "ada".into(),
+        email: None,
+        fs_uid: 1000,
+        role_id: user::ROLE_USER,
+        quota_id,
+        enabled: true,
+        auth_source: "internal".into(),
+        password_hash: None,
+        priority: 0,
+    }
+}
+
 struct World {
     st: State,
     t: Millis,
@@ -338,18 +354,7 @@ fn reregistration_keeps_identity_eligibility_and_first_registration() {
 #[test]
 fn users_roles_and_quotas_follow_zoe_rules() {
     let mut w = World::new();
-    let user = User {
-        id: 0,
-        username: "ada".into(),
-        email: None,
-        fs_uid: 1000,
-        role_id: user::ROLE_USER,
-        quota_id: user::QUOTA_DEFAULT,
-        enabled: true,
-        auth_source: "internal".into(),
-        password_hash: None,
-        priority: 0,
-    };
+    let user = ada(user::QUOTA_DEFAULT);
     let Applied::Created(uid) = w.ok(Command::CreateUser { user: user.clone() }) else { panic!() };
     assert!(matches!(w.refused(Command::CreateUser { user: user.clone() }), StateError::Conflict(_)));
     w.refused(Command::CreateUser { user: User { username: "bob".into(), role_id: 12345, ..user.clone() } });
@@ -446,18 +451,7 @@ fn quotas_are_enforced_when_the_submission_applies() {
     }) else {
         panic!()
     };
-    let user = User {
-        id: 0,
-        username: "ada".into(),
-        email: None,
-        fs_uid: 1000,
-        role_id: user::ROLE_USER,
-        quota_id: qid,
-        enabled: true,
-        auth_source: "internal".into(),
-        password_hash: None,
-        priority: 0,
-    };
+    let user = ada(qid);
     w.ok(Command::CreateUser { user });
     w.submit(batch());
     // Two submissions that both passed the API's check: the second is refused here.
