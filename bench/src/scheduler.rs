@@ -85,8 +85,15 @@ fn submit(st: &mut State, n: u32, essential: u32, total: u32) {
         let a = app(essential, total, u64::from(i % 97));
         let size = a.dynsize();
         let time = 10 + u64::from(i);
-        let Applied::Created(id) =
-            st.apply(&Command::SubmitExecution { name: format!("e{i}"), owner: "bench".into(), description: a, size, time }).expect("submit")
+        let Applied::Created(id) = st
+            .apply(&Command::SubmitExecution {
+                name: format!("e{i}"),
+                owner: "bench".into(),
+                description: a,
+                size,
+                time,
+            })
+            .expect("submit")
         else {
             unreachable!()
         };
@@ -119,7 +126,10 @@ pub fn run(args: Args) -> anyhow::Result<Value> {
     eprintln!("building a {}-node cluster with {} queued single-service executions", args.nodes, args.executions);
     let (mut narrow, platform) = cluster(args.nodes);
     submit(&mut narrow, args.executions, 1, 1);
-    eprintln!("building {} executions × {} services (5 essential, the rest elastic)", args.wide_executions, args.services);
+    eprintln!(
+        "building {} executions × {} services (5 essential, the rest elastic)",
+        args.wide_executions, args.services
+    );
     let (mut wide, _) = cluster(args.nodes);
     submit(&mut wide, args.wide_executions, args.services.min(5), args.services);
 

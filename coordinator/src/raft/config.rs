@@ -113,13 +113,7 @@ pub struct ApiSettings {
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        ApiSettings {
-            listen: None,
-            tls_cert: None,
-            tls_key: None,
-            body_limit_bytes: 4 * 1024 * 1024,
-            auth_file: None,
-        }
+        ApiSettings { listen: None, tls_cert: None, tls_key: None, body_limit_bytes: 4 * 1024 * 1024, auth_file: None }
     }
 }
 
