@@ -65,7 +65,7 @@ async fn pull_from_a_local_registry() {
     let mut cfg = support::config(&ns, dir.path());
     cfg.registry.insecure = vec![registry.host()];
     let rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
-    let e = support::Env { rt, ns, dir };
+    let e = support::Env::new(rt, ns, dir);
 
     let progress: Arc<Mutex<Vec<Progress>>> = Default::default();
     let p = progress.clone();

@@ -311,7 +311,7 @@ async fn fifty_back_to_back_runs_do_not_race_the_gc() {
         let id = format!("run-{i}");
         let exit = e.run(&spec(&id, &["true"])).await;
         assert_eq!(exit.code, Some(0), "run {i}");
-        e.rt.stop(&id, Duration::ZERO).await.unwrap();
+        e.rt.stop(&e.id(&id), Duration::ZERO).await.unwrap();
     }
     assert!(e.rt.services().is_empty());
     e.cleanup().await;

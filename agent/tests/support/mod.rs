@@ -16,6 +16,8 @@ pub struct Env {
     pub rt: Runtime,
     pub ns: String,
     pub dir: tempfile::TempDir,
+    /// Ids a retried start ran under (see `run`).
+    retried: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub fn busybox() -> &'static BusyboxImage {
@@ -46,7 +48,7 @@ pub async fn bare(name: &str) -> Env {
     let ns = zoe_testkit::unique_namespace(name);
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::connect(config(&ns, dir.path())).await.expect("connecting the runtime");
-    Env { rt, ns, dir }
+    Env::new(rt, ns, dir)
 }
 
 /// A runtime in a fresh namespace with the busybox image imported.
@@ -71,19 +73,35 @@ pub fn spec(id: &str, argv: &[&str]) -> ServiceSpec {
 }
 
 impl Env {
+    pub fn new(rt: Runtime, ns: String, dir: tempfile::TempDir) -> Env {
+        Env { rt, ns, dir, retried: Default::default() }
+    }
+
     pub async fn run(&self, spec: &ServiceSpec) -> zoe_agent::ExitStatus {
-        // A retryable start failure is retried, as the scheduler would.
+        // A retryable start failure is retried as the leader does: under a
+        // new container id (a vanished shim can leave its bundle behind
+        // under the old one), after tearing the failed attempt down.
+        let mut id = spec.id.clone();
         if let Err(e) = self.rt.spawn(spec).await {
             assert!(e.is_retryable(), "spawn: {e}");
             eprintln!("retrying after a retryable start failure: {e}");
-            self.rt.spawn(spec).await.expect("spawn (retry)");
+            let _ = self.rt.stop(&spec.id, std::time::Duration::ZERO).await;
+            let retry = ServiceSpec { id: format!("{}-retry", spec.id), ..spec.clone() };
+            self.rt.spawn(&retry).await.expect("spawn (retry)");
+            self.retried.lock().unwrap().insert(spec.id.clone(), retry.id.clone());
+            id = retry.id;
         }
-        tokio::time::timeout(TIMEOUT, self.rt.wait(&spec.id)).await.expect("exit in time").expect("wait")
+        tokio::time::timeout(TIMEOUT, self.rt.wait(&id)).await.expect("exit in time").expect("wait")
+    }
+
+    /// The id a service asked for as `id` actually runs under.
+    pub fn id(&self, id: &str) -> String {
+        self.retried.lock().unwrap().get(id).cloned().unwrap_or_else(|| id.to_string())
     }
 
     /// The whole log of a service.
     pub async fn log(&self, id: &str) -> String {
-        let c = self.rt.logs(id, 0, 1 << 20).await.expect("logs");
+        let c = self.rt.logs(&self.id(id), 0, 1 << 20).await.expect("logs");
         String::from_utf8_lossy(&c.data).into_owned()
     }
 
