@@ -62,19 +62,23 @@ fn spec(id: &str) -> ServiceSpec {
 /// One agent run: (create→running ms, start+wait+delete ms).
 async fn agent_run(rt: &Runtime, id: &str) -> anyhow::Result<(f64, f64)> {
     let mut t0 = Instant::now();
-    if let Err(e) = rt.spawn(&spec(id)).await {
-        // Retryable failures are retried, as the scheduler would; the run
-        // is timed from the retry.
+    let mut id = id.to_string();
+    if let Err(e) = rt.spawn(&spec(&id)).await {
+        // Retryable failures are retried as the leader does: under a new
+        // container id (a vanished shim can leave its bundle under the old
+        // one), after tearing the attempt down; the run is timed from the retry.
         if !e.is_retryable() {
             return Err(e.into());
         }
         eprintln!("retrying {id}: {e}");
+        let _ = rt.stop(&id, Duration::ZERO).await;
+        id.push_str("-retry");
         t0 = Instant::now();
-        rt.spawn(&spec(id)).await?;
+        rt.spawn(&spec(&id)).await?;
     }
     let running = t0.elapsed();
-    let exit = tokio::time::timeout(Duration::from_secs(60), rt.wait(id)).await.context("exit within 60 s")??;
-    rt.stop(id, Duration::ZERO).await?;
+    let exit = tokio::time::timeout(Duration::from_secs(60), rt.wait(&id)).await.context("exit within 60 s")??;
+    rt.stop(&id, Duration::ZERO).await?;
     let total = t0.elapsed();
     if exit.code != Some(0) {
         bail!("{id} exited with {exit:?}");
