@@ -12,7 +12,7 @@ pub mod template;
 mod validate;
 
 pub use expand::{Instance, expand};
-pub use validate::{Issue, ParseError, Report, parse, validate_value};
+pub use validate::{Issue, ParseError, Report, parse, type_name, validate_value};
 
 use crate::resources::Millicores;
 use serde::{Deserialize, Serialize};

@@ -113,7 +113,8 @@ fn at(path: &str, index: usize) -> String {
     format!("{path}/{index}")
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message: "a string", "null".
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

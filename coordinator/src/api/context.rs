@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zoe_common::zapp::type_name;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -365,19 +366,8 @@ impl axum::extract::FromRequest<Ctx> for Body {
         })?;
         match v {
             Value::Object(m) => Ok(Body(m)),
-            other => Err(HttpError::invalid_field("", format!("expected a JSON object, got {}", kind(&other)))),
+            other => Err(HttpError::invalid_field("", format!("expected a JSON object, got {}", type_name(&other)))),
         }
-    }
-}
-
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -403,7 +393,9 @@ impl Body {
         match self.get(k) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a string, got {}", kind(v)))),
+            Some(v) => {
+                Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a string, got {}", type_name(v))))
+            }
         }
     }
 
@@ -419,7 +411,10 @@ impl Body {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                HttpError::invalid_field(&format!("/{k}"), format!("expected a non-negative integer, got {}", kind(v)))
+                HttpError::invalid_field(
+                    &format!("/{k}"),
+                    format!("expected a non-negative integer, got {}", type_name(v)),
+                )
             }),
         }
     }
@@ -439,7 +434,7 @@ impl Body {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-                HttpError::invalid_field(&format!("/{k}"), format!("expected an integer, got {}", kind(v)))
+                HttpError::invalid_field(&format!("/{k}"), format!("expected an integer, got {}", type_name(v)))
             }),
         }
     }
@@ -448,7 +443,9 @@ impl Body {
         match self.get(k) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a boolean, got {}", kind(v)))),
+            Some(v) => {
+                Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a boolean, got {}", type_name(v))))
+            }
         }
     }
 }
