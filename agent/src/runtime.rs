@@ -796,13 +796,7 @@ impl Runtime {
     /// collected. Nothing is restarted.
     async fn reattach(&self) -> Result<()> {
         let ctd = &self.inner.ctd;
-        let containers = ctd
-            .containers()
-            .list(ctd.rq(ListContainersRequest { filters: vec![] }))
-            .await
-            .map_err(Error::ctd("list containers"))?
-            .into_inner()
-            .containers;
+        let containers = self.list_containers().await?;
         for c in containers {
             let Some(service_id) = c.labels.get(LABEL_SERVICE) else { continue };
             let owner = Ownership {
@@ -858,16 +852,22 @@ impl Runtime {
         }
     }
 
-    /// Containers in the namespace without zoe's labels.
-    pub async fn orphans(&self) -> Result<Vec<Orphan>> {
+    /// Every container in the agent's namespace, zoe's or not.
+    async fn list_containers(&self) -> Result<Vec<containerd_client::services::v1::Container>> {
         let ctd = &self.inner.ctd;
-        let containers = ctd
+        Ok(ctd
             .containers()
             .list(ctd.rq(ListContainersRequest { filters: vec![] }))
             .await
             .map_err(Error::ctd("list containers"))?
             .into_inner()
-            .containers;
+            .containers)
+    }
+
+    /// Containers in the namespace without zoe's labels.
+    pub async fn orphans(&self) -> Result<Vec<Orphan>> {
+        let ctd = &self.inner.ctd;
+        let containers = self.list_containers().await?;
         let mut out = Vec::new();
         for c in containers {
             if c.labels.contains_key(LABEL_SERVICE) {
