@@ -24,6 +24,11 @@
 //! cores = 0.5
 //! memory_bytes = 536870912
 //!
+//! [advertise]                     # optional: report this capacity instead of the
+//! cores = 2.0                     # machine's (total − reserve), e.g. for tests or
+//! memory_bytes = 2147483648       # agents sharing a host; the parent cgroup keeps
+//!                                 # the machine's limit
+//!
 //! [registry]
 //! insecure = ["127.0.0.1:5000"]   # registries spoken to over plain HTTP
 //! ```
@@ -75,6 +80,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub reserve: ReserveSettings,
     #[serde(default)]
+    pub advertise: AdvertiseSettings,
+    #[serde(default)]
     pub registry: RegistrySettings,
 }
 
@@ -101,6 +108,14 @@ pub struct TlsFiles {
 pub struct ReserveSettings {
     pub cores: f64,
     pub memory_bytes: u64,
+}
+
+/// Capacity reported to the coordinators instead of the machine's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdvertiseSettings {
+    pub cores: Option<f64>,
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -156,6 +171,14 @@ impl AgentConfig {
         }
         if !(self.reserve.cores >= 0.0 && self.reserve.cores.is_finite()) {
             return Err("reserve.cores: a non-negative number".into());
+        }
+        if let Some(c) = self.advertise.cores
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err("advertise.cores: a positive number".into());
+        }
+        if self.advertise.memory_bytes == Some(0) {
+            return Err("advertise.memory_bytes: a positive number".into());
         }
         Ok(())
     }
@@ -221,6 +244,14 @@ mod tests {
         assert_eq!(c.heartbeat_ms, 2000);
         assert_eq!(c.containerd.namespace, "zoe");
         assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.advertise.cores, None);
+        std::fs::write(
+            &p,
+            "coordinators = [\"127.0.0.1:4648\"]\ndata_dir = \"data\"\n[containerd]\nsocket = \"/run/c.sock\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n[advertise]\ncores = 0\n",
+        )
+        .unwrap();
+        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("advertise.cores"));
         std::fs::write(&p, "coordinators = []\nbogus = 1\n").unwrap();
         assert!(AgentConfig::load(&p).is_err());
     }

@@ -112,6 +112,13 @@ impl Agent {
         rc.registry.insecure = cfg.registry.insecure.clone();
         rc.reserve.cpu = Millicores::from_cores(cfg.reserve.cores).map_err(|e| DaemonError::Setup(e.to_string()))?;
         rc.reserve.memory_bytes = cfg.reserve.memory_bytes;
+        rc.advertise.cpu = match cfg.advertise.cores {
+            Some(c) => {
+                Some(Millicores::from_cores(c).map_err(|e| DaemonError::Setup(format!("advertise.cores: {e}")))?)
+            }
+            None => None,
+        };
+        rc.advertise.memory_bytes = cfg.advertise.memory_bytes;
         let rt = Runtime::connect(rc).await?;
         let agent = Arc::new(Agent {
             cfg,

@@ -28,7 +28,7 @@ pub use containerd::Containerd;
 pub use error::{Error, Result, StartError, StartErrorKind};
 pub use image::{ImageInfo, ImageStore, Phase, Progress, ProgressFn};
 pub use logs::{LogChunk, LogConfig};
-pub use node::{NodeStats, Reserve};
+pub use node::{Advertise, NodeStats, Reserve};
 pub use pull::RegistryConfig;
 pub use runtime::{ExitStatus, Orphan, Runtime, RuntimeConfig, ServiceState, ServiceStatus};
 pub use spec::{BindMount, NetworkMode, Ownership, Resources, ServiceSpec};

@@ -13,6 +13,17 @@ pub struct Reserve {
     pub memory_bytes: u64,
 }
 
+/// Capacity to advertise instead of the machine's (total minus reserve):
+/// lets tests give each agent a fixed size whatever the host has, and lets
+/// several agents share one host without each claiming all of it. Only
+/// what the scheduler is told changes; the parent cgroup keeps the
+/// machine's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Advertise {
+    pub cpu: Option<Millicores>,
+    pub memory_bytes: Option<u64>,
+}
+
 /// A snapshot of the node's resources.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NodeStats {
@@ -26,7 +37,8 @@ pub struct NodeStats {
     /// Whole-node CPU use since the previous sample, in percent of all cores
     /// (0 on the first sample: it needs two).
     pub cpu_usage_percent: f32,
-    /// What the scheduler may allocate here: total minus the reserve.
+    /// What the scheduler may allocate here: total minus the reserve, or
+    /// the advertised override.
     pub capacity_cpu: Millicores,
     pub capacity_memory_bytes: u64,
 }
@@ -36,19 +48,28 @@ pub struct NodeStats {
 pub struct NodeMonitor {
     sys: System,
     reserve: Reserve,
+    advertise: Advertise,
 }
 
 impl NodeMonitor {
-    pub fn new(reserve: Reserve) -> Result<NodeMonitor> {
+    pub fn new(reserve: Reserve, advertise: Advertise) -> Result<NodeMonitor> {
         let kind = RefreshKind::nothing()
             .with_memory(MemoryRefreshKind::nothing().with_ram())
             .with_cpu(CpuRefreshKind::nothing().with_usage());
         let sys = System::new_with_specifics(kind).map_err(|e| Error::Host(e.to_string()))?;
-        Ok(NodeMonitor { sys, reserve })
+        Ok(NodeMonitor { sys, reserve, advertise })
     }
 
-    /// What the node may hand out, without sampling usage.
+    /// What the node tells the scheduler it may hand out: the advertised
+    /// override where set, else [`NodeMonitor::machine_capacity`].
     pub fn capacity(&self) -> (Millicores, u64) {
+        let (cpu, mem) = self.machine_capacity();
+        (self.advertise.cpu.unwrap_or(cpu), self.advertise.memory_bytes.unwrap_or(mem))
+    }
+
+    /// What the machine may hand out (total minus the reserve), without
+    /// sampling usage.
+    pub fn machine_capacity(&self) -> (Millicores, u64) {
         let cores = self.sys.cpus().len() as u32;
         (
             Millicores::from_whole_cores(cores).saturating_sub(self.reserve.cpu),

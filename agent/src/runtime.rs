@@ -15,7 +15,7 @@ use crate::containerd::{Containerd, RUNTIME, SNAPSHOTTER};
 use crate::error::{Error, Result, StartError};
 use crate::image::ImageStore;
 use crate::logs::{Fifos, LogChunk, LogConfig, LogProgress, LogPump};
-use crate::node::{NodeMonitor, NodeStats, Reserve};
+use crate::node::{Advertise, NodeMonitor, NodeStats, Reserve};
 use crate::pull::RegistryConfig;
 use crate::spec::{
     LABEL_EXECUTION, LABEL_EXIT_CODE, LABEL_INSTANCE, LABEL_OOM, LABEL_SERVICE, Ownership, ServiceSpec, build_spec,
@@ -64,6 +64,8 @@ pub struct RuntimeConfig {
     pub logs: LogConfig,
     pub registry: RegistryConfig,
     pub reserve: Reserve,
+    /// Capacity reported instead of the machine's (see [`Advertise`]).
+    pub advertise: Advertise,
 }
 
 impl RuntimeConfig {
@@ -77,6 +79,7 @@ impl RuntimeConfig {
             logs: LogConfig::default(),
             registry: RegistryConfig::default(),
             reserve: Reserve::default(),
+            advertise: Advertise::default(),
         }
     }
 }
@@ -179,9 +182,9 @@ impl Runtime {
     pub async fn connect(cfg: RuntimeConfig) -> Result<Runtime> {
         let ctd = Containerd::connect(&cfg.socket, &cfg.namespace).await?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(Error::io(format!("creating {}", cfg.data_dir.display())))?;
-        let node = NodeMonitor::new(cfg.reserve)?;
+        let node = NodeMonitor::new(cfg.reserve, cfg.advertise)?;
         if cfg.limit_parent_cgroup {
-            let (cpu, mem) = node.capacity();
+            let (cpu, mem) = node.machine_capacity();
             crate::cgroup::ensure_parent(&cfg.parent_cgroup, Some(cpu), Some(mem))?;
         } else {
             crate::cgroup::ensure_parent(&cfg.parent_cgroup, None, None)?;
