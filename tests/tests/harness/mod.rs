@@ -16,6 +16,8 @@
 
 #![allow(dead_code)]
 
+pub mod zoe;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -156,6 +158,12 @@ pub const CA_FILE: &str = "ca.pem";
 impl Cluster {
     /// Writes certificates and configs for `n` coordinators and starts them all at once.
     pub fn start(n: usize, tuning: Tuning) -> Cluster {
+        Cluster::start_with(n, tuning, |_| String::new())
+    }
+
+    /// Like [`Cluster::start`], appending `extra(node)` (more TOML sections,
+    /// e.g. `[api]`, `[agents]`, `[leader]`) to each node's configuration.
+    pub fn start_with(n: usize, tuning: Tuning, extra: impl Fn(&Node) -> String) -> Cluster {
         let dir = tempfile::Builder::new().prefix("zoe-cluster-").tempdir().unwrap();
         let ca = CertificateAuthority::generate("test").unwrap();
         ca.write(dir.path()).unwrap();
@@ -184,13 +192,14 @@ impl Cluster {
                 "id = {id}\nname = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{name}-data\"\n\n\
                  [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}-key.pem\"\n\n{peers}\
                  [raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
-                 snapshot_every_logs = {s}\ntrailing_logs = {t}\nwrite_timeout_ms = {w}\n",
+                 snapshot_every_logs = {s}\ntrailing_logs = {t}\nwrite_timeout_ms = {w}\n\n{extra}",
                 id = nd.id,
                 name = nd.name,
                 addr = nd.addr(),
                 s = tuning.snapshot_every_logs,
                 t = tuning.trailing_logs,
                 w = tuning.write_timeout_ms,
+                extra = extra(nd),
             );
             std::fs::write(&nd.config, cfg).unwrap();
         }
