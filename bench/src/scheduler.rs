@@ -57,6 +57,7 @@ fn app(essential: u32, total: u32, size: u64) -> ZApp {
             labels: None,
             network: None,
         }],
+        on_eviction: None,
     }
 }
 

@@ -270,3 +270,44 @@ mod fuzz {
         }
     }
 }
+
+/// `on_eviction` is optional; a Zoe document without it is unchanged by a
+/// round trip; a bad value is one error at its pointer.
+#[test]
+fn on_eviction_is_an_optional_policy() {
+    use zoe_common::zapp::OnEviction;
+    let base: Value = serde_json::from_str(&read(&examples().join("hello-batch.json"))).unwrap();
+    // (value, will_end, policy when valid, error words, warning)
+    let table: &[(Option<Value>, bool, Option<OnEviction>, Option<&str>, bool)] = &[
+        (None, true, None, None, false),
+        (Some(json!("end")), true, Some(OnEviction::End), None, false),
+        (Some(json!("requeue")), true, Some(OnEviction::Requeue), None, false),
+        (Some(json!("requeue")), false, Some(OnEviction::Requeue), None, true),
+        (Some(json!("restart")), true, None, Some("must be `end` or `requeue`, not `restart`"), false),
+        (Some(json!(true)), true, None, Some("must be `end` or `requeue`, not a boolean"), false),
+        (Some(Value::Null), true, None, Some("not null"), false),
+    ];
+    for (i, (value, will_end, policy, error, warning)) in table.iter().enumerate() {
+        let mut v = base.clone();
+        v["will_end"] = json!(will_end);
+        if let Some(x) = value {
+            v["on_eviction"] = x.clone();
+        }
+        let (app, report) = validate_value(&v);
+        match error {
+            Some(words) => {
+                assert!(app.is_none(), "row {i}");
+                assert_eq!(report.errors.len(), 1, "row {i}: {report:?}");
+                assert_eq!(report.errors[0].path, "/on_eviction", "row {i}");
+                assert!(report.errors[0].message.contains(words), "row {i}: {}", report.errors[0].message);
+            }
+            None => {
+                let app = app.unwrap_or_else(|| panic!("row {i}: {report:?}"));
+                assert_eq!(app.on_eviction, *policy, "row {i}");
+                assert_eq!(report.warnings.iter().any(|w| w.path == "/on_eviction"), *warning, "row {i}");
+                // Written back exactly as given: absent stays absent.
+                assert_eq!(serde_json::to_value(&app).unwrap().get("on_eviction"), value.as_ref(), "row {i}");
+            }
+        }
+    }
+}

@@ -26,7 +26,8 @@ pub struct DrainConfig {
     /// and replaced (Nomad's `disconnect` grace).
     pub lost_after_ms: u64,
     /// When a node is lost, executions that would end on their own start
-    /// over elsewhere instead of ending in error.
+    /// over elsewhere instead of ending in error, unless their ZApp says
+    /// otherwise (`on_eviction`).
     pub requeue_lost_batch: bool,
 }
 
@@ -107,10 +108,16 @@ pub fn actions(st: &State, platform: &Platform, cfg: &DrainConfig, now: Millis) 
                     moves.extend(essential);
                 }
             } else if hurry && matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running) {
+                // The ZApp may ask to start over elsewhere instead of ending.
+                let after = if e.description.requeue_on_eviction(false) {
+                    AfterCleanup::Requeue
+                } else {
+                    AfterCleanup::Terminated
+                };
                 out.push(Command::TerminateExecution {
                     id: *exec_id,
                     reason: format!("{reason} on {}", n.name),
-                    after: AfterCleanup::Terminated,
+                    after,
                     time: now,
                 });
             }

@@ -35,6 +35,33 @@ pub struct ZApp {
     pub will_end: bool,
     pub size: u64,
     pub services: Vec<ServiceGroup>,
+    /// What becomes of a `will_end` execution that zoe has to take off its
+    /// node (node lost, drain deadline). Absent: the cluster's default
+    /// (end). A zoe addition: Zoe documents never carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_eviction: Option<OnEviction>,
+}
+
+/// A batch execution's fate when its node is lost or a drain's deadline
+/// passes. Long-running executions (`will_end: false`) always move instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEviction {
+    /// End: in error ("node lost"), or terminated ("node drain deadline").
+    End,
+    /// Go back to the queue and start over elsewhere.
+    Requeue,
+}
+
+impl OnEviction {
+    pub const ALL: [OnEviction; 2] = [OnEviction::End, OnEviction::Requeue];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnEviction::End => "end",
+            OnEviction::Requeue => "requeue",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +155,12 @@ pub struct Port {
 }
 
 impl ZApp {
+    /// Whether an evicted execution of this ZApp starts over: its own
+    /// `on_eviction` when given, else the cluster's default.
+    pub fn requeue_on_eviction(&self, cluster_default: bool) -> bool {
+        self.on_eviction.map_or(cluster_default, |p| p == OnEviction::Requeue)
+    }
+
     /// Zoe's DYNSIZE starting size: Σ cores.min × Σ memory.min over all
     /// instances (cores in whole cores, as Zoe multiplied floats).
     pub fn dynsize(&self) -> f64 {

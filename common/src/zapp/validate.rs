@@ -9,8 +9,8 @@
 
 use super::template::{Placeholder, Template};
 use super::{
-    CoresRange, EnvVar, FORMAT_VERSION, MAX_TOTAL_COUNT, MemoryRange, Port, Protocol, Resources, ServiceGroup, Volume,
-    ZApp,
+    CoresRange, EnvVar, FORMAT_VERSION, MAX_TOTAL_COUNT, MemoryRange, OnEviction, Port, Protocol, Resources,
+    ServiceGroup, Volume, ZApp,
 };
 use crate::image::ImageRef;
 use crate::resources::Millicores;
@@ -88,6 +88,7 @@ pub fn validate_value(v: &Value) -> (Option<ZApp>, Report) {
 }
 
 const TOP_REQUIRED: &[&str] = &["name", "version", "will_end", "size", "services"];
+const TOP_OPTIONAL: &[&str] = &["on_eviction"];
 const SERVICE_REQUIRED: &[&str] = &[
     "name",
     "image",
@@ -245,7 +246,7 @@ impl Checker {
     }
 
     fn zapp(&mut self, v: &Value) -> Option<ZApp> {
-        let m = self.object(v, "", TOP_REQUIRED, &[])?;
+        let m = self.object(v, "", TOP_REQUIRED, TOP_OPTIONAL)?;
         // Zoe reports a version mismatch before anything else: a ZApp of
         // another format fails many rules for one reason.
         let version = match m.get("version") {
@@ -268,6 +269,7 @@ impl Checker {
         }
         let will_end = self.boolean(m, "will_end", "");
         let size = self.integer(m, "size", "", 0, i128::from(u64::MAX));
+        let on_eviction = self.on_eviction(m, will_end);
 
         let services = self.array(m, "services", "");
         let mut groups = Vec::new();
@@ -288,7 +290,7 @@ impl Checker {
             self.cross_service_checks(list, &groups);
         }
 
-        let (name, version, will_end, size) = (name?, version?, will_end?, size?);
+        let (name, version, will_end, size, on_eviction) = (name?, version?, will_end?, size?, on_eviction?);
         if !all_groups_ok || services.is_none() || !self.errors.is_empty() {
             return None;
         }
@@ -298,7 +300,33 @@ impl Checker {
             will_end,
             size: size as u64,
             services: groups.into_iter().flatten().collect(),
+            on_eviction,
         })
+    }
+
+    /// The optional `on_eviction` policy: `Some(None)` when absent.
+    fn on_eviction(&mut self, m: &Map<String, Value>, will_end: Option<bool>) -> Option<Option<OnEviction>> {
+        let Some(v) = m.get("on_eviction") else { return Some(None) };
+        let names = || OnEviction::ALL.map(|p| format!("`{}`", p.as_str())).join(" or ");
+        let policy = match v {
+            Value::String(s) => OnEviction::ALL.into_iter().find(|p| p.as_str() == s),
+            _ => None,
+        };
+        let Some(policy) = policy else {
+            let found = match v {
+                Value::String(s) => format!("`{s}`"),
+                other => type_name(other).to_string(),
+            };
+            self.err("/on_eviction", format!("must be {}, not {found}", names()));
+            return None;
+        };
+        if will_end == Some(false) {
+            self.warn(
+                "/on_eviction",
+                "has no effect when will_end is false: long-running executions are always restarted elsewhere",
+            );
+        }
+        Some(Some(policy))
     }
 
     /// Names become host names and container names: Zoe's character set,

@@ -280,3 +280,58 @@ fn a_lost_node_gets_a_grace_then_its_work_is_replaced_per_policy() {
         assert!(w.drain_step().is_empty(), "handled once");
     }
 }
+
+/// The ZApp's `on_eviction` decides a batch execution's fate on node loss
+/// and at a drain deadline; without it, the cluster's default does.
+#[test]
+fn batch_work_follows_its_zapps_eviction_policy() {
+    use zoe_common::zapp::OnEviction::{End, Requeue};
+    enum Cause {
+        Lost,
+        Deadline,
+    }
+    // (cause, ZApp policy, cluster requeue_lost_batch, status, reason starts with)
+    let table = [
+        (Cause::Lost, None, false, ExecutionStatus::Error, "node a lost"),
+        (Cause::Lost, None, true, ExecutionStatus::Queued, "node a lost"),
+        (Cause::Lost, Some(End), true, ExecutionStatus::Error, "node a lost"),
+        (Cause::Lost, Some(Requeue), false, ExecutionStatus::Queued, "node a lost"),
+        (Cause::Deadline, None, false, ExecutionStatus::Terminated, "node drain deadline on a"),
+        (Cause::Deadline, None, true, ExecutionStatus::Terminated, "node drain deadline on a"),
+        (Cause::Deadline, Some(End), false, ExecutionStatus::Terminated, "node drain deadline on a"),
+        (Cause::Deadline, Some(Requeue), false, ExecutionStatus::Queued, "node drain deadline on a"),
+    ];
+    for (i, (cause, policy, cluster, status, reason)) in table.into_iter().enumerate() {
+        let mut w = World::new();
+        w.cfg.requeue_lost_batch = cluster;
+        w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: false });
+        let mut a = app(BATCH, true);
+        a.on_eviction = policy;
+        let batch = w.submit(a);
+        w.schedule_and_start();
+        w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: true });
+        match cause {
+            Cause::Lost => {
+                w.ok(Command::SetNodeStatus { name: "a".into(), status: NodeStatus::Down, time: w.now });
+                w.platform.nodes.get_mut("a").unwrap().connected = false;
+                w.now += w.cfg.lost_after_ms;
+                w.drain_step();
+            }
+            Cause::Deadline => {
+                w.start_drain(Some(50), false);
+                w.now += 100;
+                w.drain_step();
+                w.agents_stop();
+            }
+        }
+        let e = &w.st.executions[&batch];
+        assert_eq!(e.status, status, "row {i}");
+        assert!(e.error_message.as_deref().unwrap_or("").starts_with(reason), "row {i}: {:?}", e.error_message);
+        if status == ExecutionStatus::Queued {
+            // It starts over on the other node.
+            w.schedule_and_start();
+            assert_eq!(w.nodes_of(batch).iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["b"], "row {i}");
+        }
+    }
+}
+

@@ -41,6 +41,7 @@ fn zapp(groups: &[G], size: u64) -> ZApp {
                 network: None,
             })
             .collect(),
+        on_eviction: None,
     }
 }
 

@@ -998,12 +998,13 @@ impl State {
             .filter(|s| s.node.as_deref() == Some(name) && s.status.may_hold_container())
             .map(|s| s.id)
             .collect();
-        let mut ended: Vec<(ExecutionId, String)> = Vec::new();
+        let mut ended: Vec<(ExecutionId, String, bool)> = Vec::new();
         let mut touched: Vec<ExecutionId> = Vec::new();
         for sid in on_node {
             let s = &self.services[&sid];
             let e = self.execution(s.execution_id)?;
             let will_end = e.description.will_end;
+            let requeue = e.description.requeue_on_eviction(requeue_batch);
             let active_exec = matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running);
             let (essential, exec_id, inst) = (s.essential, s.execution_id, s.name.clone());
             let s = self.services.get_mut(&sid).expect("listed");
@@ -1023,11 +1024,11 @@ impl State {
             if essential && !will_end {
                 s.moving = true;
             } else if essential {
-                ended.push((exec_id, format!("node {name} lost while running {inst}")));
+                ended.push((exec_id, format!("node {name} lost while running {inst}"), requeue));
             }
         }
-        for (id, reason) in ended {
-            let after = if requeue_batch { AfterCleanup::Requeue } else { AfterCleanup::Error };
+        for (id, reason, requeue) in ended {
+            let after = if requeue { AfterCleanup::Requeue } else { AfterCleanup::Error };
             self.terminate(id, &reason, after, time)?;
         }
         for id in touched {
