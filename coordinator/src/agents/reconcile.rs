@@ -6,6 +6,11 @@
 //!   it, or it belongs to a finished attempt) is an **orphan**: stopped at
 //!   once if it has exited; reported and stopped after a grace if running
 //!   (Zoe left running orphans to the admin; zoe gives the admin the grace).
+//! * A running container of a service zoe knows but no longer runs here
+//!   (lost with its node, moved by a drain, replaced elsewhere, ended) is
+//!   **superseded**: stopped at once, so a node that comes back does not run
+//!   a duplicate next to the replacement. A service still placed here (a
+//!   spawn whose report is in flight) keeps the orphan grace.
 //! * An expected container that has exited marks its service dead (the
 //!   exit event may have been lost while no leader listened).
 //! * At registration only, an expected container that is missing marks its
@@ -57,10 +62,10 @@ pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_regist
                 }
             }
             None => {
-                if c.state.is_running() {
-                    a.running_orphans.push(c.container_id.clone());
-                } else {
+                if !c.state.is_running() || superseded(st, node, c) {
                     a.stop_now.push(c.container_id.clone());
+                } else {
+                    a.running_orphans.push(c.container_id.clone());
                 }
             }
         }
@@ -90,4 +95,10 @@ pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_regist
     a.stop_now.sort();
     a.running_orphans.sort();
     a
+}
+
+/// The container's service exists and zoe does not expect it on this node.
+fn superseded(st: &State, node: &str, c: &ContainerInfo) -> bool {
+    let Some(s) = c.service_id.and_then(|id| st.services.get(&id)) else { return false };
+    !(s.node.as_deref() == Some(node) && s.status.may_hold_container())
 }

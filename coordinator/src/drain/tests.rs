@@ -335,3 +335,57 @@ fn batch_work_follows_its_zapps_eviction_policy() {
     }
 }
 
+/// A lost node comes back with its old containers still running: the ones
+/// zoe replaced elsewhere (or ended) are stopped at once, not after the
+/// orphan grace, and re-registering makes the node ready again.
+#[test]
+fn a_lost_node_coming_back_stops_what_was_replaced() {
+    use crate::agents::reconcile::reconcile;
+    use zoe_common::proto::{ContainerInfo, ContainerState};
+    let (mut w, lr, batch) = loaded();
+    let old: Vec<ContainerInfo> =
+        w.st.services
+            .values()
+            .filter(|s| holds(s, "a"))
+            .map(|s| ContainerInfo {
+                container_id: s.container_id.clone().unwrap(),
+                service_id: Some(s.id),
+                state: ContainerState::Running,
+                cores_in_use_millis: 0,
+                memory_in_use: 0,
+                core_limit_millis: None,
+                memory_limit: None,
+            })
+            .collect();
+    assert_eq!(old.len(), 5);
+    w.ok(Command::SetNodeStatus { name: "a".into(), status: NodeStatus::Down, time: w.now });
+    w.platform.nodes.get_mut("a").unwrap().connected = false;
+    w.now += w.cfg.lost_after_ms;
+    w.drain_step();
+    w.now += 60_000;
+    w.schedule_and_start();
+    assert!(w.nodes_of(lr).iter().all(|(_, n)| n == "b"));
+    assert_eq!(w.st.executions[&batch].status, ExecutionStatus::Error);
+    // The agent re-registers: ready again, and every old container goes now.
+    let registration = Registration {
+        name: "a".into(),
+        addresses: vec![],
+        capacity: Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 },
+        labels: BTreeSet::new(),
+        containerd_version: "t".into(),
+        cgroup_mode: "v1".into(),
+        images: BTreeSet::new(),
+    };
+    w.ok(Command::RegisterNode { registration, time: w.now });
+    assert_eq!(w.st.nodes["a"].status, NodeStatus::Ready);
+    let acts = reconcile(&w.st, "a", &old, true, w.now);
+    let mut all: Vec<String> = old.iter().map(|c| c.container_id.clone()).collect();
+    all.sort();
+    assert_eq!(acts.stop_now, all);
+    assert!(acts.running_orphans.is_empty() && acts.commands.is_empty(), "{acts:?}");
+    // A container zoe knows nothing about still gets the grace.
+    let mut stranger = old[0].clone();
+    stranger.container_id = "made-by-hand".into();
+    stranger.service_id = None;
+    assert_eq!(reconcile(&w.st, "a", &[stranger], false, w.now).running_orphans, ["made-by-hand"]);
+}
