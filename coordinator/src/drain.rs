@@ -12,7 +12,7 @@
 
 use crate::scheduler::Platform;
 use crate::state::{
-    AfterCleanup, Command, ExecutionId, ExecutionStatus, Millis, NodeStatus, Service, ServiceStatus, State,
+    AfterCleanup, Command, ExecutionId, ExecutionStatus, Millis, NodeStatus, Service, ServiceId, ServiceStatus, State,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,12 +44,25 @@ pub struct DrainProgress {
     pub remaining: Vec<String>,
     /// Instances moved off the node (stopped there, waiting for or placed on another).
     pub moving: Vec<String>,
+    /// Everything this drain has moved, and where each instance is now.
+    pub moved: Vec<Moved>,
     /// Executions left to finish on their own until the deadline.
     pub waiting_to_finish: Vec<ExecutionId>,
     /// Milliseconds to the deadline, if any.
     pub deadline_in_ms: Option<i64>,
     /// Containers the agent last reported on the node.
     pub containers_reported: Option<u32>,
+}
+
+/// One instance a drain moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub service: ServiceId,
+    /// `<execution id>/<instance name>`.
+    pub instance: String,
+    /// Where it runs now (`None`: not placed yet, or ended).
+    pub node: Option<String>,
+    pub status: ServiceStatus,
 }
 
 fn holds(s: &Service, node: &str) -> bool {
@@ -156,6 +169,17 @@ pub fn progress(st: &State, platform: &Platform, node: &str, now: Millis) -> Opt
         }
     }
     p.waiting_to_finish = waiting.into_iter().collect();
+    p.moved = drain
+        .moved
+        .iter()
+        .filter_map(|id| st.services.get(id))
+        .map(|s| Moved {
+            service: s.id,
+            instance: format!("{}/{}", s.execution_id, s.name),
+            node: s.node.clone().filter(|n| n != node && s.status.may_hold_container()),
+            status: s.status,
+        })
+        .collect();
     Some(p)
 }
 

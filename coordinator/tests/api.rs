@@ -487,6 +487,7 @@ async fn admin_routes_users_roles_quotas_tokens_nodes() {
         (Method::GET, "/api/v1/nodes/n1/images", None),
         (Method::POST, "/api/v1/nodes/n1/eligibility", Some(json!({"eligible": false}))),
         (Method::POST, "/api/v1/nodes/n1/drain", Some(json!({"enable": true, "deadline_s": 60}))),
+        (Method::GET, "/api/v1/nodes/n1/drain", None),
         (Method::POST, "/api/v1/images/preload", Some(json!({"image": "zoe.local/busybox:1", "nodes": ["n1"]}))),
     ] {
         let r = c.call(0, m, p, Some(&admin), b).await;
@@ -824,5 +825,49 @@ async fn nodes_endpoints_logs_and_preload_with_a_live_source() {
     assert_eq!(r.body[0]["eligible"], false);
     assert_eq!(r.body[0]["drain"]["requested_by"], "admin");
     assert_eq!(r.body[0]["schedulable"], false);
+
+    // The drain's progress: who asked, what is left (the batch job waits
+    // for the deadline), the agent's count, time to the deadline.
+    let r = c.call(0, Method::GET, "/api/v1/nodes/n1/drain", Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["draining"], true);
+    assert_eq!(r.body["drain"]["requested_by"], "admin");
+    assert_eq!(r.body["progress"]["remaining"], json!([format!("{id}/hello0")]));
+    assert_eq!(r.body["progress"]["waiting_to_finish"], json!([id]));
+    assert_eq!(r.body["progress"]["containers_reported"], 1);
+    let left = r.body["progress"]["deadline_in_ms"].as_i64().unwrap();
+    assert!(left > 0 && left <= 60_000, "{left}");
+    // A blocking query on it wakes when the drain changes.
+    let index = r.index.unwrap();
+    let (http, url, tok) = (c.http.clone(), c.url(0).to_string(), admin.clone());
+    let waiter = tokio::spawn(async move {
+        call(&http, &url, Method::GET, &format!("/api/v1/nodes/n1/drain?index={index}&wait=30s"), Some(&tok), None)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a blocking query returned without a change");
+    // Bad input names the field; keep_ineligible is for cancelling only.
+    for (body, field) in [
+        (json!({"enable": true, "keep_ineligible": true}), "/keep_ineligible"),
+        (json!({"enable": false, "force": true}), "/force"),
+        (json!({"enable": true, "deadline_s": "1h"}), "/deadline_s"),
+    ] {
+        let r = c.call(0, Method::POST, "/api/v1/nodes/n1/drain", Some(&admin), Some(body)).await;
+        assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], field);
+    }
+    // Cancel, keeping the node ineligible.
+    let body = json!({"enable": false, "keep_ineligible": true});
+    let r = c.call(0, Method::POST, "/api/v1/nodes/n1/drain", Some(&admin), Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["eligible"], false);
+    let r = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woke").unwrap();
+    assert_eq!(r.body["draining"], false);
+    assert_eq!(r.body["eligible"], false);
+    assert!(r.body["progress"].is_null());
+    // Nothing to cancel any more: a conflict, not a silent eligibility change.
+    let r = c.call(0, Method::POST, "/api/v1/nodes/n1/drain", Some(&admin), Some(json!({"enable": false}))).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = c.call(0, Method::GET, "/api/v1/nodes/n2/drain", Some(&admin), None).await;
+    expect_error(&r, StatusCode::NOT_FOUND, "not_found");
     c.stop().await;
 }

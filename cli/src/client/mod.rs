@@ -1,6 +1,7 @@
 //! The `zoe` commands that talk to a cluster through its REST API: info,
 //! login, acl, exec, node, stats, user, role, quota, token, operator.
 
+mod drain;
 mod http;
 mod output;
 
@@ -176,18 +177,28 @@ pub enum NodeCmd {
         #[arg(value_enum)]
         state: OnOff,
     },
-    /// Drain a node (or cancel a drain with --disable).
+    /// Drain a node: nothing new lands there and its work moves elsewhere;
+    /// batch work may finish until the deadline. Again with other options
+    /// updates the drain; --cancel stops it.
     Drain {
         name: String,
-        /// Cancel the drain.
-        #[arg(long, conflicts_with_all = ["deadline", "force"])]
-        disable: bool,
+        /// Cancel the drain: the node is eligible again (unless --keep-ineligible).
+        #[arg(long, visible_alias = "disable", conflicts_with_all = ["deadline", "force", "monitor"])]
+        cancel: bool,
+        /// With --cancel: leave the node ineligible.
+        #[arg(long, requires = "cancel")]
+        keep_ineligible: bool,
         /// After this long (e.g. 30m, 2h), stop what is still running.
         #[arg(long)]
         deadline: Option<String>,
         /// Stop everything now.
         #[arg(long)]
         force: bool,
+        /// Follow the drain until it completes: what is left, what moved,
+        /// time to the deadline (one JSON object per line with --json).
+        /// Alone, follows a drain already in progress.
+        #[arg(long)]
+        monitor: bool,
     },
     /// Images the node holds.
     Images { name: String },
@@ -821,19 +832,8 @@ async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
             done(conn, &v, || format!("node {name}: {}", if eligible { "eligible" } else { "ineligible" }));
             Ok(())
         }
-        NodeCmd::Drain { name, disable, deadline, force } => {
-            let mut body = json!({"enable": !disable, "force": force});
-            if let Some(d) = deadline {
-                body["deadline_s"] = json!(parse_duration_s(&d)?);
-            }
-            if disable {
-                body = json!({"enable": false});
-            }
-            let v = c.post(&format!("/api/v1/nodes/{}/drain", q(&name)), &body).await?;
-            done(conn, &v, || {
-                if disable { format!("node {name}: drain cancelled") } else { format!("node {name}: draining") }
-            });
-            Ok(())
+        NodeCmd::Drain { name, cancel, keep_ineligible, deadline, force, monitor } => {
+            drain::run(&c, conn, &name, drain::Ask { cancel, keep_ineligible, deadline, force, monitor }).await
         }
         NodeCmd::Images { name } => {
             let v = c.get(&format!("/api/v1/nodes/{}/images", q(&name))).await?;

@@ -159,24 +159,76 @@ pub async fn eligibility(
     Ok(ok(json!({ "node": name, "eligible": eligible }), index))
 }
 
-/// Starts (`enable: true`, optional `deadline_s` and `force`) or cancels a drain.
+/// Starts or updates (`enable: true`, optional `deadline_s` and `force`) or
+/// cancels (`enable: false`, optional `keep_ineligible`) a drain. The drain
+/// is replicated with who asked and when.
 pub async fn drain(Ax(ctx): Ax<Ctx>, caller: Caller, P(name): P<String>, body: Body) -> HttpResult<WriteReply<Value>> {
     caller.require_config()?;
-    body.only(&["enable", "deadline_s", "force"])?;
+    body.only(&["enable", "deadline_s", "force", "keep_ineligible"])?;
     let enable = body.bool("enable")?.ok_or_else(|| HttpError::invalid_field("/enable", "is required"))?;
-    let now = now_ms();
-    let drain = if enable {
-        Some(Drain {
+    let keep_ineligible = body.bool("keep_ineligible")?;
+    if enable {
+        if keep_ineligible.is_some() {
+            return Err(HttpError::invalid_field("/keep_ineligible", "applies only when cancelling (enable: false)"));
+        }
+        let now = now_ms();
+        let drain = Drain {
             requested_by: caller.user.username.clone(),
             requested_at: now,
-            deadline: body.u64("deadline_s")?.map(|s| now + s * 1000),
+            deadline: body.u64("deadline_s")?.map(|s| now.saturating_add(s.saturating_mul(1000))),
             force: body.bool("force")?.unwrap_or(false),
+            moved: Vec::new(),
+        };
+        let (_, index) = ctx.write(Command::SetNodeDrain { name: name.clone(), drain: Some(drain.clone()) }).await?;
+        return Ok(ok(json!({ "node": name, "drain": drain }), index));
+    }
+    for field in ["deadline_s", "force"] {
+        if body.get(field).is_some() {
+            return Err(HttpError::invalid_field(
+                &format!("/{field}"),
+                "applies only when starting a drain (enable: true)",
+            ));
+        }
+    }
+    let keep_ineligible = keep_ineligible.unwrap_or(false);
+    let (_, index) = ctx.write(Command::CancelDrain { name: name.clone(), keep_ineligible }).await?;
+    Ok(ok(json!({ "node": name, "drain": null, "eligible": !keep_ineligible }), index))
+}
+
+/// Where a node's drain stands: the drain as asked (who, when, deadline),
+/// its progress (what is left, what moved, time to the deadline, the
+/// agent's container count), or the last completed drain. A blocking query
+/// (`index`, `wait`) returns when the replicated state changes; the live
+/// container count is read at that moment.
+pub async fn drain_status(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(name): P<String>,
+    Q(q): Q<ReadParams>,
+) -> HttpResult<Indexed<Value>> {
+    caller.require_status()?;
+    // Wait first, then take the live view, then read: the agent's count is
+    // as fresh as the state (and no agent lock is taken under the state's).
+    ctx.read(&q, |_| ()).await?;
+    let platform = crate::scheduler::Platform { nodes: live_nodes(&ctx).unwrap_or_default() };
+    let now = now_ms();
+    let r = ctx
+        .read(&ReadParams { consistent: q.consistent, index: None, wait: None }, |s| {
+            find(s, &name).map(|n| {
+                json!({
+                    "node": n.name,
+                    "draining": n.drain.is_some(),
+                    "eligible": n.eligible,
+                    "status": n.status.as_str(),
+                    "drain": n.drain,
+                    "progress": crate::drain::progress(s, &platform, &n.name, now),
+                    "last_drain": n.last_drain,
+                    "completed_at": n.drain_completed_at,
+                })
+            })
         })
-    } else {
-        None
-    };
-    let (_, index) = ctx.write(Command::SetNodeDrain { name: name.clone(), drain: drain.clone() }).await?;
-    Ok(ok(json!({ "node": name, "drain": drain }), index))
+        .await?;
+    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
 }
 
 /// Pulls an image on nodes; streams one JSON line of progress per event.

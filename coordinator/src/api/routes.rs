@@ -98,7 +98,8 @@ routes! {
     get "/api/v1/nodes" => nodes::list, Token, "nodes", true, "Nodes with reserved and live resources (can_see_status)";
     get "/api/v1/nodes/{name}" => nodes::get, Token, "nodes", true, "One node (can_see_status)";
     post "/api/v1/nodes/{name}/eligibility" => nodes::eligibility, Token, "nodes", false, "Set {eligible} (can_change_config)";
-    post "/api/v1/nodes/{name}/drain" => nodes::drain, Token, "nodes", false, "Start {enable: true, deadline_s, force} or cancel {enable: false} a drain (can_change_config)";
+    post "/api/v1/nodes/{name}/drain" => nodes::drain, Token, "nodes", false, "Start or update {enable: true, deadline_s, force}, or cancel {enable: false, keep_ineligible} a drain (can_change_config)";
+    get "/api/v1/nodes/{name}/drain" => nodes::drain_status, Token, "nodes", true, "A drain's progress: what is left, what moved, time to the deadline; the last completed drain (can_see_status)";
     get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, "Images the node reported (can_see_status)";
     post "/api/v1/images/preload" => nodes::preload, Token, "nodes", false, "Pull {image} on {nodes} (all when absent), streaming progress; needs the agents";
     get "/api/v1/statistics/scheduler" => nodes::stats, Token, "nodes", true, "Zoe's scheduler statistics: queues and platform per node (can_see_status)";
@@ -136,7 +137,7 @@ pub const BODY_FIELDS: &[(&str, &str, &[&str])] = &[
     ("post", "/api/v1/executions/{id}/terminate", &["reason"]),
     ("post", "/api/v1/executions/{id}/resubmit", &["name"]),
     ("post", "/api/v1/nodes/{name}/eligibility", &["eligible"]),
-    ("post", "/api/v1/nodes/{name}/drain", &["enable", "deadline_s", "force"]),
+    ("post", "/api/v1/nodes/{name}/drain", &["enable", "deadline_s", "force", "keep_ineligible"]),
     ("post", "/api/v1/images/preload", &["image", "nodes"]),
     (
         "post",

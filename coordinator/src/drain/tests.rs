@@ -135,6 +135,7 @@ impl World {
             requested_at: self.now,
             deadline: deadline_ms.map(|d| self.now + d),
             force,
+            moved: vec![],
         };
         self.ok(Command::SetNodeDrain { name: "a".into(), drain: Some(drain) });
     }
@@ -172,6 +173,10 @@ fn drain_moves_long_running_work_waits_for_batch_and_completes_on_the_agents_wor
     assert!(w.drain_step().is_empty());
     let p = progress(&w.st, &w.platform, "a", w.now).unwrap();
     assert_eq!(p.waiting_to_finish, vec![batch]);
+    // What moved is on record, with where each instance runs now.
+    assert_eq!(p.moved.len(), 4);
+    assert!(p.moved.iter().all(|m| m.node.as_deref() == Some("b") && m.status == ServiceStatus::Active), "{p:?}");
+    assert!(p.moving.is_empty());
     // It finishes; the state is empty but the agent still reports a container.
     let s = w.st.services_of(batch).next().unwrap().clone();
     w.ok(Command::ServiceExited {
@@ -190,6 +195,7 @@ fn drain_moves_long_running_work_waits_for_batch_and_completes_on_the_agents_wor
     assert!(matches!(cmds.as_slice(), [Command::CompleteDrain { .. }]), "{cmds:?}");
     let a = &w.st.nodes["a"];
     assert!(a.drain.is_none() && !a.eligible && a.drain_completed_at.is_some());
+    assert_eq!(a.last_drain.as_ref().map(|d| d.moved.len()), Some(4), "the completed drain is kept for the record");
 }
 
 #[test]

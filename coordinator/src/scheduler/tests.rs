@@ -325,6 +325,7 @@ fn nodes_that_are_not_schedulable_or_not_connected_get_nothing() {
                     requested_at: 0,
                     deadline: None,
                     force: false,
+                    moved: vec![],
                 })
             }
             "down" => w.st.nodes.get_mut("n1").unwrap().status = crate::state::NodeStatus::Down,

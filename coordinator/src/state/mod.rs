@@ -401,6 +401,7 @@ impl State {
                                 status: NodeStatus::Ready,
                                 status_since: *time,
                                 drain_completed_at: None,
+                                last_drain: None,
                                 drain: None,
                                 first_registration: *time,
                                 last_registration: *time,
@@ -434,6 +435,13 @@ impl State {
                         s.set_status(ServiceStatus::Terminating)?;
                         s.moving = true;
                         s.last_exit_reason = Some(reason.clone());
+                        // The drain keeps its own record of what it moved.
+                        if let Some(d) =
+                            s.node.as_deref().and_then(|n| self.nodes.get_mut(n)).and_then(|n| n.drain.as_mut())
+                            && !d.moved.contains(id)
+                        {
+                            d.moved.push(*id);
+                        }
                     }
                 }
                 Ok(Applied::Done)
@@ -456,6 +464,10 @@ impl State {
             }
             Command::CancelDrain { name, keep_ineligible } => {
                 let n = self.node_mut(name)?;
+                // Not a no-op: it would make an ineligible node eligible.
+                if n.drain.is_none() {
+                    return Err(StateError::Conflict(format!("node {name} is not draining")));
+                }
                 n.drain = None;
                 n.eligible = !keep_ineligible;
                 Ok(Applied::Done)
@@ -465,7 +477,7 @@ impl State {
                 if n.drain.is_none() {
                     return Err(StateError::Conflict(format!("node {name} is not draining")));
                 }
-                n.drain = None;
+                n.last_drain = n.drain.take();
                 n.eligible = false;
                 n.drain_completed_at = Some(*time);
                 Ok(Applied::Done)
@@ -480,7 +492,9 @@ impl State {
                 // Nomad: a draining node is ineligible, and stays so after it
                 // completes; cancelling makes it eligible again.
                 n.eligible = drain.is_none();
-                n.drain = drain.clone();
+                // An update (new deadline, force) keeps the record of what moved.
+                let moved = n.drain.take().map(|d| d.moved).unwrap_or_default();
+                n.drain = drain.clone().map(|d| Drain { moved, ..d });
                 Ok(Applied::Done)
             }
             Command::CreateUser { user } => {

@@ -49,6 +49,10 @@ pub struct Drain {
     pub deadline: Option<Millis>,
     /// Stop everything now.
     pub force: bool,
+    /// Instances this drain has moved off the node so far (the record of
+    /// what moved, for `--monitor`; they may be running elsewhere by now).
+    #[serde(default)]
+    pub moved: Vec<super::ServiceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +72,9 @@ pub struct Node {
     /// When the last drain completed (the node stays ineligible after it).
     #[serde(default)]
     pub drain_completed_at: Option<Millis>,
+    /// The drain that completed last, as it stood then.
+    #[serde(default)]
+    pub last_drain: Option<Drain>,
     pub first_registration: Millis,
     pub last_registration: Millis,
     pub containerd_version: String,

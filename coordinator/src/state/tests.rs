@@ -333,7 +333,13 @@ fn a_plan_on_a_draining_or_ineligible_node_is_refused() {
     w.ok(Command::SetNodeEligibility { name: "n1".into(), eligible: true });
     w.ok(Command::SetNodeDrain {
         name: "n1".into(),
-        drain: Some(Drain { requested_by: "admin".into(), requested_at: 1, deadline: None, force: false }),
+        drain: Some(Drain {
+            requested_by: "admin".into(),
+            requested_at: 1,
+            deadline: None,
+            force: false,
+            moved: vec![],
+        }),
     });
     assert!(!w.st.nodes["n1"].eligible);
     w.refused(Command::ApplyPlan(plan));
