@@ -11,6 +11,7 @@ PACKAGES=(
   containernetworking-plugins # CNI plugins for container networking
   iproute2 iptables           # network namespaces and partitions in cluster tests
   systemd                     # systemd-analyze verifies the unit files
+  chromium chromium-driver    # the web UI's browser test (headless, over WebDriver)
   ca-certificates
 )
 

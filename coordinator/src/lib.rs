@@ -1,5 +1,6 @@
-//! zoe's coordinator: the replicated state, Raft, the scheduler and the REST
-//! API. It reaches nodes only through agents; it never touches containerd.
+//! zoe's coordinator: the replicated state, Raft, the scheduler, the REST
+//! API and the web UI. It reaches nodes only through agents; it never
+//! touches containerd.
 
 pub mod agents;
 pub mod api;
@@ -11,3 +12,4 @@ pub mod quota;
 pub mod raft;
 pub mod scheduler;
 pub mod state;
+pub mod web;

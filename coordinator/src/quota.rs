@@ -10,36 +10,46 @@ use crate::state::{State, User};
 use zoe_common::resources::{Millicores, human_bytes};
 use zoe_common::zapp::ZApp;
 
+/// What a user's active executions hold against their quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub executions: usize,
+    pub cores: Millicores,
+    pub memory: u64,
+}
+
+/// The quota usage of `username`: active executions and the Σ `min` × count
+/// of their services (what the quota check counts).
+pub fn usage(state: &State, username: &str) -> Usage {
+    let mut u = Usage::default();
+    for e in state.executions.values().filter(|e| e.owner == username && e.status.is_active()) {
+        let (c, m) = e.description.total_reservation();
+        u.executions += 1;
+        u.cores += c;
+        u.memory = u.memory.saturating_add(m);
+    }
+    u
+}
+
 /// Why a submission would exceed the user's quota, in words for the user.
 pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String> {
     let Some(q) = state.quotas.get(&user.quota_id) else {
         return Err(format!("user {} has quota {}, which does not exist; ask an admin", user.username, user.quota_id));
     };
-    let active: Vec<_> =
-        state.executions.values().filter(|e| e.owner == user.username && e.status.is_active()).collect();
-    if q.concurrent_executions > 0 && active.len() >= q.concurrent_executions as usize {
+    let used = usage(state, &user.username);
+    if q.concurrent_executions > 0 && used.executions >= q.concurrent_executions as usize {
         return Err(format!(
             "quota `{}` allows {} active execution(s) and user {} has {}; terminate one first",
-            q.name,
-            q.concurrent_executions,
-            user.username,
-            active.len()
+            q.name, q.concurrent_executions, user.username, used.executions
         ));
     }
-    let (mut cores, mut mem) = app.total_reservation();
-    let (new_cores, new_mem) = (cores, mem);
-    for e in &active {
-        let (c, m) = e.description.total_reservation();
-        cores += c;
-        mem = mem.saturating_add(m);
-    }
+    let (new_cores, new_mem) = app.total_reservation();
+    let cores = used.cores + new_cores;
+    let mem = used.memory.saturating_add(new_mem);
     if q.cores > Millicores(0) && cores > q.cores {
         return Err(format!(
             "quota `{}` allows {} cores in all; active executions reserve {} and this one needs {}",
-            q.name,
-            q.cores,
-            Millicores(cores.0 - new_cores.0),
-            new_cores
+            q.name, q.cores, used.cores, new_cores
         ));
     }
     if q.memory > 0 && mem > q.memory {
@@ -47,7 +57,7 @@ pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String
             "quota `{}` allows {} of memory in all; active executions reserve {} and this one needs {}",
             q.name,
             human_bytes(q.memory),
-            human_bytes(mem - new_mem),
+            human_bytes(used.memory),
             human_bytes(new_mem)
         ));
     }

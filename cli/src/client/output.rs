@@ -42,19 +42,7 @@ pub fn cell(v: &Value) -> String {
 /// Epoch milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn time(v: &Value) -> String {
     let Some(ms) = v.as_u64() else { return "-".into() };
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    zoe_common::resources::utc_time(ms)
 }
 
 pub fn bytes(v: &Value) -> String {

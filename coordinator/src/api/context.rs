@@ -158,6 +158,17 @@ impl Ctx {
         found.ok_or_else(|| HttpError::unauthorized("the token is unknown, expired or revoked; log in again"))
     }
 
+    /// The caller a token stands for, if it is valid and its user enabled.
+    /// The API adds its `can_access_api` rule on top; the web UI (session
+    /// cookies) does not, as in Zoe, where that flag is about the API only.
+    pub async fn caller(&self, token: &str) -> HttpResult<Caller> {
+        let (token, user, role) = self.authenticate(token).await?;
+        if !user.enabled {
+            return Err(HttpError::unauthorized(format!("user {} is disabled", user.username)));
+        }
+        Ok(Caller { user, role, token })
+    }
+
     pub async fn check_password(&self, user: &User, password: &str) -> HttpResult<bool> {
         self.0.sources.check(user, password).await.map_err(|e| match e {
             auth::AuthError::Unsupported(_) => HttpError::unauthorized(e.to_string()),
@@ -302,17 +313,14 @@ impl FromRequestParts<Ctx> for Caller {
         let token = bearer(parts)?.ok_or_else(|| {
             HttpError::unauthorized("this route needs a token: `Authorization: Bearer <token>` (see `zoe login`)")
         })?;
-        let (token, user, role) = ctx.authenticate(&token).await?;
-        if !user.enabled {
-            return Err(HttpError::unauthorized(format!("user {} is disabled", user.username)));
-        }
-        if !role.capabilities.can_access_api {
+        let caller = ctx.caller(&token).await?;
+        if !caller.role.capabilities.can_access_api {
             return Err(HttpError::forbidden(format!(
                 "role {} may not use the API (can_access_api is off)",
-                role.name
+                caller.role.name
             )));
         }
-        Ok(Caller { user, role, token })
+        Ok(caller)
     }
 }
 

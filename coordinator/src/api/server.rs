@@ -44,7 +44,9 @@ impl ApiServer {
         let settings = coord.config().api.clone();
         let (stop, stopped) = watch::channel(false);
         let ctx = Ctx::new(coord.clone(), live, stopped.clone());
-        let app = super::routes::router(ctx);
+        // The web UI shares the listener and origin: its session cookie and
+        // forms never cross origins.
+        let app = super::routes::router(ctx.clone()).merge(crate::web::router(ctx));
         let listen = settings.listen_addr();
         let tcp = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { addr: listen, source })?;
         let addr = tcp.local_addr().map_err(|source| ServeError::Listen { addr: listen, source })?;

@@ -31,6 +31,11 @@
 //! body_limit_bytes = 4194304       # larger request bodies get 413
 //! auth_file = "zoepass.csv"        # optional read-only `username,password` file
 //!
+//!
+//! [api.web]                        # optional web UI, served by the API's listener under /ui/
+//! enabled = true
+//! shop_dir = "/var/lib/zoe/shop"   # ZApp shop packages (Zoe's manifest format); unset = empty shop
+//!
 //! [agents]                         # optional agent protocol settings, defaults shown
 //! listen = "0.0.0.0:4648"          # default: the Raft listen address, port + 1
 //! advertise = "10.0.0.1:4648"      # what followers redirect agents to; default = listen
@@ -109,11 +114,20 @@ pub struct ApiSettings {
     pub body_limit_bytes: usize,
     /// Zoe's read-only text-file auth source: lines `username,password`.
     pub auth_file: Option<PathBuf>,
+    /// The web UI (`[api.web]`).
+    pub web: WebSettings,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        ApiSettings { listen: None, tls_cert: None, tls_key: None, body_limit_bytes: 4 * 1024 * 1024, auth_file: None }
+        ApiSettings {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            body_limit_bytes: 4 * 1024 * 1024,
+            auth_file: None,
+            web: WebSettings::default(),
+        }
     }
 }
 
@@ -122,6 +136,22 @@ impl ApiSettings {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen.unwrap_or(Self::DEFAULT_LISTEN)
+    }
+}
+
+/// The web UI, served by the API's listener under `/ui/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSettings {
+    pub enabled: bool,
+    /// Directory of ZApp shop packages: each sub-directory with a
+    /// `manifest.json` (Zoe's `zapp-shop-path`). Unset: the shop is empty.
+    pub shop_dir: Option<PathBuf>,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings { enabled: true, shop_dir: None }
     }
 }
 
@@ -190,7 +220,8 @@ impl CoordinatorConfig {
             }
         }
         let api = &mut cfg.api;
-        for f in [&mut api.tls_cert, &mut api.tls_key, &mut api.auth_file].into_iter().flatten() {
+        for f in [&mut api.tls_cert, &mut api.tls_key, &mut api.auth_file, &mut api.web.shop_dir].into_iter().flatten()
+        {
             if f.is_relative() {
                 *f = base.join(&*f);
             }

@@ -177,6 +177,16 @@ impl Cluster {
 }
 
 pub fn http_client(ca_pem: Option<&str>) -> reqwest::Client {
+    client_builder(ca_pem).build().unwrap()
+}
+
+/// A client as a browser's first request would be: it does not follow
+/// redirects (the tests check them) and keeps no cookies by itself.
+pub fn web_client(ca_pem: Option<&str>) -> reqwest::Client {
+    client_builder(ca_pem).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+fn client_builder(ca_pem: Option<&str>) -> reqwest::ClientBuilder {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     if let Some(pem) = ca_pem {
@@ -189,7 +199,7 @@ pub fn http_client(ca_pem: Option<&str>) -> reqwest::Client {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(60))
 }
 
 #[derive(Debug)]
