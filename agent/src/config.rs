@@ -31,6 +31,11 @@
 //!
 //! [registry]
 //! insecure = ["127.0.0.1:5000"]   # registries spoken to over plain HTTP
+//!
+//! [network]                       # bridged containers (docs/networking.md)
+//! cni_path = "/usr/lib/cni"        # the CNI plugins
+//! netns_dir = "/run/zoe/netns"     # where container namespaces are pinned
+//! bridge = "zoe0"                  # the node's bridge
 //! ```
 //!
 //! Relative paths are relative to the configuration file's directory.
@@ -83,6 +88,8 @@ pub struct AgentConfig {
     pub advertise: AdvertiseSettings,
     #[serde(default)]
     pub registry: RegistrySettings,
+    #[serde(default)]
+    pub network: crate::network::NetSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,7 +154,15 @@ impl AgentConfig {
         let mut cfg: AgentConfig =
             toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.clone(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for f in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key, &mut cfg.containerd.socket] {
+        for f in [
+            &mut cfg.data_dir,
+            &mut cfg.tls.ca,
+            &mut cfg.tls.cert,
+            &mut cfg.tls.key,
+            &mut cfg.containerd.socket,
+            &mut cfg.network.cni_path,
+            &mut cfg.network.netns_dir,
+        ] {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
@@ -168,6 +183,10 @@ impl AgentConfig {
         }
         if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
             return Err("reconnect_min_ms must be > 0 and <= reconnect_max_ms".into());
+        }
+        let b = &self.network.bridge;
+        if b.is_empty() || b.len() > 15 || b.contains(['/', ' ']) {
+            return Err(format!("network.bridge: {b:?} is not a valid interface name (1 to 15 characters)"));
         }
         if !(self.reserve.cores >= 0.0 && self.reserve.cores.is_finite()) {
             return Err("reserve.cores: a non-negative number".into());

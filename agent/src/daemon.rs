@@ -11,6 +11,7 @@
 
 use crate::config::{AgentConfig, CoordinatorAddr};
 use crate::error::Error;
+use crate::network::PortMapping;
 use crate::runtime::{Runtime, RuntimeConfig, ServiceState};
 use crate::spec::{BindMount, NetworkMode, Ownership, Resources, ServiceSpec as AgentSpec};
 use rand::Rng;
@@ -119,6 +120,7 @@ impl Agent {
             None => None,
         };
         rc.advertise.memory_bytes = cfg.advertise.memory_bytes;
+        rc.network = cfg.network.clone();
         let rt = Runtime::connect(rc).await?;
         let agent = Arc::new(Agent {
             cfg,
@@ -584,6 +586,17 @@ impl Agent {
                 self.logs(&container_id, from, follow, &tx).await;
                 return;
             }
+            Command::Network(n) => match self.rt.network().configure(n).await {
+                Ok(()) => CommandReply::Done,
+                Err(e) => CommandReply::Failed {
+                    retryable: !matches!(e, crate::network::NetError::Invalid(_)),
+                    message: e.to_string(),
+                },
+            },
+            Command::Hosts { execution_id, entries } => {
+                self.rt.network().set_hosts(&execution_id.to_string(), entries);
+                CommandReply::Done
+            }
         };
         let _ = tx.send(reply).await;
     }
@@ -638,17 +651,22 @@ impl Agent {
         let id = spec.container_id.clone();
         let lock = self.spawn_locks.lock().expect("lock").entry(id.clone()).or_default().clone();
         let _guard = lock.lock().await;
-        let ip = self.addresses().into_iter().next();
+        let agent_spec = to_agent_spec(&spec);
+        // A bridged container's own address; otherwise the node's.
+        let ip = || match agent_spec.network {
+            NetworkMode::Bridge { .. } => self.rt.network().ip_of(&id),
+            NetworkMode::Host => self.addresses().into_iter().next(),
+        };
         let reply = if self.rt.status(&id).is_ok() {
             self.watch_exit(&id);
-            CommandReply::Started { container_id: id.clone(), ip_address: ip }
+            CommandReply::Started { container_id: id.clone(), ip_address: ip() }
         } else {
             match self.ensure_image(&spec.image).await {
                 Err(e) => CommandReply::Failed { retryable: e.is_retryable(), message: e.to_string() },
-                Ok(()) => match self.rt.spawn(&to_agent_spec(&spec)).await {
+                Ok(()) => match self.rt.spawn(&agent_spec).await {
                     Ok(_) => {
                         self.watch_exit(&id);
-                        CommandReply::Started { container_id: id.clone(), ip_address: ip }
+                        CommandReply::Started { container_id: id.clone(), ip_address: ip() }
                     }
                     Err(e) => CommandReply::Failed { retryable: e.is_retryable(), message: e.to_string() },
                 },
@@ -688,9 +706,26 @@ fn summarize_images(list: Vec<crate::image::ImageInfo>) -> Vec<ImageSummary> {
     by_digest.into_values().collect()
 }
 
-/// The leader's wire spec as the runtime's spec. Networking is the host's,
-/// so published ports are the container's own.
+/// The leader's wire spec as the runtime's spec. The leader has resolved
+/// the network: `bridge` is the cluster network with the ports it
+/// allocated; anything else is the host's (ports are the container's own).
 pub fn to_agent_spec(s: &ServiceSpec) -> AgentSpec {
+    let network = if s.network.as_deref() == Some(zoe_common::service::NETWORK_BRIDGE) {
+        NetworkMode::Bridge {
+            ports: s
+                .ports
+                .iter()
+                .filter(|p| p.host_port != 0)
+                .map(|p| PortMapping {
+                    host_port: p.host_port,
+                    container_port: p.port_number,
+                    protocol: p.protocol.as_str().to_string(),
+                })
+                .collect(),
+        }
+    } else {
+        NetworkMode::Host
+    };
     AgentSpec {
         id: s.container_id.clone(),
         image: s.image.clone(),
@@ -717,7 +752,7 @@ pub fn to_agent_spec(s: &ServiceSpec) -> AgentSpec {
             pids: None,
             shm_bytes: s.shm,
         },
-        network: NetworkMode::Host,
+        network,
     }
 }
 

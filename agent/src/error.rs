@@ -58,6 +58,8 @@ pub enum Error {
     Timeout { what: String, secs: u64 },
     #[error("the runtime's event stream ended; containerd may have stopped")]
     EventsLost,
+    #[error("container network: {0}")]
+    Network(#[from] crate::network::NetError),
 }
 
 impl Error {
@@ -88,6 +90,9 @@ impl Error {
             Error::Connect { .. } | Error::Timeout { .. } | Error::EventsLost => true,
             Error::Io { .. } => true,
             Error::Registry { .. } => true,
+            // A plugin or the kernel refused now; the leader's configuration
+            // may not have arrived yet. Invalid configurations are its own.
+            Error::Network(e) => !matches!(e, crate::network::NetError::Invalid(_)),
             // The task vanished between create and start: its shim went
             // away (seen rarely under load); the process never ran.
             Error::Containerd { op: "start task", status } if status.code() == tonic::Code::NotFound => true,

@@ -6,6 +6,7 @@
 //! * [`ImageStore`] (module [`image`], [`pull`]): archive import, registry
 //!   pulls, list, remove, with progress reports;
 //! * [`spec`]: the service spec and the OCI runtime spec built from it;
+//! * [`network`]: container network namespaces, CNI, routes, /etc/hosts;
 //! * [`logs`], [`cgroup`], [`node`]: log files, cgroup files, host stats;
 //! * [`daemon`], [`config`]: the agent process (protocol with the
 //!   coordinators, heartbeats, commands) and its configuration file;
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod error;
 pub mod image;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod pull;
 pub mod runtime;

@@ -15,11 +15,12 @@ use crate::containerd::{Containerd, RUNTIME, SNAPSHOTTER};
 use crate::error::{Error, Result, StartError};
 use crate::image::ImageStore;
 use crate::logs::{Fifos, LogChunk, LogConfig, LogProgress, LogPump};
+use crate::network::{NetSettings, Network};
 use crate::node::{Advertise, NodeMonitor, NodeStats, Reserve};
 use crate::pull::RegistryConfig;
 use crate::spec::{
-    LABEL_EXECUTION, LABEL_EXIT_CODE, LABEL_INSTANCE, LABEL_OOM, LABEL_SERVICE, Ownership, ServiceSpec, build_spec,
-    linux_resources, validate_id,
+    LABEL_EXECUTION, LABEL_EXIT_CODE, LABEL_INSTANCE, LABEL_OOM, LABEL_SERVICE, NetworkMode, Ownership, ServiceSpec,
+    build_spec, linux_resources, validate_id,
 };
 use containerd_client::events::{TaskExit, TaskOom};
 use containerd_client::services::v1::container::Runtime as CtdRuntime;
@@ -66,6 +67,8 @@ pub struct RuntimeConfig {
     pub reserve: Reserve,
     /// Capacity reported instead of the machine's (see [`Advertise`]).
     pub advertise: Advertise,
+    /// Bridged containers' networking.
+    pub network: NetSettings,
 }
 
 impl RuntimeConfig {
@@ -80,6 +83,7 @@ impl RuntimeConfig {
             registry: RegistryConfig::default(),
             reserve: Reserve::default(),
             advertise: Advertise::default(),
+            network: NetSettings::default(),
         }
     }
 }
@@ -149,6 +153,7 @@ struct Inner {
     ctd: Containerd,
     cfg: RuntimeConfig,
     images: ImageStore,
+    net: Network,
     services: Mutex<HashMap<String, Arc<Service>>>,
     node: Mutex<NodeMonitor>,
     events_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -190,10 +195,12 @@ impl Runtime {
             crate::cgroup::ensure_parent(&cfg.parent_cgroup, None, None)?;
         }
         let images = ImageStore::new(ctd.clone(), cfg.data_dir.join("tmp"), cfg.registry.clone());
+        let net = Network::new(cfg.network.clone(), &cfg.data_dir, &cfg.namespace);
         let inner = Arc::new(Inner {
             ctd,
             cfg,
             images,
+            net,
             services: Mutex::new(HashMap::new()),
             node: Mutex::new(node),
             events_task: Mutex::new(None),
@@ -205,6 +212,11 @@ impl Runtime {
         let task = tokio::spawn(event_loop(weak, stream));
         *rt.inner.events_task.lock().expect("lock") = Some(task);
         rt.reattach().await?;
+        // Networking of containers that are gone (killed agent, host
+        // reboot) is released; running ones keep theirs.
+        let alive =
+            rt.services().into_iter().filter(|s| !matches!(s.state, ServiceState::Exited(_))).map(|s| s.id).collect();
+        rt.inner.net.reclaim(&alive).await;
         Ok(rt)
     }
 
@@ -229,6 +241,11 @@ impl Runtime {
 
     pub fn images(&self) -> &ImageStore {
         &self.inner.images
+    }
+
+    /// The node's container network (bridged containers).
+    pub fn network(&self) -> &Network {
+        &self.inner.net
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -418,7 +435,13 @@ impl Runtime {
                 Err(s) => return Err(Error::Containerd { op: "prepare snapshot", status: s }),
             };
             let accounts = if named_user { Some(read_accounts(&mounts)) } else { None };
-            let oci = match build_spec(spec, image_config, &self.cgroups_path(id), accounts.as_ref()) {
+            let oci = build_spec(spec, image_config, &self.cgroups_path(id), accounts.as_ref()).and_then(|mut o| {
+                if matches!(spec.network, NetworkMode::Bridge { .. }) {
+                    crate::spec::join_network(&mut o, &self.inner.net.paths(id))?;
+                }
+                Ok(o)
+            });
+            let oci = match oci {
                 Ok(o) => o,
                 Err(e) => {
                     self.remove_snapshot(id).await.ok();
@@ -457,9 +480,25 @@ impl Runtime {
             *svc.pump.lock().await = Some(pump);
             Ok::<_, Error>(fifos)
         };
-        let (created, fifos) = tokio::join!(created, pipes);
+        // The namespace and address, also independent of the rest: the
+        // spec names the namespace by its path, which is known up front.
+        let net = async {
+            let NetworkMode::Bridge { ports } = &spec.network else { return Ok(()) };
+            let owner = &spec.owner;
+            let mut names = Vec::new();
+            if !owner.instance_name.is_empty() {
+                names.push(owner.instance_name.clone());
+                if let Ok(e) = owner.execution_id.parse::<u64>() {
+                    names.push(zoe_common::zapp::template::dns_name(&owner.instance_name, e));
+                }
+            }
+            let who = crate::network::Identity { execution_id: owner.execution_id.clone(), names };
+            self.inner.net.attach(id, who, ports).await.map(|_| ()).map_err(Error::from)
+        };
+        let (created, fifos, net) = tokio::join!(created, pipes, net);
         let mounts = created?;
         let fifos = fifos?;
+        net?;
 
         let t_container = t0.elapsed();
         let create = CreateTaskRequest {
@@ -542,6 +581,11 @@ impl Runtime {
             Err(s) => return Err(Error::Containerd { op: "delete container", status: s }),
         }
         let _ = std::fs::remove_dir_all(self.run_dir(id));
+        // DEL always runs on stop; a failure is logged and the next agent
+        // start reclaims what is left.
+        if let Err(e) = self.inner.net.detach(id).await {
+            tracing::warn!(service = id, error = %e, "releasing the container's network failed");
+        }
         // runc leaves nothing behind for a deleted task, but a task that
         // never started may leave an empty cgroup; removing it is cheap.
         Ok(())
@@ -569,6 +613,11 @@ impl Runtime {
         }
         .or(exit_status);
         let status = ExitStatus { code, oom_killed: oom };
+        // An exited container needs no address: release it now rather than
+        // when the leader gets round to removing the container.
+        if let Err(e) = self.inner.net.detach(&svc.id).await {
+            tracing::warn!(service = %svc.id, error = %e, "releasing the container's network failed");
+        }
         let pump = svc.pump.lock().await.take();
         // Independent: drain the log while containerd records the exit.
         let finish = async {

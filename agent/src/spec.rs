@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::image::ImageConfig;
+use crate::network::{Paths, PortMapping};
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceType,
     LinuxPidsBuilder, LinuxResources, Mount, MountBuilder, Process, Root, Spec, User,
@@ -25,13 +26,16 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// Default /dev/shm size, as Docker's.
 pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
 
-/// How a container is networked. Only host networking exists for now; the
-/// field is here so a later network mode changes no signature.
+/// How a container is networked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
+    /// The host's network namespace, files and ports.
     #[default]
     Host,
+    /// Its own namespace and address on the node's bridge (see
+    /// [`crate::network`]), with these ports published on the node.
+    Bridge { ports: Vec<PortMapping> },
 }
 
 /// A host directory bound into the container (volumes, the user workspace).
@@ -366,6 +370,8 @@ pub fn build_spec(
                 }
             }
         }
+        // The agent's own files, bound by [`join_network`].
+        NetworkMode::Bridge { .. } => {}
     }
     for (i, m) in spec.mounts.iter().enumerate() {
         if !m.target.starts_with('/') {
@@ -397,10 +403,39 @@ pub fn build_spec(
                 .collect();
             linux.set_namespaces(Some(ns));
         }
+        // A network namespace of its own; [`join_network`] gives its path.
+        NetworkMode::Bridge { .. } => {}
     }
     linux.set_resources(Some(linux_resources(&spec.resources, true)?));
     linux.set_cgroups_path(Some(cgroups_path.into()));
     Ok(s)
+}
+
+/// Makes a bridged container join the namespace the agent prepared and
+/// see the agent's `/etc/hosts` and `/etc/resolv.conf`.
+pub fn join_network(s: &mut Spec, paths: &Paths) -> Result<()> {
+    let linux = s.linux_mut().as_mut().expect("default spec has a linux section");
+    let mut ns = linux.namespaces().clone().unwrap_or_default();
+    ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    let mut net = oci_spec::runtime::LinuxNamespace::default();
+    net.set_typ(LinuxNamespaceType::Network);
+    net.set_path(Some(paths.netns.clone()));
+    ns.push(net);
+    linux.set_namespaces(Some(ns));
+    let mut mounts = s.mounts().clone().unwrap_or_default();
+    for (src, dst) in [(&paths.hosts, "/etc/hosts"), (&paths.resolv, "/etc/resolv.conf")] {
+        mounts.push(
+            MountBuilder::default()
+                .destination(dst)
+                .typ("bind")
+                .source(src.clone())
+                .options(vec!["rbind".to_string(), "rprivate".to_string(), "ro".to_string()])
+                .build()
+                .map_err(|e| invalid("mounts", e.to_string()))?,
+        );
+    }
+    s.set_mounts(Some(mounts));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -458,6 +493,27 @@ mod tests {
         assert!(!linux.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/zoe/ns-svc-1")));
         assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x", None).is_err());
+
+        // Bridged: its own namespace, at the agent's path, with its files.
+        let b = ServiceSpec { network: NetworkMode::Bridge { ports: vec![] }, ..spec() };
+        let mut o = build_spec(&b, &img, "/x", None).unwrap();
+        let paths = Paths { netns: "/run/zoe/netns/ns/svc-1".into(), hosts: "/h".into(), resolv: "/r".into() };
+        join_network(&mut o, &paths).unwrap();
+        let net: Vec<_> = o
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|n| n.typ() == LinuxNamespaceType::Network)
+            .collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!(net[0].path().as_deref(), Some(std::path::Path::new("/run/zoe/netns/ns/svc-1")));
+        let m = o.mounts().as_ref().unwrap();
+        assert!(m.iter().any(|m| m.destination().as_os_str() == "/etc/hosts"
+            && m.source().as_deref() == Some(std::path::Path::new("/h"))));
         assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x", None).is_err());
     }
 

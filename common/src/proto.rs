@@ -193,6 +193,44 @@ pub enum Command {
     },
     /// Round-trip probe.
     Ping,
+    /// The node's place in the cluster network: sent after registration
+    /// and whenever a node (subnet, address) comes or goes. Answered `Done`
+    /// once the routes are in place.
+    Network(NodeNetwork),
+    /// Every named instance of an execution with its address: the agent
+    /// rewrites `/etc/hosts` of its containers of that execution. Sent
+    /// before a spawn and whenever the list changes. Answered `Done`.
+    Hosts {
+        execution_id: u64,
+        entries: Vec<HostEntry>,
+    },
+}
+
+/// A node's cluster network as the leader holds it (replicated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeNetwork {
+    /// The cluster's container CIDR, e.g. `10.88.0.0/16`: traffic leaving
+    /// it is masqueraded, traffic inside it is routed as is.
+    pub cidr: String,
+    /// This node's container subnet, e.g. `10.88.3.0/24`.
+    pub subnet: String,
+    /// Every other node's subnet and the address to route it through
+    /// (host-gateway routing: nodes share an L2 segment).
+    pub peers: Vec<PeerSubnet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PeerSubnet {
+    pub subnet: String,
+    pub address: String,
+}
+
+/// One `/etc/hosts` line: an address and its names (`head0`,
+/// `head0.<execution-id>.zoe`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub ip: String,
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

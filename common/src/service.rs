@@ -34,9 +34,15 @@ pub struct ServiceSpec {
     /// Size of `/dev/shm`.
     pub shm: Option<u64>,
     pub ports: Vec<PortSpec>,
-    /// `host` for host networking; otherwise the cluster network.
+    /// [`NETWORK_HOST`] (or `None`) for the host's network; [`NETWORK_BRIDGE`]
+    /// for the cluster network (own namespace and IP on the node's bridge).
+    /// The leader resolves the cluster default, so an agent never guesses.
     pub network: Option<String>,
 }
+
+/// [`ServiceSpec::network`] values.
+pub const NETWORK_HOST: &str = "host";
+pub const NETWORK_BRIDGE: &str = "bridge";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
@@ -51,6 +57,10 @@ pub struct Mount {
 pub struct PortSpec {
     pub port_number: u16,
     pub protocol: Protocol,
+    /// Port on the node it is published at (allocated by the scheduler);
+    /// 0 = not published. With host networking it is the port itself.
+    #[serde(default)]
+    pub host_port: u16,
 }
 
 /// An image a node holds.

@@ -5,7 +5,7 @@ use super::AgentBackend;
 use crate::api::live::{LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
 use crate::backend::{Backend, BackendError, BackendEvent, SpawnError, Spawned};
 use crate::scheduler::{LiveNode, Platform};
-use crate::state::{PublishedPort, Service, ServiceId};
+use crate::state::{Service, ServiceId};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -116,25 +116,18 @@ impl AgentBackend {
 
 impl Backend for AgentBackend {
     async fn spawn_service(&self, node: &str, spec: ServiceSpec) -> Result<Spawned, SpawnError> {
-        let ports = spec.ports.clone();
         let timeout = Duration::from_millis(self.settings.spawn_timeout_ms);
-        let node_ip = self.connection(node).and_then(|(_, a)| a.into_iter().next());
+        if spec.network.as_deref() == Some(zoe_common::service::NETWORK_BRIDGE) {
+            // The container's /etc/hosts starts with its execution's
+            // instances already running.
+            self.push_hosts(node, spec.execution_id).await;
+        }
         match self.call(node, Command::Spawn(WireSpec(spec)), timeout).await {
+            // The host ports allocated at placement stand: they are what
+            // the agent published (or the container's own, on the host's
+            // network).
             Ok(CommandReply::Started { container_id, ip_address }) => {
-                let host_ip = ip_address.clone().or(node_ip).unwrap_or_default();
-                Ok(Spawned {
-                    container_id,
-                    ip_address,
-                    ports: ports
-                        .iter()
-                        .map(|p| PublishedPort {
-                            port_number: p.port_number,
-                            protocol: p.protocol,
-                            host_ip: host_ip.clone(),
-                            host_port: p.port_number,
-                        })
-                        .collect(),
-                })
+                Ok(Spawned { container_id, ip_address, ports: Vec::new() })
             }
             Ok(CommandReply::Failed { retryable: true, message }) => Err(SpawnError::Retryable(message)),
             Ok(CommandReply::Failed { retryable: false, message }) => Err(SpawnError::Fatal(message)),

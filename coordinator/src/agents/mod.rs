@@ -23,6 +23,7 @@
 
 mod backend;
 pub mod client;
+pub mod netsync;
 pub mod reconcile;
 pub mod stats;
 
@@ -69,6 +70,10 @@ pub struct AgentSettings {
     pub stop_grace_ms: u64,
     /// Longest wait for a spawn (image pull included).
     pub spawn_timeout_ms: u64,
+    /// The cluster network (`[agents.network]`: `bridge = true` gives
+    /// containers their own addresses; see docs/networking.md). Applied to
+    /// the replicated state while no node has registered yet.
+    pub network: Option<crate::state::ClusterNetwork>,
 }
 
 impl Default for AgentSettings {
@@ -83,6 +88,7 @@ impl Default for AgentSettings {
             orphan_grace_ms: 60_000,
             stop_grace_ms: 10_000,
             spawn_timeout_ms: 600_000,
+            network: None,
         }
     }
 }
@@ -178,6 +184,7 @@ impl AgentBackend {
         tokio::spawn(b.clone().publish_address());
         tokio::spawn(b.clone().accept_loop());
         tokio::spawn(b.clone().housekeeping());
+        tokio::spawn(b.clone().network_sync());
         Ok(b)
     }
 
@@ -340,6 +347,9 @@ impl AgentBackend {
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             return;
         }
+        // Subnets are handed out at first registration: the configured
+        // network must be in place before.
+        self.ensure_configured_network().await;
         let r = &open.registration;
         let registration = Registration {
             // The certificate's name, never anything the agent sent.

@@ -6,7 +6,7 @@ use super::LeaderConfig;
 use crate::state::{Execution, Service, State};
 use std::collections::BTreeMap;
 use zoe_common::image::ImageRef;
-use zoe_common::service::{Mount, PortSpec, ServiceSpec, labels};
+use zoe_common::service::{Mount, NETWORK_BRIDGE, NETWORK_HOST, PortSpec, ServiceSpec, labels};
 use zoe_common::zapp::WORKSPACE_MOUNT;
 use zoe_common::zapp::command::split_command;
 use zoe_common::zapp::template::{EnvContext, Template};
@@ -73,7 +73,21 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
         cores_min: g.cores_min(),
         memory_limit: g.memory_limit(),
         shm: g.resources.shm,
-        ports: g.ports.iter().map(|p| PortSpec { port_number: p.port_number, protocol: p.protocol }).collect(),
-        network: g.network.clone(),
+        ports: g
+            .ports
+            .iter()
+            .map(|p| PortSpec {
+                port_number: p.port_number,
+                protocol: p.protocol,
+                // Allocated when the plan was applied.
+                host_port: s
+                    .ports
+                    .iter()
+                    .find(|x| x.port_number == p.port_number && x.protocol == p.protocol)
+                    .map_or(0, |x| x.host_port),
+            })
+            .collect(),
+        // Resolved here, so that agents never apply a default of their own.
+        network: Some(if st.network.uses_host(g.network.as_deref()) { NETWORK_HOST } else { NETWORK_BRIDGE }.into()),
     }
 }
