@@ -8,10 +8,12 @@
 //! * [`image`]: a busybox image built from the host's busybox-static, as an OCI
 //!   image layout tarball and as a `docker save` archive, byte-for-byte
 //!   deterministic;
-//! * [`registry`]: a local `docker-registry` on 127.0.0.1 and a push helper.
+//! * [`registry`]: a local `docker-registry` on 127.0.0.1 and a push helper;
+//! * [`netns`]: network namespaces and veths acting as hosts on one LAN.
 
 pub mod containerd;
 pub mod image;
+pub mod netns;
 pub mod registry;
 
 pub use containerd::{Containerd, containerd, unique_namespace};
