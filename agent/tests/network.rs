@@ -84,8 +84,18 @@ fn bridged_containers_get_an_address_names_and_ports_and_leak_nothing() {
     rt.block_on(scenario(&lan));
 }
 
+/// Unpins the test's namespaces even when it fails half-way.
+struct Pinned(std::path::PathBuf);
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        zoe_testkit::netns::remove_pinned(&self.0);
+    }
+}
+
 async fn scenario(lan: &Lan) {
     let env = support::env("net").await;
+    let _pinned = Pinned(std::path::Path::new("/run/zoe/netns").join(&env.ns));
     let data = env.dir.path().join("data");
     let net = env.rt.network();
 
@@ -190,7 +200,5 @@ async fn scenario(lan: &Lan) {
     let alive: HashSet<String> = HashSet::new();
     again.network().reclaim(&alive).await;
     drop(again);
-    let pinned = std::path::Path::new("/run/zoe/netns").join(&env.ns);
     env.cleanup().await;
-    zoe_testkit::netns::remove_pinned(&pinned);
 }
