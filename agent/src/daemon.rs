@@ -782,6 +782,31 @@ mod tests {
             network: None,
         };
         let a = to_agent_spec(&s);
+        assert_eq!(a.network, NetworkMode::Host);
+        let bridged = ServiceSpec {
+            network: Some("bridge".into()),
+            ports: vec![
+                zoe_common::service::PortSpec {
+                    port_number: 8080,
+                    protocol: zoe_common::zapp::Protocol::Tcp,
+                    host_port: 20001,
+                },
+                // Not published (no host port): not mapped.
+                zoe_common::service::PortSpec {
+                    port_number: 9,
+                    protocol: zoe_common::zapp::Protocol::Udp,
+                    host_port: 0,
+                },
+            ],
+            ..s.clone()
+        };
+        let b = to_agent_spec(&bridged);
+        assert_eq!(
+            b.network,
+            NetworkMode::Bridge {
+                ports: vec![PortMapping { host_port: 20001, container_port: 8080, protocol: "tcp".into() }]
+            }
+        );
         assert_eq!(a.id, "zoe-4-w1-0");
         assert_eq!(a.owner.service_id, "9");
         assert_eq!(a.resources.cpu, Some(Millicores(500)));

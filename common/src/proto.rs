@@ -373,6 +373,32 @@ mod tests {
     }
 
     #[test]
+    fn network_commands_survive_bincode() {
+        let cfg = bincode::config::standard();
+        for command in [
+            Command::Network(NodeNetwork {
+                cidr: "10.88.0.0/16".into(),
+                subnet: "10.88.1.0/24".into(),
+                peers: vec![PeerSubnet { subnet: "10.88.0.0/24".into(), address: "192.168.1.5".into() }],
+            }),
+            Command::Hosts {
+                execution_id: 9,
+                entries: vec![HostEntry { ip: "10.88.1.2".into(), names: vec!["head0".into(), "head0.9.zoe".into()] }],
+            },
+        ] {
+            let req = CommandRequest { id: 3, command };
+            let bytes = bincode::serde::encode_to_vec(&req, cfg).unwrap();
+            let (back, _): (CommandRequest, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+            assert_eq!(back, req);
+        }
+        // A spec from before published ports had host ports still reads.
+        let mut json = serde_json::to_value(spec()).unwrap();
+        json["ports"] = serde_json::json!([{ "port_number": 80, "protocol": "tcp" }]);
+        let s: ServiceSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(s.ports[0].host_port, 0);
+    }
+
+    #[test]
     fn heartbeat_is_small() {
         let cfg = bincode::config::standard();
         let hb = AgentMessage::Heartbeat { seq: 12, stats: LiveStats::default() };

@@ -475,12 +475,15 @@ pub async fn discovery(
         if group != "all" && !e.description.services.iter().any(|g| g.name == group) {
             return Err(HttpError::not_found(format!("execution {id} has no service group `{group}`")));
         }
-        let names: Vec<String> = s
-            .services_of(id)
-            .filter(|svc| group == "all" || svc.group == group)
-            .map(|svc| dns_name(&svc.name, id))
+        let members: Vec<_> = s.services_of(id).filter(|svc| group == "all" || svc.group == group).collect();
+        let names: Vec<String> = members.iter().map(|svc| dns_name(&svc.name, id)).collect();
+        // The same names the containers' /etc/hosts carry, with the
+        // addresses behind them (none for an instance not running).
+        let hosts: Vec<Value> = members
+            .iter()
+            .map(|svc| json!({ "name": svc.name, "dns_name": dns_name(&svc.name, id), "ip_address": svc.ip_address }))
             .collect();
-        Ok(json!({ "service_type": group, "execution_id": id, "dns_names": names }))
+        Ok(json!({ "service_type": group, "execution_id": id, "dns_names": names, "hosts": hosts }))
     })
     .await
 }
