@@ -60,6 +60,9 @@ pub enum Error {
     EventsLost,
     #[error("container network: {0}")]
     Network(#[from] crate::network::NetError),
+    /// Starting zoe's own containerd (`zoe dev`) failed.
+    #[error("private containerd: {0}")]
+    PrivateContainerd(String),
 }
 
 impl Error {

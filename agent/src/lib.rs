@@ -22,6 +22,7 @@ pub mod image;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod private_containerd;
 pub mod pull;
 pub mod runtime;
 pub mod spec;

@@ -1,7 +1,8 @@
 //! `zoe agent --config agent.toml`: run a node agent.
 
+use crate::logs::LogFormat;
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zoe_agent::config::AgentConfig;
@@ -17,21 +18,9 @@ pub struct AgentArgs {
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let config = AgentConfig::load(&args.config)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,h2=warn,tower=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
-    }
+    crate::logs::init(args.log_format, "info,quinn=warn,h2=warn,tower=warn");
     // Two worker threads: the agent is small and must stay small.
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;

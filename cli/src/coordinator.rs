@@ -1,12 +1,13 @@
 //! `zoe coordinator`: run a coordinator, show its status, change membership.
 
+use crate::logs::LogFormat;
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use zoe_coordinator::raft::{CoordNode, Coordinator, CoordinatorClient, CoordinatorConfig, Status};
+use zoe_coordinator::raft::{CoordNode, CoordinatorClient, CoordinatorConfig, Status};
 use zoe_net::TlsMaterial;
 
 #[derive(Args)]
@@ -20,12 +21,6 @@ pub struct CoordinatorArgs {
     log_format: LogFormat,
     #[command(subcommand)]
     action: Option<Action>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -61,7 +56,7 @@ pub fn run(args: CoordinatorArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match args.action {
         None => {
-            init_logs(args.log_format);
+            crate::logs::init(args.log_format, "info,openraft=warn,sled=warn,quinn=warn");
             rt.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -69,62 +64,14 @@ pub fn run(args: CoordinatorArgs) -> Result<ExitCode> {
     }
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,quinn=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
-    }
-}
-
 async fn serve(config: CoordinatorConfig) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let agents_cfg = config.agents.clone();
-    let leader_cfg = config.leader.clone();
-    let c = Coordinator::start(config).await?;
-    // The agent listener (every coordinator: followers redirect agents to
-    // the leader), and the leader loop over it (idle while a follower).
-    let agents = match zoe_coordinator::agents::AgentBackend::start(c.clone(), agents_cfg).await {
-        Ok(a) => a,
-        Err(e) => {
-            c.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let (stop_leader, leader_stopped) = tokio::sync::watch::channel(false);
-    let leader =
-        tokio::spawn(zoe_coordinator::leader::Leader::new(c.clone(), agents.clone(), leader_cfg).run(leader_stopped));
-    let live: std::sync::Arc<dyn zoe_coordinator::api::live::LiveSource> =
-        std::sync::Arc::new(zoe_coordinator::agents::Live(agents.clone()));
-    let api = match zoe_coordinator::api::ApiServer::start(c.clone(), Some(live)).await {
-        Ok(a) => Some(a),
-        Err(e @ zoe_coordinator::api::ServeError::Listen { .. }) if c.config().api.listen.is_none() => {
-            tracing::warn!("{e}; running without the REST API (set [api] listen to choose another address)");
-            None
-        }
-        Err(e) => {
-            c.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut signals = crate::signals::StopSignals::new()?;
+    let server = zoe_coordinator::server::Server::start(config).await?;
     // Raft, the agent listener and the API all serve now.
     crate::systemd::ready();
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    signals.wait().await;
     crate::systemd::stopping();
-    let _ = stop_leader.send(true);
-    let _ = leader.await;
-    if let Some(api) = api {
-        api.shutdown().await;
-    }
-    agents.shutdown().await;
-    c.shutdown().await;
+    server.shutdown().await;
     Ok(())
 }
 

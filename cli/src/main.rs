@@ -5,6 +5,9 @@ mod agent;
 mod certs;
 mod client;
 mod coordinator;
+mod dev;
+mod logs;
+mod signals;
 mod systemd;
 mod zapp;
 
@@ -32,6 +35,8 @@ enum Command {
     Coordinator(coordinator::CoordinatorArgs),
     /// Run a node agent (`zoe agent --config agent.toml`).
     Agent(agent::AgentArgs),
+    /// Run a one-node cluster (coordinator + agent) in this process, for trying zoe and development.
+    Dev(dev::DevArgs),
     /// The cluster's certificates: create a CA, issue coordinator/agent/client certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Zapp(c) => zapp::run(c),
         Command::Coordinator(c) => coordinator::run(c),
         Command::Agent(a) => agent::run(a),
+        Command::Dev(d) => dev::run(d),
         Command::Certs(c) => certs::run(c),
         Command::Client(c) => client::run(c),
         Command::Completions { shell } => {

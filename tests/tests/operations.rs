@@ -2,8 +2,12 @@
 //! use them: systemd units with `systemd-analyze verify`, sample
 //! configurations with the binaries' own loaders, scripts with `bash -n`.
 
+mod harness;
+
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -52,4 +56,90 @@ fn scripts_are_valid_bash() {
         let out = Command::new("bash").arg("-n").arg(root().join(script)).output().unwrap();
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// Starts `zoe dev` and waits for its banner; returns the process and the
+/// banner's text.
+fn start_dev(dir: &Path, api: u16, namespace: &str) -> (Child, String) {
+    let socket = &zoe_testkit::containerd().socket;
+    let mut child = Command::new(harness::zoe_bin())
+        .args(["dev", "--api", &format!("127.0.0.1:{api}"), "--namespace", namespace])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--containerd")
+        .arg(socket)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut banner = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C") {
+                let _ = tx.send(banner.clone());
+            }
+        }
+    });
+    let banner = rx.recv_timeout(Duration::from_secs(90)).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("zoe dev did not come up; log:\n{}", std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default())
+    });
+    (child, banner)
+}
+
+fn stop_dev(mut child: Child, signal: i32) {
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "zoe dev exited with {st}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("zoe dev did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node_list(api: u16, token: &str) -> serde_json::Value {
+    let out = Command::new(harness::zoe_bin())
+        .args(["node", "ls", "--json", "--addr", &format!("http://127.0.0.1:{api}")])
+        .env("ZOE_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "zoe node ls: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn dev_cluster_starts_serves_restarts_and_stops_cleanly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("zoe-dev-").tempdir_in("/tmp").unwrap();
+    let api = harness::reserve_port();
+    let ns = zoe_testkit::unique_namespace("dev");
+
+    let (child, banner) = start_dev(dir.path(), api.port, &ns);
+    let token_file = dir.path().join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(banner.contains(&format!("{token}  (new)")), "{banner}");
+    let nodes = node_list(api.port, &token);
+    assert!(nodes.to_string().contains("\"local\""), "{nodes}");
+    // The written configs are the ones the standalone binaries load.
+    zoe_coordinator::raft::CoordinatorConfig::load(&dir.path().join("coordinator.toml")).unwrap();
+    zoe_agent::config::AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
+    stop_dev(child, libc::SIGINT);
+
+    // A restart keeps the state: the same token still works.
+    let (child, banner) = start_dev(dir.path(), api.port, &ns);
+    assert!(banner.contains(&token) && !banner.contains("(new)"), "{banner}");
+    assert!(node_list(api.port, &token).to_string().contains("\"local\""));
+    stop_dev(child, libc::SIGTERM);
 }

@@ -699,11 +699,19 @@ pub async fn bootstrap(Ax(ctx): Ax<Ctx>, parts: HeaderParts, body: Body) -> Http
             .0
             .ok_or_else(|| HttpError::unauthorized("send the bootstrap token as `Authorization: Bearer <token>`"))?,
     };
+    let (v, index) = exchange_bootstrap_token(&ctx, &token).await?;
+    Ok(created(v, index))
+}
+
+/// The ACL bootstrap itself: checks the one-time token, creates the first
+/// admin and returns its API token (`{"token": ...}`) with the log index.
+/// `zoe dev` calls it in-process to hand out an admin token at once.
+pub async fn exchange_bootstrap_token(ctx: &Ctx, token: &str) -> HttpResult<(Value, u64)> {
     let ((valid, done, admin), _) = ctx
         .coord()
         .read_linearizable(|s| {
             (
-                auth::is_bootstrap_token(s, &token),
+                auth::is_bootstrap_token(s, token),
                 s.meta.contains_key(auth::META_BOOTSTRAPPED),
                 s.user_by_name(BOOTSTRAP_ADMIN).map(|u| (u.id, u.role_id)),
             )
@@ -740,12 +748,12 @@ pub async fn bootstrap(Ax(ctx): Ax<Ctx>, parts: HeaderParts, body: Body) -> Http
             created_id(ctx.write(Command::CreateUser { user }).await?.0)?
         }
     };
-    let (v, _) = issue_token(&ctx, admin_id, "bootstrap", TokenKind::Api, None).await?;
+    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None).await?;
     ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAP.into(), value: String::new() }).await?;
     let (_, index) =
         ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAPPED.into(), value: now_ms().to_string() }).await?;
     tracing::info!(user = BOOTSTRAP_ADMIN, "ACL bootstrap done");
-    Ok(created(v, index))
+    Ok((v, index))
 }
 
 /// The bearer token of a request, if any (without checking it).
