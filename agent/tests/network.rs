@@ -21,7 +21,12 @@ fn node(lan: &Lan, peers: bool) -> NodeNetwork {
         cidr: "10.88.0.0/16".into(),
         subnet: "10.88.0.0/24".into(),
         peers: if peers {
-            vec![PeerSubnet { subnet: "10.88.1.0/24".into(), address: lan.host_addr(1) }]
+            vec![
+                PeerSubnet { subnet: "10.88.1.0/24".into(), address: lan.host_addr(1) },
+                // Not on the node's segment: the kernel refuses the route,
+                // the other peers are still routed.
+                PeerSubnet { subnet: "10.88.2.0/24".into(), address: "10.232.0.9".into() },
+            ]
         } else {
             vec![]
         },
@@ -103,6 +108,7 @@ async fn scenario(lan: &Lan) {
     net.configure(node(lan, true)).await.expect("configure");
     let routes = lan.hosts[0].ip_out(&["route"]);
     assert!(routes.contains(&format!("10.88.1.0/24 via {} dev lan0 proto 211", lan.host_addr(1))), "{routes}");
+    assert!(!routes.contains("10.88.2.0/24"), "{routes}");
     net.configure(node(lan, false)).await.expect("configure without peers");
     assert!(!lan.hosts[0].ip_out(&["route"]).contains("10.88.1.0/24"));
     net.configure(node(lan, true)).await.expect("configure again");

@@ -231,10 +231,14 @@ impl Network {
         routes.sort();
         routes.dedup_by(|a, b| a.dst == b.dst && a.len == b.len);
         let _g = self.configure_lock.lock().await;
-        let (added, removed) = tokio::task::spawn_blocking(move || route::sync(&routes))
+        let synced = tokio::task::spawn_blocking(move || route::sync(&routes))
             .await
             .map_err(|e| NetError::Invalid(format!("route task: {e}")))?
-            .map_err(io("installing routes to the other nodes' subnets"))?;
+            .map_err(io("reading the routing table"))?;
+        for (r, e) in &synced.failed {
+            tracing::warn!(dst = %r.dst, len = r.len, gateway = %r.gateway, error = %e, "a route to a peer's subnet was refused");
+        }
+        let (added, removed) = (synced.added, synced.removed);
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(io("enabling IPv4 forwarding"))?;
         masquerade(&n.subnet, &n.cidr).await?;
         tracing::info!(subnet = %n.subnet, cidr = %n.cidr, peers = n.peers.len(), added, removed, "cluster network configured");
@@ -427,6 +431,8 @@ impl Network {
         }
         self.attachments.lock().expect("lock").remove(id);
         let _ = std::fs::remove_dir_all(self.container_dir(id));
+        // The execution's host list stays: forgetting it here could race a
+        // spawn the leader just sent it for (a few bytes per execution).
         Ok(())
     }
 

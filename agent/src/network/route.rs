@@ -220,23 +220,36 @@ pub fn delete(r: &Route) -> io::Result<()> {
     }
 }
 
-/// Makes zoe's routes exactly `want`: adds the missing, replaces changed
-/// gateways, deletes the rest. Returns what changed, for the log.
-pub fn sync(want: &[Route]) -> io::Result<(usize, usize)> {
+/// What a [`sync`] did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub added: usize,
+    pub removed: usize,
+    /// Routes the kernel refused (e.g. a peer address not on any local
+    /// network): one unreachable peer must not cut the node off the rest.
+    pub failed: Vec<(Route, io::Error)>,
+}
+
+/// Makes zoe's routes `want`: adds the missing, replaces changed gateways,
+/// deletes the rest.
+pub fn sync(want: &[Route]) -> io::Result<Synced> {
     let have = list()?;
-    let mut added = 0;
+    let mut out = Synced::default();
     for r in want {
         if !have.contains(r) {
-            replace(r)?;
-            added += 1;
+            match replace(r) {
+                Ok(()) => out.added += 1,
+                Err(e) => out.failed.push((*r, e)),
+            }
         }
     }
-    let mut removed = 0;
     for r in &have {
         if !want.iter().any(|w| w.dst == r.dst && w.len == r.len) {
-            delete(r)?;
-            removed += 1;
+            match delete(r) {
+                Ok(()) => out.removed += 1,
+                Err(e) => out.failed.push((*r, e)),
+            }
         }
     }
-    Ok((added, removed))
+    Ok(out)
 }
