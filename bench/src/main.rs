@@ -1,6 +1,10 @@
 //! `zoe-bench NAME`: runs one benchmark end to end, progress on stderr,
 //! exactly one JSON line on stdout.
 
+mod common;
+mod e2e;
+mod hollow;
+mod latency;
 mod protocol;
 mod raft;
 mod runtime;
@@ -25,6 +29,10 @@ enum Bench {
     Raft(raft::Args),
     /// Agent protocol: command round trip, hollow agents one leader keeps at a heartbeat, agent RSS idle and loaded.
     Protocol(protocol::Args),
+    /// End to end at scale: 3 coordinators, hollow agents, executions submitted over the REST API until all run.
+    E2e(e2e::Args),
+    /// Submit → running of a busybox ZApp on a real agent vs `ctr run -d` on the same containerd.
+    Latency(latency::Args),
     /// (internal) The hollow-agent load generator `protocol` runs as a child process.
     #[command(hide = true)]
     ProtocolHollow(protocol::HollowArgs),
@@ -45,6 +53,8 @@ fn main() -> anyhow::Result<()> {
         Bench::Scheduler(args) => scheduler::run(args)?,
         Bench::Raft(args) => rt.block_on(raft::run(args))?,
         Bench::Protocol(args) => rt.block_on(protocol::run(args))?,
+        Bench::E2e(args) => rt.block_on(e2e::run(args))?,
+        Bench::Latency(args) => rt.block_on(latency::run(args))?,
         Bench::ProtocolHollow(args) => rt.block_on(protocol::hollow(args))?,
     };
     println!("{}", serde_json::to_string(&result)?);

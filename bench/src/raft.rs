@@ -16,15 +16,15 @@
 //! executable (built with `cargo build -p zoe-cli` in the same profile if
 //! missing).
 
-use anyhow::{Context, Result, bail};
+use crate::common::{Cluster, pct, sorted, zoe_bin};
+use anyhow::{Result, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zoe_coordinator::raft::{CoordNode, CoordinatorClient};
 use zoe_coordinator::state::Command as Cmd;
-use zoe_net::{CertificateAuthority, Identity, Role, TlsMaterial};
+use zoe_net::{Identity, Role, TlsMaterial};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,133 +53,21 @@ pub struct Args {
     zoe: Option<PathBuf>,
 }
 
-fn zoe_bin(arg: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(p) = arg {
-        return Ok(p);
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("exe dir")?.to_path_buf();
-    let bin = dir.join("zoe");
-    if !bin.exists() {
-        eprintln!("building the zoe binary...");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-q", "-p", "zoe-cli", "--bin", "zoe"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if !cmd.status()?.success() {
-            bail!("building zoe failed");
-        }
-    }
-    Ok(bin)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Node {
-    name: String,
-    addr: String,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-struct Cluster {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    zoe: PathBuf,
-    nodes: Vec<Node>,
-}
-
-impl Cluster {
-    fn spawn(&mut self, i: usize) -> Result<()> {
-        let n = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
-        n.child = Some(
-            Command::new(&self.zoe)
-                .args(["coordinator", "--config"])
-                .arg(&n.config)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("spawn zoe coordinator")?,
-        );
-        Ok(())
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill(i);
-        }
-    }
-}
-
 fn setup(args: &Args) -> Result<(Cluster, CoordinatorClient)> {
-    let tmp = tempfile::Builder::new().prefix("zoe-bench-raft-").tempdir()?;
-    let dir = tmp.path().to_path_buf();
-    let ca = CertificateAuthority::generate("bench")?;
-    ca.write(&dir)?;
-    let mut nodes = Vec::new();
-    for i in 1..=3 {
-        let name = format!("c{i}");
-        ca.issue(&Identity::new(Role::Coordinator, name.clone())?, &[], &[])?.write(&dir, &name)?;
-        nodes.push(Node {
-            addr: format!("127.0.0.1:{}", free_port()?),
-            config: dir.join(format!("{name}.toml")),
-            log: dir.join(format!("{name}.log")),
-            name,
-            child: None,
-        });
-    }
-    let peers: String = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| format!("[[peers]]\nid = {}\naddr = \"{}\"\nname = \"{}\"\n\n", i + 1, n.addr, n.name))
-        .collect();
-    for (i, n) in nodes.iter().enumerate() {
-        std::fs::write(
-            &n.config,
-            format!(
-                "id = {}\nname = \"{}\"\nlisten = \"{}\"\ndata_dir = \"{}-data\"\n\n[tls]\nca = \"ca.pem\"\n\
-                 cert = \"{}.pem\"\nkey = \"{}-key.pem\"\n\n{peers}[raft]\nheartbeat_ms = {}\n\
-                 election_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n",
-                i + 1,
-                n.name,
-                n.addr,
-                n.name,
-                n.name,
-                n.name,
-                args.heartbeat_ms,
-                args.election_min_ms,
-                args.election_max_ms
-            ),
-        )?;
-    }
-    let client_cert = ca.issue(&Identity::new(Role::Client, "bench")?, &[], &[])?;
+    let raft = format!(
+        "[raft]\nheartbeat_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n",
+        args.heartbeat_ms, args.election_min_ms, args.election_max_ms
+    );
+    let mut c = Cluster::new(3, zoe_bin(args.zoe.clone())?, "zoe-bench-raft-", &raft)?;
+    let client_cert = c.ca.issue(&Identity::new(Role::Client, "bench")?, &[], &[])?;
     let tls = TlsMaterial::from_pem(
-        ca.cert_pem().as_bytes(),
+        c.ca.cert_pem().as_bytes(),
         client_cert.cert_pem.as_bytes(),
         client_cert.key_pem.as_bytes(),
     )?;
-    let members = nodes.iter().map(|n| CoordNode { addr: n.addr.clone(), name: n.name.clone() }).collect();
+    let members = c.members.iter().map(|n| CoordNode { addr: n.addr.clone(), name: n.name.clone() }).collect();
     let client = CoordinatorClient::new(&tls, members)?;
-    let mut c = Cluster { _dir: tmp, dir, zoe: zoe_bin(args.zoe.clone())?, nodes };
-    for i in 0..3 {
-        c.spawn(i)?;
-    }
+    c.spawn_all()?;
     Ok((c, client))
 }
 
@@ -190,7 +78,7 @@ async fn wait_leader(c: &Cluster, client: &CoordinatorClient, within: Duration) 
         let mut leader = None;
         let mut agree = true;
         for i in 0..3 {
-            if c.nodes[i].child.is_none() {
+            if !c.running(i) {
                 continue;
             }
             match client.status_of(i).await {
@@ -211,18 +99,6 @@ async fn wait_leader(c: &Cluster, client: &CoordinatorClient, within: Duration) 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v
 }
 
 fn set(k: String) -> Cmd {

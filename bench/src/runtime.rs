@@ -5,6 +5,7 @@
 //!
 //! `ctr` appears here only as the baseline: product code never runs it.
 
+use crate::common::{pct, round2, sorted};
 use anyhow::{Context, bail};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,21 +24,9 @@ pub struct Args {
     warmup: usize,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    (percentile(&v, 50.0), percentile(&v, 95.0))
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+fn stats(v: Vec<f64>) -> (f64, f64) {
+    let v = sorted(v);
+    (pct(&v, 0.5), pct(&v, 0.95))
 }
 
 /// Resident set size of this process in KiB.
