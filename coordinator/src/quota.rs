@@ -22,7 +22,8 @@ pub struct Usage {
 /// of their services (what the quota check counts).
 pub fn usage(state: &State, username: &str) -> Usage {
     let mut u = Usage::default();
-    for e in state.executions.values().filter(|e| e.owner == username && e.status.is_active()) {
+    // Status first: it is cheaper than comparing names.
+    for e in state.executions.values().filter(|e| e.status.is_active() && e.owner == username) {
         let (c, m) = e.description.total_reservation();
         u.executions += 1;
         u.cores += c;
@@ -36,6 +37,12 @@ pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String
     let Some(q) = state.quotas.get(&user.quota_id) else {
         return Err(format!("user {} has quota {}, which does not exist; ask an admin", user.username, user.quota_id));
     };
+    // Unlimited (an admin's, typically): nothing to count. This runs on
+    // every submission, in every member's apply, and counting scans every
+    // execution.
+    if q.concurrent_executions == 0 && q.cores == Millicores(0) && q.memory == 0 {
+        return Ok(());
+    }
     let used = usage(state, &user.username);
     if q.concurrent_executions > 0 && used.executions >= q.concurrent_executions as usize {
         return Err(format!(

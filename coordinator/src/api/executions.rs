@@ -6,6 +6,7 @@ use super::live::LogRequest;
 use super::routes::{P, Q};
 use crate::state::{
     AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, PublishedPort, Service, ServiceId, State,
+    StateError,
 };
 use axum::extract::State as Ax;
 use axum::http::StatusCode;
@@ -177,15 +178,19 @@ fn check_name(name: &str) -> HttpResult<()> {
 
 async fn submit_app(ctx: &Ctx, caller: &Caller, name: String, app: ZApp) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
-    let user = caller.user.clone();
-    let verdict = ctx.read_fresh(|s| crate::quota::check_submit(s, &user, &app)).await?;
-    verdict.map_err(HttpError::quota)?;
     let size = app.size as f64;
     let cmd =
         Command::SubmitExecution { name, owner: caller.user.username.clone(), description: app, size, time: now_ms() };
-    match ctx.write(cmd).await? {
-        (Applied::Created(id), index) => Ok((id, index)),
-        (other, _) => Err(HttpError::internal(format!("submission applied as {other:?}"))),
+    // The quota is checked where it is exact, in the state machine as the
+    // submission applies (a check before the write could not see concurrent
+    // submissions, and would cost a quorum round trip); its refusal is the
+    // only conflict a submission has.
+    let w = ctx.coord().write(cmd).await?;
+    match w.result {
+        Ok(Applied::Created(id)) => Ok((id, w.index)),
+        Err(StateError::Conflict(m)) => Err(HttpError::quota(m)),
+        Err(e) => Err(e.into()),
+        Ok(other) => Err(HttpError::internal(format!("submission applied as {other:?}"))),
     }
 }
 
