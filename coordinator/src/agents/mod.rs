@@ -476,6 +476,10 @@ impl AgentBackend {
     async fn reconcile(self: &Arc<Self>, node: &str, containers: &[proto::ContainerInfo], at_registration: bool) {
         let now = now_ms();
         let actions = self.coord.read_local(|st| reconcile::reconcile(st, node, containers, at_registration, now)).0;
+        self.apply_reconciliation(node, actions).await;
+    }
+
+    async fn apply_reconciliation(self: &Arc<Self>, node: &str, actions: reconcile::Actions) {
         if !actions.commands.is_empty() {
             tracing::info!(node, n = actions.commands.len(), "reconciliation: committing service changes");
             if let Err(e) = self.coord.write(Command::Batch(actions.commands)).await {
@@ -562,8 +566,23 @@ impl AgentBackend {
                     .iter()
                     .map(|(k, n)| (k.clone(), n.stats.containers.clone()))
                     .collect();
-                for (node, containers) in inventories {
-                    self.reconcile(&node, &containers, false).await;
+                let now = now_ms();
+                let all: Vec<(String, reconcile::Actions)> = self
+                    .coord
+                    .read_local(|st| {
+                        let expected = reconcile::expected_by_node(st);
+                        let none = reconcile::Expected::new();
+                        inventories
+                            .iter()
+                            .map(|(node, containers)| {
+                                let e = expected.get(node.as_str()).unwrap_or(&none);
+                                (node.clone(), reconcile::reconcile_expected(e, containers, false, now))
+                            })
+                            .collect()
+                    })
+                    .0;
+                for (node, actions) in all {
+                    self.apply_reconciliation(&node, actions).await;
                 }
             }
         }

@@ -32,15 +32,40 @@ pub struct Actions {
     pub running_orphans: Vec<String>,
 }
 
-pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_registration: bool, now: Millis) -> Actions {
-    let mut a = Actions::default();
-    // container id → (service id, status) of services that may hold one here.
-    let expected: HashMap<&str, (u64, ServiceStatus)> = st
-        .services
+/// Container id → (service id, status) of the services that may hold a
+/// container on one node.
+pub type Expected<'a> = HashMap<&'a str, (u64, ServiceStatus)>;
+
+fn holding(st: &State) -> impl Iterator<Item = (&str, &str, (u64, ServiceStatus))> {
+    st.services
         .values()
-        .filter(|s| s.node.as_deref() == Some(node) && s.status.may_hold_container())
-        .filter_map(|s| s.container_id.as_deref().map(|c| (c, (s.id, s.status))))
-        .collect();
+        .filter(|s| s.status.may_hold_container())
+        .filter_map(|s| Some((s.node.as_deref()?, s.container_id.as_deref()?, (s.id, s.status))))
+}
+
+/// [`Expected`] of every node, in one pass over the services (the periodic
+/// reconciliation of a large cluster must not scan them once per node).
+pub fn expected_by_node(st: &State) -> HashMap<&str, Expected<'_>> {
+    let mut by_node: HashMap<&str, Expected<'_>> = HashMap::new();
+    for (node, cid, v) in holding(st) {
+        by_node.entry(node).or_default().insert(cid, v);
+    }
+    by_node
+}
+
+pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_registration: bool, now: Millis) -> Actions {
+    let expected: Expected<'_> = holding(st).filter(|(n, _, _)| *n == node).map(|(_, c, v)| (c, v)).collect();
+    reconcile_expected(&expected, containers, at_registration, now)
+}
+
+/// [`reconcile`] with the node's [`Expected`] already gathered.
+pub fn reconcile_expected(
+    expected: &Expected<'_>,
+    containers: &[ContainerInfo],
+    at_registration: bool,
+    now: Millis,
+) -> Actions {
+    let mut a = Actions::default();
     let present: BTreeMap<&str, &ContainerInfo> = containers.iter().map(|c| (c.container_id.as_str(), c)).collect();
     for c in containers {
         match expected.get(c.container_id.as_str()) {
@@ -71,7 +96,7 @@ pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_regist
         }
     }
     if at_registration {
-        for (cid, (sid, status)) in &expected {
+        for (cid, (sid, status)) in expected {
             if present.contains_key(cid) {
                 continue;
             }

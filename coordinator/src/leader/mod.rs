@@ -71,6 +71,24 @@ impl Default for LeaderConfig {
     }
 }
 
+/// Executions one plan admits at most. A backlog (a new leader with a
+/// long queue, a burst of submissions) is admitted over several passes, so
+/// that one plan stays far below the largest command the log accepts and
+/// every pass stays short; the rest waits for the next pass, in queue order.
+const MAX_PLAN_EXECUTIONS: usize = 2_000;
+
+/// Keeps the first `max` admitted executions of `plan` (queue order) and
+/// the placements of their services; the placements of executions already
+/// running, the stops and the core shares are kept whole.
+fn cap_plan(mut plan: Plan, st: &State, max: usize) -> Plan {
+    if plan.starting.len() <= max {
+        return plan;
+    }
+    let deferred: HashSet<ExecutionId> = plan.starting.split_off(max).into_iter().collect();
+    plan.placements.retain(|p| st.services.get(&p.service).is_none_or(|s| !deferred.contains(&s.execution_id)));
+    plan
+}
+
 pub fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
@@ -125,12 +143,29 @@ impl<B: Backend> Leader<B> {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut metrics = self.node.raft().metrics();
         let mut events = self.backend.events();
-        let tick = Duration::from_millis(self.cfg.tick_ms.max(10));
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
+        // The applied index the last pass saw. openraft's metrics change on
+        // every heartbeat acknowledgement too; only a new applied entry (or
+        // a change of leadership) can give a pass something new to do, and
+        // the entries applied while a pass runs are all handled by the next
+        // one, so passes follow commits at once without spinning.
+        let mut seen_applied = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {}
-                _ = metrics.changed() => {}
+                r = metrics.changed() => {
+                    if r.is_ok() {
+                        let (applied, leader) = {
+                            let m = metrics.borrow_and_update();
+                            (m.last_applied.map(|l| l.index), m.current_leader == Some(self.node.id()) && m.state.is_leader())
+                        };
+                        if applied == seen_applied && leader == was_leader {
+                            continue;
+                        }
+                    }
+                }
                 ev = events.recv() => match ev {
                     Ok(ev) => { if self.is_leader() { self.on_event(ev).await; } }
                     // Missed events are recovered by reconciliation when
@@ -138,8 +173,9 @@ impl<B: Backend> Leader<B> {
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "backend events lagged"),
                     Err(broadcast::error::RecvError::Closed) => events = self.backend.events(),
                 },
-                _ = tokio::time::sleep(tick) => {}
+                _ = ticker.tick() => {}
             }
+            seen_applied = metrics.borrow_and_update().last_applied.map(|l| l.index);
             if *shutdown.borrow() {
                 return;
             }
@@ -231,15 +267,22 @@ impl<B: Backend> Leader<B> {
     fn collect(&self, st: &State, platform: &Platform, inflight: &Inflight, now: Millis) -> Work {
         let mut w = Work::default();
         let connected = |n: &str| platform.connected(n);
+        // Runtime limits by owner, looked up once per pass (not once per
+        // running execution); none at all is the common case.
+        let limits: HashMap<&str, u64> = st
+            .users
+            .values()
+            .map(|u| {
+                let limit = st.quotas.get(&u.quota_id).map(|q| q.runtime_limit);
+                (u.username.as_str(), limit.unwrap_or(self.cfg.default_runtime_limit_s))
+            })
+            .collect();
+        let any_limit = self.cfg.default_runtime_limit_s > 0 || limits.values().any(|l| *l > 0);
         for e in st.executions.values() {
             match e.status {
                 ExecutionStatus::Submitted => w.submitted.push(e.id),
-                ExecutionStatus::Running => {
-                    let limit_s = st
-                        .user_by_name(&e.owner)
-                        .and_then(|u| st.quotas.get(&u.quota_id))
-                        .map(|q| q.runtime_limit)
-                        .unwrap_or(self.cfg.default_runtime_limit_s);
+                ExecutionStatus::Running if any_limit => {
+                    let limit_s = limits.get(e.owner.as_str()).copied().unwrap_or(self.cfg.default_runtime_limit_s);
                     if let Some(start) = e.time_start
                         && limit_s > 0
                         && now.saturating_sub(start) > limit_s * 1000
@@ -251,6 +294,10 @@ impl<B: Backend> Leader<B> {
             }
         }
         for s in st.services.values() {
+            // Most services are running: only these two statuses need work.
+            if !matches!(s.status, ServiceStatus::Terminating | ServiceStatus::Starting) {
+                continue;
+            }
             let (Some(node), Some(cid)) = (s.node.as_deref(), s.container_id.as_deref()) else { continue };
             if !connected(node) {
                 // Wait for the agent to come back (or for the node to be
@@ -276,7 +323,7 @@ impl<B: Backend> Leader<B> {
         for wt in waiting.iter().filter(|w| w.never_fits) {
             tracing::debug!(execution = wt.execution, reason = %wt.reason, "cannot be placed");
         }
-        w.plan = plan;
+        w.plan = cap_plan(plan, st, MAX_PLAN_EXECUTIONS);
         w
     }
 

@@ -103,6 +103,9 @@ impl<'a> Sim<'a> {
         floor: (u32, u64),
     ) -> Sim<'a> {
         let reserved = state.reserved_by_node();
+        // One pass over the services for all nodes: per node it would cost
+        // nodes × services, every pass of the leader.
+        let mut ports = state.used_ports_by_node();
         let mut containers: BTreeMap<&str, u32> = BTreeMap::new();
         for s in state.services.values() {
             if let (Some(n), true) = (s.node.as_deref(), s.status.may_hold_container()) {
@@ -115,7 +118,7 @@ impl<'a> Sim<'a> {
             .filter(|n| n.schedulable() && platform.connected(&n.name))
             .map(|n| {
                 let (rc, rm) = reserved.get(n.name.as_str()).copied().unwrap_or_default();
-                let used_ports = state.used_ports(&n.name);
+                let used_ports = ports.remove(n.name.as_str()).unwrap_or_default();
                 let range_used = used_ports.range(state.network.port_min..=state.network.port_max).count();
                 SimNode {
                     node: n,

@@ -872,6 +872,17 @@ impl State {
             .collect()
     }
 
+    /// [`State::used_ports`] of every node, in one pass over the services.
+    pub fn used_ports_by_node(&self) -> BTreeMap<&str, std::collections::BTreeSet<u16>> {
+        let mut out: BTreeMap<&str, std::collections::BTreeSet<u16>> = BTreeMap::new();
+        for s in self.services.values() {
+            if let (Some(node), true) = (s.node.as_deref(), s.status.may_hold_container()) {
+                out.entry(node).or_default().extend(s.ports.iter().map(|p| p.host_port));
+            }
+        }
+        out
+    }
+
     /// Host ports for every placement of a plan: a host-network service
     /// publishes its own ports, which must be free; others get the lowest
     /// free ports of the range. A conflict refuses the plan.
