@@ -160,7 +160,11 @@ async fn bench(args: &Args, cluster: &Cluster) -> Result<serde_json::Value> {
         leader + 1
     );
     let spawned = fleet.counters.spawned.load(Ordering::Relaxed);
-    eprintln!("all {} running after {all_running_s:.1} s ({spawned} spawn commands answered)", args.executions);
+    let updated = fleet.counters.updated.load(Ordering::Relaxed);
+    eprintln!(
+        "all {} running after {all_running_s:.1} s ({spawned} spawn and {updated} update commands answered)",
+        args.executions
+    );
 
     // Per execution: submit → running from the replicated timestamps.
     let mut to_running = Vec::with_capacity(args.executions);
@@ -198,6 +202,7 @@ async fn bench(args: &Args, cluster: &Cluster) -> Result<serde_json::Value> {
         "submit_to_running_ms_p50": pct(&to_running, 0.5),
         "submit_to_running_ms_p99": pct(&to_running, 0.99),
         "spawn_commands": spawned,
+        "update_commands": updated,
         "leader_cpu_s": cpu[leader],
         "coordinators_cpu_s": cpu,
         "bench_cpu_s": bench_cpu,

@@ -29,6 +29,8 @@ pub struct Counters {
     /// Spawn commands answered.
     pub spawned: AtomicU64,
     pub terminated: AtomicU64,
+    /// Update commands answered (dynamic core sharing).
+    pub updated: AtomicU64,
 }
 
 /// A fleet of hollow agents, all in this process.
@@ -208,6 +210,10 @@ fn answer(cmd: proto::Command, counters: &Counters, containers: &Mutex<Vec<Conta
         proto::Command::Terminate { container_id, .. } => {
             containers.lock().expect("lock").retain(|c| c.container_id != container_id);
             counters.terminated.fetch_add(1, Ordering::Relaxed);
+            CommandReply::Done
+        }
+        proto::Command::Update { .. } => {
+            counters.updated.fetch_add(1, Ordering::Relaxed);
             CommandReply::Done
         }
         proto::Command::ListImages => CommandReply::Images(vec![]),

@@ -101,11 +101,26 @@ struct Inflight {
     stopping: HashMap<String, Instant>,
 }
 
+/// Core share updates not sent yet: the latest share per container (with
+/// its node), oldest first, and whether the sender runs.
+#[derive(Debug, Default)]
+struct CoreUpdates {
+    pending: HashMap<String, (String, ServiceId, zoe_common::resources::Millicores)>,
+    order: std::collections::VecDeque<String>,
+    /// Containers with an update in flight.
+    sending: HashSet<String>,
+    busy: bool,
+}
+
+/// Core share updates in flight at once, over all nodes.
+const CORE_UPDATES_IN_FLIGHT: usize = 16;
+
 pub struct Leader<B: Backend> {
     node: Coordinator,
     backend: Arc<B>,
     cfg: Arc<LeaderConfig>,
     inflight: Arc<Mutex<Inflight>>,
+    core_updates: Arc<Mutex<CoreUpdates>>,
 }
 
 impl<B: Backend> Clone for Leader<B> {
@@ -115,6 +130,7 @@ impl<B: Backend> Clone for Leader<B> {
             backend: self.backend.clone(),
             cfg: self.cfg.clone(),
             inflight: self.inflight.clone(),
+            core_updates: self.core_updates.clone(),
         }
     }
 }
@@ -135,7 +151,7 @@ struct Work {
 
 impl<B: Backend> Leader<B> {
     pub fn new(node: Coordinator, backend: Arc<B>, cfg: LeaderConfig) -> Leader<B> {
-        Leader { node, backend, cfg: Arc::new(cfg), inflight: Arc::default() }
+        Leader { node, backend, cfg: Arc::new(cfg), inflight: Arc::default(), core_updates: Arc::default() }
     }
 
     /// Runs until `shutdown` turns true. Idle while this coordinator is not
@@ -365,13 +381,64 @@ impl<B: Backend> Leader<B> {
             self.spawn_ordered(list);
         }
         for (node, sid, cid, cores) in updates {
-            let backend = self.backend.clone();
-            tokio::spawn(async move {
-                if let Err(e) = backend.update_service(&node, sid, &cid, cores, None).await {
-                    tracing::warn!(service = sid, error = %e, "core share update failed");
-                }
-            });
+            self.update_cores(node, sid, cid, cores);
         }
+    }
+
+    /// Queues a container's new core share for its node. Shares are
+    /// background work, sent at most [`CORE_UPDATES_IN_FLIGHT`] at a time
+    /// cluster-wide; a share computed while an older one for the same
+    /// container still waits replaces it. Under a burst of placements (each
+    /// changes the share of every container on its node) the nodes get the
+    /// latest shares, not every intermediate one.
+    fn update_cores(&self, node: String, sid: ServiceId, cid: String, cores: zoe_common::resources::Millicores) {
+        {
+            let mut u = self.core_updates.lock().expect("poisoned");
+            if u.pending.insert(cid.clone(), (node, sid, cores)).is_none() {
+                u.order.push_back(cid);
+            }
+            if u.busy {
+                return;
+            }
+            u.busy = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut inflight = futures::stream::FuturesUnordered::new();
+            loop {
+                {
+                    let mut u = this.core_updates.lock().expect("poisoned");
+                    // A container's next share waits for its previous one
+                    // to be answered, so they cannot arrive out of order.
+                    let mut later = Vec::new();
+                    while inflight.len() < CORE_UPDATES_IN_FLIGHT {
+                        let Some(cid) = u.order.pop_front() else { break };
+                        if u.sending.contains(&cid) {
+                            later.push(cid);
+                            continue;
+                        }
+                        let Some((node, sid, cores)) = u.pending.remove(&cid) else { continue };
+                        u.sending.insert(cid.clone());
+                        let backend = this.backend.clone();
+                        inflight.push(async move {
+                            if let Err(e) = backend.update_service(&node, sid, &cid, cores, None).await {
+                                tracing::warn!(service = sid, error = %e, "core share update failed");
+                            }
+                            cid
+                        });
+                    }
+                    u.order.extend(later);
+                    if inflight.is_empty() {
+                        u.busy = false;
+                        return;
+                    }
+                }
+                if let Some(cid) = inflight.next().await {
+                    this.core_updates.lock().expect("poisoned").sending.remove(&cid);
+                }
+            }
+        });
     }
 
     /// Starts an execution's instances group by group of `startup_order`:
