@@ -576,7 +576,7 @@ impl AgentBackend {
                             .iter()
                             .map(|(node, containers)| {
                                 let e = expected.get(node.as_str()).unwrap_or(&none);
-                                (node.clone(), reconcile::reconcile_expected(e, containers, false, now))
+                                (node.clone(), reconcile::reconcile_expected(st, node, e, containers, false, now))
                             })
                             .collect()
                     })

@@ -55,11 +55,13 @@ pub fn expected_by_node(st: &State) -> HashMap<&str, Expected<'_>> {
 
 pub fn reconcile(st: &State, node: &str, containers: &[ContainerInfo], at_registration: bool, now: Millis) -> Actions {
     let expected: Expected<'_> = holding(st).filter(|(n, _, _)| *n == node).map(|(_, c, v)| (c, v)).collect();
-    reconcile_expected(&expected, containers, at_registration, now)
+    reconcile_expected(st, node, &expected, containers, at_registration, now)
 }
 
 /// [`reconcile`] with the node's [`Expected`] already gathered.
 pub fn reconcile_expected(
+    st: &State,
+    node: &str,
     expected: &Expected<'_>,
     containers: &[ContainerInfo],
     at_registration: bool,
