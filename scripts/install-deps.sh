@@ -15,6 +15,11 @@ PACKAGES=(
   ca-certificates
 )
 
+# `install-deps.sh demo`: only what ./demo.sh needs.
+if [ "${1:-}" = demo ]; then
+  PACKAGES=(containerd runc protobuf-compiler busybox-static ca-certificates)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -597,8 +597,73 @@ impl Agent {
                 self.rt.network().set_hosts(&execution_id.to_string(), entries);
                 CommandReply::Done
             }
+            Command::ImageChunk { upload, offset, data, last } => {
+                self.image_chunk(&upload, offset, &data, last, &tx).await
+            }
         };
         let _ = tx.send(reply).await;
+    }
+
+    /// Writes one piece of an uploaded archive under `<data_dir>/uploads`;
+    /// the last piece imports it and removes the file.
+    async fn image_chunk(
+        &self,
+        upload: &str,
+        offset: u64,
+        data: &[u8],
+        last: bool,
+        tx: &tokio::sync::mpsc::Sender<CommandReply>,
+    ) -> CommandReply {
+        use tokio::io::AsyncWriteExt;
+        let failed = |message: String| CommandReply::Failed { retryable: false, message };
+        if !proto::valid_upload_name(upload) {
+            return failed(format!("bad upload name {upload:?}"));
+        }
+        let dir = self.cfg.data_dir.join("uploads");
+        let path = dir.join(format!("{upload}.tar"));
+        let written = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            let mut f = if offset == 0 {
+                tokio::fs::File::create(&path).await?
+            } else {
+                let f = tokio::fs::OpenOptions::new().append(true).open(&path).await?;
+                let len = f.metadata().await?.len();
+                if len != offset {
+                    return Err(std::io::Error::other(format!(
+                        "upload {upload} has {len} bytes, piece starts at {offset}"
+                    )));
+                }
+                f
+            };
+            f.write_all(data).await?;
+            f.flush().await
+        };
+        if let Err(e) = written.await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return failed(format!("writing {}: {e}", path.display()));
+        }
+        if !last {
+            return CommandReply::Done;
+        }
+        let ptx = tx.clone();
+        let progress: crate::image::ProgressFn = Arc::new(move |p: &crate::image::Progress| {
+            let _ = ptx.try_send(CommandReply::Progress(ImageProgress {
+                image: p.image.clone(),
+                phase: format!("{:?}", p.phase).to_lowercase(),
+                done: p.done,
+                total: p.total,
+            }));
+        });
+        let result = self.rt.images().import_archive(&path, None, Some(progress)).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        match result {
+            Ok(images) => {
+                self.refresh_slow().await;
+                tracing::info!(upload, images = ?images.iter().map(|i| &i.name).collect::<Vec<_>>(), "image archive imported");
+                CommandReply::Done
+            }
+            Err(e) => failed(e.to_string()),
+        }
     }
 
     async fn logs(&self, id: &str, from: u64, follow: bool, tx: &tokio::sync::mpsc::Sender<CommandReply>) {

@@ -33,6 +33,16 @@ pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
 /// Largest log chunk in one [`CommandReply::Log`] frame.
 pub const LOG_CHUNK: usize = 64 * 1024;
+/// Size of the pieces an image archive travels in to an agent: well
+/// inside [`MAX_FRAME`], big enough that a round trip per piece is cheap.
+pub const IMAGE_CHUNK: usize = 1024 * 1024;
+
+/// Whether an upload name is safe as a file name on the agent.
+pub fn valid_upload_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// What an agent says about its node when it (re)connects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +200,18 @@ pub enum Command {
         container_id: String,
         from: u64,
         follow: bool,
+    },
+    /// One piece of an image archive (`zoe image load`), in order: the
+    /// agent appends `data` at `offset` to the upload's file (offset 0
+    /// starts it afresh), and on the `last` piece imports the archive,
+    /// answering with progress and then `Done` or `Failed`. Every other
+    /// piece is answered with `Done` once written.
+    ImageChunk {
+        /// Names the upload: [a-z0-9-], at most 64 characters.
+        upload: String,
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
     },
     /// Round-trip probe.
     Ping,

@@ -5,16 +5,19 @@
 //!   with `scripts/private-containerd.sh`;
 //! * [`unique_namespace`]: a containerd namespace per test, so tests can share
 //!   one containerd and run concurrently;
-//! * [`image`]: a busybox image built from the host's busybox-static, as an OCI
-//!   image layout tarball and as a `docker save` archive, byte-for-byte
-//!   deterministic;
+//! * [`image`] (`zoe-oci`): a busybox image built from the host's
+//!   busybox-static, as an OCI image layout tarball and as a `docker save`
+//!   archive, byte-for-byte deterministic;
 //! * [`registry`]: a local `docker-registry` on 127.0.0.1 and a push helper;
 //! * [`netns`]: network namespaces and veths acting as hosts on one LAN.
 
 pub mod containerd;
-pub mod image;
 pub mod netns;
 pub mod registry;
+
+/// The busybox image; it lives in `zoe-oci` because `zoe image
+/// build-sample` builds it too.
+pub use zoe_oci as image;
 
 pub use containerd::{Containerd, containerd, unique_namespace};
 pub use image::{BusyboxImage, DEFAULT_REFERENCE};

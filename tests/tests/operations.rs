@@ -51,6 +51,8 @@ fn scripts_are_valid_bash() {
         "scripts/install-deps.sh",
         "scripts/private-containerd.sh",
         "systemd/install.sh",
+        "vagrant/prepare.sh",
+        "vagrant/provision.sh",
         ".ci/run",
     ] {
         let out = Command::new("bash").arg("-n").arg(root().join(script)).output().unwrap();
@@ -142,4 +144,95 @@ fn dev_cluster_starts_serves_restarts_and_stops_cleanly() {
     assert!(banner.contains(&token) && !banner.contains("(new)"), "{banner}");
     assert!(node_list(api.port, &token).to_string().contains("\"local\""));
     stop_dev(child, libc::SIGTERM);
+}
+
+fn zoe_cli(api: u16, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(harness::zoe_bin())
+        .args(args)
+        .env("ZOE_ADDR", format!("http://127.0.0.1:{api}"))
+        .env("ZOE_TOKEN", token)
+        .env("ZOE_CONFIG", "/nonexistent/zoe-config.toml")
+        .output()
+        .unwrap()
+}
+
+/// `zoe image load` streams an archive through the API to the agent,
+/// which imports it; a ZApp then runs from it. A file that is not an
+/// image archive is refused with the agent's reason and a non-zero exit.
+#[test]
+fn image_load_streams_an_archive_to_the_node_and_a_zapp_runs_from_it() {
+    let dir = tempfile::Builder::new().prefix("zoe-img-").tempdir_in("/tmp").unwrap();
+    let api = harness::reserve_port();
+    let ns = zoe_testkit::unique_namespace("imgload");
+    let (child, _) = start_dev(dir.path(), api.port, &ns);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+    let archive = dir.path().join("busybox-oci.tar");
+    let out = zoe_cli(api.port, &token, &["image", "build-sample", "--out", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = zoe_cli(api.port, &token, &["image", "load", archive.to_str().unwrap(), "--node", "local"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("100%"), "progress bar: {stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("local: loaded"));
+    let out = zoe_cli(api.port, &token, &["node", "get", "local", "--json"]);
+    let node = String::from_utf8_lossy(&out.stdout).to_string();
+
+    let bad = dir.path().join("bad.tar");
+    std::fs::write(&bad, vec![7u8; 3 * 1024 * 1024 + 17]).unwrap();
+    let out = zoe_cli(api.port, &token, &["image", "load", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("local:") && stderr.contains("did not load"), "{stderr}");
+    let out = zoe_cli(api.port, &token, &["image", "load", archive.to_str().unwrap(), "--node", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node nosuch not found"));
+
+    let zapp = root().join("examples/zapps/hello-batch.json");
+    let out =
+        zoe_cli(api.port, &token, &["exec", "start", "hello", zapp.to_str().unwrap(), "--wait", "done", "--follow"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("hello from hello"),
+        "node: {node}\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop_dev(child, libc::SIGTERM);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(harness::zoe::cleanup_namespace(&ns, dir.path()));
+}
+
+/// The Vagrant cluster's provisioning inputs: `vagrant/prepare.sh` makes the
+/// certificates with `zoe certs` and writes each host's config, which the
+/// binaries' own loaders accept.
+#[test]
+fn vagrant_prepare_writes_configs_the_binaries_load() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(root().join("vagrant/prepare.sh"))
+        .arg(out_dir.path())
+        .env("ZOE", harness::zoe_bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (i, c) in ["c1", "c2", "c3"].iter().enumerate() {
+        let cfg = zoe_coordinator::raft::CoordinatorConfig::load(&out_dir.path().join(format!("{c}.toml"))).unwrap();
+        assert_eq!((cfg.id, cfg.name.as_str(), cfg.peers.len()), (i as u64 + 1, *c, 3));
+        assert!(out_dir.path().join(format!("tls/{c}.pem")).exists());
+    }
+    for n in ["node1", "node2"] {
+        let cfg = zoe_agent::config::AgentConfig::load(&out_dir.path().join(format!("{n}.toml"))).unwrap();
+        assert_eq!(cfg.coordinators.len(), 3);
+        assert!(out_dir.path().join(format!("tls/{n}-key.pem")).exists());
+    }
+    // A second run keeps the certificates.
+    let before = std::fs::read(out_dir.path().join("tls/c1.pem")).unwrap();
+    let out = Command::new("bash")
+        .arg(root().join("vagrant/prepare.sh"))
+        .arg(out_dir.path())
+        .env("ZOE", harness::zoe_bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(before, std::fs::read(out_dir.path().join("tls/c1.pem")).unwrap());
 }

@@ -1,8 +1,9 @@
 //! The `zoe` commands that talk to a cluster through its REST API: info,
-//! login, acl, exec, node, stats, user, role, quota, token, operator.
+//! login, acl, exec, node, stats, user, role, quota, token, operator, image.
 
 mod drain;
 mod http;
+mod image;
 mod output;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -40,6 +41,8 @@ pub enum ClientCommand {
     Token(Group<TokenCmd>),
     /// Coordinators: members, add, remove.
     Operator(Group<OperatorCmd>),
+    /// Images: load an archive onto nodes without a registry.
+    Image(Group<image::ImageCmd>),
 }
 
 #[derive(Args)]
@@ -417,6 +420,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Quota(g) => quota(&g.conn, g.cmd).await,
         ClientCommand::Token(g) => token(&g.conn, g.cmd).await,
         ClientCommand::Operator(g) => operator(&g.conn, g.cmd).await,
+        ClientCommand::Image(g) => image::run(&g.conn, g.cmd).await,
     }
 }
 

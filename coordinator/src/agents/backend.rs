@@ -2,7 +2,7 @@
 //! connections: each command is one bidirectional stream the leader opens.
 
 use super::AgentBackend;
-use crate::api::live::{LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
+use crate::api::live::{ArchiveStream, ImageLoadResult, LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
 use crate::backend::{Backend, BackendError, BackendEvent, SpawnError, Spawned};
 use crate::scheduler::{LiveNode, Platform};
 use crate::state::{Service, ServiceId};
@@ -250,6 +250,71 @@ impl LiveSource for Live {
                 streams.push(s);
             }
             Ok(futures::stream::select_all(streams).boxed())
+        })
+    }
+
+    fn load_image(
+        &self,
+        nodes: Vec<String>,
+        mut archive: ArchiveStream,
+    ) -> BoxFuture<'static, Result<Vec<ImageLoadResult>, LiveError>> {
+        let b = self.0.clone();
+        Box::pin(async move {
+            if !b.is_leader() {
+                return Err(LiveError::Unavailable("agents are connected to the leader; ask it".into()));
+            }
+            let nodes: Vec<String> = if nodes.is_empty() { b.platform().nodes.into_keys().collect() } else { nodes };
+            if nodes.is_empty() {
+                return Err(LiveError::Unavailable("no node is connected".into()));
+            }
+            let upload = format!("load-{}", &crate::auth::random_secret()[..16]);
+            let mut errors: BTreeMap<String, Option<String>> = nodes.into_iter().map(|n| (n, None)).collect();
+            let mut offset = 0u64;
+            let mut buf: Vec<u8> = Vec::with_capacity(proto::IMAGE_CHUNK);
+            let mut ended = false;
+            loop {
+                // Fill one piece, unless the upload has ended.
+                while buf.len() < proto::IMAGE_CHUNK && !ended {
+                    match archive.next().await {
+                        Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                        Some(Err(e)) => return Err(e),
+                        None => ended = true,
+                    }
+                }
+                let take = buf.len().min(proto::IMAGE_CHUNK);
+                let data: Vec<u8> = buf.drain(..take).collect();
+                let last = ended && buf.is_empty();
+                // The import itself runs on the last piece: allow it the spawn timeout.
+                let timeout =
+                    if last { Duration::from_millis(b.settings.spawn_timeout_ms) } else { Duration::from_secs(60) };
+                let live: Vec<String> = errors.iter().filter(|(_, e)| e.is_none()).map(|(n, _)| n.clone()).collect();
+                if live.is_empty() {
+                    break;
+                }
+                let sends = live.into_iter().map(|node| {
+                    let cmd = Command::ImageChunk { upload: upload.clone(), offset, data: data.clone(), last };
+                    let b = b.clone();
+                    async move {
+                        let r = match b.call(&node, cmd, timeout).await {
+                            Ok(CommandReply::Done) => None,
+                            Ok(CommandReply::Failed { message, .. }) => Some(message),
+                            Ok(other) => Some(format!("unexpected answer {other:?}")),
+                            Err(e) => Some(e.to_string()),
+                        };
+                        (node, r)
+                    }
+                });
+                for (node, r) in futures::future::join_all(sends).await {
+                    if r.is_some() {
+                        errors.insert(node, r);
+                    }
+                }
+                offset += data.len() as u64;
+                if last {
+                    break;
+                }
+            }
+            Ok(errors.into_iter().map(|(node, error)| ImageLoadResult { node, error }).collect())
         })
     }
 }

@@ -46,6 +46,17 @@ pub struct PreloadProgress {
     pub message: String,
 }
 
+/// The outcome of `zoe image load` on one node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageLoadResult {
+    pub node: String,
+    /// Why the node did not import the archive; `None` when it did.
+    pub error: Option<String>,
+}
+
+/// An uploaded archive as it arrives: pieces of bytes, or why it stopped.
+pub type ArchiveStream = BoxStream<'static, Result<axum::body::Bytes, LiveError>>;
+
 pub trait LiveSource: Send + Sync + 'static {
     /// Live per-node view (connected, cores and memory in use, containers).
     /// On a follower this is whatever the leader last shared, or `None`.
@@ -64,4 +75,15 @@ pub trait LiveSource: Send + Sync + 'static {
         image: String,
         nodes: Vec<String>,
     ) -> BoxFuture<'static, Result<BoxStream<'static, PreloadProgress>, LiveError>>;
+
+    /// Streams an image archive (OCI layout or `docker save` tarball) to
+    /// `nodes` (all connected nodes when empty), which import it.
+    fn load_image(
+        &self,
+        nodes: Vec<String>,
+        archive: ArchiveStream,
+    ) -> BoxFuture<'static, Result<Vec<ImageLoadResult>, LiveError>> {
+        let _ = (nodes, archive);
+        Box::pin(async { Err(LiveError::Unavailable("this coordinator cannot reach agents".into())) })
+    }
 }

@@ -25,7 +25,7 @@ pub mod server;
 
 pub use context::Ctx;
 pub use error::{Detail, HttpError};
-pub use live::{LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
+pub use live::{ArchiveStream, ImageLoadResult, LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
 pub use routes::{ROUTES, RouteDoc, openapi, router};
 pub use server::{ApiServer, ServeError};
 

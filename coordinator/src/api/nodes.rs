@@ -1,4 +1,4 @@
-//! Nodes (list, get, eligibility, drain, images, preload) and Zoe's
+//! Nodes (list, get, eligibility, drain, images, preload, load) and Zoe's
 //! scheduler statistics.
 
 use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, now_ms, ok};
@@ -265,6 +265,44 @@ pub async fn preload(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult
         Ok::<_, std::io::Error>(line)
     }));
     Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Query of `POST /api/v1/images/load`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadParams {
+    /// Comma-separated node names; all connected nodes when absent.
+    pub nodes: Option<String>,
+}
+
+/// Loads an image archive, the request body (`application/x-tar`, an OCI
+/// image layout or `docker save` tarball, any size: it is streamed to the
+/// agents in pieces, never held whole), on nodes. Answers with each
+/// node's outcome once every node has imported it or failed.
+pub async fn load_image(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    Q(q): Q<LoadParams>,
+    body: axum::body::Body,
+) -> HttpResult<axum::Json<Value>> {
+    caller.require_config()?;
+    let nodes: Vec<String> =
+        q.nodes.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+    let missing = ctx.read_fresh(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned()).await?;
+    if let Some(n) = missing {
+        return Err(HttpError::not_found(format!("node {n} not found")));
+    }
+    let live = ctx.live("loading images")?;
+    let archive = body
+        .into_data_stream()
+        .map(|r| r.map_err(|e| super::live::LiveError::Failed(format!("reading the upload: {e}"))))
+        .boxed();
+    let results = live
+        .load_image(nodes, archive)
+        .await
+        .map_err(|e| HttpError::unavailable("agent_unavailable", e.to_string()))?;
+    let ok = results.iter().all(|r| r.error.is_none());
+    Ok(axum::Json(json!({ "ok": ok, "nodes": results })))
 }
 
 /// Zoe's `/statistics/scheduler`: queues and the platform per node.

@@ -102,6 +102,7 @@ routes! {
     get "/api/v1/nodes/{name}/drain" => nodes::drain_status, Token, "nodes", true, "A drain's progress: what is left, what moved, time to the deadline; the last completed drain (can_see_status)";
     get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, "Images the node reported (can_see_status)";
     post "/api/v1/images/preload" => nodes::preload, Token, "nodes", false, "Pull {image} on {nodes} (all when absent), streaming progress; needs the agents";
+    post "/api/v1/images/load" => nodes::load_image, Token, "nodes", false, "Load the image archive in the body (OCI layout or docker save tarball) on ?nodes=a,b (all connected when absent), streamed to the agents in pieces; answers each node's outcome (can_change_config)";
     get "/api/v1/statistics/scheduler" => nodes::stats, Token, "nodes", true, "Zoe's scheduler statistics: queues and platform per node (can_see_status)";
     get "/api/v1/users" => admin::list_users, Token, "users", true, "List users (can_change_config)";
     post "/api/v1/users" => admin::create_user, Token, "users", false, "Create a user (can_change_config)";
@@ -255,7 +256,11 @@ pub fn openapi() -> Value {
             Auth::Password => op["security"] = json!([{ "basic": [] }]),
             Auth::Token | Auth::Bootstrap => {}
         }
-        if matches!(r.method, "post" | "patch") {
+        if r.path == "/api/v1/images/load" {
+            op["parameters"] = json!([{ "name": "nodes", "in": "query", "schema": { "type": "string" }, "description": "comma-separated node names" }]);
+            op["requestBody"] =
+                json!({ "content": { "application/x-tar": { "schema": { "type": "string", "format": "binary" } } } });
+        } else if matches!(r.method, "post" | "patch") {
             op["requestBody"] =
                 json!({ "content": { "application/json": { "schema": body_schema(r.method, r.path) } } });
         }

@@ -1,15 +1,33 @@
-//! A busybox image built from the host's busybox-static binary.
+//! A busybox image built from the host's busybox-static binary, as an OCI
+//! image layout tarball or a `docker save` tarball. `zoe image build-sample`
+//! (the demo's image, for machines without a registry) and the tests'
+//! fixtures both use it.
 //!
 //! Everything is deterministic (fixed mtimes, owners, ordering, gzip header)
 //! so the digests are the same on every run and every machine with the same
 //! busybox binary.
 
-use crate::{FixtureError, io_err};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
-/// Reference the test image carries unless told otherwise.
+/// Errors of building or writing an image.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OciError {
+    let what = what.into();
+    move |source| OciError::Io { what, source }
+}
+
+/// Reference the sample image carries unless told otherwise.
 pub const DEFAULT_REFERENCE: &str = "zoe.local/busybox:1";
 
 /// Where the static busybox lives on Debian (package busybox-static).
@@ -89,11 +107,11 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 impl BusyboxImage {
     /// Builds the image from `/bin/busybox` with the default reference.
-    pub fn build() -> Result<BusyboxImage, FixtureError> {
+    pub fn build() -> Result<BusyboxImage, OciError> {
         Self::build_named(DEFAULT_REFERENCE)
     }
 
-    pub fn build_named(reference: &str) -> Result<BusyboxImage, FixtureError> {
+    pub fn build_named(reference: &str) -> Result<BusyboxImage, OciError> {
         let busybox = std::fs::read(HOST_BUSYBOX)
             .map_err(io_err(format!("reading {HOST_BUSYBOX} (apt-get install busybox-static)")))?;
         let mut b = tar::Builder::new(Vec::new());
@@ -203,11 +221,11 @@ impl BusyboxImage {
         b.into_inner().expect("tar in memory")
     }
 
-    pub fn write_oci_archive(&self, path: &Path) -> Result<(), FixtureError> {
+    pub fn write_oci_archive(&self, path: &Path) -> Result<(), OciError> {
         std::fs::write(path, self.oci_archive()).map_err(io_err(format!("writing {}", path.display())))
     }
 
-    pub fn write_docker_archive(&self, path: &Path) -> Result<(), FixtureError> {
+    pub fn write_docker_archive(&self, path: &Path) -> Result<(), OciError> {
         std::fs::write(path, self.docker_archive()).map_err(io_err(format!("writing {}", path.display())))
     }
 }

@@ -1,0 +1,142 @@
+//! `zoe image`: load an image archive onto nodes through the API (for
+//! clusters without a registry), and build the sample busybox archive.
+
+use super::http::{Client, Conn};
+use super::output;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use futures::StreamExt;
+use reqwest::Method;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use zoe_common::resources::human_bytes;
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Load an OCI image layout or `docker save` tarball onto nodes (all
+    /// connected nodes unless --node is given), streamed through the API.
+    Load {
+        /// The archive (e.g. from `docker save`, `ctr export`, `skopeo copy ... oci-archive:`).
+        archive: PathBuf,
+        /// A node to load it on (repeatable).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+    },
+    /// Write the sample image (busybox from the host's busybox-static) as an
+    /// OCI archive, for trying zoe without a registry.
+    #[command(hide = true)]
+    BuildSample {
+        /// Where to write the archive.
+        #[arg(long)]
+        out: PathBuf,
+        /// The reference it carries.
+        #[arg(long, default_value = zoe_oci::DEFAULT_REFERENCE)]
+        reference: String,
+    },
+}
+
+pub async fn run(conn: &Conn, cmd: ImageCmd) -> Result<()> {
+    match cmd {
+        ImageCmd::BuildSample { out, reference } => {
+            let image = zoe_oci::BusyboxImage::build_named(&reference)?;
+            image.write_oci_archive(&out)?;
+            eprintln!("wrote {} ({reference}, {})", out.display(), human_bytes(image.oci_archive().len() as u64));
+            Ok(())
+        }
+        ImageCmd::Load { archive, nodes } => load(conn, archive, nodes).await,
+    }
+}
+
+async fn load(conn: &Conn, archive: PathBuf, nodes: Vec<String>) -> Result<()> {
+    let c = Client::new(conn)?;
+    let file = tokio::fs::File::open(&archive).await.with_context(|| format!("{}", archive.display()))?;
+    let total = file.metadata().await?.len();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let stream = file_stream(file).map(move |chunk| {
+        if let Ok(b) = &chunk {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        chunk
+    });
+    let path = if nodes.is_empty() {
+        "/api/v1/images/load".to_string()
+    } else {
+        format!("/api/v1/images/load{}", super::query(&[("nodes", Some(nodes.join(",")))]))
+    };
+    let req = c
+        .request(Method::POST, &path)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+        .header(reqwest::header::CONTENT_LENGTH, total)
+        .body(reqwest::Body::wrap_stream(stream));
+    let show = !conn.json;
+    let bar = tokio::spawn(async move {
+        loop {
+            let done = sent.load(Ordering::Relaxed);
+            if show {
+                progress_bar(done, total);
+            }
+            if done >= total {
+                if show {
+                    eprintln!("\nimporting on the nodes...");
+                }
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let resp = c.send(req).await;
+    bar.abort();
+    let v: serde_json::Value = resp?.json().await?;
+    if conn.json {
+        output::json(&v);
+    }
+    let mut failed = 0;
+    for n in v["nodes"].as_array().cloned().unwrap_or_default() {
+        let node = n["node"].as_str().unwrap_or("?");
+        match n["error"].as_str() {
+            None => {
+                if !conn.json {
+                    println!("{node}: loaded {}", archive.display());
+                }
+            }
+            Some(e) => {
+                failed += 1;
+                eprintln!("{node}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} node(s) did not load the image");
+    }
+    Ok(())
+}
+
+/// The file as a stream of 256 KiB pieces (no extra dependency for a
+/// reader-to-stream adapter).
+fn file_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures::stream::unfold(Some(file), |f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = f?;
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+fn progress_bar(done: u64, total: u64) {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let pct = (done * 100).checked_div(total).unwrap_or(100);
+    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
+    eprint!("\rsending [{bar}] {:>3}%  {} / {}", pct, human_bytes(done), human_bytes(total));
+    let _ = std::io::stderr().flush();
+}
