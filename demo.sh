@@ -8,6 +8,7 @@
 #
 #   ZOE_DEMO_DIR  where the cluster keeps its state, log and pid file [.demo]
 #   ZOE_DEMO_API  the API address [127.0.0.1:5001]
+#   ZOE_BIN       use this zoe binary instead of building one
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -23,9 +24,13 @@ scripts/install-deps.sh demo
 if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 command -v cargo >/dev/null || { echo "cargo is needed: see https://rustup.rs" >&2; exit 1; }
 
-step "building zoe (release)"
-cargo build --release --locked -p zoe-cli
-ZOE="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/zoe"
+if [ -n "${ZOE_BIN:-}" ]; then
+  ZOE=$(cd "$(dirname "$ZOE_BIN")" && pwd)/$(basename "$ZOE_BIN")
+else
+  step "building zoe (release)"
+  cargo build --release --locked -p zoe-cli
+  ZOE="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/zoe"
+fi
 
 mkdir -p "$DIR"
 PIDFILE="$DIR/zoe-dev.pid"
@@ -72,7 +77,7 @@ else
 fi
 "$ZOE" exec get "$WEB"
 "$ZOE" exec endpoints "$WEB"
-URL=$("$ZOE" exec endpoints "$WEB" | awk 'NR == 2 { print $4 }')
+URL=$("$ZOE" exec endpoints "$WEB" | awk 'NR == 2 { print $NF }')
 if [ -n "$URL" ]; then
   for _ in $(seq 1 20); do
     if page=$(busybox wget -qO- "$URL" 2>/dev/null); then echo "GET $URL: $page"; break; fi
