@@ -622,8 +622,10 @@ fn basic(parts_header: Option<&axum::http::HeaderValue>) -> Option<(String, Stri
     Some((u.to_string(), p.to_string()))
 }
 
-/// A tiny base64 decoder for HTTP Basic credentials (no extra dependency).
-mod base64_lite {
+/// A tiny base64 decoder (standard and URL-safe alphabets) for HTTP Basic
+/// credentials, no extra dependency. The browser test decodes WebDriver
+/// screenshots with it too.
+pub mod base64_lite {
     pub fn decode(s: &str) -> Option<Vec<u8>> {
         let val = |c: u8| -> Option<u32> {
             Some(match c {

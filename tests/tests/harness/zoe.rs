@@ -547,6 +547,7 @@ pub struct ZoeClusterBuilder {
     agents: Vec<AgentSpec>,
     leader: String,
     orphan_grace_ms: u64,
+    extra: String,
 }
 
 impl ZoeClusterBuilder {
@@ -565,6 +566,13 @@ impl ZoeClusterBuilder {
         self.leader.push('\n');
         self
     }
+    /// Extra TOML tables for every coordinator's configuration, appended
+    /// after the others (e.g. `[api.web]` keys).
+    pub fn coordinator_toml(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
     /// How long an unknown running container lives (default 10 min: tests
     /// that do not check orphan handling never race it).
     pub fn orphan_grace_ms(mut self, ms: u64) -> Self {
@@ -579,10 +587,11 @@ impl ZoeClusterBuilder {
         let extra = |nd: &Node| {
             let api = &api_ports[(nd.id - 1) as usize];
             format!(
-                "[api]\nlisten = \"127.0.0.1:{}\"\n\n[leader]\ntick_ms = 200\n{}\n{}",
+                "[api]\nlisten = \"127.0.0.1:{}\"\n\n[leader]\ntick_ms = 200\n{}\n{}\n{}",
                 api.port,
                 self.leader,
-                agent_section(&format!("127.0.0.1:{}", nd.port.port + 1), self.orphan_grace_ms)
+                agent_section(&format!("127.0.0.1:{}", nd.port.port + 1), self.orphan_grace_ms),
+                self.extra,
             )
         };
         let coords = Cluster::start_with(self.coordinators, Tuning::default(), extra);
@@ -628,7 +637,13 @@ pub struct ZoeCluster {
 
 impl ZoeCluster {
     pub fn builder() -> ZoeClusterBuilder {
-        ZoeClusterBuilder { coordinators: 1, agents: Vec::new(), leader: String::new(), orphan_grace_ms: 600_000 }
+        ZoeClusterBuilder {
+            coordinators: 1,
+            agents: Vec::new(),
+            leader: String::new(),
+            orphan_grace_ms: 600_000,
+            extra: String::new(),
+        }
     }
 
     /// The admin REST client.
