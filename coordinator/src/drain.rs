@@ -50,7 +50,8 @@ pub struct DrainProgress {
     pub waiting_to_finish: Vec<ExecutionId>,
     /// Milliseconds to the deadline, if any.
     pub deadline_in_ms: Option<i64>,
-    /// Containers the agent last reported on the node.
+    /// zoe containers the agent last reported on the node (running, or
+    /// exited and not yet removed); `None` while it is not connected.
     pub containers_reported: Option<u32>,
 }
 
@@ -138,8 +139,10 @@ pub fn actions(st: &State, platform: &Platform, cfg: &DrainConfig, now: Millis) 
         if !moves.is_empty() {
             out.push(Command::MoveServices { ids: moves, reason: format!("{reason} on {}", n.name), time: now });
         }
-        // Done only when the agent itself reports no container left.
-        let agent_empty = platform.nodes.get(&n.name).is_some_and(|l| l.connected && l.container_count == 0);
+        // Done only when the agent itself reports no container left: none
+        // running, and none of zoe's waiting to be removed.
+        let agent_empty =
+            platform.nodes.get(&n.name).is_some_and(|l| l.connected && l.container_count == 0 && l.zoe_containers == 0);
         if !any_holder && agent_empty {
             out.push(Command::CompleteDrain { name: n.name.clone(), time: now });
         }
@@ -153,7 +156,11 @@ pub fn progress(st: &State, platform: &Platform, node: &str, now: Millis) -> Opt
     let drain = n.drain.as_ref()?;
     let mut p = DrainProgress {
         deadline_in_ms: drain.deadline.map(|d| d as i64 - now as i64),
-        containers_reported: platform.nodes.get(node).filter(|l| l.connected).map(|l| l.container_count),
+        containers_reported: platform
+            .nodes
+            .get(node)
+            .filter(|l| l.connected)
+            .map(|l| l.container_count.max(l.zoe_containers)),
         ..DrainProgress::default()
     };
     let mut waiting = BTreeSet::new();

@@ -680,6 +680,7 @@ mod scripted {
                 cores_in_use: Millicores(1500),
                 memory_in_use: 1 << 30,
                 container_count: 1,
+                zoe_containers: 1,
             };
             Some(BTreeMap::from([("n1".to_string(), n)]))
         }

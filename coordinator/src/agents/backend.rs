@@ -82,6 +82,7 @@ impl AgentBackend {
                         cores_in_use: Millicores(n.stats.cores_in_use_millis),
                         memory_in_use: n.stats.memory_in_use,
                         container_count: n.stats.container_count,
+                        zoe_containers: n.stats.containers.iter().filter(|c| c.service_id.is_some()).count() as u32,
                     },
                 )
             })

@@ -109,6 +109,7 @@ impl World {
     fn recount(&mut self) {
         for (name, live) in self.platform.nodes.iter_mut() {
             live.container_count = self.st.services.values().filter(|s| holds(s, name)).count() as u32;
+            live.zoe_containers = live.container_count;
         }
     }
 
@@ -190,6 +191,10 @@ fn drain_moves_long_running_work_waits_for_batch_and_completes_on_the_agents_wor
     assert_eq!(w.st.executions[&batch].status, ExecutionStatus::Terminated);
     w.platform.nodes.get_mut("a").unwrap().container_count = 1;
     assert!(w.drain_step().is_empty(), "not complete until the agent says so");
+    // Nothing runs, but the exited container is not removed yet.
+    let live = w.platform.nodes.get_mut("a").unwrap();
+    (live.container_count, live.zoe_containers) = (0, 1);
+    assert!(w.drain_step().is_empty(), "not complete while the agent holds a zoe container");
     w.recount();
     let cmds = w.drain_step();
     assert!(matches!(cmds.as_slice(), [Command::CompleteDrain { .. }]), "{cmds:?}");

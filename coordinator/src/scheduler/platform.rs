@@ -14,7 +14,11 @@ pub struct LiveNode {
     pub images: BTreeSet<String>,
     pub cores_in_use: Millicores,
     pub memory_in_use: u64,
+    /// Containers running on the node (zoe's and any other).
     pub container_count: u32,
+    /// zoe's containers the node still holds, running or exited and not yet
+    /// removed: a drain is complete only when this is 0 too.
+    pub zoe_containers: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
