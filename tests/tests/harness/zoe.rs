@@ -188,11 +188,17 @@ pub async fn prepare_namespace(ns: &str, dir: &Path) {
     rt.shutdown().await;
 }
 
-/// Stops everything left in a namespace and deletes it (best effort).
-pub async fn cleanup_namespace(ns: &str, dir: &Path) {
+/// Stops and removes every container of a namespace, as if its machine
+/// died (a killed agent's containers otherwise keep running). Best effort.
+pub async fn stop_namespace_containers(ns: &str, dir: &Path) {
+    let Some(rt) = stop_all(ns, dir).await else { return };
+    rt.shutdown().await;
+}
+
+async fn stop_all(ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
     let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, dir.join(format!("cleanup-{ns}")));
     cfg.namespace = ns.to_string();
-    let Ok(rt) = zoe_agent::Runtime::connect(cfg).await else { return };
+    let rt = zoe_agent::Runtime::connect(cfg).await.ok()?;
     for s in rt.services() {
         let _ = rt.stop(&s.id, Duration::from_secs(1)).await;
     }
@@ -201,6 +207,12 @@ pub async fn cleanup_namespace(ns: &str, dir: &Path) {
             let _ = rt.stop(&o.id, Duration::from_secs(1)).await;
         }
     }
+    Some(rt)
+}
+
+/// Stops everything left in a namespace and deletes it (best effort).
+pub async fn cleanup_namespace(ns: &str, dir: &Path) {
+    let Some(rt) = stop_all(ns, dir).await else { return };
     let _ = rt.images().remove(DEFAULT_REFERENCE).await;
     let ctd = rt.containerd().clone();
     rt.shutdown().await;
@@ -756,22 +768,27 @@ impl ZoeCluster {
     /// Runs the `zoe` CLI against this cluster (`--addr` of a running
     /// coordinator, the admin `--token`, no user config file).
     pub fn cli(&self, args: &[&str]) -> CliOut {
-        let i = (0..self.coords.nodes.len()).find(|i| self.coords.running(*i)).expect("a running coordinator");
-        let out = Command::new(zoe_bin())
-            .args(args)
-            .args(["--addr", &self.api.urls[i]])
-            .args(["--token", self.api.token.as_deref().unwrap_or("")])
-            .env("ZOE_CONFIG", self.dir.join("no-cli-config.toml"))
-            .env_remove("ZOE_ADDR")
-            .env_remove("ZOE_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run zoe");
+        let out = self.cli_command(args).output().expect("run zoe");
         CliOut {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// The `zoe` command [`ZoeCluster::cli`] runs, to spawn it (a
+    /// `--monitor` that runs while the test goes on).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let i = (0..self.coords.nodes.len()).find(|i| self.coords.running(*i)).expect("a running coordinator");
+        let mut c = Command::new(zoe_bin());
+        c.args(args)
+            .args(["--addr", &self.api.urls[i]])
+            .args(["--token", self.api.token.as_deref().unwrap_or("")])
+            .env("ZOE_CONFIG", self.dir.join("no-cli-config.toml"))
+            .env_remove("ZOE_ADDR")
+            .env_remove("ZOE_TOKEN")
+            .stdin(Stdio::null());
+        c
     }
 
     /// Prints the tails of all agent logs (the coordinators' are printed by
