@@ -501,7 +501,8 @@ async fn admin_routes_users_roles_quotas_tokens_nodes() {
     expect_error(&r, StatusCode::SERVICE_UNAVAILABLE, "no_live_source");
     let r = c.call(0, Method::GET, "/api/v1/statistics/scheduler", Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body["platform"]["live_available"], false);
+    assert_eq!(r.body["live_available"], false);
+    assert_eq!(r.body["queue_length"], 0);
     let r = c.call(0, Method::GET, "/api/v1/cluster/members", Some(&admin), None).await;
     assert_eq!(r.body["members"].as_array().unwrap().len(), 1);
     let r = c.call(0, Method::DELETE, "/api/v1/cluster/members/7", Some(&admin), None).await;
@@ -661,7 +662,9 @@ mod scripted {
     use futures::future::BoxFuture;
     use futures::stream::BoxStream;
     use std::collections::BTreeMap;
+    use zoe_common::proto::{ContainerInfo, ContainerState, LiveStats};
     use zoe_common::resources::Millicores;
+    use zoe_coordinator::agents::stats::LiveReport;
     use zoe_coordinator::api::live::PreloadProgress;
     use zoe_coordinator::api::{LiveError, LiveSource, LogChunk, LogRequest};
     use zoe_coordinator::scheduler::LiveNode;
@@ -683,6 +686,27 @@ mod scripted {
                 zoe_containers: 1,
             };
             Some(BTreeMap::from([("n1".to_string(), n)]))
+        }
+
+        fn live_reports(&self) -> Option<BTreeMap<String, LiveReport>> {
+            // One running container (limit 0.75 core, 256 MiB; using 0.25
+            // core, 100 MiB) and one that exited (counts nowhere).
+            let running = ContainerInfo {
+                container_id: "c-run".into(),
+                service_id: Some(7),
+                state: ContainerState::Running,
+                cores_in_use_millis: 250,
+                memory_in_use: 100 << 20,
+                core_limit_millis: Some(750),
+                memory_limit: Some(256 << 20),
+            };
+            let exited = ContainerInfo {
+                container_id: "c-done".into(),
+                state: ContainerState::Exited { exit_code: Some(0), oom_killed: false },
+                ..running.clone()
+            };
+            let stats = LiveStats { containers: vec![running, exited], ..LiveStats::default() };
+            Some(BTreeMap::from([("n1".to_string(), LiveReport { stats, images: vec![], timestamp: 42 })]))
         }
 
         fn service_logs(
@@ -779,9 +803,45 @@ async fn nodes_endpoints_logs_and_preload_with_a_live_source() {
     assert_eq!(r.body["services"], 1);
     let r = c.call(0, Method::GET, "/api/v1/nodes/n1/images", Some(&admin), None).await;
     assert_eq!(r.body["images"], json!(["zoe.local/busybox:1"]));
+    let reserved_memory =
+        c.call(0, Method::GET, "/api/v1/nodes/n1", Some(&admin), None).await.body["reserved_memory"].clone();
+    assert!(reserved_memory.as_u64().is_some_and(|m| m > 0));
+    // Two more, queued, and one only submitted: Zoe's statistics list the
+    // queue in the scheduler's (FIFO) order, the running execution in the
+    // running queue, and per node total / reserved / allocated / in use.
+    let mut queued = Vec::new();
+    for name in ["q1", "q2", "s1"] {
+        let body = json!({"name": name, "application": hello_zapp()});
+        let r = c.call(0, Method::POST, "/api/v1/executions", Some(&admin), Some(body)).await;
+        queued.push(r.body["id"].as_u64().unwrap());
+    }
+    for q in &queued[..2] {
+        coord.write(Command::QueueExecution { id: *q, time: 5 }).await.unwrap().result.unwrap();
+    }
     let r = c.call(0, Method::GET, "/api/v1/statistics/scheduler", Some(&admin), None).await;
-    assert_eq!(r.body["queue"]["running"], json!([id]));
-    assert_eq!(r.body["platform"]["live_available"], true);
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let b = &r.body;
+    assert_eq!(
+        (&b["queue_length"], &b["running_length"], &b["termination_queue_length"]),
+        (&json!(2), &json!(1), &json!(0))
+    );
+    assert_eq!(b["queue"], json!(queued[..2]));
+    assert_eq!(b["running_queue"], json!([id]));
+    assert_eq!(b["termination_queue"], json!([]));
+    assert_eq!(b["submitted"], json!([queued[2]]));
+    assert_eq!(b["policy"], "fifo");
+    assert_eq!(b["live_available"], true);
+    let n1 = &b["platform_stats"]["nodes"][0];
+    assert_eq!(n1["name"], "n1");
+    assert_eq!(n1["status"], "online");
+    assert_eq!(n1["timestamp"], 42);
+    assert_eq!(n1["container_count"], 1);
+    assert_eq!((&n1["cores_total"], &n1["memory_total"]), (&json!(4.0), &json!(8u64 << 30)));
+    assert_eq!((&n1["cores_reserved"], &n1["memory_reserved"]), (&json!(0.5), &reserved_memory));
+    assert_eq!((&n1["cores_allocated"], &n1["memory_allocated"]), (&json!(0.75), &json!(256u64 << 20)));
+    assert_eq!((&n1["cores_in_use"], &n1["memory_in_use"]), (&json!(0.25), &json!(100u64 << 20)));
+    assert_eq!(b["platform_stats"]["cores_allocated"], 0.75);
+    assert_eq!(b["platform_stats"]["container_count"], 1);
     let text = c.http.get(format!("{}/metrics", c.url(0))).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("zoe_node_cores{node=\"n1\",kind=\"in_use\"} 1.5"), "{text}");
     assert!(text.contains("zoe_agents_connected 1"));

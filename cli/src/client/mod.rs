@@ -860,19 +860,49 @@ async fn stats(conn: &Conn) -> Result<()> {
         output::json(&v);
         return Ok(());
     }
-    for k in ["submitted", "queued", "starting", "running", "cleaning_up"] {
-        let ids = v["queue"][k].as_array().cloned().unwrap_or_default();
-        println!("{:<12} {:>4}  {}", k.replace('_', " "), ids.len(), cell(&Value::Array(ids)));
+    // Zoe's three queues, in the scheduler's order, then zoe's extras.
+    for (label, k) in [
+        ("queue", "queue"),
+        ("running", "running_queue"),
+        ("termination", "termination_queue"),
+        ("submitted", "submitted"),
+        ("starting", "starting"),
+    ] {
+        let ids = v[k].as_array().cloned().unwrap_or_default();
+        println!("{label:<12} {:>4}  {}", ids.len(), cell(&Value::Array(ids)));
     }
-    let p = &v["platform"];
-    println!(
-        "platform     cores {}/{} reserved, memory {}/{} reserved{}",
-        cell(&p["reserved_cores"]),
-        cell(&p["cores"]),
-        bytes(&p["reserved_memory"]),
-        bytes(&p["memory"]),
-        if p["live_available"] == true { "" } else { " (live usage unavailable: no agent connection)" }
-    );
+    println!("policy       {}", cell(&v["policy"]));
+    let p = &v["platform_stats"];
+    // total / reserved (Σ ZApp minimums) / allocated (Σ container limits) / in use (measured)
+    let four = |n: &Value, what: &str, fmt: &dyn Fn(&Value) -> String| {
+        ["total", "reserved", "allocated", "in_use"].map(|k| fmt(&n[format!("{what}_{k}")])).join(" / ")
+    };
+    let cores = |v: &Value| v.as_f64().map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into());
+    let mut rows: Vec<Vec<String>> = p["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                cell(&n["name"]),
+                cell(&n["status"]),
+                cell(&n["container_count"]),
+                four(n, "cores", &cores),
+                four(n, "memory", &bytes),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "(all)".into(),
+        "".into(),
+        cell(&p["container_count"]),
+        four(p, "cores", &cores),
+        four(p, "memory", &bytes),
+    ]);
+    table(&["NODE", "STATUS", "CONTAINERS", "CORES (TOTAL / RESERVED / ALLOCATED / IN USE)", "MEMORY (same)"], &rows);
+    if v["live_available"] != true {
+        println!("(allocated and in-use numbers need the leader's agent connections: ask the leader)");
+    }
     Ok(())
 }
 

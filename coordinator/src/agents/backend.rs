@@ -192,6 +192,10 @@ impl LiveSource for Live {
         self.0.is_leader().then(|| self.0.platform().nodes)
     }
 
+    fn live_reports(&self) -> Option<BTreeMap<String, super::stats::LiveReport>> {
+        self.0.live_reports()
+    }
+
     fn service_logs(
         &self,
         service: &Service,

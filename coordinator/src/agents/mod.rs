@@ -607,6 +607,25 @@ impl AgentBackend {
         Some(self.coord.read_local(|st| stats::cluster_stats(st, &live)).0)
     }
 
+    /// Copies of what each connected node last reported (for the API's
+    /// statistics): `None` when this coordinator is not the leader.
+    pub fn live_reports(&self) -> Option<BTreeMap<String, stats::LiveReport>> {
+        if !self.is_leader() {
+            return None;
+        }
+        let reg = self.reg.lock().expect("lock");
+        Some(
+            reg.nodes
+                .iter()
+                .map(|(k, n)| {
+                    let r =
+                        stats::LiveReport { stats: n.stats.clone(), images: n.images.clone(), timestamp: n.stats_at };
+                    (k.clone(), r)
+                })
+                .collect(),
+        )
+    }
+
     fn connection(&self, node: &str) -> Option<(quinn::Connection, Vec<String>)> {
         self.reg.lock().expect("lock").nodes.get(node).map(|n| (n.conn.clone(), n.addresses.clone()))
     }

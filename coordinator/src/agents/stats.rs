@@ -71,6 +71,22 @@ pub struct LiveView<'a> {
     pub timestamp: u64,
 }
 
+/// An owned copy of what the leader holds about one connected node, taken
+/// without holding the state (the API computes the stats from a state
+/// read of its own).
+#[derive(Debug, Clone)]
+pub struct LiveReport {
+    pub stats: LiveStats,
+    pub images: Vec<ImageSummary>,
+    pub timestamp: u64,
+}
+
+impl LiveReport {
+    pub fn view(&self) -> LiveView<'_> {
+        LiveView { connected: true, stats: &self.stats, images: &self.images, timestamp: self.timestamp }
+    }
+}
+
 fn cores(m: u32) -> f64 {
     f64::from(m) / 1000.0
 }

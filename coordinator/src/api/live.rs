@@ -62,6 +62,13 @@ pub trait LiveSource: Send + Sync + 'static {
     /// On a follower this is whatever the leader last shared, or `None`.
     fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>>;
 
+    /// What each connected node last reported in full (containers with
+    /// their limits and use, images), for Zoe's statistics; `None` where
+    /// there is no such source (a follower, a test double).
+    fn live_reports(&self) -> Option<BTreeMap<String, crate::agents::stats::LiveReport>> {
+        None
+    }
+
     /// A service's log, from its node's agent.
     fn service_logs(
         &self,

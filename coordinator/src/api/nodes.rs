@@ -4,6 +4,7 @@
 use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, now_ms, ok};
 use super::error::{HttpError, HttpResult};
 use super::routes::{P, Q};
+use crate::agents::stats::LiveView as AgentLiveView;
 use crate::scheduler::LiveNode;
 use crate::state::{Command, Drain, ExecutionStatus, Node, State};
 use axum::extract::State as Ax;
@@ -305,36 +306,38 @@ pub async fn load_image(
     Ok(axum::Json(json!({ "ok": ok, "nodes": results })))
 }
 
-/// Zoe's `/statistics/scheduler`: queues and the platform per node.
+/// Zoe's `/statistics/scheduler`: the scheduler's three queues in the order
+/// its passes use them (the same queue code), their lengths, and Zoe's
+/// ClusterStats with per-node total / reserved / allocated / in-use cores
+/// and memory. zoe adds `submitted` and `starting` (executions in neither
+/// of Zoe's queues), the `policy`, and whether live numbers were available.
 pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Value>> {
     caller.require_status()?;
-    let live = live_nodes(&ctx);
+    // Copied before the state read: the agents' registry lock is never
+    // taken while the state is held.
+    let reports = ctx.live_opt().and_then(|l| l.live_reports());
+    let sched = ctx.coord().config().leader.scheduler.clone();
+    let now = now_ms();
     ctx.read(&q, |s| {
+        let views: BTreeMap<String, AgentLiveView<'_>> =
+            reports.iter().flatten().map(|(k, r)| (k.clone(), r.view())).collect();
+        let platform = crate::agents::stats::cluster_stats(s, &views);
+        let queues = crate::scheduler::queues(s, &sched, now);
         let ids = |st: ExecutionStatus| -> Vec<u64> {
             s.executions.values().filter(|e| e.status == st).map(|e| e.id).collect()
         };
-        let t = Totals::of(s);
-        let nodes: Vec<NodeView> =
-            s.nodes.values().map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name)))).collect();
-        let (cores, mem, rc, rm) = nodes.iter().fold((0.0, 0u64, 0.0, 0u64), |a, n| {
-            (a.0 + n.cores, a.1 + n.memory, a.2 + n.reserved_cores, a.3 + n.reserved_memory)
-        });
         json!({
-            "queue": {
-                "submitted": ids(ExecutionStatus::Submitted),
-                "queued": ids(ExecutionStatus::Queued),
-                "starting": ids(ExecutionStatus::Starting),
-                "running": ids(ExecutionStatus::Running),
-                "cleaning_up": ids(ExecutionStatus::CleaningUp),
-            },
-            "platform": {
-                "nodes": nodes,
-                "cores": cores,
-                "memory": mem,
-                "reserved_cores": rc,
-                "reserved_memory": rm,
-                "live_available": live.is_some(),
-            }
+            "queue_length": queues.pending.len(),
+            "running_length": queues.running.len(),
+            "termination_queue_length": queues.termination.len(),
+            "queue": queues.pending,
+            "running_queue": queues.running,
+            "termination_queue": queues.termination,
+            "submitted": ids(ExecutionStatus::Submitted),
+            "starting": ids(ExecutionStatus::Starting),
+            "policy": sched.policy,
+            "platform_stats": platform,
+            "live_available": reports.is_some(),
         })
     })
     .await

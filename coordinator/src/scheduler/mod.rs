@@ -32,7 +32,9 @@ mod queue;
 
 pub use platform::{LiveNode, Platform};
 
-use crate::state::{Execution, ExecutionId, Millis, Placement, Plan, Service, ServiceId, ServiceStatus, State};
+use crate::state::{
+    Execution, ExecutionId, ExecutionStatus, Millis, Placement, Plan, Service, ServiceId, ServiceStatus, State,
+};
 use placement::{Request, Sim};
 use queue::Candidate;
 use serde::{Deserialize, Serialize};
@@ -122,6 +124,31 @@ pub struct Waiting {
 /// One scheduling pass.
 pub fn schedule(state: &State, platform: &Platform, config: &SchedulerConfig, now: Millis) -> Plan {
     schedule_explained(state, platform, config, now).0
+}
+
+/// Zoe's three scheduler queues (`/statistics/scheduler`), from the same
+/// ordering code the passes use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Queues {
+    /// Zoe's `queue`, in the order the next pass considers it: queued
+    /// executions (those waiting out a start-retry delay included) and
+    /// running ones with instances to (re)start.
+    pub pending: Vec<ExecutionId>,
+    /// Zoe's `running_queue`: running executions with every instance placed.
+    pub running: Vec<ExecutionId>,
+    /// Zoe's `termination_queue`: executions being cleaned up.
+    pub termination: Vec<ExecutionId>,
+}
+
+pub fn queues(state: &State, cfg: &SchedulerConfig, now: Millis) -> Queues {
+    let pending: Vec<ExecutionId> = queue::ordered(state, cfg, now, true).iter().map(|c| c.exec.id).collect();
+    let in_pending: std::collections::BTreeSet<ExecutionId> = pending.iter().copied().collect();
+    let with_status = |st: ExecutionStatus| state.executions.values().filter(move |e| e.status == st).map(|e| e.id);
+    Queues {
+        running: with_status(ExecutionStatus::Running).filter(|id| !in_pending.contains(id)).collect(),
+        termination: with_status(ExecutionStatus::CleaningUp).collect(),
+        pending,
+    }
 }
 
 /// One scheduling pass, with the reasons queued executions keep waiting.

@@ -48,10 +48,23 @@ pub(super) fn instance_ready(s: &Service, cfg: &SchedulerConfig, now: Millis) ->
 /// The queue in policy order: ties go to the earlier submission, then the
 /// lower id, so every replica and every pass agree.
 pub(super) fn build<'a>(state: &'a State, cfg: &SchedulerConfig, now: Millis) -> Vec<Candidate<'a>> {
+    ordered(state, cfg, now, false)
+}
+
+/// [`build`], optionally with the queued executions still waiting out a
+/// start-retry delay (which this pass skips) in their policy place.
+pub(super) fn ordered<'a>(
+    state: &'a State,
+    cfg: &SchedulerConfig,
+    now: Millis,
+    with_retry_waits: bool,
+) -> Vec<Candidate<'a>> {
     let mut out: Vec<(f64, Candidate<'a>)> = Vec::new();
     for e in state.executions.values() {
         let candidate = match e.status {
-            ExecutionStatus::Queued if e.not_before.is_none_or(|t| now >= t) => Candidate { exec: e, running: false },
+            ExecutionStatus::Queued if with_retry_waits || e.not_before.is_none_or(|t| now >= t) => {
+                Candidate { exec: e, running: false }
+            }
             ExecutionStatus::Running => {
                 if !state.services_of(e.id).any(|s| instance_ready(s, cfg, now)) {
                     continue;

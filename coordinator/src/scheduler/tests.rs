@@ -432,6 +432,37 @@ fn queued_executions_wait_for_their_retry_time() {
 }
 
 #[test]
+fn statistics_queues_follow_the_policy_order_of_the_passes() {
+    // One 2-core node: `run` (1 essential + 1 elastic of 1 core each) gets
+    // its essential instance; then sizes 30, 10, 20 queue behind it.
+    let mut w = World::new(&[("n1", 2, 4096, &[])]);
+    w.cfg.policy = Policy::Size;
+    let run = w.submit(zapp(&[("r", 1, 3, 1000, 64, &[])], 0));
+    w.run_pass();
+    let ids: Vec<_> = [30, 10, 20].iter().map(|s| w.submit(zapp(&[("j", 1, 1, 2000, 64, &[])], *s))).collect();
+    // The one waiting out a retry delay keeps its place in the order.
+    w.st.executions.get_mut(&ids[2]).unwrap().not_before = Some(w.now + 60_000);
+    let q = queues(&w.st, &w.cfg, w.now);
+    assert_eq!(q.pending, vec![run, ids[1], ids[2], ids[0]], "running with elastic room to fill first (size 0)");
+    assert!(q.running.is_empty() && q.termination.is_empty());
+    // Once nothing of it waits any more, `run` moves to the running queue.
+    w.st.services.values_mut().filter(|s| s.execution_id == run && s.status == ServiceStatus::Created).for_each(|s| {
+        s.status = ServiceStatus::Active;
+    });
+    let q = queues(&w.st, &w.cfg, w.now);
+    assert_eq!((q.pending, q.running), (vec![ids[1], ids[2], ids[0]], vec![run]));
+    w.st.apply(&Command::TerminateExecution {
+        id: ids[0],
+        reason: "bye".into(),
+        after: crate::state::AfterCleanup::Terminated,
+        time: w.now,
+    })
+    .unwrap();
+    let q = queues(&w.st, &w.cfg, w.now);
+    assert_eq!(q.pending, vec![ids[1], ids[2]]);
+}
+
+#[test]
 fn a_plan_applies_cleanly_to_the_state_it_was_computed_from() {
     let mut w = World::new(&[("n1", 2, 4096, &[]), ("n2", 2, 4096, &[])]);
     for _ in 0..3 {
