@@ -344,6 +344,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.dump_logs();
+            // Keep the configurations, data and full logs for a post-mortem.
+            self.dir.disable_cleanup(true);
+            eprintln!("----- kept {} -----", self.dir.path().display());
         }
         for i in 0..self.nodes.len() {
             self.kill(i);
