@@ -16,12 +16,12 @@ use zoe_testkit::DEFAULT_REFERENCE;
 const BATCH: &str = include_str!("../../examples/zapps/hello-batch.json");
 const WEB: &str = include_str!("../../examples/zapps/web-service.json");
 
-/// Runs the CLI until it succeeds: a command may land on a coordinator
+/// Runs the CLI against the leader until it succeeds: a command may land
 /// while the cluster has no leader (that is what the test provokes).
 async fn cli_ok(z: &ZoeCluster, args: &[&str]) -> CliOut {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = z.cli(args);
+        let out = z.cli_on(z.leader().await, args);
         if out.success {
             return out;
         }

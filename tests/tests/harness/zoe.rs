@@ -780,6 +780,20 @@ impl ZoeCluster {
     /// `--monitor` that runs while the test goes on).
     pub fn cli_command(&self, args: &[&str]) -> Command {
         let i = (0..self.coords.nodes.len()).find(|i| self.coords.running(*i)).expect("a running coordinator");
+        self.cli_command_on(i, args)
+    }
+
+    /// Runs the `zoe` CLI against coordinator index `i` (e.g. the leader).
+    pub fn cli_on(&self, i: usize, args: &[&str]) -> CliOut {
+        let out = self.cli_command_on(i, args).output().expect("run zoe");
+        CliOut {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn cli_command_on(&self, i: usize, args: &[&str]) -> Command {
         let mut c = Command::new(zoe_bin());
         c.args(args)
             .args(["--addr", &self.api.urls[i]])
