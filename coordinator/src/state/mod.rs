@@ -295,6 +295,13 @@ impl State {
             }
             Command::QueueExecution { id, time } => {
                 let e = self.execution_mut(*id)?;
+                // Only a submission is queued by this command. A leader pass
+                // computed on an older view (a deposed leader's last write is
+                // forwarded to the new one) must not pull an execution that has
+                // since started or been terminated back into the queue.
+                if e.status != ExecutionStatus::Submitted {
+                    return Ok(Applied::Done);
+                }
                 e.set_status(ExecutionStatus::Queued)?;
                 e.last_scheduled.get_or_insert(*time);
                 Ok(Applied::Done)

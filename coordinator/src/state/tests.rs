@@ -479,3 +479,25 @@ fn compare_and_set_meta_is_exact() {
     w.ok(Command::CompareAndSetMeta { key: "k".into(), expected: Some("a".into()), value: None });
     assert!(!w.st.meta.contains_key("k"));
 }
+
+/// A deposed leader's last pass can reach the new leader (writes are
+/// forwarded) with a view in which an execution was still submitted: queueing
+/// it again must not pull a started or terminated execution back.
+#[test]
+fn queueing_is_for_submissions_only() {
+    let mut w = World::new();
+    let id = w.submit(batch());
+    w.place(id, |_| true, true);
+    let time = w.tick();
+    w.ok(Command::TerminateExecution {
+        id,
+        reason: "terminated by admin".into(),
+        after: AfterCleanup::Terminated,
+        time,
+    });
+    assert_eq!(w.status(id), ExecutionStatus::CleaningUp);
+    let before = w.st.clone();
+    let time = w.tick();
+    w.ok(Command::QueueExecution { id, time });
+    assert_eq!(w.st, before);
+}
