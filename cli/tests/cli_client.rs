@@ -257,7 +257,7 @@ fn client_commands_against_a_real_coordinator() {
     let o = c.zoe(Some(&admin), &["node", "drain", "n1", "--deadline", "1h"], &[]);
     fails(&o, 1, "not found");
     let text = ok(&c.zoe(Some(&admin), &["stats"], &[]));
-    assert!(text.contains("submitted") && text.contains("platform"), "{text}");
+    assert!(text.contains("submitted") && text.contains("CORES (TOTAL / RESERVED / ALLOCATED / IN USE)"), "{text}");
     let text = ok(&c.zoe(Some(&admin), &["operator", "members"], &[]));
     assert!(text.contains("leader") && text.contains("c1"), "{text}");
 
