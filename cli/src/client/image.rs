@@ -51,6 +51,11 @@ pub async fn run(conn: &Conn, cmd: ImageCmd) -> Result<()> {
 
 async fn load(conn: &Conn, archive: PathBuf, nodes: Vec<String>) -> Result<()> {
     let c = Client::new(conn)?;
+    // The API refuses an unknown node before reading the body; asking first
+    // gives that answer instead of a connection cut in mid-upload.
+    for n in &nodes {
+        c.get(&format!("/api/v1/nodes/{}", super::q(n))).await?;
+    }
     let file = tokio::fs::File::open(&archive).await.with_context(|| format!("{}", archive.display()))?;
     let total = file.metadata().await?.len();
     let sent = Arc::new(AtomicU64::new(0));
@@ -72,6 +77,7 @@ async fn load(conn: &Conn, archive: PathBuf, nodes: Vec<String>) -> Result<()> {
         .header(reqwest::header::CONTENT_LENGTH, total)
         .body(reqwest::Body::wrap_stream(stream));
     let show = !conn.json;
+    let last = sent.clone();
     let bar = tokio::spawn(async move {
         loop {
             let done = sent.load(Ordering::Relaxed);
@@ -89,6 +95,12 @@ async fn load(conn: &Conn, archive: PathBuf, nodes: Vec<String>) -> Result<()> {
     });
     let resp = c.send(req).await;
     bar.abort();
+    // A small archive can be sent and answered between two ticks: the bar
+    // still ends on what was really sent.
+    if bar.await.is_err() && show {
+        progress_bar(last.load(Ordering::Relaxed), total);
+        eprintln!();
+    }
     let v: serde_json::Value = resp?.json().await?;
     if conn.json {
         output::json(&v);
