@@ -71,6 +71,10 @@ tls_key = "/etc/zoe/tls/coordinator-key.pem"
 listen = "0.0.0.0:4648"
 advertise = "$2:4648"
 
+# The boxes share one private L2 network: host-gateway routing works.
+[agents.network]
+bridge = true
+
 [leader]
 deployment = "vagrant"
 TOML
