@@ -30,11 +30,7 @@ fn artifacts() -> PathBuf {
     base.join("browser")
 }
 
-// Verified up to the running execution page (live update, endpoints,
-// services) on 2026-11-21; the log, terminate and status steps have not
-// completed a run yet: run it with `--run-ignored all` and drop the ignore.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet verified end to end (log, terminate and status steps)"]
 async fn shop_start_watch_log_terminate_in_chromium() {
     let shop = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/shop").canonicalize().unwrap();
     let z = ZoeCluster::builder()
