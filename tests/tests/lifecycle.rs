@@ -222,23 +222,7 @@ async fn elastic_services_start_on_two_agents_when_room_frees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_while_executions_start_leaves_no_orphan_or_duplicate() {
     let mut z = ZoeCluster::builder().coordinators(3).agent(agent("n1")).agent(agent("n2")).start().await;
-    // Five executions (the default quota's limit) of two instances (0.25
-    // core each): 2.5 of the 4 cores.
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let name = format!("exec{i}");
-        let app =
-            zapp(&name, false, vec![group("mst", 1, 1, 0.25, "sleep 600"), group("wrk", 1, 1, 0.25, "sleep 600")]);
-        ids.push(z.api().submit(&name, &app).await);
-    }
-    // kill -9 the leader as soon as the first one starts.
-    let leader = z.leader().await;
-    harness::zoe::wait_until("an execution starting", MINUTE, || async {
-        let e = z.api().execution(ids[0]).await;
-        e["status"] != "submitted" && e["status"] != "queued"
-    })
-    .await;
-    z.kill_coordinator(leader);
+    let (ids, leader) = five_executions_then_kill_the_leader(&mut z).await;
     let new_leader = z.leader().await;
     assert_ne!(new_leader, leader);
 
@@ -254,12 +238,7 @@ async fn kill_9_of_the_leader_while_executions_start_leaves_no_orphan_or_duplica
     assert_eq!(running, 10, "{:#?}", z.containers().await);
 
     // Terminating everything leaves nothing running.
-    for id in &ids {
-        z.api().terminate(*id).await;
-    }
-    for id in &ids {
-        z.api().wait_status(*id, "terminated", MINUTE).await;
-    }
+    terminate_all(&z, &ids).await;
     harness::zoe::wait_until("every container stopped", MINUTE, || async {
         !z.containers().await.iter().any(|c| c.running)
     })
@@ -280,6 +259,20 @@ async fn kill_9_of_the_leader_while_executions_start_leaves_no_orphan_or_duplica
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_right_after_the_killed_leader_restarts_ends_every_execution() {
     let mut z = ZoeCluster::builder().coordinators(3).agent(agent("n1")).agent(agent("n2")).start().await;
+    let (ids, leader) = five_executions_then_kill_the_leader(&mut z).await;
+    z.leader().await;
+    for id in &ids {
+        z.api().wait_execution(*id, |e| e["status"] == "running" && active(e) == 2, Duration::from_secs(90)).await;
+    }
+    z.restart_coordinator(leader);
+    terminate_all(&z, &ids).await;
+    assert_consistent(&z).await;
+}
+
+/// Five executions (the default quota's limit) of two instances (0.25 core
+/// each: 2.5 of the 4 cores), and kill -9 of the leader as soon as the first
+/// one starts. Returns the executions and the killed coordinator.
+async fn five_executions_then_kill_the_leader(z: &mut ZoeCluster) -> (Vec<u64>, usize) {
     let mut ids = Vec::new();
     for i in 0..5 {
         let name = format!("exec{i}");
@@ -294,16 +287,14 @@ async fn terminate_right_after_the_killed_leader_restarts_ends_every_execution()
     })
     .await;
     z.kill_coordinator(leader);
-    z.leader().await;
-    for id in &ids {
-        z.api().wait_execution(*id, |e| e["status"] == "running" && active(e) == 2, Duration::from_secs(90)).await;
-    }
-    z.restart_coordinator(leader);
-    for id in &ids {
+    (ids, leader)
+}
+
+async fn terminate_all(z: &ZoeCluster, ids: &[u64]) {
+    for id in ids {
         z.api().terminate(*id).await;
     }
-    for id in &ids {
+    for id in ids {
         z.api().wait_status(*id, "terminated", MINUTE).await;
     }
-    assert_consistent(&z).await;
 }
