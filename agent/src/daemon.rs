@@ -62,6 +62,9 @@ pub struct Agent {
     stopping: Mutex<HashSet<String>>,
     /// One spawn at a time per container id (a new leader may repeat one).
     spawn_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The newest leader term whose container commands this agent obeyed
+    /// (see `CommandRequest::term`).
+    newest_term: std::sync::atomic::AtomicU64,
     /// Previous CPU sample per container: (cpu ns, when).
     cpu_prev: Mutex<HashMap<String, (u64, Instant)>>,
     slow: Mutex<SlowCache>,
@@ -132,6 +135,7 @@ impl Agent {
             watched: Mutex::new(HashSet::new()),
             stopping: Mutex::new(HashSet::new()),
             spawn_locks: Mutex::new(HashMap::new()),
+            newest_term: std::sync::atomic::AtomicU64::new(0),
             cpu_prev: Mutex::new(HashMap::new()),
             slow: Mutex::new(SlowCache::default()),
         });
@@ -529,8 +533,14 @@ impl Agent {
             }
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<CommandReply>(16);
-        let me = self.clone();
         let id = req.id;
+        if let Some(newest) = self.fence(&req) {
+            tracing::warn!(command = id, term = req.term, newest, "refused a deposed leader's command");
+            let _ = write_frame(&mut send, &CommandReply::StaleTerm { newest }, proto::MAX_FRAME).await;
+            let _ = send.finish();
+            return;
+        }
+        let me = self.clone();
         let work = tokio::spawn(async move { me.execute(req.command, tx).await });
         while let Some(reply) = rx.recv().await {
             if write_frame(&mut send, &reply, proto::MAX_FRAME).await.is_err() {
@@ -541,6 +551,16 @@ impl Agent {
         }
         let _ = send.finish();
         tracing::debug!(command = id, "command answered");
+    }
+
+    /// The newest term obeyed, when `req` changes containers and comes
+    /// from an older one; otherwise `None` (and a newer term is recorded).
+    fn fence(&self, req: &CommandRequest) -> Option<u64> {
+        if !matches!(req.command, Command::Spawn(_) | Command::Terminate { .. } | Command::Update { .. }) {
+            return None;
+        }
+        let before = self.newest_term.fetch_max(req.term, std::sync::atomic::Ordering::SeqCst);
+        (req.term < before).then_some(before)
     }
 
     async fn execute(self: Arc<Self>, cmd: Command, tx: tokio::sync::mpsc::Sender<CommandReply>) {

@@ -12,7 +12,7 @@
 //!    CPU (the leader's) in percent of one core.
 
 use crate::common::{Kill, cleanup_namespace, cpu_s, import_busybox, pct, sorted, zoe_bin};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -102,7 +102,8 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     ca.write(dir.path())?;
     ca.issue(&Identity::new(Role::Coordinator, "c1")?, &[], &["127.0.0.1".parse()?])?.write(dir.path(), "c1")?;
     ca.issue(&Identity::new(Role::Agent, "real")?, &[], &[])?.write(dir.path(), "real")?;
-    let (_c, backend, addr) = start_coordinator(dir.path(), args.heartbeat_ms).await?;
+    let (c, backend, addr) = start_coordinator(dir.path(), args.heartbeat_ms).await?;
+    let term = c.leader_term().context("the coordinator leads")?;
 
     // ---- the real agent: RTT and RSS
     let zoe = zoe_bin(None)?;
@@ -172,14 +173,14 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
             ports: vec![],
             network: None,
         };
-        backend.spawn_service("real", spec).await.map_err(|e| anyhow::anyhow!("spawn {id}: {e}"))?;
+        backend.spawn_service(term, "real", spec).await.map_err(|e| anyhow::anyhow!("spawn {id}: {e}"))?;
         ids.push(id);
     }
     tokio::time::sleep(Duration::from_millis(args.heartbeat_ms * 3)).await;
     let rss_50 = proc_rss_mib(pid);
     eprintln!("agent RSS with {} containers {rss_50:.1} MiB; stopping them", args.containers);
     // `sleep` as PID 1 ignores SIGTERM: stop them all at once, short grace.
-    futures::future::join_all(ids.iter().map(|id| backend.terminate_service("real", 0, id))).await;
+    futures::future::join_all(ids.iter().map(|id| backend.terminate_service(term, "real", 0, id))).await;
     drop(agent);
     cleanup_namespace(&socket, &ns, dir.path()).await;
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// ALPN of the agent protocol; bumped with incompatible changes.
-pub const ALPN: &[u8] = b"zoe-agent/1";
+pub const ALPN: &[u8] = b"zoe-agent/2";
 
 /// Largest frame on an agent connection (a registration of a node with
 /// thousands of containers and images stays far below it).
@@ -174,9 +174,17 @@ pub enum LeaderMessage {
 /// A command from the leader; `id` is unique per leader process and is
 /// echoed in logs. Idempotence is by container id, not by command id: a new
 /// leader repeats what the old one may have asked.
+///
+/// `term` is the Raft term the leader decided the command in (0: not a
+/// decision, e.g. a log read). An agent that has obeyed a command of a
+/// newer term refuses the commands that change containers (spawn,
+/// terminate, update) of an older one with [`CommandReply::StaleTerm`]:
+/// a deposed leader's late request must not repeat or undo the new
+/// leader's work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRequest {
     pub id: u64,
+    pub term: u64,
     pub command: Command,
 }
 
@@ -267,6 +275,10 @@ pub enum CommandReply {
     },
     /// The command is done (terminate, update, preload, end of a log).
     Done,
+    /// Refused, nothing done: the agent already obeys a leader of term `newest`.
+    StaleTerm {
+        newest: u64,
+    },
     Images(Vec<ImageSummary>),
     Progress(ImageProgress),
     Log {
@@ -388,7 +400,7 @@ mod tests {
     #[test]
     fn spec_survives_bincode() {
         let cfg = bincode::config::standard();
-        let cmd = CommandRequest { id: 1, command: Command::Spawn(WireSpec(spec())) };
+        let cmd = CommandRequest { id: 1, term: 2, command: Command::Spawn(WireSpec(spec())) };
         let bytes = bincode::serde::encode_to_vec(&cmd, cfg).unwrap();
         let (back, _): (CommandRequest, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
         assert_eq!(back, cmd);
@@ -408,7 +420,7 @@ mod tests {
                 entries: vec![HostEntry { ip: "10.88.1.2".into(), names: vec!["head0".into(), "head0.9.zoe".into()] }],
             },
         ] {
-            let req = CommandRequest { id: 3, command };
+            let req = CommandRequest { id: 3, term: 1, command };
             let bytes = bincode::serde::encode_to_vec(&req, cfg).unwrap();
             let (back, _): (CommandRequest, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
             assert_eq!(back, req);

@@ -16,16 +16,29 @@ pub struct Spawned {
     pub ports: Vec<PublishedPort>,
 }
 
-/// Why a start failed. The distinction drives the execution: a retryable
-/// failure sends it back to the queue with a backoff, a fatal one ends it.
+/// Why a start did not report a container. Only the first two are
+/// failures: the node said so, and holds no container for the attempt, so
+/// a retryable one sends the execution back to the queue with a backoff
+/// (and the next attempt a new container id) and a fatal one ends it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpawnError {
-    /// Might work later or elsewhere (node unreachable, runtime busy, pull timed out).
+    /// The node tried and gave up (runtime busy, pull timed out); might
+    /// work later or elsewhere.
     #[error("{0}")]
     Retryable(String),
     /// Will not work as asked (image missing everywhere, bad spec).
     #[error("{0}")]
     Fatal(String),
+    /// No answer (connection lost, timeout): the container may well be
+    /// running. Never a failure: the service stays `starting` and the node
+    /// is asked again with the same container id, which it answers
+    /// idempotently.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// Not sent: this coordinator no longer leads in the term the decision
+    /// was made in. The new leader takes over.
+    #[error("not sent: leadership of term {0} is over")]
+    Deposed(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +47,8 @@ pub enum BackendError {
     Unreachable(String),
     #[error("{0}")]
     Failed(String),
+    #[error("not sent: leadership of term {0} is over")]
+    Deposed(u64),
 }
 
 /// Something a node reported on its own.
@@ -50,16 +65,28 @@ pub enum BackendEvent {
     },
 }
 
+/// The calls that change what runs on a node carry the Raft term in which
+/// the leader decided them (a fencing token): a back-end sends nothing for
+/// a term this coordinator no longer leads in ([`SpawnError::Deposed`]),
+/// and nodes refuse a term older than one they have already obeyed, so a
+/// deposed leader's late request can never undo or repeat the new
+/// leader's work.
 pub trait Backend: Send + Sync + 'static {
     /// Creates and starts the service's container on `node`. Idempotent by
-    /// `spec.container_id`: asking again for a container that already runs
-    /// answers with it.
-    fn spawn_service(&self, node: &str, spec: ServiceSpec) -> impl Future<Output = Result<Spawned, SpawnError>> + Send;
+    /// `spec.container_id`: asking again for a container that exists
+    /// (running, or exited and not removed) answers with it.
+    fn spawn_service(
+        &self,
+        term: u64,
+        node: &str,
+        spec: ServiceSpec,
+    ) -> impl Future<Output = Result<Spawned, SpawnError>> + Send;
 
     /// Stops (grace, then kill) and removes the container. Stopping a
     /// container that is gone is success.
     fn terminate_service(
         &self,
+        term: u64,
         node: &str,
         service: ServiceId,
         container_id: &str,
@@ -68,6 +95,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Changes a running container's limits (dynamic core sharing).
     fn update_service(
         &self,
+        term: u64,
         node: &str,
         service: ServiceId,
         container_id: &str,

@@ -24,6 +24,10 @@ pub enum NetError {
     Io(#[from] std::io::Error),
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// No connection could be made (no answer to the handshake, refused,
+    /// unresolvable): nothing was sent, so a request may be retried.
+    #[error("not connected: {0}")]
+    NotConnected(String),
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("stream write: {0}")]

@@ -61,7 +61,7 @@ fn spec(service_id: u64, container_id: &str, argv: &[&str]) -> ServiceSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_register_report_stats_and_run_commands() {
     let pki = Pki::new();
-    let (_c, backend, ports) = inproc_coordinator(&pki, 600_000).await;
+    let (c, backend, ports) = inproc_coordinator(&pki, 600_000).await;
     let addr = vec![format!("127.0.0.1:{}", ports.agents.port)];
     let (ns1, ns2) = (zoe_testkit::unique_namespace("agent-n1"), zoe_testkit::unique_namespace("agent-n2"));
     prepare_namespace(&ns1, pki.path()).await;
@@ -85,13 +85,15 @@ async fn two_agents_register_report_stats_and_run_commands() {
     assert!(s.nodes.iter().any(|n| n.labels.contains("zone-n1")));
 
     // A spawn runs a real container; asking again answers with the same one.
+    let term = c.leader_term().expect("the only coordinator leads");
     let mut events = backend.events();
-    let sp =
-        backend.spawn_service("n1", spec(1001, "zt-long-1", &["sh", "-c", "echo hello-from-zoe; sleep 120"])).await;
+    let sp = backend
+        .spawn_service(term, "n1", spec(1001, "zt-long-1", &["sh", "-c", "echo hello-from-zoe; sleep 120"]))
+        .await;
     let sp = sp.expect("spawn");
     assert_eq!(sp.container_id, "zt-long-1");
     assert_eq!(sp.ip_address.as_deref(), Some("127.0.0.1"));
-    let again = backend.spawn_service("n1", spec(1001, "zt-long-1", &["true"])).await.expect("idempotent spawn");
+    let again = backend.spawn_service(term, "n1", spec(1001, "zt-long-1", &["true"])).await.expect("idempotent spawn");
     assert_eq!(again.container_id, "zt-long-1");
     assert!(task_running(&ns1, "zt-long-1").await);
 
@@ -117,7 +119,7 @@ async fn two_agents_register_report_stats_and_run_commands() {
     drop(log);
 
     // update_service changes the cgroup; the agent reads it back in its stats.
-    backend.update_service("n1", 1001, "zt-long-1", Millicores(250), Some(48 << 20)).await.expect("update");
+    backend.update_service(term, "n1", 1001, "zt-long-1", Millicores(250), Some(48 << 20)).await.expect("update");
     wait_until("the new limits in the stats", Duration::from_secs(15), || async {
         stats(&pki, &addr).await.is_some_and(|s| {
             s.nodes
@@ -129,7 +131,7 @@ async fn two_agents_register_report_stats_and_run_commands() {
     .await;
 
     // An exit comes back as an event with its code.
-    backend.spawn_service("n2", spec(1002, "zt-exit-3", &["sh", "-c", "exit 3"])).await.expect("spawn");
+    backend.spawn_service(term, "n2", spec(1002, "zt-exit-3", &["sh", "-c", "exit 3"])).await.expect("spawn");
     let ev = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match events.recv().await.unwrap() {
@@ -145,7 +147,7 @@ async fn two_agents_register_report_stats_and_run_commands() {
     assert_eq!(ev, (1002, Some(3)));
 
     // Terminate stops and removes it.
-    backend.terminate_service("n1", 1001, "zt-long-1").await.expect("terminate");
+    backend.terminate_service(term, "n1", 1001, "zt-long-1").await.expect("terminate");
     assert!(!container_exists(&ns1, "zt-long-1").await);
     let images = backend.list_images("n2").await.expect("images");
     assert!(images.iter().any(|i| i.names.iter().any(|n| n == DEFAULT_REFERENCE)));
@@ -175,6 +177,7 @@ async fn zapp_runs_through_leader_loop_and_agent_and_terminates() {
 
     let app = zoe_common::zapp::parse(BATCH).unwrap().0;
     let cmd = zoe_coordinator::state::Command::SubmitExecution {
+        idempotency_key: None,
         name: "e2e".into(),
         owner: "ada".into(),
         description: app,

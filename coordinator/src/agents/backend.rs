@@ -19,22 +19,57 @@ use zoe_common::service::{ImageSummary, ServiceSpec};
 use zoe_net::frame::{read_frame, write_frame};
 
 impl AgentBackend {
-    /// Opens a command stream to `node` and sends the command.
-    async fn open(&self, node: &str, command: Command) -> Result<quinn::RecvStream, BackendError> {
+    /// Opens a command stream to `node` and sends the command, stamped
+    /// with `term` (0: not a leader's decision).
+    async fn open(&self, node: &str, term: u64, command: Command) -> Result<quinn::RecvStream, BackendError> {
         let (conn, _) = self.connection(node).ok_or_else(|| BackendError::Unreachable(node.to_string()))?;
         let (mut send, recv) = conn.open_bi().await.map_err(|e| BackendError::Unreachable(format!("{node}: {e}")))?;
         let id = self.next_command.fetch_add(1, Ordering::Relaxed);
-        write_frame(&mut send, &CommandRequest { id, command }, proto::MAX_FRAME)
+        write_frame(&mut send, &CommandRequest { id, term, command }, proto::MAX_FRAME)
             .await
             .map_err(|e| BackendError::Unreachable(format!("{node}: {e}")))?;
         let _ = send.finish();
         Ok(recv)
     }
 
-    /// Sends a command and waits for its final answer.
+    /// Sends a command that is no leader's decision (reads, pings, image
+    /// transfers) and waits for its final answer.
     pub async fn call(&self, node: &str, command: Command, timeout: Duration) -> Result<CommandReply, BackendError> {
+        self.call_in_term(0, node, command, timeout).await
+    }
+
+    /// Sends a command decided in `term` unless this coordinator no longer
+    /// leads in it, and waits for its final answer. A node that already
+    /// obeys a newer leader refuses it: both are [`BackendError::Deposed`],
+    /// and certainly not carried out.
+    pub async fn call_fenced(
+        &self,
+        term: u64,
+        node: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandReply, BackendError> {
+        if self.coord.leader_term() != Some(term) {
+            return Err(BackendError::Deposed(term));
+        }
+        match self.call_in_term(term, node, command, timeout).await? {
+            CommandReply::StaleTerm { newest } => {
+                tracing::info!(node, term, newest, "the node obeys a newer leader");
+                Err(BackendError::Deposed(term))
+            }
+            r => Ok(r),
+        }
+    }
+
+    async fn call_in_term(
+        &self,
+        term: u64,
+        node: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandReply, BackendError> {
         let fut = async {
-            let mut recv = self.open(node, command).await?;
+            let mut recv = self.open(node, term, command).await?;
             loop {
                 match read_frame::<_, CommandReply>(&mut recv, proto::MAX_FRAME).await {
                     Ok(Some(r)) if r.is_final() => return Ok(r),
@@ -49,11 +84,12 @@ impl AgentBackend {
             .map_err(|_| BackendError::Failed(format!("{node}: no answer within {} s", timeout.as_secs())))?
     }
 
-    /// Stops and removes a container (orphans included).
-    pub async fn terminate(&self, node: &str, container_id: &str) -> Result<(), BackendError> {
+    /// Stops and removes a container (orphans included), as decided in
+    /// `term`.
+    pub async fn terminate(&self, term: u64, node: &str, container_id: &str) -> Result<(), BackendError> {
         let grace = self.settings.stop_grace_ms;
         let cmd = Command::Terminate { container_id: container_id.to_string(), grace_ms: grace };
-        match self.call(node, cmd, Duration::from_millis(grace + 45_000)).await? {
+        match self.call_fenced(term, node, cmd, Duration::from_millis(grace + 45_000)).await? {
             CommandReply::Done => Ok(()),
             CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
             other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
@@ -98,7 +134,7 @@ impl AgentBackend {
     ) -> BoxFuture<'static, Result<BoxStream<'static, Result<LogChunk, LiveError>>, LiveError>> {
         Box::pin(async move {
             let cmd = Command::Logs { container_id, from: req.offset, follow: req.follow };
-            let recv = self.open(&node, cmd).await.map_err(|e| LiveError::Unavailable(e.to_string()))?;
+            let recv = self.open(&node, 0, cmd).await.map_err(|e| LiveError::Unavailable(e.to_string()))?;
             let stream = futures::stream::unfold(Some(recv), |state| async move {
                 let mut recv = state?;
                 match read_frame::<_, CommandReply>(&mut recv, proto::MAX_FRAME).await {
@@ -116,14 +152,14 @@ impl AgentBackend {
 }
 
 impl Backend for AgentBackend {
-    async fn spawn_service(&self, node: &str, spec: ServiceSpec) -> Result<Spawned, SpawnError> {
+    async fn spawn_service(&self, term: u64, node: &str, spec: ServiceSpec) -> Result<Spawned, SpawnError> {
         let timeout = Duration::from_millis(self.settings.spawn_timeout_ms);
         if spec.network.as_deref() == Some(zoe_common::service::NETWORK_BRIDGE) {
             // The container's /etc/hosts starts with its execution's
             // instances already running.
             self.push_hosts(node, spec.execution_id).await;
         }
-        match self.call(node, Command::Spawn(WireSpec(spec)), timeout).await {
+        match self.call_fenced(term, node, Command::Spawn(WireSpec(spec)), timeout).await {
             // The host ports allocated at placement stand: they are what
             // the agent published (or the container's own, on the host's
             // network).
@@ -132,17 +168,27 @@ impl Backend for AgentBackend {
             }
             Ok(CommandReply::Failed { retryable: true, message }) => Err(SpawnError::Retryable(message)),
             Ok(CommandReply::Failed { retryable: false, message }) => Err(SpawnError::Fatal(message)),
-            Ok(other) => Err(SpawnError::Retryable(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(SpawnError::Retryable(e.to_string())),
+            Ok(other) => Err(SpawnError::Unknown(format!("unexpected answer {other:?}"))),
+            Err(BackendError::Deposed(t)) => Err(SpawnError::Deposed(t)),
+            // Lost connection, no answer in time: the agent may have
+            // started it. Not a failure (see `SpawnError::Unknown`).
+            Err(e) => Err(SpawnError::Unknown(e.to_string())),
         }
     }
 
-    async fn terminate_service(&self, node: &str, _service: ServiceId, container_id: &str) -> Result<(), BackendError> {
-        self.terminate(node, container_id).await
+    async fn terminate_service(
+        &self,
+        term: u64,
+        node: &str,
+        _service: ServiceId,
+        container_id: &str,
+    ) -> Result<(), BackendError> {
+        self.terminate(term, node, container_id).await
     }
 
     async fn update_service(
         &self,
+        term: u64,
         node: &str,
         _service: ServiceId,
         container_id: &str,
@@ -150,7 +196,7 @@ impl Backend for AgentBackend {
         memory: Option<u64>,
     ) -> Result<(), BackendError> {
         let cmd = Command::Update { container_id: container_id.to_string(), cores_millis: Some(cores.0), memory };
-        match self.call(node, cmd, Duration::from_secs(30)).await? {
+        match self.call_fenced(term, node, cmd, Duration::from_secs(30)).await? {
             CommandReply::Done => Ok(()),
             CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
             other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
@@ -226,7 +272,7 @@ impl LiveSource for Live {
             let mut streams = Vec::new();
             for node in nodes {
                 let cmd = Command::Preload { reference: image.clone() };
-                let s: BoxStream<'static, PreloadProgress> = match b.open(&node, cmd).await {
+                let s: BoxStream<'static, PreloadProgress> = match b.open(&node, 0, cmd).await {
                     Err(e) => futures::stream::once(async move {
                         PreloadProgress { node, done: true, error: Some(e.to_string()), message: String::new() }
                     })

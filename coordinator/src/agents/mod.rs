@@ -480,9 +480,11 @@ impl AgentBackend {
     }
 
     async fn apply_reconciliation(self: &Arc<Self>, node: &str, actions: reconcile::Actions) {
+        // Concluded from this leader's view: void once its term is over.
+        let Some(term) = self.coord.leader_term() else { return };
         if !actions.commands.is_empty() {
             tracing::info!(node, n = actions.commands.len(), "reconciliation: committing service changes");
-            if let Err(e) = self.coord.write(Command::Batch(actions.commands)).await {
+            if let Err(e) = self.coord.write_in_term(term, Command::Batch(actions.commands)).await {
                 tracing::warn!(node, "reconciliation write failed: {e}");
             }
         }
@@ -510,7 +512,7 @@ impl AgentBackend {
             let node = node.to_string();
             tokio::spawn(async move {
                 tracing::info!(node = %node, container = %cid, "stopping orphan container");
-                if let Err(e) = me.terminate(&node, &cid).await {
+                if let Err(e) = me.terminate(term, &node, &cid).await {
                     tracing::warn!(node = %node, container = %cid, "stopping orphan failed: {e}");
                 }
             });
@@ -524,9 +526,7 @@ impl AgentBackend {
         loop {
             tick.tick().await;
             round += 1;
-            if !self.is_leader() {
-                continue;
-            }
+            let Some(term) = self.coord.leader_term() else { continue };
             let now = Instant::now();
             let (judging, seen) = {
                 let reg = self.reg.lock().expect("lock");
@@ -551,10 +551,8 @@ impl AgentBackend {
                     .0;
                 for name in down {
                     tracing::warn!(node = %name, "no heartbeat for TTL + grace: marking the node down");
-                    let _ = self
-                        .coord
-                        .write(Command::SetNodeStatus { name, status: NodeStatus::Down, time: now_ms() })
-                        .await;
+                    let cmd = Command::SetNodeStatus { name, status: NodeStatus::Down, time: now_ms() };
+                    let _ = self.coord.write_in_term(term, cmd).await;
                 }
             }
             if round % 5 == 0 {

@@ -41,7 +41,11 @@ fn agent_protocol_decoder_survives_garbage() {
     let valid = vec![
         encode(&AgentMessage::Heartbeat { seq: 3, stats: LiveStats::default() }, MAX_FRAME).unwrap(),
         encode(
-            &CommandRequest { id: 1, command: Command::Logs { container_id: "c".into(), from: 9, follow: true } },
+            &CommandRequest {
+                id: 1,
+                term: 0,
+                command: Command::Logs { container_id: "c".into(), from: 9, follow: true },
+            },
             MAX_FRAME,
         )
         .unwrap(),

@@ -83,6 +83,7 @@ impl From<ApiError> for HttpError {
                 HttpError::unavailable("no_leader", format!("{e}; retry in a moment"))
             }
             ApiError::ShuttingDown => HttpError::unavailable("shutting_down", e.to_string()),
+            ApiError::LeaderUnreachable(_) => HttpError::unavailable("no_leader", e.to_string()),
             ApiError::Unreachable(_) | ApiError::Raft(_) => HttpError::unavailable("unavailable", e.to_string()),
             ApiError::Timeout => HttpError::unavailable(
                 "timeout",
@@ -100,6 +101,15 @@ impl From<StateError> for HttpError {
             StateError::NotFound(_) => HttpError::not_found(e.to_string()),
             StateError::IllegalTransition { .. } | StateError::Conflict(_) => HttpError::conflict(e.to_string()),
             StateError::Invalid(m) => HttpError::bad_request(m),
+            StateError::IdempotencyMismatch(m) => HttpError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "idempotency_key_reused",
+                message: m,
+                details: vec![Detail {
+                    path: "Idempotency-Key".into(),
+                    message: "already used for another request".into(),
+                }],
+            },
         }
     }
 }

@@ -8,6 +8,18 @@
 //! are asked again, services `terminating` are stopped again; agents are
 //! idempotent by container id), so no execution stays stuck in `starting`
 //! and no container is started twice.
+//!
+//! Exactly-once start rests on three rules:
+//! * a spawn whose outcome is unknown (no answer) is not a failure: the
+//!   service stays `starting` and its node is asked again with the same
+//!   container id; a new attempt (and container id) comes only after the
+//!   node said it holds no container for the old one;
+//! * everything the loop does is fenced by the Raft term it leads in: its
+//!   writes are never forwarded and are refused once that term is over,
+//!   and its requests to nodes carry the term, which agents check against
+//!   the newest term they have obeyed;
+//! * a new leader forgets the old term's in-flight work; the old term's
+//!   tasks find their fence closed and stop.
 
 pub mod spec;
 
@@ -50,6 +62,8 @@ pub struct LeaderConfig {
     pub default_fs_uid: u32,
     /// Wait before asking a node again to stop a container that did not stop.
     pub stop_retry_ms: u64,
+    /// Wait before asking a node again about a spawn whose outcome is unknown.
+    pub spawn_retry_ms: u64,
 }
 
 impl Default for LeaderConfig {
@@ -67,6 +81,7 @@ impl Default for LeaderConfig {
             fs_gid: 5001,
             default_fs_uid: 1000,
             stop_retry_ms: 5_000,
+            spawn_retry_ms: 1_000,
         }
     }
 }
@@ -93,19 +108,34 @@ pub fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
-/// What the loop has asked nodes to do and not heard back about.
+/// What the loop has asked nodes to do and not heard back about, in the
+/// term it leads in.
 #[derive(Debug, Default)]
 struct Inflight {
+    term: u64,
     spawning: HashSet<String>,
     /// container id → do not ask again before.
     stopping: HashMap<String, Instant>,
+    /// Spawns that got no answer: container id → do not ask again before.
+    unknown: HashMap<String, Instant>,
+}
+
+impl Inflight {
+    /// Forgets a spawn, unless it belongs to an older term (whose late
+    /// task must not clear the new term's bookkeeping).
+    fn spawned(&mut self, term: u64, cid: &str) {
+        if self.term == term {
+            self.spawning.remove(cid);
+        }
+    }
 }
 
 /// Core share updates not sent yet: the latest share per container (with
 /// its node), oldest first, and whether the sender runs.
 #[derive(Debug, Default)]
 struct CoreUpdates {
-    pending: HashMap<String, (String, ServiceId, zoe_common::resources::Millicores)>,
+    /// container id → (term, node, service, share).
+    pending: HashMap<String, (u64, String, ServiceId, zoe_common::resources::Millicores)>,
     order: std::collections::VecDeque<String>,
     /// Containers with an update in flight.
     sending: HashSet<String>,
@@ -161,7 +191,7 @@ impl<B: Backend> Leader<B> {
         let mut events = self.backend.events();
         let mut ticker = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut was_leader = false;
+        let mut led: Option<u64> = None;
         // The applied index the last pass saw. openraft's metrics change on
         // every heartbeat acknowledgement too; only a new applied entry (or
         // a change of leadership) can give a pass something new to do, and
@@ -173,17 +203,18 @@ impl<B: Backend> Leader<B> {
                 _ = shutdown.changed() => {}
                 r = metrics.changed() => {
                     if r.is_ok() {
-                        let (applied, leader) = {
+                        let (applied, term) = {
                             let m = metrics.borrow_and_update();
-                            (m.last_applied.map(|l| l.index), m.current_leader == Some(self.node.id()) && m.state.is_leader())
+                            let leads = m.current_leader == Some(self.node.id()) && m.state.is_leader();
+                            (m.last_applied.map(|l| l.index), leads.then_some(m.current_term))
                         };
-                        if applied == seen_applied && leader == was_leader {
+                        if applied == seen_applied && term == led {
                             continue;
                         }
                     }
                 }
                 ev = events.recv() => match ev {
-                    Ok(ev) => { if self.is_leader() { self.on_event(ev).await; } }
+                    Ok(ev) => { if let Some(term) = self.node.leader_term() { self.on_event(term, ev).await; } }
                     // Missed events are recovered by reconciliation when
                     // agents re-register; nothing to do but go on.
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "backend events lagged"),
@@ -195,26 +226,24 @@ impl<B: Backend> Leader<B> {
             if *shutdown.borrow() {
                 return;
             }
-            let leader = self.is_leader();
-            if leader && !was_leader {
-                tracing::info!("became leader: resuming executions from the replicated state");
-                *self.inflight.lock().expect("poisoned") = Inflight::default();
+            let term = self.node.leader_term();
+            if let Some(t) = term
+                && led != term
+            {
+                tracing::info!(term = t, "became leader: resuming executions from the replicated state");
+                *self.inflight.lock().expect("poisoned") = Inflight { term: t, ..Inflight::default() };
             }
-            was_leader = leader;
-            if leader {
-                self.pass().await;
+            led = term;
+            if let Some(t) = term {
+                self.pass(t).await;
             }
         }
     }
 
-    fn is_leader(&self) -> bool {
-        let m = self.node.raft().metrics();
-        let m = m.borrow();
-        m.current_leader == Some(self.node.id()) && m.state.is_leader()
-    }
-
-    async fn write(&self, cmd: Command) -> Option<Applied> {
-        match self.node.write(cmd).await {
+    /// Commits `cmd` while this coordinator still leads in `term` (see
+    /// [`Coordinator::write_in_term`]).
+    async fn write(&self, term: u64, cmd: Command) -> Option<Applied> {
+        match self.node.write_in_term(term, cmd).await {
             Ok(w) => match w.result {
                 Ok(a) => Some(a),
                 Err(e) => {
@@ -223,6 +252,10 @@ impl<B: Backend> Leader<B> {
                     None
                 }
             },
+            Err(crate::raft::ApiError::NotLeader(_)) => {
+                tracing::debug!(term, "deposed: a write of the old term is dropped");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "write failed");
                 None
@@ -230,19 +263,19 @@ impl<B: Backend> Leader<B> {
         }
     }
 
-    async fn on_event(&self, ev: BackendEvent) {
+    async fn on_event(&self, term: u64, ev: BackendEvent) {
         match ev {
             BackendEvent::Exited { service, container_id, exit_code, oom_killed, reason, time } => {
                 tracing::info!(service, container_id, ?exit_code, oom_killed, "service exited");
-                self.write(Command::ServiceExited { id: service, container_id, exit_code, oom_killed, reason, time })
-                    .await;
+                let cmd = Command::ServiceExited { id: service, container_id, exit_code, oom_killed, reason, time };
+                self.write(term, cmd).await;
             }
         }
     }
 
     /// One round: queue new submissions, enforce runtime limits, stop what
     /// must stop, start what was placed, and schedule.
-    pub async fn pass(&self) {
+    pub async fn pass(&self, term: u64) {
         let now = now_ms();
         let platform = self.backend.platform_state();
         let work = {
@@ -251,7 +284,7 @@ impl<B: Backend> Leader<B> {
         };
         if !work.submitted.is_empty() {
             let cmds = work.submitted.iter().map(|id| Command::QueueExecution { id: *id, time: now }).collect();
-            self.write(Command::Batch(cmds)).await;
+            self.write(term, Command::Batch(cmds)).await;
         }
         if !work.over_limit.is_empty() {
             let cmds = work
@@ -264,19 +297,19 @@ impl<B: Backend> Leader<B> {
                     time: now,
                 })
                 .collect();
-            self.write(Command::Batch(cmds)).await;
+            self.write(term, Command::Batch(cmds)).await;
         }
         if !work.drain.is_empty() {
-            self.write(Command::Batch(work.drain)).await;
+            self.write(term, Command::Batch(work.drain)).await;
         }
         for (node, service, container) in work.to_stop {
-            self.stop(node, service, container);
+            self.stop(term, node, service, container);
         }
         for (node, spec) in work.to_respawn {
-            self.spawn_group(vec![(node, spec)]);
+            self.spawn_group(term, vec![(node, spec)]);
         }
         if !work.plan.is_empty() {
-            self.commit_plan(work.plan).await;
+            self.commit_plan(term, work.plan).await;
         }
     }
 
@@ -326,7 +359,10 @@ impl<B: Backend> Leader<B> {
                         w.to_stop.push((node.to_string(), s.id, cid.to_string()));
                     }
                 }
-                ServiceStatus::Starting if !inflight.spawning.contains(cid) => {
+                ServiceStatus::Starting
+                    if !inflight.spawning.contains(cid)
+                        && inflight.unknown.get(cid).is_none_or(|t| Instant::now() >= *t) =>
+                {
                     if let Some(e) = st.executions.get(&s.execution_id) {
                         w.to_respawn.push((node.to_string(), spec::service_spec(st, e, s, &self.cfg)));
                     }
@@ -343,10 +379,10 @@ impl<B: Backend> Leader<B> {
         w
     }
 
-    async fn commit_plan(&self, plan: Plan) {
+    async fn commit_plan(&self, term: u64, plan: Plan) {
         let shares = plan.core_shares.clone();
         let placed: Vec<ServiceId> = plan.placements.iter().map(|p| p.service).collect();
-        if self.write(Command::ApplyPlan(plan)).await.is_none() {
+        if self.write(term, Command::ApplyPlan(plan)).await.is_none() {
             return;
         }
         // The plan is committed: now tell the nodes, execution by execution,
@@ -378,10 +414,10 @@ impl<B: Backend> Leader<B> {
             .0;
         for (_, mut list) in groups {
             list.sort_by_key(|(order, _, spec)| (*order, spec.service_id));
-            self.spawn_ordered(list);
+            self.spawn_ordered(term, list);
         }
         for (node, sid, cid, cores) in updates {
-            self.update_cores(node, sid, cid, cores);
+            self.update_cores(term, node, sid, cid, cores);
         }
     }
 
@@ -391,10 +427,17 @@ impl<B: Backend> Leader<B> {
     /// container still waits replaces it. Under a burst of placements (each
     /// changes the share of every container on its node) the nodes get the
     /// latest shares, not every intermediate one.
-    fn update_cores(&self, node: String, sid: ServiceId, cid: String, cores: zoe_common::resources::Millicores) {
+    fn update_cores(
+        &self,
+        term: u64,
+        node: String,
+        sid: ServiceId,
+        cid: String,
+        cores: zoe_common::resources::Millicores,
+    ) {
         {
             let mut u = self.core_updates.lock().expect("poisoned");
-            if u.pending.insert(cid.clone(), (node, sid, cores)).is_none() {
+            if u.pending.insert(cid.clone(), (term, node, sid, cores)).is_none() {
                 u.order.push_back(cid);
             }
             if u.busy {
@@ -418,11 +461,11 @@ impl<B: Backend> Leader<B> {
                             later.push(cid);
                             continue;
                         }
-                        let Some((node, sid, cores)) = u.pending.remove(&cid) else { continue };
+                        let Some((term, node, sid, cores)) = u.pending.remove(&cid) else { continue };
                         u.sending.insert(cid.clone());
                         let backend = this.backend.clone();
                         inflight.push(async move {
-                            if let Err(e) = backend.update_service(&node, sid, &cid, cores, None).await {
+                            if let Err(e) = backend.update_service(term, &node, sid, &cid, cores, None).await {
                                 tracing::warn!(service = sid, error = %e, "core share update failed");
                             }
                             cid
@@ -443,12 +486,17 @@ impl<B: Backend> Leader<B> {
 
     /// Starts an execution's instances group by group of `startup_order`:
     /// a group starts when the previous one has been started.
-    fn spawn_ordered(&self, list: Vec<(i64, String, ServiceSpec)>) {
+    fn spawn_ordered(&self, term: u64, list: Vec<(i64, String, ServiceSpec)>) {
         let this = self.clone();
         {
             let mut inflight = self.inflight.lock().expect("poisoned");
+            if inflight.term != term {
+                // Decided in a term that is over: the new leader decides again.
+                return;
+            }
             for (_, _, spec) in &list {
                 inflight.spawning.insert(spec.container_id.clone());
+                inflight.unknown.remove(&spec.container_id);
             }
         }
         tokio::spawn(async move {
@@ -476,25 +524,41 @@ impl<B: Backend> Leader<B> {
                     if !still {
                         let mut inflight = this.inflight.lock().expect("poisoned");
                         for (_, s) in &group {
-                            inflight.spawning.remove(&s.container_id);
+                            inflight.spawned(term, &s.container_id);
                         }
                         continue;
                     }
                 }
-                futures::future::join_all(group.into_iter().map(|(node, spec)| this.spawn_one(node, spec))).await;
+                futures::future::join_all(group.into_iter().map(|(node, spec)| this.spawn_one(term, node, spec))).await;
             }
         });
     }
 
-    fn spawn_group(&self, list: Vec<(String, ServiceSpec)>) {
-        self.spawn_ordered(list.into_iter().map(|(n, s)| (0, n, s)).collect());
+    fn spawn_group(&self, term: u64, list: Vec<(String, ServiceSpec)>) {
+        self.spawn_ordered(term, list.into_iter().map(|(n, s)| (0, n, s)).collect());
     }
 
-    async fn spawn_one(&self, node: String, spec: ServiceSpec) {
+    async fn spawn_one(&self, term: u64, node: String, spec: ServiceSpec) {
         let (sid, cid) = (spec.service_id, spec.container_id.clone());
-        let result = self.backend.spawn_service(&node, spec).await;
+        let result = self.backend.spawn_service(term, &node, spec).await;
         let time = now_ms();
         let cmd = match result {
+            Err(SpawnError::Deposed(_)) => {
+                self.inflight.lock().expect("poisoned").spawned(term, &cid);
+                return;
+            }
+            Err(SpawnError::Unknown(m)) => {
+                // The container may run: nothing is committed, and the
+                // next pass asks again for the same container id.
+                tracing::warn!(service = sid, node, container = %cid, error = %m, "spawn outcome unknown; will ask again");
+                let mut inflight = self.inflight.lock().expect("poisoned");
+                if inflight.term == term {
+                    inflight.spawning.remove(&cid);
+                    let again = Instant::now() + Duration::from_millis(self.cfg.spawn_retry_ms);
+                    inflight.unknown.insert(cid, again);
+                }
+                return;
+            }
             Ok(started) => Command::ServiceStarted {
                 id: sid,
                 container_id: started.container_id,
@@ -512,6 +576,7 @@ impl<B: Backend> Leader<B> {
                     .unwrap_or(0);
                 let (message, retry_at) = match err {
                     SpawnError::Fatal(m) => (m, None),
+                    SpawnError::Unknown(_) | SpawnError::Deposed(_) => unreachable!("handled above"),
                     SpawnError::Retryable(m) if failures + 1 >= self.cfg.max_start_attempts => {
                         (format!("gave up after {} attempts: {m}", failures + 1), None)
                     }
@@ -528,24 +593,29 @@ impl<B: Backend> Leader<B> {
                 Command::ServiceStartFailed { id: sid, message, retry_at, time }
             }
         };
-        self.write(cmd).await;
-        self.inflight.lock().expect("poisoned").spawning.remove(&cid);
+        self.write(term, cmd).await;
+        self.inflight.lock().expect("poisoned").spawned(term, &cid);
     }
 
-    fn stop(&self, node: String, service: ServiceId, container: String) {
+    fn stop(&self, term: u64, node: String, service: ServiceId, container: String) {
         let retry = Instant::now() + Duration::from_millis(self.cfg.stop_retry_ms);
-        self.inflight.lock().expect("poisoned").stopping.insert(container.clone(), retry);
+        {
+            let mut inflight = self.inflight.lock().expect("poisoned");
+            if inflight.term != term {
+                return;
+            }
+            inflight.stopping.insert(container.clone(), retry);
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            match this.backend.terminate_service(&node, service, &container).await {
+            match this.backend.terminate_service(term, &node, service, &container).await {
                 Ok(()) => {
-                    this.write(Command::ServiceStopped {
-                        id: service,
-                        container_id: container.clone(),
-                        time: now_ms(),
-                    })
-                    .await;
-                    this.inflight.lock().expect("poisoned").stopping.remove(&container);
+                    let cmd = Command::ServiceStopped { id: service, container_id: container.clone(), time: now_ms() };
+                    this.write(term, cmd).await;
+                    let mut inflight = this.inflight.lock().expect("poisoned");
+                    if inflight.term == term {
+                        inflight.stopping.remove(&container);
+                    }
                 }
                 // Asked again after `stop_retry_ms`.
                 Err(e) => tracing::warn!(service, node, error = %e, "stop failed"),

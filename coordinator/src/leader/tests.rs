@@ -22,6 +22,9 @@ struct RecordingBackend {
     failures: Mutex<HashMap<String, (u32, bool)>>,
     /// instance names whose start fails, any attempt.
     fail_instances: Mutex<HashMap<String, bool>>,
+    /// container ids whose spawn gets no answer this many times (the
+    /// container starts, the answer is lost).
+    unanswered: Mutex<HashMap<String, u32>>,
     events: Mutex<Option<broadcast::Sender<BackendEvent>>>,
 }
 
@@ -35,8 +38,20 @@ impl RecordingBackend {
 }
 
 impl Backend for RecordingBackend {
-    fn spawn_service(&self, node: &str, spec: ServiceSpec) -> impl Future<Output = Result<Spawned, SpawnError>> + Send {
+    fn spawn_service(
+        &self,
+        _term: u64,
+        node: &str,
+        spec: ServiceSpec,
+    ) -> impl Future<Output = Result<Spawned, SpawnError>> + Send {
         self.calls.lock().unwrap().push(format!("spawn {} {} on {node}", spec.instance, spec.container_id));
+        let lost = match self.unanswered.lock().unwrap().get_mut(&spec.container_id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
         let fail = match self.fail_instances.lock().unwrap().get(&spec.instance) {
             Some(retryable) => Some(*retryable),
             None => {
@@ -52,6 +67,9 @@ impl Backend for RecordingBackend {
         };
         let cid = spec.container_id.clone();
         async move {
+            if lost {
+                return Err(SpawnError::Unknown("connection lost".into()));
+            }
             match fail {
                 Some(true) => Err(SpawnError::Retryable("runtime busy".into())),
                 Some(false) => Err(SpawnError::Fatal("image not found".into())),
@@ -61,6 +79,7 @@ impl Backend for RecordingBackend {
     }
     fn terminate_service(
         &self,
+        _term: u64,
         node: &str,
         _s: ServiceId,
         c: &str,
@@ -70,6 +89,7 @@ impl Backend for RecordingBackend {
     }
     fn update_service(
         &self,
+        _term: u64,
         _node: &str,
         _s: ServiceId,
         c: &str,
@@ -153,6 +173,7 @@ impl Fixture {
     async fn submit(&self, text: &str) -> ExecutionId {
         let app = zoe_common::zapp::parse(text).unwrap().0;
         let cmd = Command::SubmitExecution {
+            idempotency_key: None,
             name: "t".into(),
             owner: "ada".into(),
             description: app,
@@ -271,6 +292,33 @@ async fn transient_failures_requeue_with_backoff_then_succeed_and_fatal_ones_err
     let msg = f.node.read_local(|st| st.executions[&id2].error_message.clone()).0.unwrap();
     assert!(msg.contains("image not found"), "{msg}");
     assert_eq!(f.status(id), ExecutionStatus::Running);
+    f.stop.send(true).unwrap();
+}
+
+/// A spawn that gets no answer may have started its container: the leader
+/// commits no failure, keeps the service `starting`, and asks again with
+/// the same container id until the node answers (issue #17: a lost answer
+/// used to requeue the execution under a new container id while the first
+/// container ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_spawn_is_asked_again_with_the_same_container_id() {
+    let mut cfg = fast();
+    cfg.spawn_retry_ms = 50;
+    let f = fixture(cfg).await;
+    let id = f.submit(BATCH).await;
+    let cid = format!("zoe-{id}-hello0-1");
+    f.backend.unanswered.lock().unwrap().insert(cid.clone(), 2);
+    f.wait_for("running", |st| st.executions[&id].status == ExecutionStatus::Running).await;
+    let spawn = format!("spawn hello0 {cid} on n1");
+    assert_eq!(f.backend.calls(), vec![spawn.clone(), spawn.clone(), spawn], "same id each time, nothing else");
+    let (attempt, failures, cid_now) = f
+        .node
+        .read_local(|st| {
+            let s = st.services_of(id).next().unwrap();
+            (s.attempt, st.executions[&id].start_failures, s.container_id.clone())
+        })
+        .0;
+    assert_eq!((attempt, failures, cid_now.as_deref()), (1, 0, Some(cid.as_str())));
     f.stop.send(true).unwrap();
 }
 

@@ -119,6 +119,9 @@ pub enum ApiError {
     Unreachable(String),
     #[error("timed out")]
     Timeout,
+    /// The leader could not be connected to: the write was not sent.
+    #[error("cannot connect to the leader: {0}")]
+    LeaderUnreachable(String),
     #[error("raft: {0}")]
     Raft(String),
     #[error("invalid request: {0}")]
@@ -131,7 +134,10 @@ impl ApiError {
     /// Errors after which the same write may be sent to another member
     /// without risk of applying it twice.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ApiError::NoLeader | ApiError::NotLeader(_) | ApiError::ShuttingDown)
+        matches!(
+            self,
+            ApiError::NoLeader | ApiError::NotLeader(_) | ApiError::ShuttingDown | ApiError::LeaderUnreachable(_)
+        )
     }
 }
 
@@ -188,7 +194,16 @@ impl PeerPool {
         PeerPool { endpoint, conns: Mutex::new(HashMap::new()) }
     }
 
+    /// The cached connection to a member, or a new one; every failure to
+    /// get one is [`NetError::NotConnected`] (nothing sent).
     async fn connection(&self, id: NodeId, node: &CoordNode) -> Result<quinn::Connection, NetError> {
+        self.connect(id, node).await.map_err(|e| match e {
+            e @ NetError::NotConnected(_) => e,
+            other => NetError::NotConnected(format!("{}: {other}", node.addr)),
+        })
+    }
+
+    async fn connect(&self, id: NodeId, node: &CoordNode) -> Result<quinn::Connection, NetError> {
         if let Some(c) = self.conns.lock().expect("pool lock").get(&id) {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
@@ -210,17 +225,49 @@ impl PeerPool {
     }
 
     /// Sends one request to a member, with a deadline.
+    ///
+    /// A call that fails or times out drops the cached connection, so the
+    /// next call dials again. A peer that was restarted (or paused) keeps
+    /// its old connection looking alive until the idle timeout; reusing it
+    /// meant the leader's heartbeats never reached the rejoining member,
+    /// which then timed out, raised the term and deposed a healthy leader.
     pub async fn call(&self, id: NodeId, node: &CoordNode, req: &Request, ttl: Duration) -> Result<Response, NetError> {
         let fut = async {
             let conn = self.connection(id, node).await?;
+            // openraft drops an append that outlives its own timeout (the
+            // heartbeat interval) before ours fires: the guard forgets the
+            // connection however the call ends, unless it answered.
+            let mut guard = ForgetOnDrop { pool: self, id, conn: Some(conn.clone()) };
             let r = zoe_net::rpc::call::<Request, Response>(&conn, req, MAX_FRAME).await;
-            if r.is_err() {
-                // A broken connection is re-established on the next call.
-                self.conns.lock().expect("pool lock").remove(&id);
+            if r.is_ok() {
+                guard.conn = None;
             }
             r
         };
         tokio::time::timeout(ttl, fut).await.map_err(|_| NetError::Timeout)?
+    }
+
+    /// Drops `conn` from the cache, unless another call already replaced it.
+    fn forget(&self, id: NodeId, conn: &quinn::Connection) {
+        let mut conns = self.conns.lock().expect("pool lock");
+        if conns.get(&id).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            // Not closed: calls still in flight on it finish on their own.
+            conns.remove(&id);
+        }
+    }
+}
+
+struct ForgetOnDrop<'a> {
+    pool: &'a PeerPool,
+    id: NodeId,
+    conn: Option<quinn::Connection>,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.forget(self.id, &c);
+        }
     }
 }
 

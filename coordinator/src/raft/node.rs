@@ -431,17 +431,39 @@ impl Coordinator {
                 self.forward_write(leader, &cmd, deadline).await
             };
             match r {
-                Err(e @ (ApiError::NotLeader(_) | ApiError::NoLeader)) => {
-                    // Leadership moved before the command was proposed:
-                    // safe to try again against the new leader.
+                Err(e @ (ApiError::NotLeader(_) | ApiError::NoLeader | ApiError::LeaderUnreachable(_))) => {
+                    // Leadership moved, or the leader died, before the
+                    // command was sent: safe to try again until a leader
+                    // (perhaps a new one) takes it. A dead leader is retried
+                    // at a slower pace while followers elect its successor.
                     if Instant::now() >= deadline {
                         return Err(e);
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let pause = if matches!(e, ApiError::LeaderUnreachable(_)) { 50 } else { 10 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// The term this coordinator leads in, if it leads.
+    pub fn leader_term(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id())).then_some(m.current_term)
+    }
+
+    /// Commits `cmd` only while this coordinator still leads in `term`,
+    /// and never forwards: what the leader concluded in one term (from
+    /// agents' answers, from its view of the state) must not reach the log
+    /// through the next leader after this one was deposed. A refusal is
+    /// `NotLeader` (certainly not applied).
+    pub async fn write_in_term(&self, term: u64, cmd: Command) -> Result<Written, ApiError> {
+        if self.leader_term() != Some(term) {
+            return Err(ApiError::NotLeader(self.inner.raft.metrics().borrow().current_leader));
+        }
+        self.write_as_leader(cmd).await
     }
 
     /// Proposes on this node, which must be the leader.
@@ -486,6 +508,7 @@ impl Coordinator {
                 Ok(Response::Write(Err(e))) => Err(e),
                 Ok(other) => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
                 Err(zoe_net::NetError::Timeout) => Err(ApiError::Timeout),
+                Err(zoe_net::NetError::NotConnected(m)) => Err(ApiError::LeaderUnreachable(m)),
                 Err(e) => Err(ApiError::Unreachable(e.to_string())),
             },
             _ = changed => Err(ApiError::Unreachable(format!("leader {leader} lost while forwarding; outcome unknown"))),
