@@ -88,6 +88,7 @@ fn submit(st: &mut State, n: u32, essential: u32, total: u32) {
         let time = 10 + u64::from(i);
         let Applied::Created(id) = st
             .apply(&Command::SubmitExecution {
+                idempotency_key: None,
                 name: format!("e{i}"),
                 owner: "bench".into(),
                 description: a,

@@ -125,6 +125,7 @@ fn cluster_app() -> Value {
 async fn submit(c: &Coordinator, name: &str, app: Value) -> u64 {
     let description = zoe_common::zapp::parse(&app.to_string()).expect("valid ZApp").0;
     let cmd = Command::SubmitExecution {
+        idempotency_key: None,
         name: name.into(),
         owner: "ada".into(),
         description,

@@ -176,11 +176,29 @@ fn check_name(name: &str) -> HttpResult<()> {
     Ok(())
 }
 
-async fn submit_app(ctx: &Ctx, caller: &Caller, name: String, app: ZApp) -> HttpResult<(ExecutionId, u64)> {
+/// The `Idempotency-Key` request header, if any: 1 to 255 visible ASCII
+/// characters.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> HttpResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let bad = || HttpError::invalid_field("Idempotency-Key", "1 to 255 visible ASCII characters");
+    let k = v.to_str().map_err(|_| bad())?;
+    if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(k.to_string()))
+}
+
+async fn submit_app(
+    ctx: &Ctx,
+    caller: &Caller,
+    name: String,
+    app: ZApp,
+    idempotency_key: Option<String>,
+) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
     let size = app.size as f64;
-    let cmd =
-        Command::SubmitExecution { name, owner: caller.user.username.clone(), description: app, size, time: now_ms() };
+    let owner = caller.user.username.clone();
+    let cmd = Command::SubmitExecution { idempotency_key, name, owner, description: app, size, time: now_ms() };
     // The quota is checked where it is exact, in the state machine as the
     // submission applies (a check before the write could not see concurrent
     // submissions, and would cost a quorum round trip); its refusal is the
@@ -194,11 +212,20 @@ async fn submit_app(ctx: &Ctx, caller: &Caller, name: String, app: ZApp) -> Http
     }
 }
 
-pub async fn submit(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
+/// `POST /executions`. With an `Idempotency-Key` header, a retry of the
+/// same request (after a timeout, a lost connection, a 503) answers the
+/// first one's execution instead of creating another.
+pub async fn submit(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> HttpResult<WriteReply<Value>> {
+    let key = idempotency_key(&headers)?;
     body.only(&["name", "application"])?;
     let name = body.req_str("name")?;
     let (app, warnings) = validate_app(body.get("application"), "/application")?;
-    let (id, index) = submit_app(&ctx, &caller, name, app).await?;
+    let (id, index) = submit_app(&ctx, &caller, name, app, key).await?;
     Ok(created(json!({ "id": id, "warnings": warnings }), index))
 }
 
@@ -218,7 +245,7 @@ pub async fn resubmit(
     let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await?;
     let (old_name, app) = found?;
     let name = body.str("name")?.unwrap_or(old_name);
-    let (new_id, index) = submit_app(&ctx, &caller, name, app).await?;
+    let (new_id, index) = submit_app(&ctx, &caller, name, app, None).await?;
     Ok(created(json!({ "id": new_id, "resubmitted_from": id }), index))
 }
 

@@ -56,6 +56,7 @@ impl World {
     fn submit(&mut self, a: zoe_common::zapp::ZApp) -> ExecutionId {
         self.now += 10;
         let Ok(Applied::Created(id)) = self.st.apply(&Command::SubmitExecution {
+            idempotency_key: None,
             name: "e".into(),
             owner: "u".into(),
             description: a,

@@ -80,6 +80,7 @@ impl World {
         let crate::state::Applied::Created(id) = self
             .st
             .apply(&Command::SubmitExecution {
+                idempotency_key: None,
                 name: "e".into(),
                 owner: "u".into(),
                 description: app,

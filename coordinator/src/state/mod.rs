@@ -40,7 +40,18 @@ pub struct State {
     pub meta: BTreeMap<String, String>,
     #[serde(default)]
     pub network: ClusterNetwork,
+    /// Keyed submissions of the last [`IDEMPOTENCY_KEEP_MS`]: owner →
+    /// key → the execution the first one created, and when. (Nested, not
+    /// keyed by a pair: the state is JSON in snapshots, whose map keys are
+    /// strings.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub idempotency: BTreeMap<String, BTreeMap<String, (ExecutionId, Millis)>>,
 }
+
+/// How long a submission's `Idempotency-Key` is remembered (a day, as
+/// Stripe's and most idempotent APIs do): a retry within it never creates
+/// a second execution.
+pub const IDEMPOTENCY_KEEP_MS: Millis = 24 * 3600 * 1000;
 
 impl Default for State {
     fn default() -> State {
@@ -54,6 +65,7 @@ impl Default for State {
             quotas: [user::builtin_quota()].into_iter().map(|q| (q.id, q)).collect(),
             meta: BTreeMap::new(),
             network: ClusterNetwork::default(),
+            idempotency: BTreeMap::new(),
         }
     }
 }
@@ -86,6 +98,11 @@ pub enum Command {
         description: ZApp,
         size: f64,
         time: Millis,
+        /// The client's `Idempotency-Key`: a submission with the key of an
+        /// earlier one (same owner, within a day) creates nothing and
+        /// answers the earlier execution's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
     /// The leader accepted a submission into its queue.
     QueueExecution {
@@ -245,6 +262,8 @@ pub enum StateError {
     Conflict(String),
     #[error("invalid command: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    IdempotencyMismatch(String),
 }
 
 /// Moves a status along its transition table, or says why it cannot.
@@ -290,9 +309,11 @@ impl State {
                 self.meta.insert(key.clone(), value.clone());
                 Ok(Applied::Done)
             }
-            Command::SubmitExecution { name, owner, description, size, time } => {
-                self.submit(name, owner, description, *size, *time)
-            }
+            Command::SubmitExecution { name, owner, description, size, time, idempotency_key } => match idempotency_key
+            {
+                None => self.submit(name, owner, description, *size, *time),
+                Some(key) => self.submit_once(key, name, owner, description, *size, *time),
+            },
             Command::QueueExecution { id, time } => {
                 let e = self.execution_mut(*id)?;
                 // Only a submission is queued by this command. A leader pass
@@ -671,6 +692,43 @@ impl State {
             return Err(not_found(format!("quota {}", u.quota_id)));
         }
         Ok(())
+    }
+
+    /// [`State::submit`] under an idempotency key. Keys older than a day
+    /// are forgotten here, so the map stays bounded by a day of keyed
+    /// submissions. The same key with another request is refused: a client
+    /// bug that must not silently return someone else's answer.
+    fn submit_once(
+        &mut self,
+        key: &str,
+        name: &str,
+        owner: &str,
+        app: &ZApp,
+        size: f64,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
+        let fresh = |at: Millis| time.saturating_sub(at) < IDEMPOTENCY_KEEP_MS;
+        if let Some((id, _)) = self.idempotency.get(owner).and_then(|m| m.get(key)).filter(|(_, at)| fresh(*at)) {
+            if let Some(e) = self.executions.get(id)
+                && (e.name != name || e.description != *app)
+            {
+                return Err(StateError::IdempotencyMismatch(format!(
+                    "Idempotency-Key {key:?} was used for execution {id} with another name or ZApp"
+                )));
+            }
+            return Ok(Applied::Created(*id));
+        }
+        let applied = self.submit(name, owner, app, size, time)?;
+        if let Applied::Created(id) = applied {
+            let mine = self.idempotency.entry(owner.to_string()).or_default();
+            // Pruned every 1,024 keys rather than on every submission (a
+            // scan of a day's keys each time would be quadratic).
+            if mine.len() % 1024 == 1023 {
+                mine.retain(|_, (_, at)| fresh(*at));
+            }
+            mine.insert(key.to_string(), (id, time));
+        }
+        Ok(applied)
     }
 
     fn submit(&mut self, name: &str, owner: &str, app: &ZApp, size: f64, time: Millis) -> Result<Applied, StateError> {

@@ -75,6 +75,7 @@ impl World {
     fn submit(&mut self, a: ZApp) -> ExecutionId {
         let time = self.tick();
         let Applied::Created(id) = self.ok(Command::SubmitExecution {
+            idempotency_key: None,
             name: "e".into(),
             owner: "ada".into(),
             description: a,
@@ -415,6 +416,7 @@ fn state_serialises_and_replays_identically() {
     let mut log = vec![Command::RegisterNode { registration: node("n1"), time: 1 }];
     let id = w.submit(spark());
     log.push(Command::SubmitExecution {
+        idempotency_key: None,
         name: "e".into(),
         owner: "ada".into(),
         description: spark(),
@@ -436,9 +438,14 @@ fn state_serialises_and_replays_identically() {
 fn a_batch_applies_each_command_on_its_own() {
     let mut w = World::new();
     let time = w.tick();
-    let Applied::Created(id) =
-        w.ok(Command::SubmitExecution { name: "e".into(), owner: "ada".into(), description: batch(), size: 1.0, time })
-    else {
+    let Applied::Created(id) = w.ok(Command::SubmitExecution {
+        idempotency_key: None,
+        name: "e".into(),
+        owner: "ada".into(),
+        description: batch(),
+        size: 1.0,
+        time,
+    }) else {
         panic!()
     };
     let out =
@@ -462,6 +469,7 @@ fn quotas_are_enforced_when_the_submission_applies() {
     w.submit(batch());
     // Two submissions that both passed the API's check: the second is refused here.
     let err = w.refused(Command::SubmitExecution {
+        idempotency_key: None,
         name: "e".into(),
         owner: "ada".into(),
         description: batch(),
@@ -500,4 +508,32 @@ fn queueing_is_for_submissions_only() {
     let time = w.tick();
     w.ok(Command::QueueExecution { id, time });
     assert_eq!(w.st, before);
+}
+
+/// `Idempotency-Key` (issue #17): a retried submission never creates a
+/// second execution; keys are per owner, remembered for a day, and the
+/// same key with another request is refused.
+#[test]
+fn a_keyed_submission_creates_one_execution_per_owner_and_key_for_a_day() {
+    let mut w = World::new();
+    let keyed = |owner: &str, name: &str, key: &str, time: Millis| Command::SubmitExecution {
+        idempotency_key: Some(key.into()),
+        name: name.into(),
+        owner: owner.into(),
+        description: batch(),
+        size: 1.0,
+        time,
+    };
+    let Applied::Created(first) = w.ok(keyed("ada", "e", "k1", 10)) else { panic!() };
+    let executions = w.st.executions.len();
+    assert_eq!(w.ok(keyed("ada", "e", "k1", 20)), Applied::Created(first), "a retry answers the first execution");
+    assert_eq!(w.st.executions.len(), executions, "and creates nothing");
+    let Applied::Created(other) = w.ok(keyed("bob", "e", "k1", 30)) else { panic!() };
+    assert_ne!(other, first, "keys are per owner");
+    let err = w.refused(keyed("ada", "renamed", "k1", 40));
+    assert!(matches!(err, StateError::IdempotencyMismatch(_)), "{err}");
+    let Applied::Created(later) = w.ok(keyed("ada", "e", "k1", 10 + IDEMPOTENCY_KEEP_MS)) else { panic!() };
+    assert_ne!(later, first, "a day later the key is free again");
+    let json = serde_json::to_vec(&w.st).expect("the state, keys included, is JSON (snapshots)");
+    assert_eq!(serde_json::from_slice::<State>(&json).unwrap(), w.st);
 }

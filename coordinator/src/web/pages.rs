@@ -245,6 +245,7 @@ pub async fn submit(web: &Web, s: &Session, name: String, app: Value) -> WebResu
     let r = executions::submit(
         State(web.ctx().clone()),
         s.caller.clone(),
+        axum::http::HeaderMap::new(),
         body(json!({ "name": name, "application": app })),
     )
     .await?;
