@@ -99,6 +99,15 @@ impl Error {
             // The task vanished between create and start: its shim went
             // away (seen rarely under load); the process never ran.
             Error::Containerd { op: "start task", status } if status.code() == tonic::Code::NotFound => true,
+            // A shim killed while it set up (its agent died mid-start)
+            // leaves its bundle directory behind, and a new shim for the
+            // same id cannot start. The process never ran: a new attempt,
+            // under a new container id, is safe.
+            Error::Containerd { op: "create task", status }
+                if status.message().contains("failed to start shim") && status.message().contains("file exists") =>
+            {
+                true
+            }
             Error::Containerd { status, .. } => {
                 use tonic::Code::*;
                 match status.code() {
@@ -183,6 +192,13 @@ mod tests {
 
     #[test]
     fn start_errors_are_classified() {
+        let bundle = Error::Containerd {
+            op: "create task",
+            status: tonic::Status::unknown(
+                "failed to start shim: mkdir /run/containerd/io.containerd.runtime.v2.task/ns/c: file exists",
+            ),
+        };
+        assert!(StartError::new("s", bundle).is_retryable());
         let busy = Error::Containerd { op: "create task", status: tonic::Status::unavailable("shim busy") };
         assert!(StartError::new("s", busy).is_retryable());
         let exe = Error::Containerd {

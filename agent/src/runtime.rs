@@ -600,6 +600,13 @@ impl Runtime {
         // removes it); the TaskOOM event may arrive after TaskExit.
         let oom = svc.saw_oom.load(Ordering::SeqCst) || svc.cgroup.oom_kills() > 0;
         let t0 = std::time::Instant::now();
+        // The exit is recorded on the container before the task goes: an
+        // agent killed in between restarts to a container without a task
+        // and with its exit, never to one whose ending it cannot tell from
+        // a start that never happened (see `reattach`).
+        if let Some(code) = exit_status {
+            self.record_exit(&svc.id, ExitStatus { code: Some(code), oom_killed: oom }).await;
+        }
         let deleted = self.delete_task(&svc.id).await;
         let t_delete = t0.elapsed();
         svc.task_deleted.store(deleted.is_ok(), Ordering::SeqCst);
@@ -625,7 +632,12 @@ impl Runtime {
                 p.finish().await;
             }
         };
-        tokio::join!(finish, self.record_exit(&svc.id, status));
+        let record = async {
+            if exit_status.is_none() {
+                self.record_exit(&svc.id, status).await;
+            }
+        };
+        tokio::join!(finish, record);
         tracing::info!(
             service = %svc.id,
             code = ?code,
@@ -864,6 +876,24 @@ impl Runtime {
                 Err(s) if s.code() == tonic::Code::NotFound => None,
                 Err(s) => return Err(Error::Containerd { op: "get task", status: s }),
             };
+            let recorded = c.labels.contains_key(LABEL_OOM);
+            let never_started = match &process {
+                Some(p) => p.status == TaskStatus::Created as i32,
+                None => !recorded,
+            };
+            if never_started {
+                // An agent died between creating the container and
+                // starting its task: nothing of the service ever ran. Left
+                // registered, it would pass for a start (or an exit with no
+                // code); removed, the leader's repeated spawn creates it
+                // again under the same id, and it runs once.
+                tracing::info!(service = %c.id, "removing a container whose start never happened");
+                self.inner.services.lock().expect("lock").remove(&c.id);
+                if let Err(e) = self.stop(&c.id, Duration::ZERO).await {
+                    tracing::warn!(service = %c.id, error = %e, "removing a never-started container failed");
+                }
+                continue;
+            }
             match process {
                 Some(p) if p.status == TaskStatus::Stopped as i32 => {
                     self.attach_logs(&svc).await;
