@@ -260,6 +260,13 @@ impl Cluster {
         self.nodes[i].child.is_some()
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: i32) {
+        if let Some(c) = &self.nodes[i].child {
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
     pub fn index_of(&self, id: u64) -> usize {
         self.nodes.iter().position(|n| n.id == id).expect("known id")
     }
@@ -322,7 +329,22 @@ impl Cluster {
                     return first.clone();
                 }
             }
-            assert!(Instant::now() < deadline, "members did not converge within {within:?}");
+            if Instant::now() >= deadline {
+                let views: Vec<String> = seen
+                    .iter()
+                    .map(|r| match r {
+                        None => "no answer".to_string(),
+                        Some((st, s)) => format!(
+                            "applied {:?}, {} executions, {} services, next id {}",
+                            s.applied_index,
+                            st.executions.len(),
+                            st.services.len(),
+                            st.next_id
+                        ),
+                    })
+                    .collect();
+                panic!("members did not converge within {within:?}: {views:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

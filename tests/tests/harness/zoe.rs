@@ -509,6 +509,42 @@ impl Api {
         b["id"].as_u64().unwrap_or_else(|| panic!("no id in {b}"))
     }
 
+    /// Submits with an `Idempotency-Key`, retrying on every coordinator
+    /// through any 503 (`timeout` and `unavailable`, whose outcome is
+    /// unknown, included) and lost connections, as a careful client does:
+    /// the key makes the retries safe. Returns the execution id.
+    pub async fn submit_once(&self, name: &str, app: &Value) -> u64 {
+        let key = format!("{name}-{:016x}", {
+            use rand::{Rng, SeedableRng};
+            rand::rngs::SmallRng::from_os_rng().random::<u64>()
+        });
+        let body = json!({"name": name, "application": app});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        loop {
+            let first = self.prefer.load(std::sync::atomic::Ordering::Relaxed);
+            for k in 0..self.urls.len() {
+                let i = (first + k) % self.urls.len();
+                let mut rq =
+                    self.http.post(format!("{}/api/v1/executions", self.urls[i])).header("Idempotency-Key", &key);
+                if let Some(t) = &self.token {
+                    rq = rq.bearer_auth(t);
+                }
+                let Ok(r) = rq.json(&body).send().await else { continue };
+                let status = r.status();
+                let b: Value = r.json().await.unwrap_or(Value::Null);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    last = Some(b);
+                    continue;
+                }
+                assert!(status.is_success(), "POST /api/v1/executions (key {key}): {status} {b}");
+                return b["id"].as_u64().unwrap_or_else(|| panic!("no id in {b}"));
+            }
+            assert!(Instant::now() < deadline, "submission {key}: no coordinator took it within 60 s (last: {last:?})");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The execution with its `service_details`.
     pub async fn execution(&self, id: u64) -> Value {
         self.ok(Method::GET, &format!("/api/v1/executions/{id}"), None).await
