@@ -178,6 +178,19 @@ fn client_commands_against_a_real_coordinator() {
     let hello = write_zapp(&dir, "hello.json", 0.5, 16_777_216.into());
     let v = json(&c.zoe(None, &["exec", "start", "run1", hello.to_str().unwrap(), "--json"], &[]));
     let id = v["id"].as_u64().unwrap().to_string();
+    // Several coordinators: a dead first address fails over to the next,
+    // for reads and for submissions (sent with an Idempotency-Key).
+    let addrs = format!("http://127.0.0.1:{},{}", free_port(false), c.url);
+    let v = json(&c.zoe(
+        None,
+        &["exec", "start", "run-failover", hello.to_str().unwrap(), "--json"],
+        &[("ZOE_ADDR", &addrs)],
+    ));
+    assert!(v["id"].as_u64().is_some(), "{v}");
+    let table = ok(&c.zoe(None, &["exec", "ls"], &[("ZOE_ADDR", &addrs)]));
+    assert!(table.contains("run-failover"), "{table}");
+    let v = json(&c.zoe(None, &["exec", "terminate", &v["id"].to_string(), "--json"], &[("ZOE_ADDR", &addrs)]));
+    assert!(v.is_object(), "{v}");
     // The leader loop queues it at once; with no node it waits there.
     let table = ok(&c.zoe(None, &["exec", "ls"], &[]));
     assert!(table.contains("run1") && table.starts_with("ID"), "{table}");

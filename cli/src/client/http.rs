@@ -15,8 +15,9 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:5001";
 /// Connection options shared by every command that talks to a coordinator.
 #[derive(Args, Clone, Debug, Default)]
 pub struct Conn {
-    /// Coordinator API address (any coordinator will do) [default: http://127.0.0.1:5001, or the config file's].
-    #[arg(long, global = true, env = "ZOE_ADDR", value_name = "URL")]
+    /// Coordinator API address(es), comma-separated (any coordinator will
+    /// do; calls fail over to the next) [default: http://127.0.0.1:5001, or the config file's].
+    #[arg(long, global = true, env = "ZOE_ADDR", value_name = "URL[,URL...]")]
     pub addr: Option<String>,
     /// API token (`zoe login` or `zoe token create` gives one) [default: the config file's].
     #[arg(long, global = true, env = "ZOE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -111,9 +112,32 @@ impl std::fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 pub struct Client {
+    /// The first address given (shown by `zoe status`, saved by `zoe login`).
     pub base: String,
+    /// Every address given, in order.
+    pub bases: Vec<String>,
+    /// Index of the address tried first: the last one that answered.
+    preferred: std::sync::atomic::AtomicUsize,
     token: Option<String>,
     http: reqwest::Client,
+}
+
+/// How long a call keeps failing over and retrying before it gives up.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// A new `Idempotency-Key` for one submission: its retries share it.
+pub fn new_idempotency_key() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("zoe-cli-{}-{nanos:x}", std::process::id())
+}
+
+/// What a failed attempt means for a retry.
+enum Attempt {
+    Done(Result<reqwest::Response>),
+    /// Certainly not applied (no connection, no leader): retry anywhere.
+    NotApplied(anyhow::Error),
+    /// Maybe applied (lost answer, timeout): retry only when that is safe.
+    Unknown(anyhow::Error),
 }
 
 fn normalise(addr: &str) -> String {
@@ -161,36 +185,95 @@ impl Client {
                 builder
             }
         };
-        Ok(Client { base: normalise(&addr), token, http: builder.build()? })
+        let bases: Vec<String> = addr.split(',').filter(|a| !a.trim().is_empty()).map(normalise).collect();
+        let base = bases.first().cloned().unwrap_or_else(|| DEFAULT_ADDR.to_string());
+        let preferred = std::sync::atomic::AtomicUsize::new(0);
+        Ok(Client { base, bases, preferred, token, http: builder.build()? })
     }
 
-    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    /// One attempt of `method path` on `base`.
+    async fn attempt(
+        &self,
+        base: &str,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Attempt {
+        let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Err(e) if e.is_connect() => Attempt::NotApplied(unreachable(base, &e)),
+            Err(e) => Attempt::Unknown(unreachable(base, &e)),
+            Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => match Self::failure(resp).await {
+                f if matches!(f.code.as_str(), "no_leader" | "shutting_down") => Attempt::NotApplied(f.into()),
+                f => Attempt::Unknown(f.into()),
+            },
+            Ok(resp) if resp.status().is_success() => Attempt::Done(Ok(resp)),
+            Ok(resp) => Attempt::Done(Err(Self::failure(resp).await.into())),
         }
     }
 
-    /// Sends and returns the response if 2xx, else the API's error.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
-            let mut msg = format!("cannot reach zoe at {}: {e}", self.base);
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
+    /// Sends `method path` to the coordinators in turn until one takes it:
+    /// calls that certainly did not apply (no connection, no leader) are
+    /// retried on the next coordinator, and so are calls of unknown outcome
+    /// when a repeat is harmless (GET, PUT, DELETE, PATCH, or a request
+    /// with an idempotency key). Gives up after 30 s.
+    async fn send_retrying(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let repeatable = key.is_some() || method != Method::POST;
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        let first = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        let mut k = 0usize;
+        loop {
+            let i = (first + k) % self.bases.len();
+            let err = match self.attempt(&self.bases[i], &method, path, body, key).await {
+                Attempt::Done(r) => {
+                    self.preferred.store(i, std::sync::atomic::Ordering::Relaxed);
+                    return r;
+                }
+                Attempt::NotApplied(e) => e,
+                Attempt::Unknown(e) if repeatable => e,
+                Attempt::Unknown(e) => return Err(e),
+            };
+            k += 1;
+            if std::time::Instant::now() >= deadline {
+                return Err(err);
             }
-            anyhow!("{msg}\n  hint: is a coordinator running there? set --addr or ZOE_ADDR")
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
+            if k % self.bases.len() == 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
+    }
+
+    /// Submits a POST with a fresh idempotency key, retried (failover,
+    /// 503s, lost answers) without ever applying twice.
+    pub async fn post_once(&self, path: &str, body: &Value) -> Result<Value> {
+        let key = new_idempotency_key();
+        let resp = self.send_retrying(Method::POST, path, Some(body), Some(&key)).await?;
+        let bytes = resp.bytes().await?;
+        Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? })
+    }
+
+    async fn failure(resp: reqwest::Response) -> ApiFailure {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let e = &v["error"];
-        let failure = ApiFailure {
+        ApiFailure {
             status: Some(status),
             code: e["code"].as_str().unwrap_or("").to_string(),
             message: e["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}: {text}")),
@@ -207,18 +290,33 @@ impl Client {
                         .collect()
                 })
                 .unwrap_or_default(),
-        };
-        Err(failure.into())
+        }
     }
 
-    /// A JSON call; `Value::Null` for an empty (204) answer. Returns the
-    /// body and the `X-Zoe-Index` header.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(Value, Option<u64>)> {
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.json(b);
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let base = &self.bases[self.preferred.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()];
+        let r = self.http.request(method, format!("{base}{path}"));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
         }
-        let resp = self.send(req).await?;
+    }
+
+    /// Sends once (streams: logs, uploads) and returns the response if
+    /// 2xx, else the API's error.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| unreachable(&self.base, &e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(Self::failure(resp).await.into())
+    }
+
+    /// A JSON call, failed over and retried where that is safe (see
+    /// [`Client::send_retrying`]); `Value::Null` for an empty (204) answer.
+    /// Returns the body and the `X-Zoe-Index` header.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(Value, Option<u64>)> {
+        let resp = self.send_retrying(method, path, body, None).await?;
         let index = resp.headers().get("x-zoe-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let bytes = resp.bytes().await?;
         let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
@@ -240,6 +338,16 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<Value> {
         Ok(self.call(Method::DELETE, path, None).await?.0)
     }
+}
+
+fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut msg = format!("cannot reach zoe at {base}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    anyhow!("{msg}\n  hint: is a coordinator running there? set --addr or ZOE_ADDR")
 }
 
 #[cfg(test)]

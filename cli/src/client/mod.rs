@@ -606,7 +606,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
             let app: Value = serde_json::from_str(&text).map_err(|e| {
                 anyhow!("{}: not valid JSON: line {}, column {}: {e}", zapp.display(), e.line(), e.column())
             })?;
-            let v = c.post("/api/v1/executions", &json!({"name": name, "application": app})).await?;
+            let v = c.post_once("/api/v1/executions", &json!({"name": name, "application": app})).await?;
             let id = v["id"].as_u64().ok_or_else(|| anyhow!("no id in the answer"))?;
             for w in v["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}: {}", cell(&w["path"]), cell(&w["message"]));
