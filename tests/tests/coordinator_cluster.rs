@@ -248,6 +248,46 @@ async fn partitioned_leader_acknowledges_nothing_and_rejoins() {
     assert!(!state.meta.keys().any(|k| k.starts_with("isolated-")), "an unacknowledged write survived");
 }
 
+/// Issue #17: a follower resumed after SIGSTOP, or restarted after kill -9,
+/// used to time out, raise the term and depose the healthy leader ~3 s
+/// later. With the pre-vote (`raft/election.rs`) it finds the others still
+/// hear the leader and stays a follower: same leader, same term, and
+/// writes keep being acknowledged throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_or_restarted_follower_does_not_depose_the_leader() {
+    let mut c = Cluster::start(3, Tuning::default());
+    let leader = c.wait_leader(ELECTION).await;
+    let term = c.status_eventually(leader).await.term;
+    let follower = (leader + 1) % 3;
+    let steady = |c: &Cluster, what: &str| {
+        let (client, what) = (c.client.clone(), what.to_string());
+        async move {
+            for k in 0..20 {
+                client.write_via(leader, &set(&format!("{what}-{k}"), "v")).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Paused well past every election timeout, then resumed.
+    c.signal(follower, libc::SIGSTOP);
+    steady(&c, "paused").await;
+    c.signal(follower, libc::SIGCONT);
+    steady(&c, "resumed").await;
+    let st = c.status_eventually(leader).await;
+    assert_eq!((st.role.as_str(), st.term), ("Leader", term), "the resumed follower deposed the leader");
+
+    // Killed, restarted after the cached connection to it went stale.
+    c.kill(follower);
+    steady(&c, "killed").await;
+    c.spawn(follower);
+    steady(&c, "restarted").await;
+    let st = c.status_eventually(leader).await;
+    assert_eq!((st.role.as_str(), st.term), ("Leader", term), "the restarted follower deposed the leader");
+    let f = c.status_eventually(follower).await;
+    assert_eq!((f.leader, f.term), (Some(st.id), term), "the restarted follower follows the leader");
+}
+
 /// Only coordinators of this cluster's CA may speak Raft; clients may use
 /// the client API; agents and other CAs are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod config;
+mod election;
 pub mod network;
 pub mod node;
 pub mod store;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use zoe_net::{Identity, NetError, Role};
 
 /// ALPN of the coordinator protocol; bumped with incompatible changes.
-pub const ALPN: &[u8] = b"zoe-coordinator/1";
+pub const ALPN: &[u8] = b"zoe-coordinator/2";
 
 /// Frames up to 16 MiB: snapshot chunks are at most `snapshot_chunk_bytes`.
 pub const MAX_FRAME: usize = zoe_net::DEFAULT_MAX_FRAME;
@@ -43,6 +43,11 @@ pub enum Request {
     /// The leader confirms it still leads and returns the index a
     /// linearizable read on a follower must wait for.
     ReadIndex,
+    /// Would you vote for a candidate whose log ends here? Changes nothing
+    /// (see `raft/election.rs`).
+    PreVote {
+        last_log_id: Option<super::LogId>,
+    },
     // Client API.
     /// `command` is a JSON-encoded `Command`. `forwarded` is set by a
     /// follower passing the write on, so the leader never forwards again.
@@ -70,6 +75,7 @@ pub enum Response {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     ReadIndex(Result<u64, ApiError>),
+    PreVote(bool),
     Write(Result<WriteReply, ApiError>),
     Read(Result<ReadReply, ApiError>),
     Status(Box<Status>),

@@ -88,6 +88,10 @@ struct Inner {
     started: Instant,
     /// ms after `started` when an AppendEntries last arrived.
     last_append_ms: AtomicU64,
+    /// ms after `started` when this member last stood (pre-vote).
+    stood_ms: AtomicU64,
+    /// The Raft log, for its last entry's id (pre-votes compare logs).
+    log: LogStore,
     closing: AtomicBool,
     inflight: AtomicUsize,
     proposer: tokio::sync::mpsc::UnboundedSender<Pending>,
@@ -185,6 +189,7 @@ impl Coordinator {
         let durable = Durable::open(&db, &config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let log = LogStore::open(&db, durable.clone())?;
+        let log_handle = log.clone();
         let committed = log.committed_handle();
         let log_stats = log.stats();
         let sm = StateMachineStore::open(&config.data_dir)?;
@@ -206,6 +211,8 @@ impl Coordinator {
             snapshot_max_chunk_size: t.snapshot_chunk_bytes,
             max_payload_entries: 1024,
             install_snapshot_timeout: 2_000,
+            // Elections are ours: they start with a pre-vote (raft/election.rs).
+            enable_elect: false,
             ..Default::default()
         }
         .validate()?;
@@ -226,6 +233,8 @@ impl Coordinator {
             durable,
             started: Instant::now(),
             last_append_ms: AtomicU64::new(NEVER),
+            stood_ms: AtomicU64::new(0),
+            log: log_handle,
             closing: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             proposer: proposer_tx,
@@ -234,6 +243,7 @@ impl Coordinator {
         tracing::info!(id = c.id(), listen = %c.inner.config.listen, "coordinator started");
         tokio::spawn(c.clone().accept_loop());
         tokio::spawn(c.clone().bootstrap());
+        tokio::spawn(c.clone().elections());
         Ok(c)
     }
 
@@ -358,9 +368,14 @@ impl Coordinator {
                 Response::InstallSnapshot(raft.install_snapshot(s).await)
             }
             Request::ReadIndex if coordinator => Response::ReadIndex(self.leader_read_index().await),
-            Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) | Request::ReadIndex => {
-                Response::Forbidden(format!("{peer} may not send Raft messages"))
+            Request::PreVote { last_log_id } if coordinator => {
+                Response::PreVote(self.answer_pre_vote(last_log_id).await)
             }
+            Request::AppendEntries(_)
+            | Request::Vote(_)
+            | Request::InstallSnapshot(_)
+            | Request::ReadIndex
+            | Request::PreVote { .. } => Response::Forbidden(format!("{peer} may not send Raft messages")),
             Request::Write { command, forwarded } => {
                 let cmd: Command = match codec::unjson(&command) {
                     Ok(c) => c,
@@ -408,7 +423,37 @@ impl Coordinator {
         }
     }
 
-    fn node_of(&self, id: NodeId) -> Option<CoordNode> {
+    pub(super) fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn pool(&self) -> &PeerPool {
+        &self.inner.pool
+    }
+
+    /// ms without a leader's AppendEntries (or since start), counted from
+    /// this member's last pre-vote at the latest.
+    pub(super) fn silence_ms(&self) -> u64 {
+        let now = self.inner.started.elapsed().as_millis() as u64;
+        let heard = match self.inner.last_append_ms.load(Ordering::Relaxed) {
+            NEVER => 0,
+            t => t,
+        };
+        now.saturating_sub(heard.max(self.inner.stood_ms.load(Ordering::Relaxed)))
+    }
+
+    pub(super) fn reset_silence(&self) {
+        self.inner.stood_ms.store(self.inner.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The id of the last entry of this member's log.
+    pub(super) async fn last_log_id(&self) -> Option<super::LogId> {
+        use openraft::storage::RaftLogStorage;
+        let mut log = self.inner.log.clone();
+        log.get_log_state().await.ok().and_then(|s| s.last_log_id)
+    }
+
+    pub(super) fn node_of(&self, id: NodeId) -> Option<CoordNode> {
         self.inner.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned()
     }
 
