@@ -160,13 +160,25 @@ impl Agent {
         let mut next = 0usize;
         let mut redirect: Option<CoordinatorAddr> = None;
         let mut failures = 0u32;
+        // Coordinators that just timed out or refused a handshake: a killed
+        // leader costs a full QUIC handshake timeout per attempt, so it is
+        // skipped while another member may already know the new leader.
+        let mut suspect: HashMap<String, Instant> = HashMap::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let target = redirect.take().unwrap_or_else(|| {
-                let t = list[next % list.len()].clone();
-                next += 1;
+                let now = Instant::now();
+                suspect.retain(|_, until| *until > now);
+                let mut t = list[next % list.len()].clone();
+                for _ in 0..list.len() {
+                    t = list[next % list.len()].clone();
+                    next += 1;
+                    if !suspect.contains_key(&t.addr) {
+                        break;
+                    }
+                }
                 t
             });
             let outcome = tokio::select! {
@@ -183,9 +195,13 @@ impl Agent {
                 Outcome::Redirect(None) => tracing::info!(coordinator = %target.addr, "no leader known yet"),
                 Outcome::Ended(why) => {
                     tracing::warn!(coordinator = %target.addr, "session ended: {why}");
+                    suspect.insert(target.addr.clone(), Instant::now() + 2 * IDLE_TIMEOUT);
                     failures = 0;
                 }
-                Outcome::Failed(why) => tracing::warn!(coordinator = %target.addr, "cannot register: {why}"),
+                Outcome::Failed(why) => {
+                    tracing::warn!(coordinator = %target.addr, "cannot register: {why}");
+                    suspect.insert(target.addr.clone(), Instant::now() + 2 * IDLE_TIMEOUT);
+                }
             }
             failures += 1;
             // Back off once per round over the list, with jitter so that a

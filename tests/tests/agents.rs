@@ -348,6 +348,7 @@ async fn agent_follows_a_new_leader_after_kill_9_and_its_container_keeps_running
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = t0.elapsed();
+    eprintln!("agent reached the new leader after {took:?}");
     assert!(new_leader_ok, "agent never reached the new leader");
     assert!(took <= Duration::from_secs(5), "agent took {took:?} to reach the new leader");
     assert!(task_running(&ns, &container).await, "the container did not survive the failover");

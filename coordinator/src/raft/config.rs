@@ -49,6 +49,11 @@
 //!
 //! [leader]                         # optional leader loop and scheduler settings
 //! tick_ms = 1000                   # see `leader::LeaderConfig` for all keys
+//!
+//! [backup]                         # optional scheduled snapshots on the leader
+//! dir = "/var/lib/zoe/backups"     # unset: none
+//! interval_s = 3600
+//! keep = 24
 //! ```
 
 use super::{CoordNode, NodeId};
@@ -96,6 +101,9 @@ pub struct CoordinatorConfig {
     /// The leader's lifecycle loop and scheduler (`[leader]`).
     #[serde(default)]
     pub leader: crate::leader::LeaderConfig,
+    /// Scheduled snapshots on the leader (`[backup]`).
+    #[serde(default)]
+    pub backup: crate::backup::BackupSettings,
 }
 
 /// The REST API's listener and limits.

@@ -59,10 +59,24 @@ impl Coordinator {
                 continue;
             }
             timeout = draw();
+            let heard = self.last_heard_ms();
             let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != self.id()).collect();
-            let granted = if others.is_empty() { 0 } else { self.pre_vote(&others, Duration::from_millis(min)).await };
             let quorum = voters.len() / 2 + 1;
-            if 1 + granted >= quorum {
+            let granted = if others.is_empty() {
+                0
+            } else {
+                self.pre_vote(&others, quorum - 1, Duration::from_millis(min)).await
+            };
+            // A yes is only good for the moment it was given: had a leader
+            // been elected meanwhile (its heartbeat, a new term), standing
+            // now would depose it.
+            let stale = {
+                let now = self.raft().metrics().borrow().clone();
+                now.current_term != m.current_term || now.state == ServerState::Leader || self.last_heard_ms() != heard
+            };
+            if stale {
+                tracing::debug!("pre-vote overtaken: a leader showed up meanwhile");
+            } else if 1 + granted >= quorum {
                 tracing::info!(term = m.current_term, granted, "pre-vote won: standing for election");
                 if let Err(e) = self.raft().trigger().elect().await {
                     tracing::warn!("triggering an election: {e}");
@@ -76,20 +90,30 @@ impl Coordinator {
         }
     }
 
-    /// Asks `others` in parallel; returns how many would vote for us.
-    async fn pre_vote(&self, others: &[NodeId], ttl: Duration) -> usize {
+    /// Asks `others` in parallel; returns how many would vote for us, as
+    /// soon as `enough` said yes (a dead member's timeout must not delay
+    /// the election, nor age the answers of the living).
+    async fn pre_vote(&self, others: &[NodeId], enough: usize, ttl: Duration) -> usize {
+        use futures::StreamExt;
         let last_log_id = self.last_log_id().await;
-        let asks = others.iter().map(|id| {
-            let req = Request::PreVote { last_log_id };
-            async move {
-                let node = self.node_of(*id)?;
-                match self.pool().call(*id, &node, &req, ttl).await {
-                    Ok(Response::PreVote(yes)) => Some(yes),
-                    _ => None,
+        let mut asks: futures::stream::FuturesUnordered<_> = others
+            .iter()
+            .map(|id| {
+                let req = Request::PreVote { last_log_id };
+                async move {
+                    let Some(node) = self.node_of(*id) else { return false };
+                    matches!(self.pool().call(*id, &node, &req, ttl).await, Ok(Response::PreVote(true)))
                 }
+            })
+            .collect();
+        let mut granted = 0;
+        while let Some(yes) = asks.next().await {
+            granted += yes as usize;
+            if granted >= enough {
+                break;
             }
-        });
-        futures::future::join_all(asks).await.into_iter().filter(|a| *a == Some(true)).count()
+        }
+        granted
     }
 
     /// Whether this member would vote for a candidate whose log ends at
@@ -99,7 +123,7 @@ impl Coordinator {
         if self.raft().metrics().borrow().state == ServerState::Leader {
             return false;
         }
-        if self.silence_ms() < self.config().raft.election_timeout_max_ms {
+        if self.leader_silence_ms() < self.config().raft.election_timeout_max_ms {
             return false;
         }
         candidate_last >= self.last_log_id().await

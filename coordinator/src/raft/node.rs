@@ -442,6 +442,19 @@ impl Coordinator {
         now.saturating_sub(heard.max(self.inner.stood_ms.load(Ordering::Relaxed)))
     }
 
+    /// ms without a leader's AppendEntries (or since start), whatever this
+    /// member did meanwhile: what a voter judges a pre-vote by (its own
+    /// recent candidacy must not make it refuse another's, or two members
+    /// standing in turn refuse each other for ever).
+    pub(super) fn leader_silence_ms(&self) -> u64 {
+        self.ms_since_append().unwrap_or_else(|| self.inner.started.elapsed().as_millis() as u64)
+    }
+
+    /// When this member last heard a leader, in ms after its start.
+    pub(super) fn last_heard_ms(&self) -> u64 {
+        self.inner.last_append_ms.load(Ordering::Relaxed)
+    }
+
     pub(super) fn reset_silence(&self) {
         self.inner.stood_ms.store(self.inner.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
