@@ -274,6 +274,20 @@ fn client_commands_against_a_real_coordinator() {
     let text = ok(&c.zoe(Some(&admin), &["operator", "members"], &[]));
     assert!(text.contains("leader") && text.contains("c1"), "{text}");
 
+    // Backups: a saved snapshot is private and checks; restoring it over a
+    // cluster that holds executions needs --force, and gives the same state.
+    let snap = c.dir.path().join("backup.json");
+    let v = json(&c.zoe(Some(&admin), &["operator", "snapshot", "save", snap.to_str().unwrap(), "--json"], &[]));
+    assert!(v["executions"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(std::fs::metadata(&snap).unwrap().permissions().mode() & 0o777, 0o600);
+    let o = c.zoe(Some(&admin), &["operator", "snapshot", "restore", snap.to_str().unwrap()], &[]);
+    fails(&o, 1, "force=true");
+    let o = c.zoe(Some(&ada), &["operator", "snapshot", "save", "/dev/null"], &[]);
+    fails(&o, 1, "can_change_config");
+    let text = ok(&c.zoe(Some(&admin), &["operator", "snapshot", "restore", snap.to_str().unwrap(), "--force"], &[]));
+    assert!(text.contains(&format!("{} executions", v["executions"])), "{text}");
+    ok(&c.zoe(Some(&admin), &["exec", "ls"], &[]));
+
     // Tokens: create, list, revoke; a revoked token is refused.
     let v = json(&c.zoe(Some(&ada), &["token", "create", "--name", "ci", "--ttl", "1d", "--json"], &[]));
     let (tid, tok) = (v["id"].as_str().unwrap().to_string(), v["token"].as_str().unwrap().to_string());

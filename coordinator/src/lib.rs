@@ -6,6 +6,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod backend;
+pub mod backup;
 pub mod dev;
 pub mod drain;
 pub mod leader;

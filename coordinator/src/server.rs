@@ -27,6 +27,7 @@ pub struct Server {
     agents: Arc<AgentBackend>,
     stop_leader: watch::Sender<bool>,
     leader: JoinHandle<()>,
+    backups: JoinHandle<()>,
     api: Option<ApiServer>,
 }
 
@@ -38,6 +39,7 @@ impl Server {
     pub async fn start(config: CoordinatorConfig) -> Result<Server, ServerError> {
         let agents_cfg = config.agents.clone();
         let leader_cfg = config.leader.clone();
+        let backup_cfg = config.backup.clone();
         let coord = Coordinator::start(config).await?;
         let agents = match AgentBackend::start(coord.clone(), agents_cfg).await {
             Ok(a) => a,
@@ -47,7 +49,9 @@ impl Server {
             }
         };
         let (stop_leader, leader_stopped) = watch::channel(false);
+        let backups_stopped = leader_stopped.clone();
         let leader = tokio::spawn(Leader::new(coord.clone(), agents.clone(), leader_cfg).run(leader_stopped));
+        let backups = tokio::spawn(crate::backup::scheduled(coord.clone(), backup_cfg, backups_stopped));
         let live: Arc<dyn LiveSource> = Arc::new(Live(agents.clone()));
         let api = match ApiServer::start(coord.clone(), Some(live)).await {
             Ok(a) => Some(a),
@@ -58,12 +62,13 @@ impl Server {
             Err(e) => {
                 let _ = stop_leader.send(true);
                 let _ = leader.await;
+                let _ = backups.await;
                 agents.shutdown().await;
                 coord.shutdown().await;
                 return Err(e.into());
             }
         };
-        Ok(Server { coord, agents, stop_leader, leader, api })
+        Ok(Server { coord, agents, stop_leader, leader, backups, api })
     }
 
     pub fn coordinator(&self) -> &Coordinator {
@@ -83,6 +88,7 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop_leader.send(true);
         let _ = self.leader.await;
+        let _ = self.backups.await;
         if let Some(api) = self.api {
             api.shutdown().await;
         }

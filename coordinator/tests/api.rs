@@ -932,3 +932,58 @@ async fn nodes_endpoints_logs_and_preload_with_a_live_source() {
     expect_error(&r, StatusCode::NOT_FOUND, "not_found");
     c.stop().await;
 }
+
+/// Backups (issue #17): a snapshot saved from one cluster restores onto a
+/// fresh one with the same executions, users and tokens; a tampered file
+/// and a non-fresh target are refused with clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_saved_from_one_cluster_restores_onto_a_fresh_one() {
+    let a = Cluster::start(1).await;
+    let admin = a.admin().await;
+    a.user(&admin, "ada", json!({})).await;
+    let r = a
+        .call(
+            0,
+            Method::POST,
+            "/api/v1/executions",
+            Some(&admin),
+            Some(json!({"name": "kept", "application": hello_zapp()})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_u64().unwrap();
+    let (_, bob) = a.user(&admin, "bob", json!({})).await;
+    let r = a.call(0, Method::GET, "/api/v1/cluster/snapshot", Some(&bob), None).await;
+    expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let snap = a.call(0, Method::GET, "/api/v1/cluster/snapshot", Some(&admin), None).await;
+    assert_eq!(snap.status, StatusCode::OK);
+    assert_eq!(snap.body["format"], "zoe-snapshot/1");
+    assert!(snap.body["index"].as_u64().is_some() && snap.body["sha256"].as_str().unwrap().len() == 64);
+    a.stop().await;
+
+    let b = Cluster::start(1).await;
+    let b_admin = b.admin().await;
+    let mut tampered = snap.body.clone();
+    tampered["state"]["meta"]["tampered"] = json!("yes");
+    let r = b.call(0, Method::POST, "/api/v1/cluster/snapshot/restore", Some(&b_admin), Some(tampered)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("checksum"), "{:?}", r.body);
+    let r = b.call(0, Method::POST, "/api/v1/cluster/snapshot/restore", Some(&b_admin), Some(snap.body.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["executions"], 1);
+
+    // The backed-up cluster's users and tokens, the new one's are gone.
+    let r = b.call(0, Method::GET, "/api/v1/whoami", Some(&b_admin), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = b.call(0, Method::GET, &format!("/api/v1/executions/{id}"), Some(&admin), None).await;
+    assert_eq!((r.status, r.body["name"].as_str()), (StatusCode::OK, Some("kept")), "{:?}", r.body);
+    let r = b.call(0, Method::GET, "/api/v1/users", Some(&admin), None).await;
+    let names: BTreeSet<&str> = r.body.as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
+    assert!(names.contains("ada") && names.contains("bob"), "{names:?}");
+    // Not fresh any more: refused without force.
+    let r = b.call(0, Method::POST, "/api/v1/cluster/snapshot/restore", Some(&admin), Some(snap.body.clone())).await;
+    expect_error(&r, StatusCode::CONFLICT, "conflict");
+    let r = b.call(0, Method::POST, "/api/v1/cluster/snapshot/restore?force=true", Some(&admin), Some(snap.body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    b.stop().await;
+}

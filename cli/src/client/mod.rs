@@ -399,6 +399,41 @@ pub enum OperatorCmd {
     },
     /// Remove a coordinator.
     Remove { id: u64 },
+    /// Backups of the whole replicated state (executions, users, tokens, nodes).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Write a consistent, checksummed snapshot of the state to FILE (mode 0600: it holds password and token hashes).
+    Save { file: PathBuf },
+    /// Replace the cluster's state with a snapshot file. Users and tokens come from the snapshot.
+    Restore {
+        file: PathBuf,
+        /// Replace a cluster that already holds executions or nodes.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Writes `data` to `path` through a temporary file, mode 0600.
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("{}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    Ok(())
 }
 
 pub fn run(cmd: ClientCommand) -> Result<ExitCode> {
@@ -1175,6 +1210,51 @@ async fn operator(conn: &Conn, cmd: OperatorCmd) -> Result<()> {
         OperatorCmd::Remove { id } => {
             let v = c.delete(&format!("/api/v1/cluster/members/{id}")).await?;
             done(conn, &v, || format!("coordinator {id} removed"));
+        }
+        OperatorCmd::Snapshot { cmd: SnapshotCmd::Save { file } } => {
+            use zoe_coordinator::state::backup;
+            let resp = c.send(c.request(Method::GET, "/api/v1/cluster/snapshot")).await?;
+            let data = resp.bytes().await?;
+            let snap = backup::decode(&data).context("the coordinator sent a snapshot that does not check")?;
+            write_private(&file, &data)?;
+            let v = json!({
+                "file": file.display().to_string(),
+                "bytes": data.len(),
+                "index": snap.index,
+                "sha256": snap.sha256,
+                "executions": snap.state.executions.len(),
+                "users": snap.state.users.len(),
+                "nodes": snap.state.nodes.len(),
+            });
+            done(conn, &v, || {
+                format!(
+                    "snapshot of index {} written to {} ({}): {} executions, {} users, {} nodes; sha256 {}",
+                    cell(&v["index"]),
+                    file.display(),
+                    bytes(&json!(data.len())),
+                    v["executions"],
+                    v["users"],
+                    v["nodes"],
+                    snap.sha256
+                )
+            });
+        }
+        OperatorCmd::Snapshot { cmd: SnapshotCmd::Restore { file, force } } => {
+            use zoe_coordinator::state::backup;
+            let data = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
+            let snap = backup::decode(&data).with_context(|| format!("{}", file.display()))?;
+            let path = format!("/api/v1/cluster/snapshot/restore{}", if force { "?force=true" } else { "" });
+            let req = c.request(Method::POST, &path).header("content-type", "application/json").body(data);
+            let v: Value = c.send(req).await?.json().await?;
+            done(conn, &v, || {
+                format!(
+                    "restored the snapshot of index {} ({} executions, {} users, {} nodes); log in with its credentials",
+                    cell(&json!(snap.index)),
+                    snap.state.executions.len(),
+                    snap.state.users.len(),
+                    snap.state.nodes.len()
+                )
+            });
         }
     }
     Ok(())

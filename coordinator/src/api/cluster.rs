@@ -52,3 +52,75 @@ pub async fn remove_member(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> H
     ctx.coord().remove_member(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// Largest snapshot file a restore accepts (the API's usual body limit is
+/// for JSON requests, far smaller than a cluster's state).
+const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
+/// `GET /cluster/snapshot`: the whole replicated state as a checksummed
+/// snapshot file, read linearizably (can_change_config: it holds password
+/// and token hashes).
+pub async fn snapshot(Ax(ctx): Ax<Ctx>, caller: Caller) -> HttpResult<Response> {
+    caller.require_config()?;
+    let (state, staleness) = ctx.coord().read_linearizable(|st| st.clone()).await?;
+    let file = crate::state::backup::encode(&state, staleness.applied_index, super::context::now_ms());
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], file).into_response())
+}
+
+/// Query of `POST /cluster/snapshot/restore`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    /// Replace a cluster that already holds executions or nodes.
+    pub force: Option<bool>,
+}
+
+/// `POST /cluster/snapshot/restore`: replaces the whole state with a
+/// snapshot file (checked first: format and checksum). Refused (409) on a
+/// cluster that holds executions or nodes unless `force=true`. Users and
+/// tokens come from the snapshot: log in with the backed-up cluster's.
+pub async fn restore(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    super::routes::Q(q): super::routes::Q<RestoreParams>,
+    body: axum::body::Body,
+) -> HttpResult<axum::Json<Value>> {
+    use crate::state::{Command, backup};
+    caller.require_config()?;
+    let bytes = axum::body::to_bytes(body, MAX_SNAPSHOT_BYTES).await.map_err(|e| {
+        HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("reading the snapshot: {e}"))
+    })?;
+    let file = backup::decode(&bytes).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| HttpError::bad_request(format!("not UTF-8: {e}")))?;
+    if !q.force.unwrap_or(false) {
+        let (execs, nodes) = ctx.read_fresh(|s| (s.executions.len(), s.nodes.len())).await?;
+        if execs + nodes > 0 {
+            return Err(HttpError::conflict(format!(
+                "this cluster holds {execs} execution(s) and {nodes} node(s); restore onto a fresh cluster, or pass force=true to replace them"
+            )));
+        }
+    }
+    let upload = format!("restore-{}", &crate::auth::random_secret()[..16]);
+    let mut offset = 0usize;
+    while offset < text.len() {
+        let mut end = (offset + backup::RESTORE_CHUNK).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cmd =
+            Command::RestoreChunk { upload: upload.clone(), offset: offset as u64, data: text[offset..end].into() };
+        ctx.coord().write(cmd).await?.result?;
+        offset = end;
+    }
+    let w = ctx.coord().write(Command::RestoreCommit { upload }).await?;
+    w.result?;
+    Ok(axum::Json(json!({
+        "restored": true,
+        "index": w.index,
+        "snapshot_index": file.index,
+        "snapshot_time": file.time,
+        "executions": file.state.executions.len(),
+        "users": file.state.users.len(),
+        "nodes": file.state.nodes.len(),
+    })))
+}

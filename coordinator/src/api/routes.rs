@@ -125,6 +125,8 @@ routes! {
     get "/api/v1/cluster/members" => cluster::members, Token, "cluster", false, "Coordinators, leader, term and Raft indexes (can_see_status)";
     post "/api/v1/cluster/members" => cluster::add_member, Token, "cluster", false, "Add a coordinator {id, addr, name} (can_change_config)";
     delete "/api/v1/cluster/members/{id}" => cluster::remove_member, Token, "cluster", false, "Remove a coordinator (can_change_config)";
+    get "/api/v1/cluster/snapshot" => cluster::snapshot, Token, "cluster", false, "The whole replicated state as a checksummed snapshot file (can_change_config)";
+    post "/api/v1/cluster/snapshot/restore" => cluster::restore, Token, "cluster", false, "Replace the state with a snapshot file (body); ?force=true on a cluster that is not fresh (can_change_config)";
     get "/metrics" => metrics::handler, None, "cluster", false, "Prometheus metrics (text format)";
 }
 
@@ -256,7 +258,10 @@ pub fn openapi() -> Value {
             Auth::Password => op["security"] = json!([{ "basic": [] }]),
             Auth::Token | Auth::Bootstrap => {}
         }
-        if r.path == "/api/v1/images/load" {
+        if r.path == "/api/v1/cluster/snapshot/restore" {
+            op["parameters"] = json!([{ "name": "force", "in": "query", "schema": { "type": "boolean" }, "description": "replace a cluster that holds executions or nodes" }]);
+            op["requestBody"] = json!({ "content": { "application/json": { "schema": { "type": "object", "description": "a snapshot file from GET /api/v1/cluster/snapshot" } } } });
+        } else if r.path == "/api/v1/images/load" {
             op["parameters"] = json!([{ "name": "nodes", "in": "query", "schema": { "type": "string" }, "description": "comma-separated node names" }]);
             op["requestBody"] =
                 json!({ "content": { "application/x-tar": { "schema": { "type": "string", "format": "binary" } } } });

@@ -151,6 +151,7 @@ async fn fixture(cfg: LeaderConfig) -> Fixture {
         api: Default::default(),
         agents: Default::default(),
         leader: Default::default(),
+        backup: Default::default(),
     };
     let node = Coordinator::start(config).await.unwrap();
     let registration = Registration {

@@ -4,6 +4,7 @@
 //! that applies the same log reaches the same state. A refused command
 //! changes nothing: each handler checks everything before it mutates.
 
+pub mod backup;
 pub mod execution;
 pub mod network;
 pub mod node;
@@ -46,6 +47,9 @@ pub struct State {
     /// strings.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub idempotency: BTreeMap<String, BTreeMap<String, (ExecutionId, Millis)>>,
+    /// A snapshot restore being uploaded (`backup.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<backup::RestoreUpload>,
 }
 
 /// How long a submission's `Idempotency-Key` is remembered (a day, as
@@ -66,6 +70,7 @@ impl Default for State {
             meta: BTreeMap::new(),
             network: ClusterNetwork::default(),
             idempotency: BTreeMap::new(),
+            restore: None,
         }
     }
 }
@@ -103,6 +108,18 @@ pub enum Command {
         /// answers the earlier execution's id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+    },
+    /// One piece of a snapshot file being restored (`backup.rs`): appended
+    /// at `offset` of upload `upload` (a new upload id starts over).
+    RestoreChunk {
+        upload: String,
+        offset: u64,
+        data: String,
+    },
+    /// Replaces the whole state with the uploaded snapshot, if its format
+    /// and checksum hold.
+    RestoreCommit {
+        upload: String,
     },
     /// The leader accepted a submission into its queue.
     QueueExecution {
@@ -314,6 +331,14 @@ impl State {
                 None => self.submit(name, owner, description, *size, *time),
                 Some(key) => self.submit_once(key, name, owner, description, *size, *time),
             },
+            Command::RestoreChunk { upload, offset, data } => {
+                self.restore_chunk(upload, *offset, data)?;
+                Ok(Applied::Done)
+            }
+            Command::RestoreCommit { upload } => {
+                self.restore_commit(upload)?;
+                Ok(Applied::Done)
+            }
             Command::QueueExecution { id, time } => {
                 let e = self.execution_mut(*id)?;
                 // Only a submission is queued by this command. A leader pass
