@@ -101,6 +101,9 @@ key = "/etc/zoe/tls/agent-key.pem"
 [reserve]
 cores = 0.25
 memory_bytes = 268435456
+
+[security]                  # the cluster is bridged: no container on the host's network
+host_network = false
 TOML
 done
 echo "prepared $out: zoe, tls/, and c1..c3.toml, node1..node2.toml; now: cd vagrant && vagrant up" >&2

@@ -20,6 +20,12 @@
 //! cert = "/etc/zoe/tls/agent.pem"   # its name (agent.NAME.zoe) is the node's name
 //! key = "/etc/zoe/tls/agent-key.pem"
 //!
+//! [security]                      # what this node allows whatever a coordinator sends
+//! host_paths = ["/srv/zoe/workspaces"]  # bind sources allowed (and below); default none
+//! host_network = true             # false on nodes of a bridged cluster
+//! pids_max = 4096
+//! memory_default_bytes = 4294967296     # limit of a container whose spec has none
+//!
 //! [reserve]                       # kept back for the OS, the agent, other daemons
 //! cores = 0.5
 //! memory_bytes = 536870912
@@ -90,6 +96,9 @@ pub struct AgentConfig {
     pub registry: RegistrySettings,
     #[serde(default)]
     pub network: crate::network::NetSettings,
+    /// What this node allows, whatever a coordinator sends (`[security]`).
+    #[serde(default)]
+    pub security: crate::security::SecuritySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +187,7 @@ impl AgentConfig {
         for c in &self.coordinators {
             CoordinatorAddr::parse(c).map_err(|e| format!("coordinators: {e}"))?;
         }
+        self.security.validate()?;
         if self.heartbeat_ms < 100 {
             return Err("heartbeat_ms: at least 100".into());
         }

@@ -752,7 +752,13 @@ impl Agent {
         let id = spec.container_id.clone();
         let lock = self.spawn_locks.lock().expect("lock").entry(id.clone()).or_default().clone();
         let _guard = lock.lock().await;
-        let agent_spec = to_agent_spec(&spec);
+        let mut agent_spec = to_agent_spec(&spec);
+        if let Err(e) = crate::security::enforce(&mut agent_spec, &self.cfg.security) {
+            drop(_guard);
+            self.spawn_locks.lock().expect("lock").remove(&id);
+            tracing::warn!(service = %id, "refused by this node's [security]: {e}");
+            return CommandReply::Failed { retryable: false, message: e.to_string() };
+        }
         // A bridged container's own address; otherwise the node's.
         let ip = || match agent_spec.network {
             NetworkMode::Bridge { .. } => self.rt.network().ip_of(&id),

@@ -6,6 +6,8 @@
 //! * [`ImageStore`] (module [`image`], [`pull`]): archive import, registry
 //!   pulls, list, remove, with progress reports;
 //! * [`spec`]: the service spec and the OCI runtime spec built from it;
+//! * [`security`], [`seccomp`]: what this node allows whatever a
+//!   coordinator sends, and the syscall filter every container gets;
 //! * [`network`]: container network namespaces, CNI, routes, /etc/hosts;
 //! * [`logs`], [`cgroup`], [`node`]: log files, cgroup files, host stats;
 //! * [`daemon`], [`config`]: the agent process (protocol with the
@@ -25,6 +27,8 @@ pub mod node;
 pub mod private_containerd;
 pub mod pull;
 pub mod runtime;
+pub mod seccomp;
+pub mod security;
 pub mod spec;
 
 pub use containerd::Containerd;

@@ -216,8 +216,10 @@ pub fn resolve_user(user: &str, files: Option<&AccountFiles>) -> Result<(u32, u3
     Ok((uid, gid))
 }
 
-/// Docker's default capability set: enough for ordinary services, nothing
-/// that reaches outside the container.
+/// Docker's default capability set without CAP_NET_RAW: enough for
+/// ordinary services, nothing that reaches outside the container (raw
+/// sockets let a tenant forge packets or, on the host's network, sniff
+/// other tenants' traffic).
 fn default_capabilities() -> HashSet<Capability> {
     use Capability::*;
     [
@@ -226,7 +228,6 @@ fn default_capabilities() -> HashSet<Capability> {
         Fsetid,
         Fowner,
         Mknod,
-        NetRaw,
         Setgid,
         Setuid,
         Setfcap,
@@ -324,6 +325,8 @@ pub fn build_spec(
     p.set_cwd(cwd.into());
     p.set_user(u);
     p.set_capabilities(Some(c));
+    // setuid binaries in an image must not regain what was dropped.
+    p.set_no_new_privileges(Some(true));
     // No rlimits: the process inherits the shim's (containerd's service
     // limits), as under Docker; raising them here fails when containerd
     // runs with lower hard limits.
@@ -406,6 +409,9 @@ pub fn build_spec(
         // A network namespace of its own; [`join_network`] gives its path.
         NetworkMode::Bridge { .. } => {}
     }
+    // Every container, whoever asked: no new user namespaces, mounts,
+    // keyrings, bpf or modules (see `seccomp`).
+    linux.set_seccomp(Some(crate::seccomp::default_profile()));
     linux.set_resources(Some(linux_resources(&spec.resources, true)?));
     linux.set_cgroups_path(Some(cgroups_path.into()));
     Ok(s)

@@ -273,6 +273,12 @@ pub struct Flags {
     can_customize_resources: Option<bool>,
     #[arg(long)]
     can_access_full_zapp_shop: Option<bool>,
+    /// ZApp volumes may name raw host paths (admins only, normally).
+    #[arg(long)]
+    can_mount_host_paths: Option<bool>,
+    /// ZApps may ask for the host's network.
+    #[arg(long)]
+    can_use_host_network: Option<bool>,
 }
 
 impl Flags {
@@ -285,6 +291,8 @@ impl Flags {
             ("can_access_api", self.can_access_api),
             ("can_customize_resources", self.can_customize_resources),
             ("can_access_full_zapp_shop", self.can_access_full_zapp_shop),
+            ("can_mount_host_paths", self.can_mount_host_paths),
+            ("can_use_host_network", self.can_use_host_network),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
@@ -1020,19 +1028,11 @@ async fn role(conn: &Conn, cmd: RoleCmd) -> Result<()> {
         let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
         list.iter()
             .map(|r| {
-                let flags: Vec<&str> = [
-                    ("can_see_status", "status"),
-                    ("can_change_config", "config"),
-                    ("can_operate_others", "others"),
-                    ("can_delete_executions", "delete"),
-                    ("can_access_api", "api"),
-                    ("can_customize_resources", "resources"),
-                    ("can_access_full_zapp_shop", "shop"),
-                ]
-                .into_iter()
-                .filter(|(k, _)| r[*k] == true)
-                .map(|(_, short)| short)
-                .collect();
+                let flags: Vec<&str> = zoe_coordinator::state::Capabilities::FLAGS
+                    .iter()
+                    .filter(|f| r[f.name] == true)
+                    .map(|f| f.short)
+                    .collect();
                 vec![cell(&r["id"]), cell(&r["name"]), flags.join(",")]
             })
             .collect()

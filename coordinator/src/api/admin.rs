@@ -291,30 +291,12 @@ pub async fn delete_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> Htt
 
 // -------------------------------------------------------------------- roles
 
-const FLAGS: [&str; 7] = [
-    "can_see_status",
-    "can_change_config",
-    "can_operate_others",
-    "can_delete_executions",
-    "can_access_api",
-    "can_customize_resources",
-    "can_access_full_zapp_shop",
-];
-
 fn apply_flags(body: &Body, c: &mut Capabilities) -> HttpResult<()> {
-    let set = |k: &str, f: &mut bool| -> HttpResult<()> {
-        if let Some(b) = body.bool(k)? {
-            *f = b;
+    for f in &Capabilities::FLAGS {
+        if let Some(b) = body.bool(f.name)? {
+            *c.get_mut(f.name).expect("a listed flag") = b;
         }
-        Ok(())
-    };
-    set("can_see_status", &mut c.can_see_status)?;
-    set("can_change_config", &mut c.can_change_config)?;
-    set("can_operate_others", &mut c.can_operate_others)?;
-    set("can_delete_executions", &mut c.can_delete_executions)?;
-    set("can_access_api", &mut c.can_access_api)?;
-    set("can_customize_resources", &mut c.can_customize_resources)?;
-    set("can_access_full_zapp_shop", &mut c.can_access_full_zapp_shop)?;
+    }
     Ok(())
 }
 
@@ -355,7 +337,7 @@ pub async fn get_role(
 
 fn role_keys() -> Vec<&'static str> {
     let mut k = vec!["name"];
-    k.extend(FLAGS);
+    k.extend(Capabilities::FLAGS.iter().map(|f| f.name));
     k
 }
 

@@ -47,6 +47,16 @@ impl HttpError {
     pub fn forbidden(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    /// A 403 naming the field that asks for what the caller may not have.
+    pub fn forbidden_field(path: &str, message: impl Into<String>) -> HttpError {
+        let message = message.into();
+        HttpError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!("{path}: {message}"),
+            details: vec![Detail { path: path.to_string(), message }],
+        }
+    }
     pub fn not_found(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
     }

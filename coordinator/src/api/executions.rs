@@ -188,14 +188,43 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> HttpResult<Option<Str
     Ok(Some(k.to_string()))
 }
 
+/// What a ZApp may take from the host, by the caller's role: a raw host
+/// path reads and writes whatever the agent can (the CA key, other users'
+/// workspaces), the host's network reaches loopback services and sniffs
+/// them. `at` is the ZApp's JSON pointer in the request.
+fn check_host_access(caller: &Caller, app: &ZApp, at: &str) -> HttpResult<()> {
+    let caps = caller.caps();
+    for (i, g) in app.services.iter().enumerate() {
+        if !caps.can_mount_host_paths && !g.volumes.is_empty() {
+            return Err(HttpError::forbidden_field(
+                &format!("{at}/services/{i}/volumes/0"),
+                format!(
+                    "role {} may not mount host paths (needs can_mount_host_paths); the user's workspace is mounted at {} without a volume",
+                    caller.role.name,
+                    zoe_common::zapp::WORKSPACE_MOUNT
+                ),
+            ));
+        }
+        if g.network.as_deref() == Some(zoe_common::service::NETWORK_HOST) && !caps.can_use_host_network {
+            return Err(HttpError::forbidden_field(
+                &format!("{at}/services/{i}/network"),
+                format!("role {} may not use the host's network (needs can_use_host_network)", caller.role.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn submit_app(
     ctx: &Ctx,
     caller: &Caller,
     name: String,
     app: ZApp,
     idempotency_key: Option<String>,
+    at: &str,
 ) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
+    check_host_access(caller, &app, at)?;
     let size = app.size as f64;
     let owner = caller.user.username.clone();
     let cmd = Command::SubmitExecution { idempotency_key, name, owner, description: app, size, time: now_ms() };
@@ -225,7 +254,7 @@ pub async fn submit(
     body.only(&["name", "application"])?;
     let name = body.req_str("name")?;
     let (app, warnings) = validate_app(body.get("application"), "/application")?;
-    let (id, index) = submit_app(&ctx, &caller, name, app, key).await?;
+    let (id, index) = submit_app(&ctx, &caller, name, app, key, "/application").await?;
     Ok(created(json!({ "id": id, "warnings": warnings }), index))
 }
 
@@ -245,7 +274,7 @@ pub async fn resubmit(
     let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await?;
     let (old_name, app) = found?;
     let name = body.str("name")?.unwrap_or(old_name);
-    let (new_id, index) = submit_app(&ctx, &caller, name, app, None).await?;
+    let (new_id, index) = submit_app(&ctx, &caller, name, app, None, "").await?;
     Ok(created(json!({ "id": new_id, "resubmitted_from": id }), index))
 }
 

@@ -5,6 +5,7 @@
 use super::context::Ctx;
 use super::error::HttpError;
 use super::{admin, cluster, executions, metrics, nodes};
+use crate::state::Capabilities;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
@@ -160,29 +161,31 @@ pub const BODY_FIELDS: &[(&str, &str, &[&str])] = &[
     ("post", "/api/v1/cluster/members", &["id", "addr", "name"]),
 ];
 
-const ROLE_FIELDS: &[&str] = &[
-    "name",
-    "can_see_status",
-    "can_change_config",
-    "can_operate_others",
-    "can_delete_executions",
-    "can_access_api",
-    "can_customize_resources",
-    "can_access_full_zapp_shop",
-];
+/// A role's name; its capability flags are added from `Capabilities::FLAGS`.
+const ROLE_FIELDS: &[&str] = &["name"];
 const QUOTA_FIELDS: &[&str] = &["name", "concurrent_executions", "memory", "cores", "runtime_limit"];
 
 fn body_schema(method: &str, path: &str) -> Value {
     if path == "/api/v1/zapp/validate" {
         return json!({ "type": "object", "description": "a ZApp (format 3), see docs/zapp.md" });
     }
-    match BODY_FIELDS.iter().find(|(m, p, _)| *m == method && *p == path) {
-        Some((_, _, fields)) => {
+    match body_fields(method, path) {
+        Some(fields) => {
             let props: Map<String, Value> = fields.iter().map(|f| (f.to_string(), json!({}))).collect();
             json!({ "type": "object", "properties": props, "additionalProperties": false })
         }
         None => json!({ "type": "object" }),
     }
+}
+
+/// The body fields a route accepts (`BODY_FIELDS`, with a role's flags).
+pub fn body_fields(method: &str, path: &str) -> Option<Vec<&'static str>> {
+    let (_, _, fields) = BODY_FIELDS.iter().find(|(m, p, _)| *m == method && *p == path)?;
+    let mut v = fields.to_vec();
+    if path.starts_with("/api/v1/roles") {
+        v.extend(Capabilities::FLAGS.iter().map(|f| f.name));
+    }
+    Some(v)
 }
 
 async fn openapi_handler() -> axum::Json<Value> {

@@ -26,7 +26,7 @@ pub struct User {
     pub priority: i32,
 }
 
-/// Zoe's capability flags.
+/// Zoe's capability flags, and zoe's two that guard the host.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub can_see_status: bool,
@@ -36,6 +36,22 @@ pub struct Capabilities {
     pub can_access_api: bool,
     pub can_customize_resources: bool,
     pub can_access_full_zapp_shop: bool,
+    /// ZApp volumes name raw host paths (a user with it can read any file
+    /// the agent can: off for every built-in role but admin).
+    #[serde(default)]
+    pub can_mount_host_paths: bool,
+    /// A ZApp may ask for `"network": "host"` (the host's sockets and
+    /// loopback services).
+    #[serde(default)]
+    pub can_use_host_network: bool,
+}
+
+/// One capability flag: its field name, a short name for tables and the
+/// phrase after "may" for pages.
+pub struct Flag {
+    pub name: &'static str,
+    pub short: &'static str,
+    pub label: &'static str,
 }
 
 impl Capabilities {
@@ -47,7 +63,43 @@ impl Capabilities {
         can_access_api: true,
         can_customize_resources: true,
         can_access_full_zapp_shop: true,
+        can_mount_host_paths: true,
+        can_use_host_network: true,
     };
+
+    /// Every flag, in the API's order: the one list the API, the web UI and
+    /// the CLI read.
+    pub const FLAGS: [Flag; 9] = [
+        Flag { name: "can_see_status", short: "status", label: "see the cluster status" },
+        Flag { name: "can_change_config", short: "config", label: "change the configuration" },
+        Flag { name: "can_operate_others", short: "others", label: "operate others' executions" },
+        Flag { name: "can_delete_executions", short: "delete", label: "delete executions" },
+        Flag { name: "can_access_api", short: "api", label: "use the API" },
+        Flag { name: "can_customize_resources", short: "resources", label: "customize resources" },
+        Flag { name: "can_access_full_zapp_shop", short: "shop", label: "see the full ZApp shop" },
+        Flag { name: "can_mount_host_paths", short: "host-paths", label: "mount host paths" },
+        Flag { name: "can_use_host_network", short: "host-network", label: "use the host's network" },
+    ];
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "can_see_status" => &mut self.can_see_status,
+            "can_change_config" => &mut self.can_change_config,
+            "can_operate_others" => &mut self.can_operate_others,
+            "can_delete_executions" => &mut self.can_delete_executions,
+            "can_access_api" => &mut self.can_access_api,
+            "can_customize_resources" => &mut self.can_customize_resources,
+            "can_access_full_zapp_shop" => &mut self.can_access_full_zapp_shop,
+            "can_mount_host_paths" => &mut self.can_mount_host_paths,
+            "can_use_host_network" => &mut self.can_use_host_network,
+            _ => return None,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<bool> {
+        let mut c = *self;
+        c.get_mut(name).map(|b| *b)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

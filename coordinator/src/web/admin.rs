@@ -9,7 +9,7 @@ use crate::api::admin::{self as api, NameFilter, QuotaView, TokenFilter, UserFil
 use crate::api::context::Body;
 use crate::api::routes::{P, Q};
 use crate::auth::AuthSources;
-use crate::state::Role;
+use crate::state::{Capabilities, Role};
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
@@ -18,27 +18,12 @@ use serde_json::{Map, Value, json};
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// The role flags with their labels, in the API's order.
-const FLAGS: [(&str, &str); 7] = [
-    ("can_see_status", "see status"),
-    ("can_change_config", "change config"),
-    ("can_operate_others", "operate others"),
-    ("can_delete_executions", "delete executions"),
-    ("can_access_api", "use the API"),
-    ("can_customize_resources", "customize resources"),
-    ("can_access_full_zapp_shop", "full shop"),
-];
+fn flags() -> impl Iterator<Item = (&'static str, &'static str)> {
+    Capabilities::FLAGS.iter().map(|f| (f.name, f.label))
+}
 
 fn flag(r: &Role, k: &str) -> bool {
-    let c = r.capabilities;
-    match k {
-        "can_see_status" => c.can_see_status,
-        "can_change_config" => c.can_change_config,
-        "can_operate_others" => c.can_operate_others,
-        "can_delete_executions" => c.can_delete_executions,
-        "can_access_api" => c.can_access_api,
-        "can_customize_resources" => c.can_customize_resources,
-        _ => c.can_access_full_zapp_shop,
-    }
+    r.capabilities.get(k).unwrap_or(false)
 }
 
 pub async fn page_html(web: &Web, s: &Session) -> WebResult<Markup> {
@@ -75,7 +60,7 @@ pub async fn page_html(web: &Web, s: &Session) -> WebResult<Markup> {
         section aria-labelledby="roles" {
             h2 #roles { "Roles" }
             div.scroll { table.edit {
-                thead { tr { th scope="col" { "Name" } @for (_, l) in FLAGS { th scope="col" { (l) } } th scope="col" { "Actions" } } }
+                thead { tr { th scope="col" { "Name" } @for (_, l) in flags() { th scope="col" { (l) } } th scope="col" { "Actions" } } }
                 tbody { @for r in &roles { (role_row(s, r)) } }
             } }
             h3 { "New role" }
@@ -83,7 +68,7 @@ pub async fn page_html(web: &Web, s: &Session) -> WebResult<Markup> {
                 (csrf(s))
                 label for="nr-name" { "Name" } input #nr-name name="name" required;
                 fieldset.flags { legend { "Capabilities" }
-                    @for (k, l) in FLAGS { label { input type="checkbox" name=(k) value="true"; " " (l) } }
+                    @for (k, l) in flags() { label { input type="checkbox" name=(k) value="true"; " " (l) } }
                 }
                 button type="submit" { "Create role" }
             }
@@ -183,7 +168,7 @@ fn role_row(s: &Session, r: &Role) -> Markup {
     html! {
         tr {
             th scope="row" { input form=(fid) name="name" value=(r.name) disabled[fixed] aria-label=(format!("Name of role {}", r.name)); }
-            @for (k, l) in FLAGS {
+            @for (k, l) in flags() {
                 td { input form=(fid) type="checkbox" name=(k) value="true" checked[flag(r, k)] disabled[fixed]
                     aria-label=(format!("{}: {l}", r.name)); }
             }
@@ -270,7 +255,7 @@ fn role_body(f: &Fields) -> Body {
     if let Some(n) = text(f, "name") {
         m.insert("name".into(), json!(n));
     }
-    for (k, _) in FLAGS {
+    for (k, _) in flags() {
         m.insert(k.into(), json!(f.has(k)));
     }
     body_of(m)

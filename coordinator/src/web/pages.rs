@@ -109,10 +109,7 @@ pub async fn home(State(web): State<Web>, s: Session) -> WebResult<Html<String>>
         section aria-labelledby="role-title" {
             h2 #role-title { "Your role: " (s.caller.role.name) }
             ul.caps {
-                @for (flag, on) in [("see the cluster status", caps.can_see_status), ("change the configuration", caps.can_change_config),
-                    ("operate others' executions", caps.can_operate_others), ("delete executions", caps.can_delete_executions),
-                    ("use the API", caps.can_access_api), ("customize resources", caps.can_customize_resources),
-                    ("see the full ZApp shop", caps.can_access_full_zapp_shop)] {
+                @for (flag, on) in crate::state::Capabilities::FLAGS.iter().map(|f| (f.label, caps.get(f.name).unwrap_or(false))) {
                     li class=(if on { "yes" } else { "no" }) { (if on { "may " } else { "may not " }) (flag) }
                 }
             }
