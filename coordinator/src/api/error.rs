@@ -33,10 +33,12 @@ impl HttpError {
     }
     /// A 400 naming the offending field.
     pub fn invalid_field(path: &str, message: impl Into<String>) -> HttpError {
-        let message = message.into();
+        HttpError::field(StatusCode::BAD_REQUEST, "invalid", path, message.into())
+    }
+    fn field(status: StatusCode, code: &'static str, path: &str, message: String) -> HttpError {
         HttpError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid",
+            status,
+            code,
             message: format!("{path}: {message}"),
             details: vec![Detail { path: path.to_string(), message }],
         }
@@ -49,13 +51,7 @@ impl HttpError {
     }
     /// A 403 naming the field that asks for what the caller may not have.
     pub fn forbidden_field(path: &str, message: impl Into<String>) -> HttpError {
-        let message = message.into();
-        HttpError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: format!("{path}: {message}"),
-            details: vec![Detail { path: path.to_string(), message }],
-        }
+        HttpError::field(StatusCode::FORBIDDEN, "forbidden", path, message.into())
     }
     pub fn not_found(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
