@@ -829,10 +829,20 @@ impl ZoeCluster {
         }
     }
 
+    /// The `zoe` command with every coordinator in `--addr`, as an operator
+    /// configures it to ride out restarts.
+    pub fn cli_command_all(&self, args: &[&str]) -> Command {
+        self.cli_command_at(&self.api.urls.join(","), args)
+    }
+
     fn cli_command_on(&self, i: usize, args: &[&str]) -> Command {
+        self.cli_command_at(&self.api.urls[i], args)
+    }
+
+    fn cli_command_at(&self, addr: &str, args: &[&str]) -> Command {
         let mut c = Command::new(zoe_bin());
         c.args(args)
-            .args(["--addr", &self.api.urls[i]])
+            .args(["--addr", addr])
             .args(["--token", self.api.token.as_deref().unwrap_or("")])
             .env("ZOE_CONFIG", self.dir.join("no-cli-config.toml"))
             .env_remove("ZOE_ADDR")
