@@ -787,7 +787,7 @@ impl Runtime {
         ctd.tasks().update(ctd.rq(req)).await.map_err(Error::ctd("update task"))?;
         let got = svc.cgroup.limits()?;
         if let Some(c) = cpu {
-            let want = c.cfs_quota(crate::spec::CPU_PERIOD_US);
+            let want = crate::spec::cfs_quota(c);
             if got.cpu_quota_us != Some(want) {
                 return Err(Error::UpdateNotApplied {
                     id: id.to_string(),

@@ -115,6 +115,31 @@ pub fn cpu_shares(m: Millicores) -> u64 {
     (u64::from(m.0) * 1024 / 1000).max(2)
 }
 
+/// The parent cgroup's CPU limit, in millicores (`u32::MAX`: none), set
+/// where the parent is created ([`crate::cgroup::ensure_parent`]).
+static PARENT_MILLICORES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+pub(crate) fn set_parent_cpu_limit(m: Option<Millicores>) {
+    PARENT_MILLICORES.store(m.map_or(u32::MAX, |m| m.0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The most CPU a container's quota may name: the CPUs this process may
+/// run on, and the parent cgroup's quota.
+fn host_millicores() -> u32 {
+    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let host =
+        *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get() as u32 * 1000).unwrap_or(u32::MAX));
+    host.min(PARENT_MILLICORES.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The CFS quota of `m` cores. A quota above the parent cgroup's is
+/// refused by the kernel (runc: `cpu.cfs_quota_us: invalid argument`), e.g.
+/// when `[advertise]` reports more cores than the host has, and one above
+/// the host's CPUs could not be used anyway: it is capped at both.
+pub fn cfs_quota(m: Millicores) -> i64 {
+    Millicores(m.0.min(host_millicores())).cfs_quota(CPU_PERIOD_US)
+}
+
 /// Linux resources for runc and for live updates.
 pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResources> {
     let spec_err = |e: oci_spec::OciSpecError| invalid("resources", e.to_string());
@@ -132,7 +157,7 @@ pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResourc
         res.set_cpu(Some(
             LinuxCpuBuilder::default()
                 .shares(cpu_shares(m))
-                .quota(m.cfs_quota(CPU_PERIOD_US))
+                .quota(cfs_quota(m))
                 .period(CPU_PERIOD_US)
                 .build()
                 .map_err(spec_err)?,

@@ -20,7 +20,7 @@ const IMAGE: &str = zoe_testkit::DEFAULT_REFERENCE;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_keyed_cli_load_fails_no_call_and_duplicates_nothing() {
     let mut z =
-        ZoeCluster::builder().coordinators(3).agent(AgentSpec::new("n1").cores(2.0).memory_mib(2048)).start().await;
+        ZoeCluster::builder().coordinators(3).agent(AgentSpec::new("n1").cores(4.0).memory_mib(2048)).start().await;
     // The admin's quota must not be what refuses a submission here.
     z.api()
         .ok(Method::PATCH, "/api/v1/quotas/4", Some(json!({ "concurrent_executions": 0, "cores": 0, "memory": 0 })))
