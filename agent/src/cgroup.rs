@@ -37,7 +37,6 @@ pub fn ensure_parent(name: &str, cpu: Option<Millicores>, memory_bytes: Option<u
     }
     b.build(hierarchies::auto())
         .map_err(|e| Error::Cgroup { path: name.to_string(), reason: format!("creating the parent cgroup: {e}") })?;
-    crate::spec::set_parent_cpu_limit(cpu);
     Ok(())
 }
 

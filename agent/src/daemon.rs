@@ -171,15 +171,12 @@ impl Agent {
             let target = redirect.take().unwrap_or_else(|| {
                 let now = Instant::now();
                 suspect.retain(|_, until| *until > now);
-                let mut t = list[next % list.len()].clone();
-                for _ in 0..list.len() {
-                    t = list[next % list.len()].clone();
-                    next += 1;
-                    if !suspect.contains_key(&t.addr) {
-                        break;
-                    }
-                }
-                t
+                let i = (next..next + list.len())
+                    .map(|k| k % list.len())
+                    .find(|i| !suspect.contains_key(&list[*i].addr))
+                    .unwrap_or(next % list.len());
+                next = i + 1;
+                list[i].clone()
             });
             let outcome = tokio::select! {
                 o = self.clone().session(&target) => o,
@@ -753,18 +750,16 @@ impl Agent {
         let lock = self.spawn_locks.lock().expect("lock").entry(id.clone()).or_default().clone();
         let _guard = lock.lock().await;
         let mut agent_spec = to_agent_spec(&spec);
-        if let Err(e) = crate::security::enforce(&mut agent_spec, &self.cfg.security) {
-            drop(_guard);
-            self.spawn_locks.lock().expect("lock").remove(&id);
-            tracing::warn!(service = %id, "refused by this node's [security]: {e}");
-            return CommandReply::Failed { retryable: false, message: e.to_string() };
-        }
+        let refused = crate::security::enforce(&mut agent_spec, &self.cfg.security).err();
         // A bridged container's own address; otherwise the node's.
         let ip = || match agent_spec.network {
             NetworkMode::Bridge { .. } => self.rt.network().ip_of(&id),
             NetworkMode::Host => self.addresses().into_iter().next(),
         };
-        let reply = if self.rt.status(&id).is_ok() {
+        let reply = if let Some(e) = refused {
+            tracing::warn!(service = %id, "refused by this node's [security]: {e}");
+            CommandReply::Failed { retryable: false, message: e.to_string() }
+        } else if self.rt.status(&id).is_ok() {
             self.watch_exit(&id);
             CommandReply::Started { container_id: id.clone(), ip_address: ip() }
         } else {

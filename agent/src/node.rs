@@ -67,12 +67,16 @@ impl NodeMonitor {
         (self.advertise.cpu.unwrap_or(cpu), self.advertise.memory_bytes.unwrap_or(mem))
     }
 
+    /// The host's CPUs.
+    pub fn host_cpus(&self) -> Millicores {
+        Millicores::from_whole_cores(self.sys.cpus().len() as u32)
+    }
+
     /// What the machine may hand out (total minus the reserve), without
     /// sampling usage.
     pub fn machine_capacity(&self) -> (Millicores, u64) {
-        let cores = self.sys.cpus().len() as u32;
         (
-            Millicores::from_whole_cores(cores).saturating_sub(self.reserve.cpu),
+            self.host_cpus().saturating_sub(self.reserve.cpu),
             self.sys.total_memory().saturating_sub(self.reserve.memory_bytes),
         )
     }

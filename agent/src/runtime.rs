@@ -156,6 +156,8 @@ struct Inner {
     net: Network,
     services: Mutex<HashMap<String, Arc<Service>>>,
     node: Mutex<NodeMonitor>,
+    /// The most CPU a container's quota may name (`spec::cfs_quota`).
+    cpu_cap: Millicores,
     events_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -188,12 +190,14 @@ impl Runtime {
         let ctd = Containerd::connect(&cfg.socket, &cfg.namespace).await?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(Error::io(format!("creating {}", cfg.data_dir.display())))?;
         let node = NodeMonitor::new(cfg.reserve, cfg.advertise)?;
-        if cfg.limit_parent_cgroup {
+        let cpu_cap = if cfg.limit_parent_cgroup {
             let (cpu, mem) = node.machine_capacity();
             crate::cgroup::ensure_parent(&cfg.parent_cgroup, Some(cpu), Some(mem))?;
+            cpu
         } else {
             crate::cgroup::ensure_parent(&cfg.parent_cgroup, None, None)?;
-        }
+            node.host_cpus()
+        };
         let images = ImageStore::new(ctd.clone(), cfg.data_dir.join("tmp"), cfg.registry.clone());
         let net = Network::new(cfg.network.clone(), &cfg.data_dir, &cfg.namespace);
         let inner = Arc::new(Inner {
@@ -203,6 +207,7 @@ impl Runtime {
             net,
             services: Mutex::new(HashMap::new()),
             node: Mutex::new(node),
+            cpu_cap,
             events_task: Mutex::new(None),
         });
         let rt = Runtime { inner };
@@ -357,7 +362,7 @@ impl Runtime {
             passwd: format!("{}:x:0:0::/:/bin/sh\n", user.split(':').next().unwrap_or_default()),
             group: format!("{}:x:0:\n", user.split(':').nth(1).unwrap_or_default()),
         });
-        build_spec(spec, &image.config, &cgroups_path, placeholder.as_ref()).map_err(fail)?;
+        build_spec(spec, &image.config, &cgroups_path, placeholder.as_ref(), self.inner.cpu_cap).map_err(fail)?;
 
         // Register first: the exit event may come before start returns.
         let svc = self.new_service(&spec.id, &image.name, spec.owner.clone());
@@ -435,12 +440,13 @@ impl Runtime {
                 Err(s) => return Err(Error::Containerd { op: "prepare snapshot", status: s }),
             };
             let accounts = if named_user { Some(read_accounts(&mounts)) } else { None };
-            let oci = build_spec(spec, image_config, &self.cgroups_path(id), accounts.as_ref()).and_then(|mut o| {
-                if matches!(spec.network, NetworkMode::Bridge { .. }) {
-                    crate::spec::join_network(&mut o, &self.inner.net.paths(id))?;
-                }
-                Ok(o)
-            });
+            let oci = build_spec(spec, image_config, &self.cgroups_path(id), accounts.as_ref(), self.inner.cpu_cap)
+                .and_then(|mut o| {
+                    if matches!(spec.network, NetworkMode::Bridge { .. }) {
+                        crate::spec::join_network(&mut o, &self.inner.net.paths(id))?;
+                    }
+                    Ok(o)
+                });
             let oci = match oci {
                 Ok(o) => o,
                 Err(e) => {
@@ -775,7 +781,11 @@ impl Runtime {
         if !matches!(*svc.state.borrow(), ServiceState::Running { .. }) {
             return Err(Error::NotRunning(id.to_string()));
         }
-        let res = linux_resources(&crate::spec::Resources { cpu, memory_bytes, pids: None, shm_bytes: None }, false)?;
+        let res = linux_resources(
+            &crate::spec::Resources { cpu, memory_bytes, pids: None, shm_bytes: None },
+            false,
+            self.inner.cpu_cap,
+        )?;
         let value = serde_json::to_vec(&res)
             .map_err(|e| Error::InvalidSpec { field: "resources".into(), reason: e.to_string() })?;
         let ctd = &self.inner.ctd;
@@ -787,7 +797,7 @@ impl Runtime {
         ctd.tasks().update(ctd.rq(req)).await.map_err(Error::ctd("update task"))?;
         let got = svc.cgroup.limits()?;
         if let Some(c) = cpu {
-            let want = crate::spec::cfs_quota(c);
+            let want = crate::spec::cfs_quota(c, self.inner.cpu_cap);
             if got.cpu_quota_us != Some(want) {
                 return Err(Error::UpdateNotApplied {
                     id: id.to_string(),

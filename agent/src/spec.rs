@@ -115,33 +115,18 @@ pub fn cpu_shares(m: Millicores) -> u64 {
     (u64::from(m.0) * 1024 / 1000).max(2)
 }
 
-/// The parent cgroup's CPU limit, in millicores (`u32::MAX`: none), set
-/// where the parent is created ([`crate::cgroup::ensure_parent`]).
-static PARENT_MILLICORES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
-
-pub(crate) fn set_parent_cpu_limit(m: Option<Millicores>) {
-    PARENT_MILLICORES.store(m.map_or(u32::MAX, |m| m.0), std::sync::atomic::Ordering::Relaxed);
+/// The CFS quota of `m` cores, at most `cap` (the parent cgroup's limit,
+/// else the host's CPUs). A quota above the parent's is refused by the
+/// kernel (runc: `cpu.cfs_quota_us: invalid argument`), e.g. when
+/// `[advertise]` reports more cores than the host has, and one above the
+/// host's CPUs could not be used anyway.
+pub fn cfs_quota(m: Millicores, cap: Millicores) -> i64 {
+    Millicores(m.0.min(cap.0)).cfs_quota(CPU_PERIOD_US)
 }
 
-/// The most CPU a container's quota may name: the CPUs this process may
-/// run on, and the parent cgroup's quota.
-fn host_millicores() -> u32 {
-    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let host =
-        *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get() as u32 * 1000).unwrap_or(u32::MAX));
-    host.min(PARENT_MILLICORES.load(std::sync::atomic::Ordering::Relaxed))
-}
-
-/// The CFS quota of `m` cores. A quota above the parent cgroup's is
-/// refused by the kernel (runc: `cpu.cfs_quota_us: invalid argument`), e.g.
-/// when `[advertise]` reports more cores than the host has, and one above
-/// the host's CPUs could not be used anyway: it is capped at both.
-pub fn cfs_quota(m: Millicores) -> i64 {
-    Millicores(m.0.min(host_millicores())).cfs_quota(CPU_PERIOD_US)
-}
-
-/// Linux resources for runc and for live updates.
-pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResources> {
+/// Linux resources for runc and for live updates; `cpu_cap` bounds the
+/// CPU quota (see [`cfs_quota`]).
+pub fn linux_resources(r: &Resources, with_devices: bool, cpu_cap: Millicores) -> Result<LinuxResources> {
     let spec_err = |e: oci_spec::OciSpecError| invalid("resources", e.to_string());
     let mut res = LinuxResources::default();
     if with_devices {
@@ -157,7 +142,7 @@ pub fn linux_resources(r: &Resources, with_devices: bool) -> Result<LinuxResourc
         res.set_cpu(Some(
             LinuxCpuBuilder::default()
                 .shares(cpu_shares(m))
-                .quota(cfs_quota(m))
+                .quota(cfs_quota(m, cpu_cap))
                 .period(CPU_PERIOD_US)
                 .build()
                 .map_err(spec_err)?,
@@ -286,6 +271,7 @@ pub fn build_spec(
     image: &ImageConfig,
     cgroups_path: &str,
     accounts: Option<&AccountFiles>,
+    cpu_cap: Millicores,
 ) -> Result<Spec> {
     validate_id(&spec.id)?;
     let args = command_line(spec, image);
@@ -437,7 +423,7 @@ pub fn build_spec(
     // Every container, whoever asked: no new user namespaces, mounts,
     // keyrings, bpf or modules (see `seccomp`).
     linux.set_seccomp(Some(crate::seccomp::default_profile()));
-    linux.set_resources(Some(linux_resources(&spec.resources, true)?));
+    linux.set_resources(Some(linux_resources(&spec.resources, true, cpu_cap)?));
     linux.set_cgroups_path(Some(cgroups_path.into()));
     Ok(s)
 }
@@ -473,6 +459,8 @@ pub fn join_network(s: &mut Spec, paths: &Paths) -> Result<()> {
 mod tests {
     use super::*;
 
+    const NO_CAP: Millicores = Millicores(u32::MAX);
+
     fn spec() -> ServiceSpec {
         ServiceSpec { id: "svc-1".into(), image: "busybox".into(), ..Default::default() }
     }
@@ -494,7 +482,7 @@ mod tests {
     #[test]
     fn resources_map_to_cgroup_values() {
         let r = Resources { cpu: Some(Millicores(500)), memory_bytes: Some(64 << 20), pids: Some(64), shm_bytes: None };
-        let l = linux_resources(&r, true).unwrap();
+        let l = linux_resources(&r, true, NO_CAP).unwrap();
         let cpu = l.cpu().as_ref().unwrap();
         assert_eq!(cpu.quota(), Some(50_000));
         assert_eq!(cpu.period(), Some(100_000));
@@ -513,7 +501,7 @@ mod tests {
             env: Some(vec!["A=0".into(), "B=2".into()]),
             ..Default::default()
         };
-        let o = build_spec(&s, &img, "/zoe/ns-svc-1", None).unwrap();
+        let o = build_spec(&s, &img, "/zoe/ns-svc-1", None, NO_CAP).unwrap();
         let p = o.process().as_ref().unwrap();
         let env = p.env().as_ref().unwrap();
         assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()));
@@ -523,11 +511,11 @@ mod tests {
         let linux = o.linux().as_ref().unwrap();
         assert!(!linux.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/zoe/ns-svc-1")));
-        assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x", None).is_err());
+        assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x", None, NO_CAP).is_err());
 
         // Bridged: its own namespace, at the agent's path, with its files.
         let b = ServiceSpec { network: NetworkMode::Bridge { ports: vec![] }, ..spec() };
-        let mut o = build_spec(&b, &img, "/x", None).unwrap();
+        let mut o = build_spec(&b, &img, "/x", None, NO_CAP).unwrap();
         let paths = Paths { netns: "/run/zoe/netns/ns/svc-1".into(), hosts: "/h".into(), resolv: "/r".into() };
         join_network(&mut o, &paths).unwrap();
         let net: Vec<_> = o
@@ -545,7 +533,7 @@ mod tests {
         let m = o.mounts().as_ref().unwrap();
         assert!(m.iter().any(|m| m.destination().as_os_str() == "/etc/hosts"
             && m.source().as_deref() == Some(std::path::Path::new("/h"))));
-        assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x", None).is_err());
+        assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x", None, NO_CAP).is_err());
     }
 
     #[test]

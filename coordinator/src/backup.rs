@@ -51,10 +51,10 @@ pub async fn scheduled(coord: Coordinator, settings: BackupSettings, mut stop: w
         if coord.leader_term().is_none() {
             continue;
         }
-        let (file, _) = coord.read_local(|st| {
-            let index = coord.raft().metrics().borrow().last_applied.map(|l| l.index);
-            crate::state::backup::encode(st, index, crate::leader::now_ms())
-        });
+        // Cloned under the lock, encoded outside it: applying waits for
+        // neither the serialization nor the disk.
+        let (state, at) = coord.read_local(|st| st.clone());
+        let file = crate::state::backup::encode(&state, at.applied_index, crate::leader::now_ms());
         let (dir, keep) = (dir.clone(), settings.keep.max(1));
         match tokio::task::spawn_blocking(move || write_and_prune(&dir, &file, keep)).await {
             Ok(Ok(path)) => tracing::info!(path = %path.display(), "scheduled snapshot written"),
@@ -64,22 +64,31 @@ pub async fn scheduled(coord: Coordinator, settings: BackupSettings, mut stop: w
     }
 }
 
+/// Writes `data` to `path` readable by its owner only (snapshots hold
+/// password and token hashes), durably and whole: through a temporary file
+/// in the same directory, fsynced, renamed, and the directory fsynced.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other(format!("{}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Writes `file` as a new snapshot in `dir`, then deletes all but the
 /// newest `keep`. Returns the new file's path.
 pub fn write_and_prune(dir: &Path, file: &[u8], keep: usize) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let name = format!("{PREFIX}{}.json", crate::leader::now_ms());
-    let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(file)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    let path = dir.join(format!("{PREFIX}{}.json", crate::leader::now_ms()));
+    write_private(&path, file)?;
     let mut all: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

@@ -427,23 +427,6 @@ pub enum SnapshotCmd {
     },
 }
 
-/// Writes `data` to `path` through a temporary file, mode 0600.
-fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("{}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
-    Ok(())
-}
-
 pub fn run(cmd: ClientCommand) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(dispatch(cmd))?;
@@ -1216,7 +1199,7 @@ async fn operator(conn: &Conn, cmd: OperatorCmd) -> Result<()> {
             let resp = c.send(c.request(Method::GET, "/api/v1/cluster/snapshot")).await?;
             let data = resp.bytes().await?;
             let snap = backup::decode(&data).context("the coordinator sent a snapshot that does not check")?;
-            write_private(&file, &data)?;
+            zoe_coordinator::backup::write_private(&file, &data).with_context(|| format!("{}", file.display()))?;
             let v = json!({
                 "file": file.display().to_string(),
                 "bytes": data.len(),
