@@ -12,6 +12,7 @@ pub mod drain;
 pub mod leader;
 pub mod quota;
 pub mod raft;
+pub mod relay;
 pub mod scheduler;
 pub mod server;
 pub mod state;

@@ -7,6 +7,7 @@ use crate::api::live::LiveSource;
 use crate::api::{ApiServer, ServeError};
 use crate::leader::Leader;
 use crate::raft::{Coordinator, CoordinatorConfig};
+use crate::relay::{Relay, RelayServer};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,7 +53,10 @@ impl Server {
         let backups_stopped = leader_stopped.clone();
         let leader = tokio::spawn(Leader::new(coord.clone(), agents.clone(), leader_cfg).run(leader_stopped));
         let backups = tokio::spawn(crate::backup::scheduled(coord.clone(), backup_cfg, backups_stopped));
-        let live: Arc<dyn LiveSource> = Arc::new(Live(agents.clone()));
+        // Every coordinator serves the live routes: a follower relays them
+        // to the leader, whose relay server answers from its agents.
+        coord.set_relay(Arc::new(RelayServer(Live(agents.clone()))));
+        let live: Arc<dyn LiveSource> = Arc::new(Relay::new(coord.clone(), Live(agents.clone())));
         let api = match ApiServer::start(coord.clone(), Some(live)).await {
             Ok(a) => Some(a),
             Err(e @ ServeError::Listen { .. }) if coord.config().api.listen.is_none() => {

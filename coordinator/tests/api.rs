@@ -677,7 +677,7 @@ mod scripted {
     pub struct ScriptedAgents;
 
     impl LiveSource for ScriptedAgents {
-        fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>> {
+        fn live_nodes(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveNode>>> {
             let n = LiveNode {
                 connected: true,
                 images: Default::default(),
@@ -686,10 +686,10 @@ mod scripted {
                 container_count: 1,
                 zoe_containers: 1,
             };
-            Some(BTreeMap::from([("n1".to_string(), n)]))
+            Box::pin(async move { Some(BTreeMap::from([("n1".to_string(), n)])) })
         }
 
-        fn live_reports(&self) -> Option<BTreeMap<String, LiveReport>> {
+        fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveReport>>> {
             // One running container (limit 0.75 core, 256 MiB; using 0.25
             // core, 100 MiB) and one that exited (counts nowhere).
             let running = ContainerInfo {
@@ -707,7 +707,8 @@ mod scripted {
                 ..running.clone()
             };
             let stats = LiveStats { containers: vec![running, exited], ..LiveStats::default() };
-            Some(BTreeMap::from([("n1".to_string(), LiveReport { stats, images: vec![], timestamp: 42 })]))
+            let r = BTreeMap::from([("n1".to_string(), LiveReport { stats, images: vec![], timestamp: 42 })]);
+            Box::pin(async move { Some(r) })
         }
 
         fn service_logs(

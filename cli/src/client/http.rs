@@ -323,6 +323,12 @@ impl Client {
         Ok((v, index))
     }
 
+    /// A GET whose body is read as a stream (logs), failed over and
+    /// retried like any GET until the answer starts.
+    pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response> {
+        self.send_retrying(Method::GET, path, None, None).await
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         Ok(self.call(Method::GET, path, None).await?.0)
     }

@@ -1,5 +1,6 @@
-//! `zoe image`: load an image archive onto nodes through the API (for
-//! clusters without a registry), and build the sample busybox archive.
+//! `zoe image`: pull an image on nodes ahead of use, load an image archive
+//! onto nodes through the API (for clusters without a registry), and build
+//! the sample busybox archive.
 
 use super::http::{Client, Conn};
 use super::output;
@@ -15,6 +16,15 @@ use zoe_common::resources::human_bytes;
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
+    /// Pull an image from its registry on nodes (all connected nodes unless
+    /// --node is given) before executions need it, with progress.
+    Preload {
+        /// The image reference, e.g. `registry.example:5000/spark:3.5`.
+        image: String,
+        /// A node to pull it on (repeatable).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+    },
     /// Load an OCI image layout or `docker save` tarball onto nodes (all
     /// connected nodes unless --node is given), streamed through the API.
     Load {
@@ -46,7 +56,60 @@ pub async fn run(conn: &Conn, cmd: ImageCmd) -> Result<()> {
             Ok(())
         }
         ImageCmd::Load { archive, nodes } => load(conn, archive, nodes).await,
+        ImageCmd::Preload { image, nodes } => preload(conn, image, nodes).await,
     }
+}
+
+/// Streams the API's progress lines: one status line per change on stderr,
+/// each node's outcome on stdout (or every line with `--json`).
+async fn preload(conn: &Conn, image: String, nodes: Vec<String>) -> Result<()> {
+    let c = Client::new(conn)?;
+    let body = serde_json::json!({ "image": image, "nodes": nodes });
+    let resp = c.send(c.request(Method::POST, "/api/v1/images/preload").json(&body)).await?;
+    let mut bytes = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut failed, mut done) = (0, 0);
+    let mut on_line = |line: &[u8]| -> Result<()> {
+        let v: serde_json::Value = serde_json::from_slice(line).context("progress line")?;
+        if conn.json {
+            output::json(&v);
+        }
+        let node = v["node"].as_str().unwrap_or("?");
+        match (v["done"].as_bool(), v["error"].as_str()) {
+            (_, Some(e)) => {
+                failed += 1;
+                eprintln!("{node}: {e}");
+            }
+            (Some(true), None) => {
+                done += 1;
+                if !conn.json {
+                    println!("{node}: pulled {image}");
+                }
+            }
+            _ if !conn.json => eprintln!("{node}: {}", v["message"].as_str().unwrap_or("")),
+            _ => {}
+        }
+        Ok(())
+    };
+    while let Some(chunk) = bytes.next().await {
+        pending.extend_from_slice(&chunk.context("progress stream")?);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            if line.len() > 1 {
+                on_line(&line[..line.len() - 1])?;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        on_line(&pending)?;
+    }
+    if failed > 0 {
+        bail!("{failed} node(s) did not pull {image}");
+    }
+    if done == 0 {
+        bail!("no node pulled {image}: the progress stream ended early");
+    }
+    Ok(())
 }
 
 async fn load(conn: &Conn, archive: PathBuf, nodes: Vec<String>) -> Result<()> {

@@ -612,16 +612,36 @@ fn ended(s: &str) -> bool {
     s == "terminated" || s == "error"
 }
 
+/// Prints a service's log from `offset`. With `follow`, a stream cut off
+/// (the leader changed, a coordinator restarted) resumes where it stopped,
+/// on any coordinator, so a follow outlives a failover.
 async fn stream_logs(c: &Client, service: u64, follow: bool, offset: u64) -> Result<()> {
-    let path = format!("/api/v1/services/{service}/logs?offset={offset}&follow={follow}");
-    let resp = c.send(c.request(Method::GET, &path)).await?;
-    let mut body = resp.bytes_stream();
+    let mut offset = offset;
     let mut out = std::io::stdout().lock();
-    while let Some(chunk) = body.next().await {
-        out.write_all(&chunk.context("log stream")?)?;
-        out.flush()?;
+    let mut progress = std::time::Instant::now();
+    loop {
+        let path = format!("/api/v1/services/{service}/logs?offset={offset}&follow={follow}");
+        let resp = c.get_stream(&path).await?;
+        let mut body = resp.bytes_stream();
+        let cut = loop {
+            match body.next().await {
+                None => return Ok(()),
+                Some(Ok(chunk)) => {
+                    out.write_all(&chunk)?;
+                    out.flush()?;
+                    offset += chunk.len() as u64;
+                    progress = std::time::Instant::now();
+                }
+                Some(Err(e)) => break e,
+            }
+        };
+        // A stream cut again and again with nothing new is a real failure.
+        if !follow || progress.elapsed() > std::time::Duration::from_secs(60) {
+            return Err(anyhow::Error::new(cut).context("log stream"));
+        }
+        eprintln!("log stream cut off ({cut}); resuming at byte {offset}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    Ok(())
 }
 
 async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {

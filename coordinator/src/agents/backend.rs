@@ -234,12 +234,14 @@ impl Backend for AgentBackend {
 pub struct Live(pub Arc<AgentBackend>);
 
 impl LiveSource for Live {
-    fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>> {
-        self.0.is_leader().then(|| self.0.platform().nodes)
+    fn live_nodes(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveNode>>> {
+        let nodes = self.0.is_leader().then(|| self.0.platform().nodes);
+        Box::pin(async move { nodes })
     }
 
-    fn live_reports(&self) -> Option<BTreeMap<String, super::stats::LiveReport>> {
-        self.0.live_reports()
+    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, super::stats::LiveReport>>> {
+        let reports = self.0.live_reports();
+        Box::pin(async move { reports })
     }
 
     fn service_logs(

@@ -1,8 +1,9 @@
 //! What the API needs from the live side of the cluster (agents, the
 //! leader's in-memory platform view) and the replicated state cannot
-//! answer. The coordinator process wires an implementation once the agent
-//! protocol exists (issue 5); until then [`LiveSource`] is absent and the
-//! routes that need it answer 503 with a clear message, never a fake success.
+//! answer. A coordinator's implementation is `crate::relay::Relay`: its own
+//! agents when it leads, the leader's through a relayed stream when it
+//! follows. Without a [`LiveSource`] the routes that need one answer 503
+//! with a clear message, never a fake success.
 
 use crate::scheduler::LiveNode;
 use crate::state::Service;
@@ -58,15 +59,15 @@ pub struct ImageLoadResult {
 pub type ArchiveStream = BoxStream<'static, Result<axum::body::Bytes, LiveError>>;
 
 pub trait LiveSource: Send + Sync + 'static {
-    /// Live per-node view (connected, cores and memory in use, containers).
-    /// On a follower this is whatever the leader last shared, or `None`.
-    fn live_nodes(&self) -> Option<BTreeMap<String, LiveNode>>;
+    /// Live per-node view (connected, cores and memory in use, containers);
+    /// `None` when no leader can say.
+    fn live_nodes(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveNode>>>;
 
     /// What each connected node last reported in full (containers with
     /// their limits and use, images), for Zoe's statistics; `None` where
-    /// there is no such source (a follower, a test double).
-    fn live_reports(&self) -> Option<BTreeMap<String, crate::agents::stats::LiveReport>> {
-        None
+    /// there is no such source (no leader to ask, a test double).
+    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, crate::agents::stats::LiveReport>>> {
+        Box::pin(async { None })
     }
 
     /// A service's log, from its node's agent.

@@ -67,6 +67,14 @@ pub enum Request {
     RemoveMember {
         id: NodeId,
     },
+    // Between coordinators.
+    /// Opens a relayed stream (coordinators only): a follower passes one of
+    /// the live routes the leader alone can answer (logs, image preload and
+    /// load, live node usage) on. The payload names the call; after this
+    /// frame the stream belongs to the [`super::node::RelayHandler`], which
+    /// speaks its own frames on it, with QUIC's flow control as
+    /// back-pressure.
+    Relay(Vec<u8>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -245,6 +253,26 @@ impl PeerPool {
             // connection however the call ends, unless it answered.
             let mut guard = ForgetOnDrop { pool: self, id, conn: Some(conn.clone()) };
             let r = zoe_net::rpc::call::<Request, Response>(&conn, req, MAX_FRAME).await;
+            if r.is_ok() {
+                guard.conn = None;
+            }
+            r
+        };
+        tokio::time::timeout(ttl, fut).await.map_err(|_| NetError::Timeout)?
+    }
+
+    /// Opens a bidirectional stream to a member, for a conversation longer
+    /// than one request. A failure forgets the connection, as `call` does.
+    pub async fn open(
+        &self,
+        id: NodeId,
+        node: &CoordNode,
+        ttl: Duration,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), NetError> {
+        let fut = async {
+            let conn = self.connection(id, node).await?;
+            let mut guard = ForgetOnDrop { pool: self, id, conn: Some(conn.clone()) };
+            let r = conn.open_bi().await.map_err(NetError::from);
             if r.is_ok() {
                 guard.conn = None;
             }

@@ -95,6 +95,28 @@ struct Inner {
     closing: AtomicBool,
     inflight: AtomicUsize,
     proposer: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// Serves relayed streams; set once the parts that answer them exist.
+    relay: std::sync::OnceLock<Arc<dyn RelayHandler>>,
+}
+
+/// A relayed stream to the leader, as [`Coordinator::open_relay`] opened it.
+pub struct RelayStream {
+    /// The leader it reached: when it stops leading the stream is moot.
+    pub leader: NodeId,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+}
+
+/// Serves a stream another coordinator opened with [`Request::Relay`]: the
+/// raft layer carries the bytes and checks the peer is a coordinator, the
+/// handler (the live routes, outside this module) gives them meaning.
+pub trait RelayHandler: Send + Sync + 'static {
+    fn serve(
+        &self,
+        open: Vec<u8>,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> futures::future::BoxFuture<'static, ()>;
 }
 
 /// A running coordinator. Cheap to clone.
@@ -238,6 +260,7 @@ impl Coordinator {
             closing: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             proposer: proposer_tx,
+            relay: std::sync::OnceLock::new(),
         });
         let c = Coordinator { inner };
         tracing::info!(id = c.id(), listen = %c.inner.config.listen, "coordinator started");
@@ -329,19 +352,51 @@ impl Coordinator {
                     let me = me.clone();
                     let peer = peer.clone();
                     tokio::spawn(async move {
-                        let r = zoe_net::rpc::serve_stream(send, recv, MAX_FRAME, |req: Request| {
-                            let me = me.clone();
-                            let peer = peer.clone();
-                            async move { me.handle(req, &peer).await }
-                        })
-                        .await;
-                        if let Err(e) = r {
+                        if let Err(e) = me.serve_stream(send, recv, peer.clone()).await {
                             tracing::debug!(%peer, "stream ended: {e}");
                         }
                     });
                 }
             });
         }
+    }
+
+    /// One incoming stream: requests and answers, unless its first frame
+    /// opens a relayed stream, which then belongs to the relay handler.
+    async fn serve_stream(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        peer: Identity,
+    ) -> Result<(), zoe_net::NetError> {
+        use zoe_net::frame::{read_frame, write_frame};
+        let first = match read_frame::<_, Request>(&mut recv, MAX_FRAME).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = recv.stop(zoe_net::rpc::STREAM_BAD_FRAME.into());
+                let _ = send.reset(zoe_net::rpc::STREAM_BAD_FRAME.into());
+                return Err(e.into());
+            }
+        };
+        let resp = match first {
+            Request::Relay(open) if peer.role == Role::Coordinator => match self.inner.relay.get() {
+                Some(h) => {
+                    h.serve(open, send, recv).await;
+                    return Ok(());
+                }
+                None => Response::Forbidden("this coordinator serves no relayed streams yet".into()),
+            },
+            Request::Relay(_) => Response::Forbidden(format!("{peer} may not open relayed streams")),
+            other => self.handle(other, &peer).await,
+        };
+        write_frame(&mut send, &resp, MAX_FRAME).await?;
+        zoe_net::rpc::serve_stream(send, recv, MAX_FRAME, |req: Request| {
+            let me = self.clone();
+            let peer = peer.clone();
+            async move { me.handle(req, &peer).await }
+        })
+        .await
     }
 
     async fn handle(&self, req: Request, peer: &Identity) -> Response {
@@ -399,6 +454,52 @@ impl Coordinator {
             Request::Status => Response::Status(Box::new(self.status().await)),
             Request::AddMember { id, node } => Response::Admin(self.add_member(id, node).await),
             Request::RemoveMember { id } => Response::Admin(self.remove_member(id).await),
+            // Taken by `serve_stream` when it opens a stream; later it is
+            // a misuse.
+            Request::Relay(_) => Response::Forbidden("a relayed stream is opened by its first frame".into()),
+        }
+    }
+
+    // ---------------------------------------------------------------- relay
+
+    /// Installs what serves relayed streams (once; later calls are ignored).
+    pub fn set_relay(&self, handler: Arc<dyn RelayHandler>) {
+        let _ = self.inner.relay.set(handler);
+    }
+
+    /// Opens a relayed stream to the leader and sends `open` on it. `Err`
+    /// when no leader is known within `within`, this member leads itself
+    /// (nothing to relay), or the leader cannot be reached.
+    pub async fn open_relay(&self, open: Vec<u8>, within: Duration) -> Result<RelayStream, ApiError> {
+        let deadline = Instant::now() + within;
+        let leader = self.wait_leader(deadline).await?;
+        if leader == self.id() {
+            return Err(ApiError::NotLeader(Some(leader)));
+        }
+        let node = self.node_of(leader).ok_or(ApiError::NoLeader)?;
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        let (mut send, recv) =
+            self.inner.pool.open(leader, &node, ttl).await.map_err(|e| ApiError::LeaderUnreachable(e.to_string()))?;
+        zoe_net::frame::write_frame(&mut send, &Request::Relay(open), MAX_FRAME)
+            .await
+            .map_err(|e| ApiError::LeaderUnreachable(e.to_string()))?;
+        Ok(RelayStream { leader, send, recv })
+    }
+
+    /// Resolves once `leader` is no longer the leader this member knows
+    /// (or this member stops). A call waiting on a deposed or dead leader
+    /// gives up at once instead of at the connection's idle timeout.
+    pub fn leader_moved(&self, leader: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.raft.metrics();
+        async move {
+            loop {
+                if rx.borrow_and_update().current_leader != Some(leader) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
         }
     }
 
@@ -486,7 +587,16 @@ impl Coordinator {
             let r = if leader == self.id() {
                 self.write_as_leader(cmd.clone()).await
             } else {
-                self.forward_write(leader, &cmd, deadline).await
+                let r = self.forward_write(leader, &cmd, deadline).await;
+                if let Ok(w) = &r {
+                    // Read-your-writes on this member: a client that
+                    // submits here and reads here at once finds what it
+                    // wrote (a follower applies a commit a little after the
+                    // leader). Past the deadline the write stands anyway.
+                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    let _ = self.inner.raft.wait(Some(ttl)).applied_index_at_least(Some(w.index), "own write").await;
+                }
+                r
             };
             match r {
                 Err(e @ (ApiError::NotLeader(_) | ApiError::NoLeader | ApiError::LeaderUnreachable(_))) => {
@@ -549,17 +659,7 @@ impl Coordinator {
         let ttl = deadline.saturating_duration_since(Instant::now());
         let call = self.inner.pool.call(leader, &node, &req, ttl);
         // If leadership moves while we wait, stop waiting on the old leader.
-        let mut rx = self.inner.raft.metrics();
-        let changed = async move {
-            loop {
-                if rx.changed().await.is_err() {
-                    return;
-                }
-                if rx.borrow().current_leader != Some(leader) {
-                    return;
-                }
-            }
-        };
+        let changed = self.leader_moved(leader);
         tokio::select! {
             r = call => match r {
                 Ok(Response::Write(Ok(w))) => Ok(Written { index: w.index, result: w.result()? }),

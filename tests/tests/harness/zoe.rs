@@ -296,11 +296,18 @@ pub struct AgentSpec {
     /// Reported capacity (`[advertise]`); the machine's when `None`.
     pub cores: Option<f64>,
     pub memory_bytes: Option<u64>,
+    /// TOML appended to the configuration (e.g. a `[registry]` table).
+    pub extra: String,
 }
 
 impl AgentSpec {
     pub fn new(name: &str) -> AgentSpec {
-        AgentSpec { name: name.into(), labels: Vec::new(), cores: None, memory_bytes: None }
+        AgentSpec { name: name.into(), labels: Vec::new(), cores: None, memory_bytes: None, extra: String::new() }
+    }
+    pub fn toml(mut self, t: &str) -> AgentSpec {
+        self.extra.push_str(t);
+        self.extra.push('\n');
+        self
     }
     pub fn label(mut self, l: &str) -> AgentSpec {
         self.labels.push(l.into());
@@ -363,6 +370,7 @@ impl AgentProc {
                 toml += &format!("memory_bytes = {m}\n");
             }
         }
+        toml += &spec.extra;
         let config = dir.join(format!("agent-{name}-{ns}.toml"));
         std::fs::write(&config, toml).unwrap();
         let log = dir.join(format!("agent-{name}-{ns}.log"));
@@ -835,7 +843,8 @@ impl ZoeCluster {
         self.cli_command_at(&self.api.urls.join(","), args)
     }
 
-    fn cli_command_on(&self, i: usize, args: &[&str]) -> Command {
+    /// The `zoe` command against coordinator index `i` only.
+    pub fn cli_command_on(&self, i: usize, args: &[&str]) -> Command {
         self.cli_command_at(&self.api.urls[i], args)
     }
 
