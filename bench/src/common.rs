@@ -183,8 +183,31 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, then waits up to `within` for a clean exit (kill -9 after).
+    /// Returns whether it exited on its own.
+    pub fn terminate(&mut self, i: usize, within: std::time::Duration) -> bool {
+        let Some(mut c) = self.members[i].child.take() else { return true };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
     pub fn running(&self, i: usize) -> bool {
         self.members[i].child.is_some()
+    }
+
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
     }
 
     /// CPU seconds member `i` has used so far.

@@ -9,6 +9,7 @@ mod protocol;
 mod raft;
 mod runtime;
 mod scheduler;
+mod storage;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Bench {
     Protocol(protocol::Args),
     /// End to end at scale: 3 coordinators, hollow agents, executions submitted over the REST API until all run.
     E2e(e2e::Args),
+    /// Disk and memory of 3 coordinators over 1,000,000 commands against the live state's size (compaction).
+    Storage(storage::Args),
     /// Submit → running of a busybox ZApp on a real agent vs `ctr run -d` on the same containerd.
     Latency(latency::Args),
     /// (internal) The hollow-agent load generator `protocol` runs as a child process.
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Protocol(args) => rt.block_on(protocol::run(args))?,
         Bench::E2e(args) => rt.block_on(e2e::run(args))?,
         Bench::Latency(args) => rt.block_on(latency::run(args))?,
+        Bench::Storage(args) => rt.block_on(storage::run(args))?,
         Bench::ProtocolHollow(args) => rt.block_on(protocol::hollow(args))?,
     };
     println!("{}", serde_json::to_string(&result)?);

@@ -10,7 +10,11 @@
 //! 4. failover, N trials: kill -9 the leader, then write through the other
 //!    members until one write is acknowledged; the time from the kill to
 //!    that acknowledgement is one sample. The killed member is restarted
-//!    and caught up before the next trial.
+//!    and caught up before the next trial;
+//! 5. planned stop, N trials: one writer writes back to back through any
+//!    member while the leader gets SIGTERM (it hands leadership over, see
+//!    `Coordinator::hand_off`); one sample is the longest time between two
+//!    acknowledged writes from the signal to its exit plus 300 ms.
 //!
 //! The `zoe` binary is taken from `--zoe`, `ZOE_BIN`, or next to this
 //! executable (built with `cargo build -p zoe-cli` in the same profile if
@@ -40,6 +44,9 @@ pub struct Args {
     /// Failover trials (kill -9 the leader each time).
     #[arg(long, default_value_t = 10)]
     failover_trials: usize,
+    /// Planned-stop trials (SIGTERM the leader while a writer writes).
+    #[arg(long, default_value_t = 5)]
+    handoff_trials: usize,
     /// Raft heartbeat interval (ms) of the benchmarked cluster.
     #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
@@ -96,6 +103,24 @@ async fn wait_leader(c: &Cluster, client: &CoordinatorClient, within: Duration) 
         }
         if Instant::now() > deadline {
             bail!("no leader within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until all three members have applied the same index.
+async fn caught_up(client: &CoordinatorClient, trial: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut applied = Vec::new();
+        for i in 0..3 {
+            applied.push(client.status_of(i).await.ok().and_then(|s| s.applied_index));
+        }
+        if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("members did not catch up before trial {trial}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -193,20 +218,7 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     for trial in 0..args.failover_trials {
         let leader = wait_leader(&c, &client, Duration::from_secs(30)).await?;
         // Every member caught up before the kill, so any of them may win.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut applied = Vec::new();
-            for i in 0..3 {
-                applied.push(client.status_of(i).await.ok().and_then(|s| s.applied_index));
-            }
-            if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("members did not catch up before trial {trial}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        caught_up(&client, trial).await?;
         let t0 = Instant::now();
         c.kill(leader);
         let mut i = (leader + 1) % 3;
@@ -230,6 +242,50 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     }
     let fo = sorted(failovers.clone());
 
+    // Planned stop.
+    let mut gaps = Vec::new();
+    for trial in 0..args.handoff_trials {
+        let leader = wait_leader(&c, &client, Duration::from_secs(30)).await?;
+        caught_up(&client, trial).await?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (client, stop) = (client.with_attempt_timeout(Duration::from_millis(500)), stop.clone());
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                let mut k = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if client.write(&set(format!("handoff-{trial}-{k}")), Duration::from_secs(10)).await.is_ok() {
+                        acks.push(Instant::now());
+                    }
+                    k += 1;
+                }
+                acks
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let signalled = Instant::now();
+        let clean = tokio::task::block_in_place(|| c.terminate(leader, Duration::from_secs(20)));
+        let exited = Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acks = writer.await?;
+        let window: Vec<Instant> = acks.into_iter().filter(|t| *t >= signalled).collect();
+        let mut gap = window.first().map_or(f64::MAX, |t| (*t - signalled).as_secs_f64() * 1e3);
+        for w in window.windows(2) {
+            gap = gap.max((w[1] - w[0]).as_secs_f64() * 1e3);
+        }
+        eprintln!(
+            "planned stop {}: longest write gap {gap:.0} ms ({} writes acknowledged; exited {} after {:.0} ms)",
+            trial + 1,
+            window.len(),
+            if clean { "cleanly" } else { "only on kill -9" },
+            (exited - signalled).as_secs_f64() * 1e3
+        );
+        gaps.push(gap);
+        c.spawn(leader)?;
+    }
+    let hg = sorted(gaps.clone());
+
     Ok(json!({
         "bench": "raft",
         "members": 3,
@@ -246,5 +302,8 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
         "commit_ms_p99_64": pct(&lat_n, 0.99),
         "failover_ms_median": pct(&fo, 0.5),
         "failover_ms": failovers,
+        "handoff_gap_ms_median": pct(&hg, 0.5),
+        "handoff_gap_ms_max": hg.last().copied(),
+        "handoff_gap_ms": gaps,
     }))
 }

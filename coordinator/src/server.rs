@@ -88,8 +88,11 @@ impl Server {
         self.api.as_ref().map(|a| a.url())
     }
 
-    /// Stops the parts in the reverse order of their start.
+    /// Hands leadership over if this member leads (the API goes on
+    /// serving, forwarding to the successor), then stops the parts in the
+    /// reverse order of their start.
     pub async fn shutdown(self) {
+        self.coord.hand_off().await;
         let _ = self.stop_leader.send(true);
         let _ = self.leader.await;
         let _ = self.backups.await;

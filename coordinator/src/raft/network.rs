@@ -75,6 +75,12 @@ pub enum Request {
     /// speaks its own frames on it, with QUIC's flow control as
     /// back-pressure.
     Relay(Vec<u8>),
+    /// The leader of `term`, stopping, asks this member to stand for
+    /// election now (see `Coordinator::hand_off`). Coordinators only; obeyed
+    /// only from the member this one knows as that term's leader.
+    TakeOver {
+        term: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,11 +207,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct PeerPool {
     endpoint: quinn::Endpoint,
     conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    /// Members openraft's replication does not reach (a leader handing off
+    /// lets their leader lease run out); see `Coordinator::hand_off`.
+    muted: Mutex<std::collections::BTreeSet<NodeId>>,
 }
 
 impl PeerPool {
     pub fn new(endpoint: quinn::Endpoint) -> Self {
-        PeerPool { endpoint, conns: Mutex::new(HashMap::new()) }
+        PeerPool { endpoint, conns: Mutex::new(HashMap::new()), muted: Mutex::default() }
+    }
+
+    /// Stops (or with an empty set, resumes) replication to `ids`.
+    pub fn mute(&self, ids: std::collections::BTreeSet<NodeId>) {
+        *self.muted.lock().expect("pool lock") = ids;
+    }
+
+    fn is_muted(&self, id: NodeId) -> bool {
+        self.muted.lock().expect("pool lock").contains(&id)
     }
 
     /// The cached connection to a member, or a new one; every failure to
@@ -331,6 +349,10 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, CoordNode, RaftE
 
 impl PeerClient {
     async fn send(&self, req: Request, option: &RPCOption) -> Result<Response, NetError> {
+        let replication = matches!(req, Request::AppendEntries(_) | Request::InstallSnapshot(_));
+        if replication && self.pool.is_muted(self.target) {
+            return Err(NetError::NotConnected("muted for a leadership hand-off".into()));
+        }
         self.pool.call(self.target, &self.node, &req, option.hard_ttl()).await
     }
 

@@ -454,6 +454,8 @@ impl Coordinator {
             Request::Status => Response::Status(Box::new(self.status().await)),
             Request::AddMember { id, node } => Response::Admin(self.add_member(id, node).await),
             Request::RemoveMember { id } => Response::Admin(self.remove_member(id).await),
+            Request::TakeOver { term } if coordinator => Response::Admin(self.take_over(term, peer).await),
+            Request::TakeOver { .. } => Response::Forbidden(format!("{peer} may not ask for elections")),
             // Taken by `serve_stream` when it opens a stream; later it is
             // a misuse.
             Request::Relay(_) => Response::Forbidden("a relayed stream is opened by its first frame".into()),
@@ -823,6 +825,95 @@ impl Coordinator {
             log_appends: self.inner.log_stats.appends.load(Ordering::Relaxed),
             log_syncs: self.inner.log_stats.syncs.load(Ordering::Relaxed),
         }
+    }
+
+    // -------------------------------------------------------------- hand-off
+
+    /// A planned stop of the leader: hands leadership to an up-to-date
+    /// follower so writes pause for one election round, not for a lease.
+    /// Does nothing on a follower or a single member.
+    ///
+    /// openraft 0.9 has no leadership transfer, and a follower that heard a
+    /// leader within the lease (`election_timeout_max_ms`) refuses to vote.
+    /// So the leader first stops replicating to enough members that the
+    /// chosen successor can win with their votes once their lease has run
+    /// out, while it keeps a quorum with the others and goes on committing
+    /// (in a cluster of three: it replicates to the successor only). Then it
+    /// refuses new writes (retryable 503), lets the in-flight ones finish,
+    /// waits until the successor holds its whole log, and asks it to stand
+    /// (`Request::TakeOver`). Members that were not replicated to wait for
+    /// the new leader to catch them up: a forwarded write or a linearizable
+    /// read through them waits about one lease.
+    pub async fn hand_off(&self) {
+        let started = Instant::now();
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return;
+        }
+        let term = m.current_term;
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.id()).collect();
+        let matched = |m: &openraft::RaftMetrics<NodeId, CoordNode>, id: NodeId| {
+            m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
+        };
+        // The most up-to-date follower succeeds; the least ones are muted.
+        let mut by_progress = voters.clone();
+        by_progress.sort_by_key(|id| std::cmp::Reverse(matched(&m, *id)));
+        let Some(&successor) = by_progress.first() else { return };
+        let quorum = (voters.len() + 1) / 2 + 1;
+        let muted: BTreeSet<NodeId> =
+            by_progress.iter().rev().filter(|id| **id != successor).take(quorum - 1).copied().collect();
+        let Some(node) = self.node_of(successor) else { return };
+        tracing::info!(successor, ?muted, "handing leadership over");
+        self.inner.pool.mute(muted);
+        let lease = Duration::from_millis(self.inner.config.raft.election_timeout_max_ms + 50);
+        tokio::time::sleep(lease).await;
+
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.inner.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let closed = Instant::now();
+        let mut rx = self.inner.raft.metrics();
+        let caught_up = async {
+            loop {
+                let m = rx.borrow_and_update().clone();
+                if m.state != ServerState::Leader || matched(&m, successor) >= m.last_log_index {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(1), caught_up).await.is_err() {
+            tracing::warn!(successor, "the successor did not catch up; stopping without a hand-off");
+            return;
+        }
+        let asked = self.inner.pool.call(successor, &node, &Request::TakeOver { term }, Duration::from_secs(1)).await;
+        if !matches!(asked, Ok(Response::Admin(Ok(())))) {
+            tracing::warn!(successor, "the successor did not stand: {asked:?}");
+            return;
+        }
+        let moved = tokio::time::timeout(Duration::from_secs(2), self.leader_moved(self.id())).await;
+        tracing::info!(
+            successor,
+            moved = moved.is_ok(),
+            writes_paused_ms = closed.elapsed().as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "leadership handed over"
+        );
+    }
+
+    /// `Request::TakeOver` from `peer`: stand now, if `peer` is the leader
+    /// of `term` as this member knows it.
+    async fn take_over(&self, term: u64, peer: &Identity) -> Result<(), ApiError> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let leader_name = m.current_leader.and_then(|l| self.node_of(l)).map(|n| n.name);
+        if m.current_term != term || leader_name.as_deref() != Some(peer.name.as_str()) {
+            return Err(ApiError::Invalid(format!("{peer} is not the leader of term {term} here")));
+        }
+        self.inner.raft.trigger().elect().await.map_err(|e| ApiError::Raft(e.to_string()))
     }
 
     // -------------------------------------------------------------- shutdown
