@@ -188,7 +188,13 @@ impl Runtime {
     /// reattaches to the containers a previous agent left running.
     pub async fn connect(cfg: RuntimeConfig) -> Result<Runtime> {
         let ctd = Containerd::connect(&cfg.socket, &cfg.namespace).await?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(Error::io(format!("creating {}", cfg.data_dir.display())))?;
+        // Logs, uploads and records of every tenant's containers: the
+        // agent's alone, whatever the umask said (bind-mounted files stay
+        // readable inside their container: a mount does not walk the parents).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .and_then(|()| std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(Error::io(format!("creating {}", cfg.data_dir.display())))?;
         let node = NodeMonitor::new(cfg.reserve, cfg.advertise)?;
         let cpu_cap = if cfg.limit_parent_cgroup {
             let (cpu, mem) = node.machine_capacity();
@@ -439,7 +445,13 @@ impl Runtime {
                 }
                 Err(s) => return Err(Error::Containerd { op: "prepare snapshot", status: s }),
             };
-            let accounts = if named_user { Some(read_accounts(&mounts)) } else { None };
+            let accounts = if named_user {
+                // File reads: off the async workers.
+                let m = mounts.clone();
+                Some(tokio::task::spawn_blocking(move || read_accounts(&m)).await.unwrap_or_default())
+            } else {
+                None
+            };
             let oci = build_spec(spec, image_config, &self.cgroups_path(id), accounts.as_ref(), self.inner.cpu_cap)
                 .and_then(|mut o| {
                     if matches!(spec.network, NetworkMode::Bridge { .. }) {
@@ -1101,13 +1113,73 @@ fn read_accounts(mounts: &[containerd_client::types::Mount]) -> crate::spec::Acc
             }
         }
     }
-    let find = |name: &str| {
-        dirs.iter().find_map(|d| std::fs::read_to_string(d.join("etc").join(name)).ok()).unwrap_or_default()
-    };
+    let find = |name: &str| dirs.iter().find_map(|d| read_layer_file(d, name)).unwrap_or_default();
     crate::spec::AccountFiles { passwd: find("passwd"), group: find("group") }
+}
+
+/// Largest account file read from an image.
+const MAX_ACCOUNT_FILE: u64 = 1024 * 1024;
+
+/// `<layer>/etc/<name>` as the image holds it: a regular file, `etc` a real
+/// directory, and no link followed on the host (an image's `/etc/passwd`
+/// linking to `/etc/shadow` must not read the host's), at most
+/// [`MAX_ACCOUNT_FILE`] bytes (nor `/dev/zero` fill memory), never blocking
+/// on a FIFO. `None` when the layer does not hold it so.
+fn read_layer_file(layer: &Path, name: &str) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let etc = layer.join("etc");
+    if !std::fs::symlink_metadata(&etc).ok()?.file_type().is_dir() {
+        return None;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(etc.join(name))
+        .ok()?;
+    if !f.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(MAX_ACCOUNT_FILE).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Path helper for tests and tools: where a runtime keeps a service's log.
 pub fn log_dir(data_dir: &Path, namespace: &str, id: &str) -> PathBuf {
     data_dir.join("logs").join(namespace).join(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_layer_file;
+
+    #[test]
+    fn account_files_are_read_inside_the_layer_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("host-shadow");
+        std::fs::write(&secret, "root:$6$secret\n").unwrap();
+        // A plain file is read.
+        let plain = dir.path().join("plain");
+        std::fs::create_dir_all(plain.join("etc")).unwrap();
+        std::fs::write(plain.join("etc/passwd"), "jovyan:x:1000:100::/home/jovyan:/bin/sh\n").unwrap();
+        assert!(read_layer_file(&plain, "passwd").unwrap().starts_with("jovyan:"));
+        // A link out of the layer, the file or its directory, is not followed.
+        let linked = dir.path().join("linked");
+        std::fs::create_dir_all(linked.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&secret, linked.join("etc/passwd")).unwrap();
+        assert_eq!(read_layer_file(&linked, "passwd"), None);
+        let etc_link = dir.path().join("etc-link");
+        std::fs::create_dir_all(&etc_link).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("plain/etc"), etc_link.join("etc")).unwrap();
+        assert_eq!(read_layer_file(&etc_link, "passwd"), None);
+        // A FIFO does not block, and a huge file is cut at 1 MiB.
+        let odd = dir.path().join("odd");
+        std::fs::create_dir_all(odd.join("etc")).unwrap();
+        let fifo = std::ffi::CString::new(odd.join("etc/passwd").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_layer_file(&odd, "passwd"), None);
+        std::fs::write(odd.join("etc/group"), "g".repeat(3 << 20)).unwrap();
+        assert_eq!(read_layer_file(&odd, "group").map(|t| t.len()), Some(1 << 20));
+    }
 }

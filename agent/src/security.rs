@@ -11,6 +11,7 @@
 //! host_network = false          # default true; set false on nodes of a bridged cluster
 //! pids_max = 4096               # every container's pids limit
 //! memory_default_bytes = 4294967296  # limit of a container whose spec has none
+//! registries = ["registry.example:5000", "zoe.local"]  # images it runs; default: any
 //! ```
 
 use crate::error::{Error, Result};
@@ -27,11 +28,19 @@ pub struct SecuritySettings {
     pub host_network: bool,
     pub pids_max: i64,
     pub memory_default_bytes: u64,
+    /// Registries whose images this node runs (`host` or `host:port`); empty: any.
+    pub registries: Vec<String>,
 }
 
 impl Default for SecuritySettings {
     fn default() -> Self {
-        SecuritySettings { host_paths: Vec::new(), host_network: true, pids_max: 4096, memory_default_bytes: 4 << 30 }
+        SecuritySettings {
+            host_paths: Vec::new(),
+            host_network: true,
+            pids_max: 4096,
+            memory_default_bytes: 4 << 30,
+            registries: Vec::new(),
+        }
     }
 }
 
@@ -70,6 +79,15 @@ fn bind_allowed(source: &Path, allowed: &[PathBuf]) -> bool {
 /// pages are charged to the container, but a bigger size would only end
 /// in an OOM kill).
 pub fn enforce(spec: &mut ServiceSpec, s: &SecuritySettings) -> Result<()> {
+    if !s.registries.is_empty() {
+        let r = zoe_common::image::ImageRef::parse(&spec.image).map_err(|e| refused("image", e.to_string()))?;
+        if !r.registry_allowed(&s.registries) {
+            return Err(refused(
+                "image",
+                format!("registry {} is not in this node's [security] registries", r.registry()),
+            ));
+        }
+    }
     for (i, m) in spec.mounts.iter().enumerate() {
         if !bind_allowed(&m.source, &s.host_paths) {
             return Err(refused(
@@ -135,6 +153,16 @@ mod tests {
         spec.resources.pids = Some(1 << 20);
         enforce(&mut spec, &s).unwrap();
         assert_eq!((spec.resources.memory_bytes, spec.resources.pids), (Some(1 << 30), Some(100)));
+    }
+
+    #[test]
+    fn images_come_from_the_nodes_registries_only() {
+        let s = SecuritySettings { registries: vec!["127.0.0.1:5000".into()], ..Default::default() };
+        let mut spec =
+            ServiceSpec { id: "s".into(), image: "127.0.0.1:5000/zoe/busybox:1".into(), ..Default::default() };
+        enforce(&mut spec, &s).unwrap();
+        spec.image = "evil.example/miner:latest".into();
+        assert!(enforce(&mut spec, &s).unwrap_err().to_string().contains("registries"));
     }
 
     #[test]

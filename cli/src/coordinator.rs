@@ -56,6 +56,10 @@ pub fn run(args: CoordinatorArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match args.action {
         None => {
+            // Everything a coordinator writes (sled, snapshots, backups,
+            // the bootstrap token) is for its own user only.
+            // SAFETY: umask(2) only sets the process's file mode mask.
+            unsafe { libc::umask(0o077) };
             crate::logs::init(args.log_format, "info,openraft=warn,sled=warn,quinn=warn");
             rt.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)

@@ -115,6 +115,13 @@ impl ImageRef {
     pub fn registry(&self) -> &str {
         self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN)
     }
+
+    /// Whether a cluster's registry allow-list lets this image be named:
+    /// any registry when the list is empty, else only those listed (host,
+    /// with its port if it has one, compared as written).
+    pub fn registry_allowed(&self, allowed: &[String]) -> bool {
+        allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(self.registry()))
+    }
 }
 
 impl fmt::Display for ImageRef {
@@ -251,6 +258,16 @@ fn check_digest(d: &str) -> Result<(), ImageRefError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_allow_list_is_by_host_and_port() {
+        let allowed = vec!["registry.example:5000".to_string(), "zoe.local".to_string()];
+        let ok = |s: &str| ImageRef::parse(s).unwrap().registry_allowed(&allowed);
+        assert!(ok("registry.example:5000/spark:3.5") && ok("zoe.local/busybox:1"));
+        assert!(!ok("registry.example/spark:3.5"), "another port is another registry");
+        assert!(!ok("busybox"), "Docker Hub is a registry like any other");
+        assert!(ImageRef::parse("busybox").unwrap().registry_allowed(&[]), "an empty list allows any");
+    }
 
     #[test]
     fn accepts_common_forms() {

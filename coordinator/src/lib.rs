@@ -9,6 +9,7 @@ pub mod backend;
 pub mod backup;
 pub mod dev;
 pub mod drain;
+pub mod gc;
 pub mod leader;
 pub mod quota;
 pub mod raft;

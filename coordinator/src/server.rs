@@ -29,6 +29,7 @@ pub struct Server {
     stop_leader: watch::Sender<bool>,
     leader: JoinHandle<()>,
     backups: JoinHandle<()>,
+    gc: JoinHandle<()>,
     api: Option<ApiServer>,
 }
 
@@ -41,6 +42,7 @@ impl Server {
         let agents_cfg = config.agents.clone();
         let leader_cfg = config.leader.clone();
         let backup_cfg = config.backup.clone();
+        let gc_cfg = config.gc.clone();
         let coord = Coordinator::start(config).await?;
         let agents = match AgentBackend::start(coord.clone(), agents_cfg).await {
             Ok(a) => a,
@@ -51,8 +53,10 @@ impl Server {
         };
         let (stop_leader, leader_stopped) = watch::channel(false);
         let backups_stopped = leader_stopped.clone();
+        let gc_stopped = leader_stopped.clone();
         let leader = tokio::spawn(Leader::new(coord.clone(), agents.clone(), leader_cfg).run(leader_stopped));
         let backups = tokio::spawn(crate::backup::scheduled(coord.clone(), backup_cfg, backups_stopped));
+        let gc = tokio::spawn(crate::gc::scheduled(coord.clone(), gc_cfg, gc_stopped));
         // Every coordinator serves the live routes: a follower relays them
         // to the leader, whose relay server answers from its agents.
         coord.set_relay(Arc::new(RelayServer(Live(agents.clone()))));
@@ -67,12 +71,13 @@ impl Server {
                 let _ = stop_leader.send(true);
                 let _ = leader.await;
                 let _ = backups.await;
+                let _ = gc.await;
                 agents.shutdown().await;
                 coord.shutdown().await;
                 return Err(e.into());
             }
         };
-        Ok(Server { coord, agents, stop_leader, leader, backups, api })
+        Ok(Server { coord, agents, stop_leader, leader, backups, gc, api })
     }
 
     pub fn coordinator(&self) -> &Coordinator {
@@ -96,6 +101,7 @@ impl Server {
         let _ = self.stop_leader.send(true);
         let _ = self.leader.await;
         let _ = self.backups.await;
+        let _ = self.gc.await;
         if let Some(api) = self.api {
             api.shutdown().await;
         }

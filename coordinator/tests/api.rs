@@ -202,6 +202,8 @@ async fn executions_permissions_validation_quotas() {
         let body = (m == Method::POST).then(|| json!({}));
         let r = c.call(0, m, &p, Some(&bob), body).await;
         expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+        // The refusal does not tell bob whose execution it is.
+        assert!(!r.body["error"]["message"].as_str().unwrap().contains("ada"), "{:?}", r.body);
     }
     let r = c.call(0, Method::GET, "/api/v1/executions", Some(&bob), None).await;
     assert_eq!(r.body["executions"].as_array().unwrap().len(), 0);
@@ -988,4 +990,94 @@ async fn snapshot_saved_from_one_cluster_restores_onto_a_fresh_one() {
     let r = b.call(0, Method::POST, "/api/v1/cluster/snapshot/restore?force=true", Some(&admin), Some(snap.body)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     b.stop().await;
+}
+
+/// Issue #15, bounded state and throttled login: a username locked after
+/// its failures answers 429 with `Retry-After` even for the right password;
+/// a password change ends the user's other sessions in the same write; a
+/// token name over 256 characters and a long-lived token minted from a
+/// session are refused naming the field; a revoked token leaves no record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_throttled_and_a_password_change_ends_sessions() {
+    let limits = "[api.login]\nfailures_per_user = 3\nattempts_per_client = 1000\nwindow_s = 60\n";
+    let c = Cluster::start_with(1, &|_, _| limits.to_string()).await;
+    let admin = c.admin().await;
+    let (uid, s1) = c.user(&admin, "dora", json!({})).await;
+    let login = |pw: &str| {
+        let body = json!({"username": "dora", "password": pw});
+        c.call(0, Method::POST, "/api/v1/login", None, Some(body))
+    };
+    let r = login("dora-password").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let s2 = r.body["token"].as_str().unwrap().to_string();
+
+    // A new password, set through session 1, ends session 2 only.
+    let r = c
+        .call(0, Method::PATCH, &format!("/api/v1/users/{uid}"), Some(&s1), Some(json!({"password": "dora-new-pass"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&s2), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the other session outlived the password change");
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&s1), None).await;
+    assert_eq!(r.status, StatusCode::OK, "the session that changed it stays");
+
+    // Token names and lifetimes.
+    let r = c.call(0, Method::POST, "/api/v1/tokens", Some(&s1), Some(json!({"name": "x".repeat(257)}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/name");
+    let year = 365 * 24 * 3600;
+    let r = c.call(0, Method::POST, "/api/v1/tokens", Some(&s1), Some(json!({"ttl_s": year}))).await;
+    assert_eq!(expect_error(&r, StatusCode::BAD_REQUEST, "invalid")[0]["path"], "/ttl_s");
+    let r = c.call(0, Method::POST, "/api/v1/tokens", Some(&s1), Some(json!({"name": "ci"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let expires = r.body["expires"].as_u64().expect("a token from a session expires");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(expires <= now + 30 * 24 * 3600 * 1000 + 60_000, "{expires}");
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    let r = c.call(0, Method::DELETE, &format!("/api/v1/tokens/{tid}"), Some(&s1), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let key = format!("token.{tid}");
+    let (kept, _) = c.members[0].coord.read_local(|s| s.meta.contains_key(&key));
+    assert!(!kept, "a revoked token's record stays in the state");
+
+    // Three wrong passwords lock the username, the right one included.
+    for _ in 0..3 {
+        expect_error(&login("wrong").await, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let r = c
+        .http
+        .post(format!("{}/api/v1/login", c.url(0)))
+        .json(&json!({"username": "dora", "password": "dora-new-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests", "{body}");
+    // Another user is not locked out by dora's failures.
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    c.stop().await;
+}
+
+/// Issue #15: with `[api] registries`, a ZApp naming an image of another
+/// registry is refused at submission (403 naming the field), nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_of_registries_off_the_allow_list_are_refused() {
+    let c = Cluster::start_with(1, &|_, _| "registries = [\"zoe.local\"]\n".to_string()).await;
+    let admin = c.admin().await;
+    let ok = json!({"name": "ok", "application": hello_zapp()});
+    let r = c.call(0, Method::POST, "/api/v1/executions", Some(&admin), Some(ok)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let mut app = hello_zapp();
+    app["services"][0]["image"] = json!("evil.example/miner:latest");
+    let r = c
+        .call(0, Method::POST, "/api/v1/executions", Some(&admin), Some(json!({"name": "bad", "application": app})))
+        .await;
+    let details = expect_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(details[0]["path"], "/application/services/0/image", "{:?}", r.body);
+    let r = c.call(0, Method::GET, "/api/v1/executions", Some(&admin), None).await;
+    assert_eq!(r.body["executions"].as_array().unwrap().len(), 1, "the refused one was stored");
+    c.stop().await;
 }

@@ -313,6 +313,97 @@ async fn only_agent_certificates_of_this_ca_register_under_their_own_name() {
     assert_eq!(names, vec!["n7".to_string()]);
 }
 
+/// An agent's session, held open after registration.
+struct RawSession {
+    _conn: quinn::Connection,
+    send: quinn::SendStream,
+    _recv: quinn::RecvStream,
+}
+
+async fn open_session(tls: &TlsMaterial, addr: &str) -> RawSession {
+    let ep = tls.client_endpoint(&[proto::ALPN]).unwrap();
+    let conn = ep.connect(addr.parse().unwrap(), "127.0.0.1").unwrap().await.unwrap();
+    let open = SessionOpen {
+        registration: Registration {
+            addresses: vec!["127.0.0.1".into()],
+            cores_millis: 4000,
+            memory_bytes: 8 << 30,
+            labels: Default::default(),
+            containerd_version: "test".into(),
+            cgroup_mode: "v1".into(),
+            images: vec![],
+            containers: vec![],
+            agent_version: "test".into(),
+        },
+        stats: Default::default(),
+    };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    zoe_net::frame::write_frame(&mut send, &open, proto::MAX_FRAME).await.unwrap();
+    let r = zoe_net::frame::read_frame::<_, SessionReply>(&mut recv, proto::MAX_FRAME).await.unwrap();
+    assert!(matches!(r, Some(SessionReply::Accepted { .. })), "{r:?}");
+    std::mem::forget(ep);
+    RawSession { _conn: conn, send, _recv: recv }
+}
+
+impl RawSession {
+    async fn report_exit(&mut self, service_id: u64, container_id: &str) {
+        let ev = proto::AgentMessage::Event(proto::AgentEvent::Exited {
+            service_id,
+            container_id: container_id.into(),
+            exit_code: Some(0),
+            oom_killed: false,
+            reason: "exited".into(),
+            time_ms: 1,
+        });
+        zoe_net::frame::write_frame(&mut self.send, &ev, proto::MAX_FRAME).await.unwrap();
+    }
+}
+
+/// Issue #15: an agent speaks for its own node. Node n2 reporting that a
+/// service placed on n1 exited (container ids are guessable) is dropped;
+/// n1's own report goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_report_exits_of_another_nodes_services() {
+    use zoe_coordinator::state::{Command, Placement, Plan};
+    let pki = Pki::new();
+    let (c, backend, ports) = inproc_coordinator(&pki, 600_000).await;
+    let addr = format!("127.0.0.1:{}", ports.agents.port);
+    let mut n1 = open_session(&pki.material(&pki.ca, Role::Agent, "n1"), &addr).await;
+    let mut n2 = open_session(&pki.material(&pki.ca, Role::Agent, "n2"), &addr).await;
+
+    let app = zoe_common::zapp::parse(BATCH).unwrap().0;
+    let submit = Command::SubmitExecution {
+        name: "victim".into(),
+        owner: "ada".into(),
+        description: app,
+        size: 1.0,
+        time: 1,
+        idempotency_key: None,
+    };
+    let Ok(Applied::Created(id)) = c.write(submit).await.unwrap().result else { panic!("submit refused") };
+    let svc = c.read_local(|s| s.executions[&id].services[0]).0;
+    c.write(Command::QueueExecution { id, time: 2 }).await.unwrap().result.unwrap();
+    let plan = Plan {
+        time: 3,
+        starting: vec![id],
+        placements: vec![Placement { service: svc, node: "n1".into(), cores: Millicores(500) }],
+        ..Plan::default()
+    };
+    c.write(Command::ApplyPlan(plan)).await.unwrap().result.unwrap();
+    let cid = c.read_local(|s| s.services[&svc].container_id.clone()).0.expect("a container id at placement");
+
+    let mut events = backend.events();
+    n2.report_exit(svc, &cid).await;
+    let heard = tokio::time::timeout(Duration::from_millis(700), events.recv()).await;
+    assert!(heard.is_err(), "n2's report of n1's service went through: {heard:?}");
+    n1.report_exit(svc, &cid).await;
+    let heard = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert!(
+        matches!(heard, Ok(Ok(BackendEvent::Exited { service, .. })) if service == svc),
+        "n1's own report was lost: {heard:?}"
+    );
+}
+
 // ------------------------------------------------------------------ failover
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

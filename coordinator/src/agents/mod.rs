@@ -458,6 +458,22 @@ impl AgentBackend {
     fn on_event(&self, node: &str, ev: AgentEvent) {
         match ev {
             AgentEvent::Exited { service_id, container_id, exit_code, oom_killed, reason, time_ms } => {
+                // An agent speaks for its own node only: an exit of a
+                // service placed elsewhere (a confused or hostile agent,
+                // container ids being guessable) is dropped. (One the state
+                // does not know is refused where it is applied.)
+                let (placed, _) = self.coord.read_local(|s| s.services.get(&service_id).map(|x| x.node.clone()));
+                if let Some(placed) = placed
+                    && placed.as_deref() != Some(node)
+                {
+                    tracing::warn!(
+                        node,
+                        service = service_id,
+                        ?placed,
+                        "refused an exit report for a service placed elsewhere"
+                    );
+                    return;
+                }
                 tracing::info!(node, service = service_id, container = %container_id, ?exit_code, oom_killed, "container exited");
                 let _ = self.events.send(BackendEvent::Exited {
                     service: service_id,

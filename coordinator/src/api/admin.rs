@@ -1,7 +1,7 @@
 //! Users, roles, quotas (Zoe's administration), API tokens, login and the
 //! one-time ACL bootstrap.
 
-use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, bearer, created, now_ms, ok};
+use super::context::{Body, Caller, ClientAddr, Ctx, Indexed, ReadParams, WriteReply, bearer, created, now_ms, ok};
 use super::error::{HttpError, HttpResult};
 use super::routes::{P, Q};
 use crate::auth::{self, AuthSources, TokenKind, TokenRecord};
@@ -17,6 +17,14 @@ use zoe_common::resources::Millicores;
 
 /// Sessions from `POST /login` last this long.
 pub const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
+/// Tokens (API and session) one user may hold at once; a login at the cap
+/// ends the user's oldest sessions instead of failing.
+pub const MAX_TOKENS_PER_USER: usize = 100;
+/// Longest lifetime of a token created by a caller holding a session (a
+/// stolen session must not mint a token for ever); the default there too.
+pub const MAX_TTL_FROM_SESSION_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Token names, in characters.
+pub const MAX_TOKEN_NAME: usize = 256;
 /// The user the bootstrap token creates.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 
@@ -275,7 +283,34 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
     }
     let refs = ctx.read_fresh(|s| check_refs(s, u.role_id, u.quota_id)).await?;
     refs?;
-    let (_, index) = ctx.write(Command::UpdateUser { user: u }).await?;
+    // A new password (or source) ends the user's login sessions, in the
+    // same log entry: whoever knew the old one is logged out. The session
+    // making the change, if it is one, stays.
+    let credentials_changed = body.get("password").is_some() || body.get("auth_source").is_some();
+    let sessions = if credentials_changed {
+        let now = now_ms();
+        let keep = caller.token.id.clone();
+        ctx.read_fresh(|s| {
+            live_tokens(s, id, now)
+                .into_iter()
+                .filter(|(r, _)| r.kind == TokenKind::Session && r.id != keep)
+                .map(|(r, v)| remove_token(&r.id, v))
+                .collect::<Vec<_>>()
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
+    let update = Command::UpdateUser { user: u };
+    let cmd = if sessions.is_empty() { update } else { Command::Batch([update].into_iter().chain(sessions).collect()) };
+    let (applied, index) = ctx.write(cmd).await?;
+    // In a batch each command stands alone: the update's own refusal is
+    // the answer.
+    if let crate::state::Applied::Batch(results) = applied
+        && let Some(Err(e)) = results.into_iter().next()
+    {
+        return Err(e.into());
+    }
     let view = ctx.read_after(index, |s| s.users.get(&id).map(|u| user_view(s, u))).await;
     Ok(ok(json!(view), index))
 }
@@ -507,27 +542,50 @@ fn token_view(s: &State, t: &TokenRecord) -> TokenView {
     }
 }
 
-/// Stores a new token and returns its one-time secret.
+/// Removes a stored token record, unless it changed since `value` was read.
+fn remove_token(id: &str, value: String) -> Command {
+    Command::CompareAndSetMeta { key: TokenRecord::meta_key(id), expected: Some(value), value: None }
+}
+
+/// Stores a new token and returns its one-time secret, together with
+/// `also` (removals of other tokens) in the same log entry.
 async fn issue_token(
     ctx: &Ctx,
     user_id: u64,
     name: &str,
     kind: TokenKind,
     ttl_ms: Option<u64>,
+    also: Vec<Command>,
 ) -> HttpResult<(Value, u64)> {
     let now = now_ms();
     let t = auth::mint(user_id, name, kind, now, ttl_ms);
     let value = serde_json::to_string(&t.record).map_err(|e| HttpError::internal(e.to_string()))?;
-    let (_, index) = ctx.write(Command::SetMeta { key: TokenRecord::meta_key(&t.record.id), value }).await?;
+    let store = Command::SetMeta { key: TokenRecord::meta_key(&t.record.id), value };
+    let cmd = if also.is_empty() { store } else { Command::Batch(also.into_iter().chain([store]).collect()) };
+    let (_, index) = ctx.write(cmd).await?;
     Ok((
         json!({ "id": t.record.id, "token": t.secret, "user_id": user_id, "name": name, "kind": kind, "expires": t.record.expires }),
         index,
     ))
 }
 
+/// A user's tokens that can still authenticate, oldest first, with their
+/// stored values.
+fn live_tokens(s: &State, user_id: u64, now: u64) -> Vec<(TokenRecord, String)> {
+    let mut v: Vec<(TokenRecord, String)> = auth::token_entries(s)
+        .filter_map(|(_, value)| auth::parse_record(value).map(|r| (r, value.clone())))
+        .filter(|(r, _)| r.user_id == user_id && r.expires.is_none_or(|e| e > now))
+        .collect();
+    v.sort_by_key(|(r, _)| r.created);
+    v
+}
+
 pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
     body.only(&["name", "ttl_s", "user_id"])?;
     let name = body.str("name")?.unwrap_or_else(|| "api".into());
+    if name.chars().count() > MAX_TOKEN_NAME {
+        return Err(HttpError::invalid_field("/name", format!("at most {MAX_TOKEN_NAME} characters")));
+    }
     let user_id = match body.u64("user_id")? {
         Some(u) if u != caller.user.id => {
             caller.require_config()?;
@@ -539,8 +597,30 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
         }
         _ => caller.user.id,
     };
-    let ttl = body.u64("ttl_s")?.map(|s| s.saturating_mul(1000));
-    let (v, index) = issue_token(&ctx, user_id, &name, TokenKind::Api, ttl).await?;
+    let mut ttl = body.u64("ttl_s")?.map(|s| s.saturating_mul(1000));
+    if caller.token.kind == TokenKind::Session {
+        match ttl {
+            Some(t) if t > MAX_TTL_FROM_SESSION_MS => {
+                return Err(HttpError::invalid_field(
+                    "/ttl_s",
+                    format!(
+                        "a login session may create tokens of at most {} days",
+                        MAX_TTL_FROM_SESSION_MS / 86_400_000
+                    ),
+                ));
+            }
+            None => ttl = Some(MAX_TTL_FROM_SESSION_MS),
+            Some(_) => {}
+        }
+    }
+    let now = now_ms();
+    let held = ctx.read_fresh(|s| live_tokens(s, user_id, now).len()).await?;
+    if held >= MAX_TOKENS_PER_USER {
+        return Err(HttpError::conflict(format!(
+            "the user holds {held} tokens, the most allowed; revoke some (zoe token ls, zoe token revoke)"
+        )));
+    }
+    let (v, index) = issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, Vec::new()).await?;
     Ok(created(v, index))
 }
 
@@ -581,12 +661,14 @@ pub async fn list_tokens(
 }
 
 pub async fn revoke_token(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<String>) -> HttpResult<Response> {
-    let found = ctx.read_fresh(|s| auth::token_record(s, &id)).await?;
-    let t = found.ok_or_else(|| HttpError::not_found(format!("token {id} not found")))?;
+    let key = TokenRecord::meta_key(&id);
+    let found =
+        ctx.read_fresh(|s| s.meta.get(&key).and_then(|v| auth::parse_record(v).map(|r| (r, v.clone())))).await?;
+    let (t, value) = found.ok_or_else(|| HttpError::not_found(format!("token {id} not found")))?;
     if t.user_id != caller.user.id {
         caller.require_config()?;
     }
-    let (_, index) = ctx.write(Command::SetMeta { key: TokenRecord::meta_key(&id), value: String::new() }).await?;
+    let (_, index) = ctx.write(remove_token(&id, value)).await?;
     Ok(no_content(index))
 }
 
@@ -640,27 +722,54 @@ pub mod base64_lite {
 
 /// Exchanges a username and password (HTTP Basic, or a JSON body with
 /// `username` and `password`) for a session token.
-pub async fn login(Ax(ctx): Ax<Ctx>, headers: axum::http::HeaderMap, body: Body) -> HttpResult<WriteReply<Value>> {
+/// Logs in with a username and password (JSON body or HTTP Basic) and
+/// answers a session token. Throttled per username and per client address
+/// (429 with `Retry-After`, `auth::throttle`).
+pub async fn login(
+    Ax(ctx): Ax<Ctx>,
+    client: ClientAddr,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> HttpResult<WriteReply<Value>> {
     body.only(&["username", "password"])?;
     let (username, password) = match basic(headers.get(axum::http::header::AUTHORIZATION)) {
         Some(c) => c,
         None => (body.req_str("username")?, body.req_str("password")?),
     };
+    ctx.throttle().admit(&username, client.0).map_err(|auth::throttle::RetryAfter(wait)| {
+        HttpError::too_many(format!("too many login attempts; try again in {} s", wait.as_secs().max(1)), wait)
+    })?;
     let denied = || HttpError::unauthorized("wrong username or password");
     let found = ctx.read_fresh(|s| s.user_by_name(&username).cloned()).await?;
     let Some(user) = found else {
         // Spend the same argon2 time as for a real user, so response times
         // do not tell which usernames exist.
-        let _ = tokio::task::spawn_blocking(move || auth::verify_password(&password, auth::DUMMY_HASH)).await;
+        let _ = auth::verify_password_bounded(password, None).await;
+        ctx.throttle().failed(&username);
         return Err(denied());
     };
     if !ctx.check_password(&user, &password).await? {
+        ctx.throttle().failed(&username);
         return Err(denied());
     }
     if !user.enabled {
         return Err(HttpError::unauthorized(format!("user {username} is disabled")));
     }
-    let (v, index) = issue_token(&ctx, user.id, "login", TokenKind::Session, Some(SESSION_TTL_MS)).await?;
+    // At the cap, the oldest sessions make room (API tokens are never
+    // removed behind their owner's back).
+    let now = now_ms();
+    let evict = ctx
+        .read_fresh(|s| {
+            let live = live_tokens(s, user.id, now);
+            let over = (live.len() + 1).saturating_sub(MAX_TOKENS_PER_USER);
+            live.into_iter()
+                .filter(|(r, _)| r.kind == TokenKind::Session)
+                .take(over)
+                .map(|(r, v)| remove_token(&r.id, v))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let (v, index) = issue_token(&ctx, user.id, "login", TokenKind::Session, Some(SESSION_TTL_MS), evict).await?;
     Ok(created(v, index))
 }
 
@@ -732,7 +841,7 @@ pub async fn exchange_bootstrap_token(ctx: &Ctx, token: &str) -> HttpResult<(Val
             created_id(ctx.write(Command::CreateUser { user }).await?.0)?
         }
     };
-    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None).await?;
+    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None, Vec::new()).await?;
     ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAP.into(), value: String::new() }).await?;
     let (_, index) =
         ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAPPED.into(), value: now_ms().to_string() }).await?;

@@ -27,6 +27,7 @@ pub(crate) struct Inner {
     pub sources: AuthSources,
     pub live: Option<Arc<dyn LiveSource>>,
     pub metrics: Metrics,
+    pub throttle: crate::auth::throttle::LoginThrottle,
     pub body_limit: usize,
     /// Turns true when the server stops: blocking queries return at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -41,7 +42,8 @@ impl Ctx {
         let api = &coord.config().api;
         let sources = AuthSources::new(api.auth_file.clone());
         let body_limit = api.body_limit_bytes;
-        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), body_limit, stopping }))
+        let throttle = crate::auth::throttle::LoginThrottle::new(api.login.clone());
+        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), throttle, body_limit, stopping }))
     }
 
     pub fn coord(&self) -> &Coordinator {
@@ -59,6 +61,10 @@ impl Ctx {
 
     pub fn live_opt(&self) -> Option<&Arc<dyn LiveSource>> {
         self.0.live.as_ref()
+    }
+
+    pub fn throttle(&self) -> &crate::auth::throttle::LoginThrottle {
+        &self.0.throttle
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -172,6 +178,7 @@ impl Ctx {
     pub async fn check_password(&self, user: &User, password: &str) -> HttpResult<bool> {
         self.0.sources.check(user, password).await.map_err(|e| match e {
             auth::AuthError::Unsupported(_) => HttpError::unauthorized(e.to_string()),
+            auth::AuthError::Busy => HttpError::too_many(e.to_string(), Duration::from_secs(1)),
             other => HttpError::internal(other.to_string()),
         })
     }
@@ -455,5 +462,36 @@ impl Body {
                 Err(HttpError::invalid_field(&format!("/{k}"), format!("expected a boolean, got {}", type_name(v))))
             }
         }
+    }
+}
+
+/// The client's address as the TCP connection shows it (never a
+/// forwarded-for header, which the client writes itself); `None` when the
+/// server was not started with connection info (a handler called in-process).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl ClientAddr {
+    pub fn of(ext: &axum::http::Extensions) -> ClientAddr {
+        ClientAddr(ext.get::<axum::extract::ConnectInfo<Peer>>().map(|c| c.0.0.ip()))
+    }
+}
+
+/// The connection info the API server records for each connection (plain
+/// TCP or TLS alike): the peer's socket address.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'a, tokio::net::TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr::of(&parts.extensions))
     }
 }

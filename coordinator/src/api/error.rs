@@ -20,13 +20,15 @@ pub struct HttpError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<Detail>,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after_s: Option<u64>,
 }
 
 pub type HttpResult<T> = Result<T, HttpError>;
 
 impl HttpError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
-        HttpError { status, code, message: message.into(), details: Vec::new() }
+        HttpError { status, code, message: message.into(), details: Vec::new(), retry_after_s: None }
     }
     pub fn bad_request(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -41,6 +43,7 @@ impl HttpError {
             code,
             message: format!("{path}: {message}"),
             details: vec![Detail { path: path.to_string(), message }],
+            retry_after_s: None,
         }
     }
     pub fn unauthorized(message: impl Into<String>) -> HttpError {
@@ -65,6 +68,14 @@ impl HttpError {
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
+    /// A 429 with `Retry-After`.
+    pub fn too_many(message: impl Into<String>, retry_after: std::time::Duration) -> HttpError {
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        HttpError {
+            retry_after_s: Some(secs),
+            ..HttpError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+        }
+    }
     pub fn internal(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -78,7 +89,11 @@ impl IntoResponse for HttpError {
         let body = serde_json::json!({
             "error": { "code": self.code, "message": self.message, "details": self.details }
         });
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 
@@ -115,6 +130,7 @@ impl From<StateError> for HttpError {
                     path: "Idempotency-Key".into(),
                     message: "already used for another request".into(),
                 }],
+                retry_after_s: None,
             },
         }
     }

@@ -131,9 +131,10 @@ fn detail(s: &State, e: &Execution) -> ExecutionDetail {
 fn visible<'a>(s: &'a State, caller: &Caller, id: ExecutionId) -> HttpResult<&'a Execution> {
     let e = s.executions.get(&id).ok_or_else(|| HttpError::not_found(format!("execution {id} not found")))?;
     if !caller.may_touch(&e.owner) {
+        // Who owns it is the owner's business: the answer does not say.
         return Err(HttpError::forbidden(format!(
-            "execution {id} belongs to {}; user {} may not operate others' executions",
-            e.owner, caller.user.username
+            "execution {id} belongs to another user; user {} may not operate others' executions",
+            caller.user.username
         )));
     }
     Ok(e)
@@ -161,6 +162,7 @@ pub fn validate_app(v: Option<&Value>, prefix: &str) -> HttpResult<(ZApp, Vec<De
                 code: "invalid_zapp",
                 message: format!("the ZApp has {} problem(s); first: {first}", details.len()),
                 details,
+                retry_after_s: None,
             })
         }
     }
@@ -192,9 +194,19 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> HttpResult<Option<Str
 /// path reads and writes whatever the agent can (the CA key, other users'
 /// workspaces), the host's network reaches loopback services and sniffs
 /// them. `at` is the ZApp's JSON pointer in the request.
-fn check_host_access(caller: &Caller, app: &ZApp, at: &str) -> HttpResult<()> {
+fn check_host_access(caller: &Caller, app: &ZApp, at: &str, registries: &[String]) -> HttpResult<()> {
     let caps = caller.caps();
     for (i, g) in app.services.iter().enumerate() {
+        // The validator already parsed every image; one that does not parse
+        // here was refused before.
+        if let Ok(r) = zoe_common::image::ImageRef::parse(&g.image)
+            && !r.registry_allowed(registries)
+        {
+            return Err(HttpError::forbidden_field(
+                &format!("{at}/services/{i}/image"),
+                format!("registry {} is not in this cluster's allow-list ([api] registries)", r.registry()),
+            ));
+        }
         if !caps.can_mount_host_paths && !g.volumes.is_empty() {
             return Err(HttpError::forbidden_field(
                 &format!("{at}/services/{i}/volumes/0"),
@@ -224,7 +236,7 @@ async fn submit_app(
     at: &str,
 ) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
-    check_host_access(caller, &app, at)?;
+    check_host_access(caller, &app, at, &ctx.coord().config().api.registries)?;
     let size = app.size as f64;
     let owner = caller.user.username.clone();
     let cmd = Command::SubmitExecution { idempotency_key, name, owner, description: app, size, time: now_ms() };

@@ -60,12 +60,14 @@ impl ApiServer {
                 let acceptor = tls_acceptor(cert, key)?;
                 let listener = TlsListener::new(tcp, acceptor);
                 tokio::spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<super::context::Peer>();
                     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
                         tracing::error!("API server: {e}");
                     }
                 })
             }
             _ => tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<super::context::Peer>();
                 if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(signal).await {
                     tracing::error!("API server: {e}");
                 }
@@ -210,6 +212,12 @@ impl TlsListener {
             }
         });
         TlsListener { rx, addr, _accept: AbortOnDrop(accept) }
+    }
+}
+
+impl<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, TlsListener>> for super::context::Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'a, TlsListener>) -> Self {
+        super::context::Peer(*stream.remote_addr())
     }
 }
 

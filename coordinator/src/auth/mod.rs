@@ -8,7 +8,11 @@
 //!
 //! Token records live in the replicated state's `meta` map under
 //! `token.<id>` (JSON), because the state model has no token table yet; a
-//! revoked token's value is emptied. Sessions are tokens with an expiry.
+//! revoked token's record is removed (older clusters emptied it instead).
+//! Sessions are tokens with an expiry. `crate::gc` removes records that
+//! can never authenticate again.
+
+pub mod throttle;
 
 use crate::state::{State, User};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
@@ -38,6 +42,9 @@ pub enum AuthError {
     },
     #[error("auth source `{0}` is not configured on this coordinator")]
     Unsupported(String),
+    /// Every argon2 permit stayed taken for `ARGON_QUEUE`.
+    #[error("too many password checks at once; try again in a moment")]
+    Busy,
 }
 
 /// Hashes a password for the internal source (argon2id, random salt, PHC string).
@@ -56,6 +63,33 @@ pub const DUMMY_HASH: &str =
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Longest a check waits for an argon2 permit before it is turned away.
+const ARGON_QUEUE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One argon2 verification per CPU at a time: each costs tens of ms of CPU
+/// and 19 MiB, and a burst of logins must not starve the coordinator.
+fn argon_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
+
+/// [`verify_password`] on a blocking thread, once a permit is free. With no
+/// hash it checks against [`DUMMY_HASH`] and answers `false`, so a user
+/// without a password takes as long as one with a wrong password.
+pub async fn verify_password_bounded(password: String, phc: Option<String>) -> Result<bool, AuthError> {
+    let permit = tokio::time::timeout(ARGON_QUEUE, argon_permits().acquire())
+        .await
+        .map_err(|_| AuthError::Busy)?
+        .map_err(|_| AuthError::Busy)?;
+    let has = phc.is_some();
+    let phc = phc.unwrap_or_else(|| DUMMY_HASH.to_string());
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    drop(permit);
+    Ok(has && ok)
 }
 
 /// Where a user's password is checked. The API picks the source named by
@@ -78,15 +112,7 @@ impl AuthSource for InternalSource {
         "internal"
     }
     fn check<'a>(&'a self, user: &'a User, pw: &'a str) -> futures::future::BoxFuture<'a, Result<bool, AuthError>> {
-        // argon2 takes tens of milliseconds: keep it off the async workers.
-        let hash = user.password_hash.clone();
-        let pw = pw.to_string();
-        Box::pin(async move {
-            let Some(hash) = hash else { return Ok(false) };
-            tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
-                .await
-                .map_err(|e| AuthError::Hash(e.to_string()))
-        })
+        Box::pin(verify_password_bounded(pw.to_string(), user.password_hash.clone()))
     }
 }
 
@@ -236,17 +262,23 @@ pub fn parse_token(t: &str) -> Option<(&str, &str)> {
 }
 
 pub fn token_record(state: &State, id: &str) -> Option<TokenRecord> {
-    state.meta.get(&TokenRecord::meta_key(id)).and_then(|v| serde_json::from_str(v).ok())
+    state.meta.get(&TokenRecord::meta_key(id)).and_then(|v| parse_record(v))
+}
+
+/// The `meta` entries holding token records (key, JSON value), revoked
+/// ones included until the garbage collector removes them.
+pub fn token_entries(state: &State) -> impl Iterator<Item = (&String, &String)> {
+    state.meta.range(TOKEN_PREFIX.to_string()..).take_while(|(k, _)| k.starts_with(TOKEN_PREFIX))
+}
+
+/// A stored token record; `None` for a revoked (emptied) one.
+pub fn parse_record(value: &str) -> Option<TokenRecord> {
+    serde_json::from_str(value).ok()
 }
 
 /// Every live (not revoked) token record.
 pub fn token_records(state: &State) -> Vec<TokenRecord> {
-    state
-        .meta
-        .range(TOKEN_PREFIX.to_string()..)
-        .take_while(|(k, _)| k.starts_with(TOKEN_PREFIX))
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-        .collect()
+    token_entries(state).filter_map(|(_, v)| parse_record(v)).collect()
 }
 
 /// Checks a bearer token against the state: the user it belongs to, if valid now.

@@ -152,6 +152,7 @@ async fn fixture(cfg: LeaderConfig) -> Fixture {
         agents: Default::default(),
         leader: Default::default(),
         backup: Default::default(),
+        gc: Default::default(),
     };
     let node = Coordinator::start(config).await.unwrap();
     let registration = Registration {

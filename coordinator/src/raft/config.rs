@@ -30,6 +30,12 @@
 //! tls_key = "coordinator-key.pem"
 //! body_limit_bytes = 4194304       # larger request bodies get 413
 //! auth_file = "zoepass.csv"        # optional read-only `username,password` file
+//! registries = ["registry.example:5000", "zoe.local"]  # images ZApps may name; default: any
+//!
+//! [api.login]                      # optional login throttling, defaults shown
+//! failures_per_user = 10           # then 429 for that username until the window ends
+//! attempts_per_client = 30         # logins per client address per window
+//! window_s = 300
 //!
 //!
 //! [api.web]                        # optional web UI, served by the API's listener under /ui/
@@ -54,6 +60,10 @@
 //! dir = "/var/lib/zoe/backups"     # unset: none
 //! interval_s = 3600
 //! keep = 24
+//!
+//! [gc]                             # optional garbage collection on the leader, defaults shown
+//! interval_s = 60
+//! execution_retention_s = 604800   # ended executions are deleted 7 days after they ended; 0 = never
 //! ```
 
 use super::{CoordNode, NodeId};
@@ -104,6 +114,8 @@ pub struct CoordinatorConfig {
     /// Scheduled snapshots on the leader (`[backup]`).
     #[serde(default)]
     pub backup: crate::backup::BackupSettings,
+    #[serde(default)]
+    pub gc: crate::gc::GcSettings,
 }
 
 /// The REST API's listener and limits.
@@ -124,6 +136,11 @@ pub struct ApiSettings {
     pub auth_file: Option<PathBuf>,
     /// The web UI (`[api.web]`).
     pub web: WebSettings,
+    /// Login throttling (`[api.login]`).
+    pub login: crate::auth::throttle::LoginLimits,
+    /// Registries whose images ZApps may name (`host` or `host:port`);
+    /// empty: any. Agents check again with their own `[security] registries`.
+    pub registries: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -135,6 +152,8 @@ impl Default for ApiSettings {
             body_limit_bytes: 4 * 1024 * 1024,
             auth_file: None,
             web: WebSettings::default(),
+            login: Default::default(),
+            registries: Vec::new(),
         }
     }
 }

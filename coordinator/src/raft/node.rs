@@ -205,7 +205,11 @@ impl Coordinator {
                 config.name
             )));
         }
+        // The data dir holds the whole state (password hashes, token
+        // hashes): the coordinator's alone, whatever the umask said.
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let db = open_db(&config.data_dir)?;
         let durable = Durable::open(&db, &config.data_dir)

@@ -238,6 +238,7 @@ fn login_form(web: &Web, headers: &HeaderMap, error: Option<&str>, status: axum:
 
 pub async fn login(State(web): State<Web>, req: Request) -> Response {
     let headers = req.headers().clone();
+    let client = crate::api::context::ClientAddr::of(req.extensions());
     let limit = web.ctx().coord().config().api.body_limit_bytes;
     let fields = match read_fields(req, limit).await {
         Ok(f) => f,
@@ -261,7 +262,7 @@ pub async fn login(State(web): State<Web>, req: Request) -> Response {
     } else {
         let body = json!({ "username": fields.get("username").unwrap_or(""), "password": fields.get("password").unwrap_or("") });
         let body = crate::api::context::Body(body.as_object().cloned().unwrap_or_default());
-        match admin::login(State(web.ctx().clone()), HeaderMap::new(), body).await {
+        match admin::login(State(web.ctx().clone()), client, HeaderMap::new(), body).await {
             Ok(r) => r.value["token"].as_str().unwrap_or_default().to_string(),
             Err(e) => return login_form(&web, &headers, Some(&e.message), e.status),
         }
