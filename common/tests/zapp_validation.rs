@@ -28,6 +28,8 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("cores-min-over-max", "/services/0/resources/cores/min", "must not exceed max"),
     ("memory-too-small", "/services/0/resources/memory/min", "at least 1024"),
     ("memory-min-over-max", "/services/0/resources/memory/min", "must not exceed max"),
+    ("memory-sum-overflows", "/services/0/resources/memory/min", "exceeds 1 EiB"),
+    ("cores-sum-overflows", "/services/0/resources/cores/min", "core reservation"),
     ("fractional-memory", "/services/0/resources/memory/min", "whole number"),
     ("shm-size-renamed", "/services/0/resources/shm_size", "renamed"),
     ("bad-env-name", "/services/0/environment/0/0", "not a valid variable name"),

@@ -24,6 +24,8 @@ pub const DEFAULT_CORES_MIN: Millicores = Millicores(100);
 /// Largest `total_count` of one service group: an execution's instances all
 /// live in the replicated state, so an unbounded count is a denial of service.
 pub const MAX_TOTAL_COUNT: u32 = 10_000;
+/// Largest memory reservation of one ZApp (Σ min × total_count): 1 EiB.
+pub const MAX_TOTAL_MEMORY: u64 = 1 << 60;
 /// Where the user's workspace is mounted; ZApp volumes may not shadow it.
 pub const WORKSPACE_MOUNT: &str = "/mnt/workspace";
 
@@ -164,8 +166,8 @@ impl ZApp {
     /// Zoe's DYNSIZE starting size: Σ cores.min × Σ memory.min over all
     /// instances (cores in whole cores, as Zoe multiplied floats).
     pub fn dynsize(&self) -> f64 {
-        let cores: u64 = self.services.iter().map(|s| u64::from(s.cores_min().0) * u64::from(s.total_count)).sum();
-        let mem: u64 = self.services.iter().map(|s| s.memory_min() * u64::from(s.total_count)).sum();
+        let (cores, mem) = self.total_reservation();
+        let (cores, mem) = (u64::from(cores.0), mem);
         (cores as f64 / 1000.0) * mem as f64
     }
 
@@ -181,7 +183,10 @@ impl ZApp {
 
     fn reservation(&self, count: impl Fn(&ServiceGroup) -> u32) -> (Millicores, u64) {
         let cores = self.services.iter().map(|s| Millicores(s.cores_min().0.saturating_mul(count(s)))).sum();
-        let mem = self.services.iter().map(|s| s.memory_min().saturating_mul(u64::from(count(s)))).sum();
+        let mem = self
+            .services
+            .iter()
+            .fold(0u64, |a, s| a.saturating_add(s.memory_min().saturating_mul(u64::from(count(s)))));
         (cores, mem)
     }
 }

@@ -9,8 +9,8 @@
 
 use super::template::{Placeholder, Template};
 use super::{
-    CoresRange, EnvVar, FORMAT_VERSION, MAX_TOTAL_COUNT, MemoryRange, OnEviction, Port, Protocol, Resources,
-    ServiceGroup, Volume, ZApp,
+    CoresRange, EnvVar, FORMAT_VERSION, MAX_TOTAL_COUNT, MAX_TOTAL_MEMORY, MemoryRange, OnEviction, Port, Protocol,
+    Resources, ServiceGroup, Volume, ZApp,
 };
 use crate::image::ImageRef;
 use crate::resources::Millicores;
@@ -288,6 +288,7 @@ impl Checker {
                 }
             }
             self.cross_service_checks(list, &groups);
+            self.total_reservation(&groups);
         }
 
         let (name, version, will_end, size, on_eviction) = (name?, version?, will_end?, size?, on_eviction?);
@@ -302,6 +303,38 @@ impl Checker {
             services: groups.into_iter().flatten().collect(),
             on_eviction,
         })
+    }
+
+    /// Σ min × total_count of memory and cores over the services must fit
+    /// [`MAX_TOTAL_MEMORY`] and `u32` millicores: every sum the quota and
+    /// the scheduler make of it then stays exact (a wrapped sum would slip
+    /// under a quota, and an overflow inside `apply` would stop every
+    /// replica at the same entry).
+    fn total_reservation(&mut self, groups: &[Option<ServiceGroup>]) {
+        let (mut mem, mut cores) = (0u64, 0u32);
+        for (i, g) in groups.iter().enumerate() {
+            let Some(g) = g else { continue };
+            let m = g.memory_min().checked_mul(u64::from(g.total_count)).and_then(|m| mem.checked_add(m));
+            match m {
+                Some(m) if m <= MAX_TOTAL_MEMORY => mem = m,
+                _ => {
+                    let p = format!("/services/{i}/resources/memory/min");
+                    self.err(
+                        &p,
+                        "too large: the ZApp's memory reservation (min × total_count, over all services) exceeds 1 EiB",
+                    );
+                    return;
+                }
+            }
+            match g.cores_min().0.checked_mul(g.total_count).and_then(|c| cores.checked_add(c)) {
+                Some(c) => cores = c,
+                None => {
+                    let p = format!("/services/{i}/resources/cores/min");
+                    self.err(&p, format!("too large: the ZApp's core reservation (min × total_count, over all services) exceeds {} cores", u32::MAX / 1000));
+                    return;
+                }
+            }
+        }
     }
 
     /// The optional `on_eviction` policy: `Some(None)` when absent.
@@ -447,6 +480,7 @@ impl Checker {
     }
 
     fn resources(&mut self, v: &Value, path: &str) -> Option<Resources> {
+        // (`memory` values are bounded as a sum, in `total_reservation`.)
         let m = self.object(v, path, &["memory", "cores"], &["shm"])?;
         let memory = m.get("memory").and_then(|mv| {
             let p = join(path, "memory");
