@@ -1081,3 +1081,46 @@ async fn images_of_registries_off_the_allow_list_are_refused() {
     assert_eq!(r.body["executions"].as_array().unwrap().len(), 1, "the refused one was stored");
     c.stop().await;
 }
+
+/// Issue #15: without can_customize_resources, a ZApp asking more per
+/// instance than the quota's per-service ceilings is refused at submission
+/// (403 naming the field); a role with the flag may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_service_ceilings_hold_without_can_customize_resources() {
+    let c = Cluster::start(1).await;
+    let admin = c.admin().await;
+    let quota = json!({"name": "small", "concurrent_executions": 0, "memory": 0, "cores": 0, "runtime_limit": 0,
+        "service_cores": 1, "service_memory": 256 << 20});
+    let r = c.call(0, Method::POST, "/api/v1/quotas", Some(&admin), Some(quota)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let qid = r.body["id"].as_u64().unwrap();
+    let (_, user) = c.user(&admin, "eve", json!({"quota_id": qid})).await;
+    async fn submit(c: &Cluster, app: Value, token: &str) -> api_support::Resp {
+        let body = json!({"name": "x", "application": app});
+        c.call(0, Method::POST, "/api/v1/executions", Some(token), Some(body)).await
+    }
+    let mut app = hello_zapp();
+    app["services"][0]["resources"] =
+        json!({"memory": {"min": 64 << 20, "max": 128 << 20}, "cores": {"min": 0.5, "max": 1}});
+    let r = submit(&c, app.clone(), &user).await;
+    assert_eq!(r.status, StatusCode::CREATED, "within the ceilings: {:?}", r.body);
+    for (field, value, pointer) in [
+        ("cores", json!({"min": 0.5, "max": 2}), "/application/services/0/resources/cores/max"),
+        ("cores", json!({"min": 0.5, "max": null}), "/application/services/0/resources/cores/max"),
+        ("memory", json!({"min": 64 << 20, "max": 1 << 30}), "/application/services/0/resources/memory/max"),
+    ] {
+        let mut big = app.clone();
+        big["services"][0]["resources"][field] = value;
+        let r = submit(&c, big, &user).await;
+        assert_eq!(expect_error(&r, StatusCode::FORBIDDEN, "forbidden")[0]["path"], pointer, "{:?}", r.body);
+    }
+    // A role with can_customize_resources (superuser) may go above them.
+    let mut big = app.clone();
+    big["services"][0]["resources"]["cores"] = json!({"min": 0.5, "max": 2});
+    let (_, power) = c.user(&admin, "pia", json!({"quota_id": qid, "role_id": 2})).await;
+    let r = submit(&c, big, &power).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = c.call(0, Method::GET, &format!("/api/v1/quotas/{qid}"), Some(&admin), None).await;
+    assert_eq!((r.body["service_cores"].clone(), r.body["service_memory"].clone()), (json!(1.0), json!(256 << 20)));
+    c.stop().await;
+}

@@ -349,6 +349,14 @@ pub enum QuotaCmd {
         /// Seconds from an execution's start.
         #[arg(long)]
         runtime_limit: u64,
+        /// Most cores one service instance may ask (min and max) without
+        /// can_customize_resources; 0: no ceiling.
+        #[arg(long, default_value_t = 0.0)]
+        service_cores: f64,
+        /// Most memory (bytes) one service instance may ask without
+        /// can_customize_resources; 0: no ceiling.
+        #[arg(long, default_value_t = 0)]
+        service_memory: u64,
     },
     Update {
         id: u64,
@@ -362,6 +370,10 @@ pub enum QuotaCmd {
         cores: Option<f64>,
         #[arg(long)]
         runtime_limit: Option<u64>,
+        #[arg(long)]
+        service_cores: Option<f64>,
+        #[arg(long)]
+        service_memory: Option<u64>,
     },
     Rm {
         id: u64,
@@ -1102,18 +1114,38 @@ async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
             let v = c.get(&format!("/api/v1/quotas/{id}")).await?;
             if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
         }
-        QuotaCmd::Create { name, concurrent_executions, memory, cores, runtime_limit } => {
-            let body = json!({"name": name, "concurrent_executions": concurrent_executions, "memory": memory, "cores": cores, "runtime_limit": runtime_limit});
+        QuotaCmd::Create {
+            name,
+            concurrent_executions,
+            memory,
+            cores,
+            runtime_limit,
+            service_cores,
+            service_memory,
+        } => {
+            let body = json!({"name": name, "concurrent_executions": concurrent_executions, "memory": memory, "cores": cores,
+                "runtime_limit": runtime_limit, "service_cores": service_cores, "service_memory": service_memory});
             let v = c.post("/api/v1/quotas", &body).await?;
             done(conn, &v, || format!("quota {name} created with id {}", cell(&v["id"])));
         }
-        QuotaCmd::Update { id, name, concurrent_executions, memory, cores, runtime_limit } => {
+        QuotaCmd::Update {
+            id,
+            name,
+            concurrent_executions,
+            memory,
+            cores,
+            runtime_limit,
+            service_cores,
+            service_memory,
+        } => {
             let mut m = Map::new();
             insert_opt(&mut m, "name", name.map(Value::from));
             insert_opt(&mut m, "concurrent_executions", concurrent_executions.map(Value::from));
             insert_opt(&mut m, "memory", memory.map(Value::from));
             insert_opt(&mut m, "cores", cores.map(Value::from));
             insert_opt(&mut m, "runtime_limit", runtime_limit.map(Value::from));
+            insert_opt(&mut m, "service_cores", service_cores.map(Value::from));
+            insert_opt(&mut m, "service_memory", service_memory.map(Value::from));
             if m.is_empty() {
                 bail!("nothing to change: give at least one option (see --help)");
             }

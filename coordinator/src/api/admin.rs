@@ -417,6 +417,9 @@ pub struct QuotaView {
     pub memory: u64,
     pub cores: f64,
     pub runtime_limit: u64,
+    /// Per-instance ceilings for users without can_customize_resources (0: none).
+    pub service_cores: f64,
+    pub service_memory: u64,
 }
 
 fn quota_view(q: &Quota) -> QuotaView {
@@ -427,9 +430,12 @@ fn quota_view(q: &Quota) -> QuotaView {
         memory: q.memory,
         cores: q.cores.as_cores(),
         runtime_limit: q.runtime_limit,
+        service_cores: q.service_cores.as_cores(),
+        service_memory: q.service_memory,
     }
 }
 
+/// The keys a new quota must give (a forgotten one must not mean "unlimited").
 const QUOTA_KEYS: [&str; 5] = ["name", "concurrent_executions", "memory", "cores", "runtime_limit"];
 
 fn apply_quota(body: &Body, q: &mut Quota) -> HttpResult<()> {
@@ -448,6 +454,13 @@ fn apply_quota(body: &Body, q: &mut Quota) -> HttpResult<()> {
     }
     if let Some(r) = body.u64("runtime_limit")? {
         q.runtime_limit = r;
+    }
+    if let Some(c) = body.f64("service_cores")? {
+        q.service_cores =
+            Millicores::from_cores(c).map_err(|e| HttpError::invalid_field("/service_cores", e.to_string()))?;
+    }
+    if let Some(m) = body.u64("service_memory")? {
+        q.service_memory = m;
     }
     Ok(())
 }
@@ -476,7 +489,7 @@ pub async fn get_quota(
 
 pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
     caller.require_config()?;
-    body.only(&QUOTA_KEYS)?;
+    body.only(super::routes::QUOTA_FIELDS)?;
     // Every limit is required: a forgotten field must not mean "unlimited".
     for k in QUOTA_KEYS {
         if body.get(k).is_none() {
@@ -490,6 +503,8 @@ pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
         memory: 0,
         cores: Millicores(0),
         runtime_limit: 0,
+        service_cores: Millicores(0),
+        service_memory: 0,
     };
     apply_quota(&body, &mut quota)?;
     let (applied, index) = ctx.write(Command::CreateQuota { quota }).await?;
@@ -503,7 +518,7 @@ pub async fn update_quota(
     body: Body,
 ) -> HttpResult<WriteReply<QuotaView>> {
     caller.require_config()?;
-    body.only(&QUOTA_KEYS)?;
+    body.only(super::routes::QUOTA_FIELDS)?;
     let found = ctx.read_fresh(|s| s.quotas.get(&id).cloned()).await?;
     let mut q = found.ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))?;
     apply_quota(&body, &mut q)?;

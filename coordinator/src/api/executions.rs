@@ -5,8 +5,8 @@ use super::error::{Detail, HttpError, HttpResult};
 use super::live::LogRequest;
 use super::routes::{P, Q};
 use crate::state::{
-    AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, PublishedPort, Service, ServiceId, State,
-    StateError,
+    AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, PublishedPort, Quota, Service, ServiceId,
+    State, StateError,
 };
 use axum::extract::State as Ax;
 use axum::http::StatusCode;
@@ -227,6 +227,52 @@ fn check_host_access(caller: &Caller, app: &ZApp, at: &str, registries: &[String
     Ok(())
 }
 
+/// Without `can_customize_resources`, no instance may ask (as `min` or
+/// `max`, an absent `max` being no limit at all) more than the quota's
+/// per-service ceilings: 403 naming the field.
+fn check_ceilings(caller: &Caller, quota: Option<&Quota>, app: &ZApp, at: &str) -> HttpResult<()> {
+    let Some(q) = quota else { return Ok(()) };
+    if caller.caps().can_customize_resources || (q.service_cores.0 == 0 && q.service_memory == 0) {
+        return Ok(());
+    }
+    let refuse = |path: String, what: String| {
+        HttpError::forbidden_field(
+            &path,
+            format!(
+                "{what}, above quota `{}`'s per-service ceiling (changing it needs can_customize_resources)",
+                q.name
+            ),
+        )
+    };
+    for (i, g) in app.services.iter().enumerate() {
+        let r = &g.resources;
+        let p = |k: &str, m: &str| format!("{at}/services/{i}/resources/{k}/{m}");
+        if q.service_cores.0 > 0 {
+            let c = q.service_cores;
+            if let Some(min) = r.cores.min.filter(|m| *m > c) {
+                return Err(refuse(p("cores", "min"), format!("{min} cores asked, {c} allowed")));
+            }
+            match r.cores.max {
+                Some(max) if max > c => {
+                    return Err(refuse(p("cores", "max"), format!("{max} cores asked, {c} allowed")));
+                }
+                None => return Err(refuse(p("cores", "max"), format!("no core limit asked, {c} allowed"))),
+                Some(_) => {}
+            }
+        }
+        if q.service_memory > 0 {
+            let m = q.service_memory;
+            let human = zoe_common::resources::human_bytes;
+            for (key, v) in [("min", r.memory.min), ("max", r.memory.max)] {
+                if let Some(v) = v.filter(|v| *v > m) {
+                    return Err(refuse(p("memory", key), format!("{} asked, {} allowed", human(v), human(m))));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn submit_app(
     ctx: &Ctx,
     caller: &Caller,
@@ -237,6 +283,8 @@ async fn submit_app(
 ) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
     check_host_access(caller, &app, at, &ctx.coord().config().api.registries)?;
+    let (quota, _) = ctx.coord().read_local(|s| s.quotas.get(&caller.user.quota_id).cloned());
+    check_ceilings(caller, quota.as_ref(), &app, at)?;
     let size = app.size as f64;
     let owner = caller.user.username.clone();
     let cmd = Command::SubmitExecution { idempotency_key, name, owner, description: app, size, time: now_ms() };

@@ -163,7 +163,9 @@ pub const BODY_FIELDS: &[(&str, &str, &[&str])] = &[
 
 /// A role's name; its capability flags are added from `Capabilities::FLAGS`.
 const ROLE_FIELDS: &[&str] = &["name"];
-const QUOTA_FIELDS: &[&str] = &["name", "concurrent_executions", "memory", "cores", "runtime_limit"];
+/// A quota's fields: what the API takes and the OpenAPI document lists.
+pub(crate) const QUOTA_FIELDS: &[&str] =
+    &["name", "concurrent_executions", "memory", "cores", "runtime_limit", "service_cores", "service_memory"];
 
 fn body_schema(method: &str, path: &str) -> Value {
     if path == "/api/v1/zapp/validate" {

@@ -121,6 +121,13 @@ pub struct Quota {
     pub cores: Millicores,
     /// Seconds an execution may run, counted from its start.
     pub runtime_limit: u64,
+    /// Ceilings on one service instance (its `min` and `max`) for users
+    /// without `can_customize_resources`; 0 = none. Checked by the API at
+    /// submission.
+    #[serde(default)]
+    pub service_cores: Millicores,
+    #[serde(default)]
+    pub service_memory: u64,
 }
 
 /// Built-in records every cluster starts with; fixed ids so that all
@@ -163,5 +170,7 @@ pub fn builtin_quota() -> Quota {
         memory: 32 << 30,
         cores: Millicores::from_whole_cores(20),
         runtime_limit: 24 * 3600,
+        service_cores: Millicores(0),
+        service_memory: 0,
     }
 }
