@@ -1127,17 +1127,26 @@ const MAX_ACCOUNT_FILE: u64 = 1024 * 1024;
 /// on a FIFO. `None` when the layer does not hold it so.
 fn read_layer_file(layer: &Path, name: &str) -> Option<String> {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::OpenOptionsExt;
     let etc = layer.join("etc");
     if !std::fs::symlink_metadata(&etc).ok()?.file_type().is_dir() {
         return None;
     }
+    // Judged before it is opened: opening a device node an image carries
+    // (a watchdog, a tty) acts on the host's device.
+    let path = etc.join(name);
+    let before = std::fs::symlink_metadata(&path).ok()?;
+    if !before.file_type().is_file() {
+        return None;
+    }
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(etc.join(name))
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
         .ok()?;
-    if !f.metadata().ok()?.file_type().is_file() {
+    let after = f.metadata().ok()?;
+    if !after.file_type().is_file() || (after.dev(), after.ino()) != (before.dev(), before.ino()) {
         return None;
     }
     let mut text = String::new();

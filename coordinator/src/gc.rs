@@ -31,21 +31,28 @@ impl Default for GcSettings {
     }
 }
 
-/// Commands collected per round: keeps one entry well below the command
-/// size limit; the rest waits for the next round.
+/// Commands collected per round, and the bytes of token records they
+/// carry: keeps one entry well below the command size limit (1 MiB); the
+/// rest waits for the next round.
 pub const MAX_PER_ROUND: usize = 500;
+const MAX_BYTES_PER_ROUND: usize = 256 * 1024;
 
 /// What to remove now. Each removal is conditional on what was seen (a
 /// token record changed meanwhile stays), so a late batch changes nothing
 /// it should not.
 pub fn garbage(st: &State, now: u64, settings: &GcSettings) -> Vec<Command> {
     let mut out = Vec::new();
+    let mut bytes = 0;
     for (key, value) in crate::auth::token_entries(st) {
         let dead = match crate::auth::parse_record(value) {
             None => true,
             Some(r) => r.expires.is_some_and(|e| e <= now) || !st.users.contains_key(&r.user_id),
         };
         if dead {
+            bytes += key.len() + value.len();
+            if bytes > MAX_BYTES_PER_ROUND && !out.is_empty() {
+                return out;
+            }
             out.push(Command::CompareAndSetMeta { key: key.clone(), expected: Some(value.clone()), value: None });
         }
         if out.len() >= MAX_PER_ROUND {

@@ -93,9 +93,10 @@ impl Server {
         self.api.as_ref().map(|a| a.url())
     }
 
-    /// Hands leadership over if this member leads (the API goes on
-    /// serving, forwarding to the successor), then stops the parts in the
-    /// reverse order of their start.
+    /// Hands leadership over if this member leads (meanwhile the API goes
+    /// on serving; once writes stop here they answer a retryable 503
+    /// `shutting_down`, which clients retry on another member), then stops
+    /// the parts in the reverse order of their start.
     pub async fn shutdown(self) {
         self.coord.hand_off().await;
         let _ = self.stop_leader.send(true);

@@ -1108,6 +1108,7 @@ async fn per_service_ceilings_hold_without_can_customize_resources() {
         ("cores", json!({"min": 0.5, "max": 2}), "/application/services/0/resources/cores/max"),
         ("cores", json!({"min": 0.5, "max": null}), "/application/services/0/resources/cores/max"),
         ("memory", json!({"min": 64 << 20, "max": 1 << 30}), "/application/services/0/resources/memory/max"),
+        ("memory", json!({"min": null, "max": null}), "/application/services/0/resources/memory/max"),
     ] {
         let mut big = app.clone();
         big["services"][0]["resources"][field] = value;

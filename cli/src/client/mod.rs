@@ -630,10 +630,12 @@ fn ended(s: &str) -> bool {
 async fn stream_logs(c: &Client, service: u64, follow: bool, offset: u64) -> Result<()> {
     let mut offset = offset;
     let mut out = std::io::stdout().lock();
-    let mut progress = std::time::Instant::now();
+    let mut progress: std::time::Instant;
     loop {
         let path = format!("/api/v1/services/{service}/logs?offset={offset}&follow={follow}");
         let resp = c.get_stream(&path).await?;
+        // Connected again: the silence before the cut does not count.
+        progress = std::time::Instant::now();
         let mut body = resp.bytes_stream();
         let cut = loop {
             match body.next().await {

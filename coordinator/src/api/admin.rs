@@ -628,8 +628,9 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
             Some(_) => {}
         }
     }
-    let now = now_ms();
-    let held = ctx.read_fresh(|s| live_tokens(s, user_id, now).len()).await?;
+    // Expired records count until the GC removes them: a loop of short-
+    // lived tokens cannot outgrow the collector.
+    let held = ctx.read_fresh(|s| auth::token_records(s).iter().filter(|r| r.user_id == user_id).count()).await?;
     if held >= MAX_TOKENS_PER_USER {
         return Err(HttpError::conflict(format!(
             "the user holds {held} tokens, the most allowed; revoke some (zoe token ls, zoe token revoke)"
@@ -751,8 +752,8 @@ pub async fn login(
         Some(c) => c,
         None => (body.req_str("username")?, body.req_str("password")?),
     };
-    ctx.throttle().admit(&username, client.0).map_err(|auth::throttle::RetryAfter(wait)| {
-        HttpError::too_many(format!("too many login attempts; try again in {} s", wait.as_secs().max(1)), wait)
+    let attempt = ctx.throttle().admit(&username, client.0).map_err(|auth::throttle::RetryAfter(wait)| {
+        HttpError::too_many(format!("too many failed logins; try again in {} s", wait.as_secs().max(1)), wait)
     })?;
     let denied = || HttpError::unauthorized("wrong username or password");
     let found = ctx.read_fresh(|s| s.user_by_name(&username).cloned()).await?;
@@ -760,13 +761,12 @@ pub async fn login(
         // Spend the same argon2 time as for a real user, so response times
         // do not tell which usernames exist.
         let _ = auth::verify_password_bounded(password, None).await;
-        ctx.throttle().failed(&username);
         return Err(denied());
     };
     if !ctx.check_password(&user, &password).await? {
-        ctx.throttle().failed(&username);
         return Err(denied());
     }
+    ctx.throttle().succeeded(attempt);
     if !user.enabled {
         return Err(HttpError::unauthorized(format!("user {username} is disabled")));
     }

@@ -268,6 +268,11 @@ fn check_ceilings(caller: &Caller, quota: Option<&Quota>, app: &ZApp, at: &str) 
                     return Err(refuse(p("memory", key), format!("{} asked, {} allowed", human(v), human(m))));
                 }
             }
+            // No max and no min: the node's default limit, which the
+            // ceiling does not bound.
+            if r.memory.max.is_none() && r.memory.min.is_none() {
+                return Err(refuse(p("memory", "max"), format!("no memory limit asked, {} allowed", human(m))));
+            }
         }
     }
     Ok(())

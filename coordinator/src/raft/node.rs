@@ -864,6 +864,13 @@ impl Coordinator {
         by_progress.sort_by_key(|id| std::cmp::Reverse(matched(&m, *id)));
         let Some(&successor) = by_progress.first() else { return };
         let quorum = (voters.len() + 1) / 2 + 1;
+        // The leader must keep a quorum with the members it still reaches
+        // (in an even-sized cluster it cannot, and the hand-off would stop
+        // writes for longer than a plain stop).
+        if voters.len() + 1 - (quorum - 1) < quorum {
+            tracing::info!(members = voters.len() + 1, "no hand-off in an even-sized cluster");
+            return;
+        }
         let muted: BTreeSet<NodeId> =
             by_progress.iter().rev().filter(|id| **id != successor).take(quorum - 1).copied().collect();
         let Some(node) = self.node_of(successor) else { return };
