@@ -260,16 +260,13 @@ async fn orphans_are_reported_and_cleaned() {
     cleanup_namespace(&ns, pki.path()).await;
 }
 
-/// Opens a session with `tls` and returns the coordinator's answer.
-async fn try_register(tls: &TlsMaterial, addr: &str) -> Result<SessionReply, String> {
-    let ep = tls.client_endpoint(&[proto::ALPN]).map_err(|e| e.to_string())?;
-    let conn =
-        ep.connect(addr.parse().unwrap(), "127.0.0.1").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-    let open = SessionOpen {
+/// A registration of an empty node with this capacity.
+fn session_open(cores_millis: u32, memory_bytes: u64) -> SessionOpen {
+    SessionOpen {
         registration: Registration {
             addresses: vec!["127.0.0.1".into()],
-            cores_millis: 1000,
-            memory_bytes: 1 << 30,
+            cores_millis,
+            memory_bytes,
             labels: Default::default(),
             containerd_version: "test".into(),
             cgroup_mode: "v1".into(),
@@ -278,7 +275,15 @@ async fn try_register(tls: &TlsMaterial, addr: &str) -> Result<SessionReply, Str
             agent_version: "test".into(),
         },
         stats: Default::default(),
-    };
+    }
+}
+
+/// Opens a session with `tls` and returns the coordinator's answer.
+async fn try_register(tls: &TlsMaterial, addr: &str) -> Result<SessionReply, String> {
+    let ep = tls.client_endpoint(&[proto::ALPN]).map_err(|e| e.to_string())?;
+    let conn =
+        ep.connect(addr.parse().unwrap(), "127.0.0.1").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+    let open = session_open(1000, 1 << 30);
     let r = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         zoe_net::frame::write_frame(&mut send, &open, proto::MAX_FRAME).await.map_err(|e| e.to_string())?;
@@ -323,20 +328,7 @@ struct RawSession {
 async fn open_session(tls: &TlsMaterial, addr: &str) -> RawSession {
     let ep = tls.client_endpoint(&[proto::ALPN]).unwrap();
     let conn = ep.connect(addr.parse().unwrap(), "127.0.0.1").unwrap().await.unwrap();
-    let open = SessionOpen {
-        registration: Registration {
-            addresses: vec!["127.0.0.1".into()],
-            cores_millis: 4000,
-            memory_bytes: 8 << 30,
-            labels: Default::default(),
-            containerd_version: "test".into(),
-            cgroup_mode: "v1".into(),
-            images: vec![],
-            containers: vec![],
-            agent_version: "test".into(),
-        },
-        stats: Default::default(),
-    };
+    let open = session_open(4000, 8 << 30);
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     zoe_net::frame::write_frame(&mut send, &open, proto::MAX_FRAME).await.unwrap();
     let r = zoe_net::frame::read_frame::<_, SessionReply>(&mut recv, proto::MAX_FRAME).await.unwrap();
