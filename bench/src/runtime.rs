@@ -1,7 +1,9 @@
 //! The `runtime` benchmark: a `busybox true` container through the agent
 //! runtime (create→running, and start+wait+delete) against `ctr run --rm`
 //! on the same containerd, interleaved run by run so both see the same
-//! machine; then the runtime's RSS over many consecutive runs.
+//! machine; then the runtime's RSS over many consecutive runs. `ctr run
+//! --seccomp` runs too: against plain `ctr run` it is the start cost of a
+//! default seccomp profile, which every zoe container has.
 //!
 //! `ctr` appears here only as the baseline: product code never runs it.
 
@@ -75,12 +77,15 @@ async fn agent_run(rt: &Runtime, id: &str) -> anyhow::Result<(f64, f64)> {
     Ok((running.as_secs_f64() * 1e3, total.as_secs_f64() * 1e3))
 }
 
-fn ctr_run(socket: &std::path::Path, ns: &str, id: &str) -> anyhow::Result<f64> {
+fn ctr_run(socket: &std::path::Path, ns: &str, id: &str, seccomp: bool) -> anyhow::Result<f64> {
     let t0 = Instant::now();
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", ns, "run", "--rm", zoe_testkit::DEFAULT_REFERENCE, id, "/bin/true"])
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address").arg(socket).args(["-n", ns, "run", "--rm"]);
+    if seccomp {
+        cmd.arg("--seccomp");
+    }
+    let out = cmd
+        .args([zoe_testkit::DEFAULT_REFERENCE, id, "/bin/true"])
         .output()
         .context("running ctr (the baseline; apt-get install containerd)")?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -106,14 +111,16 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 
     for i in 0..args.warmup {
         agent_run(&rt, &format!("warm-{i}")).await?;
-        ctr_run(&socket, &ns, &format!("ctr-warm-{i}"))?;
+        ctr_run(&socket, &ns, &format!("ctr-warm-{i}"), false)?;
+        ctr_run(&socket, &ns, &format!("ctr-sc-warm-{i}"), true)?;
     }
-    let (mut create, mut agent, mut ctr) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut create, mut agent, mut ctr, mut ctr_sc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.runs {
         let (c, a) = agent_run(&rt, &format!("run-{i}")).await?;
         create.push(c);
         agent.push(a);
-        ctr.push(ctr_run(&socket, &ns, &format!("ctr-{i}"))?);
+        ctr.push(ctr_run(&socket, &ns, &format!("ctr-{i}"), false)?);
+        ctr_sc.push(ctr_run(&socket, &ns, &format!("ctr-sc-{i}"), true)?);
         if (i + 1) % 10 == 0 {
             eprintln!("latency: {}/{} runs of each", i + 1, args.runs);
         }
@@ -147,6 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let (create_p50, create_p95) = stats(create);
     let (run_p50, run_p95) = stats(agent);
     let (ctr_p50, ctr_p95) = stats(ctr);
+    let (ctr_sc_p50, ctr_sc_p95) = stats(ctr_sc);
     Ok(serde_json::json!({
         "bench": "runtime",
         "containerd": version.version,
@@ -158,6 +166,9 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "ctr_run_ms_p50": round2(ctr_p50),
         "ctr_run_ms_p95": round2(ctr_p95),
         "ratio_run_vs_ctr": (run_p50 / ctr_p50 * 1000.0).round() / 1000.0,
+        "ctr_seccomp_run_ms_p50": round2(ctr_sc_p50),
+        "ctr_seccomp_run_ms_p95": round2(ctr_sc_p95),
+        "seccomp_cost_ms_p50": round2(ctr_sc_p50 - ctr_p50),
         "rss_runs": args.rss_runs,
         "rss_settled_kib": rss_settled,
         "rss_end_kib": rss_end,
