@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use zoe_agent::config::AgentConfig;
@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// containerd namespace of the node's containers.
     #[arg(long, default_value = DEFAULT_NAMESPACE)]
     namespace: String,
+    /// ZApp shop packages for the web UI [default: ./examples/shop when it
+    /// exists, as in a checkout of zoe].
+    #[arg(long, value_name = "DIR")]
+    shop: Option<PathBuf>,
 }
 
 fn default_dir() -> Result<PathBuf> {
@@ -79,22 +83,21 @@ async fn serve(args: DevArgs, layout: DevLayout) -> Result<()> {
             s
         }
     };
-    let result = run_cluster(&args.api, &args.namespace, &socket, &layout, &mut signals).await;
+    let shop = match args.shop {
+        Some(d) => Some(d.canonicalize().with_context(|| format!("--shop {}", d.display()))?),
+        None => Path::new("examples/shop").canonicalize().ok().filter(|p| p.is_dir()),
+    };
+    let opts =
+        DevOptions { api: args.api, containerd_socket: socket.clone(), namespace: args.namespace, shop_dir: shop };
+    let result = run_cluster(&opts, &layout, &mut signals).await;
     if let Some(p) = private {
         p.stop().await;
     }
     result
 }
 
-async fn run_cluster(
-    api: &SocketAddr,
-    namespace: &str,
-    socket: &std::path::Path,
-    layout: &DevLayout,
-    signals: &mut crate::signals::StopSignals,
-) -> Result<()> {
-    let opts = DevOptions { api: *api, containerd_socket: socket.to_path_buf(), namespace: namespace.to_string() };
-    layout.write_configs(&opts)?;
+async fn run_cluster(opts: &DevOptions, layout: &DevLayout, signals: &mut crate::signals::StopSignals) -> Result<()> {
+    layout.write_configs(opts)?;
     let server = Server::start(CoordinatorConfig::load(&layout.coordinator_config())?).await?;
     let agent = match Agent::start(AgentConfig::load(&layout.agent_config())?).await {
         Ok(a) => a,
@@ -122,7 +125,7 @@ async fn run_cluster(
     };
     let outcome = match outcome {
         Ok(Some((token, new))) => {
-            print_banner(&server, layout, &token, new, socket, namespace);
+            print_banner(&server, layout, &token, new, &opts.containerd_socket, &opts.namespace);
             crate::systemd::ready();
             signals.wait().await;
             Ok(())

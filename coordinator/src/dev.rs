@@ -59,6 +59,8 @@ pub struct DevOptions {
     pub api: SocketAddr,
     pub containerd_socket: PathBuf,
     pub namespace: String,
+    /// ZApp shop packages the web UI serves (`[api.web] shop_dir`).
+    pub shop_dir: Option<PathBuf>,
 }
 
 /// The layout of a dev data directory.
@@ -122,8 +124,12 @@ impl DevLayout {
              id = 1\nname = \"{COORDINATOR_NAME}\"\nlisten = \"{raft}\"\ndata_dir = \"coordinator\"\n\n\
              [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{COORDINATOR_NAME}.pem\"\nkey = \"tls/{COORDINATOR_NAME}-key.pem\"\n\n\
              [[peers]]\nid = 1\naddr = \"{raft}\"\nname = \"{COORDINATOR_NAME}\"\n\n\
-             [api]\nlisten = \"{api}\"\n\n[agents]\nlisten = \"{agents}\"\n\n[leader]\ndeployment = \"dev\"\n",
+             [api]\nlisten = \"{api}\"\n\n{web}[agents]\nlisten = \"{agents}\"\n\n[leader]\ndeployment = \"dev\"\n",
             api = opts.api,
+            web = opts
+                .shop_dir
+                .as_ref()
+                .map_or(String::new(), |d| format!("[api.web]\nshop_dir = {:?}\n\n", d.display().to_string())),
         );
         let agent = format!(
             "# Written by `zoe dev` at every start; see systemd/agent.toml.\n\
@@ -210,10 +216,12 @@ mod tests {
             api: "127.0.0.1:5999".parse().unwrap(),
             containerd_socket: "/run/containerd/containerd.sock".into(),
             namespace: DEFAULT_NAMESPACE.into(),
+            shop_dir: Some("/srv/shop".into()),
         };
         l.write_configs(&opts).unwrap();
         let a = CoordinatorConfig::load(&l.coordinator_config()).unwrap();
         assert_eq!(a.api.listen, Some(opts.api));
+        assert_eq!(a.api.web.shop_dir.as_deref(), Some(Path::new("/srv/shop")));
         assert_eq!(a.data_dir, dir.path().join("coordinator"));
         l.write_configs(&DevOptions { api: "127.0.0.1:6000".parse().unwrap(), ..opts }).unwrap();
         let b = CoordinatorConfig::load(&l.coordinator_config()).unwrap();

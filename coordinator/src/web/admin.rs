@@ -51,8 +51,8 @@ pub async fn page_html(web: &Web, s: &Session) -> WebResult<Markup> {
                 label for="nu-name" { "Username" } input #nu-name name="username" required pattern="[a-z0-9][a-z0-9._-]*";
                 label for="nu-email" { "Email" } input #nu-email name="email" type="email";
                 label for="nu-pw" { "Password (8+ characters)" } input #nu-pw name="password" type="password" autocomplete="new-password";
-                label for="nu-role" { "Role" } (select("nu-role", "role_id", None, roles.iter().map(|r| (r.id, r.name.as_str()))))
-                label for="nu-quota" { "Quota" } (select("nu-quota", "quota_id", None, quotas.iter().map(|q| (q.id, q.name.as_str()))))
+                label for="nu-role" { "Role" } (select("nu-role", "role_id", Some(crate::state::user::ROLE_USER), roles.iter().map(|r| (r.id, r.name.as_str()))))
+                label for="nu-quota" { "Quota" } (select("nu-quota", "quota_id", Some(crate::state::user::QUOTA_DEFAULT), quotas.iter().map(|q| (q.id, q.name.as_str()))))
                 label for="nu-src" { "Auth source" } (source_select("nu-src", "internal"))
                 button type="submit" { "Create user" }
             }
