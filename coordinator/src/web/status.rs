@@ -97,27 +97,39 @@ fn node_row(s: &Session, n: &NodeView) -> Markup {
 
 pub async fn page(State(web): State<Web>, s: Session) -> WebResult<Html<String>> {
     let (nodes, stats, members) = page_data(&web, &s).await?;
+    // The statistics' own keys (`GET /statistics/scheduler`, docs/api.md):
+    // Zoe's three queues plus zoe's `submitted` and `starting`.
     let ids = |k: &str| -> Vec<u64> {
-        stats["queue"][k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+        stats[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
     };
-    let p = &stats["platform"];
-    let queues = ["submitted", "queued", "starting", "running", "cleaning_up"];
+    let p = &stats["platform_stats"];
+    let (cores, cores_reserved) =
+        (p["cores_total"].as_f64().unwrap_or(0.0), p["cores_reserved"].as_f64().unwrap_or(0.0));
+    let (memory, memory_reserved) =
+        (p["memory_total"].as_u64().unwrap_or(0), p["memory_reserved"].as_u64().unwrap_or(0));
+    let queues = [
+        ("submitted", "submitted"),
+        ("queued", "queue"),
+        ("starting", "starting"),
+        ("running", "running_queue"),
+        ("cleaning up", "termination_queue"),
+    ];
     let content = html! {
         section aria-labelledby="sched-title" {
             h2 #sched-title { "Scheduler" }
             div.gauges {
-                (layout::gauge("Cores reserved", p["reserved_cores"].as_f64().unwrap_or(0.0), p["cores"].as_f64().unwrap_or(0.0),
-                    &format!("cores reserved {} of {}", layout::cores(p["reserved_cores"].as_f64().unwrap_or(0.0)), layout::cores(p["cores"].as_f64().unwrap_or(0.0)))))
-                (layout::gauge("Memory reserved", p["reserved_memory"].as_f64().unwrap_or(0.0), p["memory"].as_f64().unwrap_or(0.0),
-                    &format!("memory reserved {} of {}", layout::bytes(p["reserved_memory"].as_u64().unwrap_or(0)), layout::bytes(p["memory"].as_u64().unwrap_or(0)))))
+                (layout::gauge("Cores reserved", cores_reserved, cores,
+                    &format!("cores reserved {} of {}", layout::cores(cores_reserved), layout::cores(cores))))
+                (layout::gauge("Memory reserved", memory_reserved as f64, memory as f64,
+                    &format!("memory reserved {} of {}", layout::bytes(memory_reserved), layout::bytes(memory))))
             }
             table.queues {
                 thead { tr { th scope="col" { "Queue" } th scope="col" { "Count" } th scope="col" { "Executions" } } }
                 tbody {
-                    @for q in queues {
-                        @let list = ids(q);
+                    @for (label, key) in queues {
+                        @let list = ids(key);
                         tr {
-                            th scope="row" { (q.replace('_', " ")) }
+                            th scope="row" { (label) }
                             td { (list.len()) }
                             td { @for id in list.iter().take(30) { a href=(format!("/ui/executions/{id}")) { (id) } " " } @if list.len() > 30 { "…" } }
                         }
