@@ -745,58 +745,19 @@ mod scripted {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_endpoints_logs_and_preload_with_a_live_source() {
-    use zoe_common::resources::Millicores;
     use zoe_common::zapp::Protocol;
-    use zoe_coordinator::state::{Capacity, Command, Placement, Plan, PublishedPort, Registration};
+    use zoe_coordinator::state::{Command, PublishedPort};
     let live: std::sync::Arc<dyn zoe_coordinator::api::LiveSource> = std::sync::Arc::new(scripted::ScriptedAgents);
     let c = Cluster::start_opts(1, 1, 5000, &|_, _| String::new(), Some(live)).await;
     let admin = c.admin().await;
     let coord = &c.members[0].coord;
-    // What an agent's registration and the leader's loop would commit.
-    let registration = Registration {
-        name: "n1".into(),
-        addresses: vec!["10.0.0.5".into()],
-        capacity: Capacity { cores: Millicores(4000), memory: 8 << 30 },
-        labels: Default::default(),
-        containerd_version: "1.6".into(),
-        cgroup_mode: "v2".into(),
-        images: ["zoe.local/busybox:1".to_string()].into(),
-    };
-    coord.write(Command::RegisterNode { registration, time: 1 }).await.unwrap();
-    let r = c
-        .call(
-            0,
-            Method::POST,
-            "/api/v1/executions",
-            Some(&admin),
-            Some(json!({"name": "web", "application": hello_zapp()})),
-        )
-        .await;
-    let id = r.body["id"].as_u64().unwrap();
-    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{id}"), Some(&admin), None).await;
-    let svc = r.body["services"][0].as_u64().unwrap();
-    coord.write(Command::QueueExecution { id, time: 2 }).await.unwrap().result.unwrap();
-    let plan = Plan {
-        time: 3,
-        starting: vec![id],
-        placements: vec![Placement { service: svc, node: "n1".into(), cores: Millicores(500) }],
-        ..Plan::default()
-    };
-    coord.write(Command::ApplyPlan(plan)).await.unwrap().result.unwrap();
     let ports = vec![PublishedPort {
         port_number: 8080,
         protocol: Protocol::Tcp,
         host_ip: "10.0.0.5".into(),
         host_port: 31000,
     }];
-    let started = Command::ServiceStarted {
-        id: svc,
-        container_id: format!("zoe-{id}-hello0-1"),
-        ip_address: Some("10.88.0.2".into()),
-        ports,
-        time: 4,
-    };
-    coord.write(started).await.unwrap().result.unwrap();
+    let (id, svc) = api_support::running_on_n1(&c, &admin, "web", Some("10.88.0.2".into()), ports).await;
 
     let r = c.call(0, Method::GET, &format!("/api/v1/executions/{id}/endpoints"), Some(&admin), None).await;
     assert_eq!(r.body["status"], "running");

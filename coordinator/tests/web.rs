@@ -451,43 +451,7 @@ async fn status_and_admin_pages() {
     // Its numbers are the API's: a node with 4 cores and a running
     // execution reserving 0.5 (this page once read renamed keys and showed
     // "cores reserved 0 of 0" and no running execution).
-    use zoe_common::resources::Millicores;
-    use zoe_coordinator::state::{Capacity, Command, Placement, Plan, Registration};
-    let coord = &c.members[0].coord;
-    let registration = Registration {
-        name: "n1".into(),
-        addresses: vec!["10.0.0.5".into()],
-        capacity: Capacity { cores: Millicores(4000), memory: 8 << 30 },
-        labels: Default::default(),
-        containerd_version: "1.6".into(),
-        cgroup_mode: "v2".into(),
-        images: Default::default(),
-    };
-    coord.write(Command::RegisterNode { registration, time: 1 }).await.unwrap();
-    let r = c
-        .call(
-            0,
-            Method::POST,
-            "/api/v1/executions",
-            Some(&admin),
-            Some(json!({"name": "st", "application": hello_zapp()})),
-        )
-        .await;
-    let id = r.body["id"].as_u64().unwrap();
-    let svc = c.call(0, Method::GET, &format!("/api/v1/executions/{id}"), Some(&admin), None).await.body["services"][0]
-        .as_u64()
-        .unwrap();
-    coord.write(Command::QueueExecution { id, time: 2 }).await.unwrap().result.unwrap();
-    let placements = vec![Placement { service: svc, node: "n1".into(), cores: Millicores(500) }];
-    coord.write(Command::ApplyPlan(Plan { time: 3, starting: vec![id], placements, ..Plan::default() })).await.unwrap();
-    let started = Command::ServiceStarted {
-        id: svc,
-        container_id: format!("zoe-{id}-hello0-1"),
-        ip_address: None,
-        ports: vec![],
-        time: 4,
-    };
-    coord.write(started).await.unwrap().result.unwrap();
+    let (id, _) = api_support::running_on_n1(&c, &admin, "st", None, vec![]).await;
     let stats = c.call(0, Method::GET, "/api/v1/statistics/scheduler", Some(&admin), None).await.body;
     let api_cores = stats["platform_stats"]["cores_reserved"].as_f64().unwrap();
     let p = adm.get("/ui/status").await;

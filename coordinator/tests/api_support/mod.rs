@@ -256,3 +256,43 @@ pub fn hello_zapp() -> Value {
         }]
     })
 }
+
+/// What an agent's registration and the leader's loop would commit for
+/// one running execution: node `n1` (4 cores, 8 GiB, holding the sample
+/// image) registers, `hello_zapp()` is submitted as `name` by `token`,
+/// queued, placed on `n1` with 0.5 core, and its service started with
+/// `ports`. Returns (execution id, service id).
+pub async fn running_on_n1(
+    c: &Cluster,
+    token: &str,
+    name: &str,
+    ip_address: Option<String>,
+    ports: Vec<zoe_coordinator::state::PublishedPort>,
+) -> (u64, u64) {
+    use zoe_common::resources::Millicores;
+    use zoe_coordinator::state::{Capacity, Command, Placement, Plan, Registration};
+    let coord = &c.members[0].coord;
+    let registration = Registration {
+        name: "n1".into(),
+        addresses: vec!["10.0.0.5".into()],
+        capacity: Capacity { cores: Millicores(4000), memory: 8 << 30 },
+        labels: Default::default(),
+        containerd_version: "1.6".into(),
+        cgroup_mode: "v2".into(),
+        images: ["zoe.local/busybox:1".to_string()].into(),
+    };
+    coord.write(Command::RegisterNode { registration, time: 1 }).await.unwrap();
+    let body = json!({"name": name, "application": hello_zapp()});
+    let r = c.call(0, Method::POST, "/api/v1/executions", Some(token), Some(body)).await;
+    let id = r.body["id"].as_u64().unwrap();
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{id}"), Some(token), None).await;
+    let svc = r.body["services"][0].as_u64().unwrap();
+    coord.write(Command::QueueExecution { id, time: 2 }).await.unwrap().result.unwrap();
+    let placements = vec![Placement { service: svc, node: "n1".into(), cores: Millicores(500) }];
+    let plan = Plan { time: 3, starting: vec![id], placements, ..Plan::default() };
+    coord.write(Command::ApplyPlan(plan)).await.unwrap().result.unwrap();
+    let container_id = format!("zoe-{id}-hello0-1");
+    let started = Command::ServiceStarted { id: svc, container_id, ip_address, ports, time: 4 };
+    coord.write(started).await.unwrap().result.unwrap();
+    (id, svc)
+}
