@@ -77,7 +77,7 @@ enum Up {
 #[derive(Debug, Serialize, Deserialize)]
 enum Down {
     Nodes(Option<BTreeMap<String, WireNode>>),
-    Reports(Option<BTreeMap<String, WireReport>>),
+    Reports(Option<BTreeMap<String, LiveReport>>),
     Log {
         data: Vec<u8>,
         next_offset: u64,
@@ -91,7 +91,7 @@ enum Down {
     Loaded(Vec<(String, Option<String>)>),
     /// The call started, and so far nothing is wrong (logs, preload).
     Ready,
-    Failed(WireError),
+    Failed(LiveError),
 }
 
 /// [`LiveNode`] in frames. `Millicores` serialises as Zoe's float cores,
@@ -128,40 +128,6 @@ impl From<WireNode> for LiveNode {
             memory_in_use: n.memory_in_use,
             container_count: n.container_count,
             zoe_containers: n.zoe_containers,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct WireReport {
-    stats: zoe_common::proto::LiveStats,
-    images: Vec<zoe_common::service::ImageSummary>,
-    timestamp: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum WireError {
-    Unavailable(String),
-    NotFound(String),
-    Failed(String),
-}
-
-impl From<LiveError> for WireError {
-    fn from(e: LiveError) -> Self {
-        match e {
-            LiveError::Unavailable(m) => WireError::Unavailable(m),
-            LiveError::NotFound(m) => WireError::NotFound(m),
-            LiveError::Failed(m) => WireError::Failed(m),
-        }
-    }
-}
-
-impl From<WireError> for LiveError {
-    fn from(e: WireError) -> Self {
-        match e {
-            WireError::Unavailable(m) => LiveError::Unavailable(m),
-            WireError::NotFound(m) => LiveError::NotFound(m),
-            WireError::Failed(m) => LiveError::Failed(m),
         }
     }
 }
@@ -223,7 +189,7 @@ impl Relay {
             let moved: Moved = Box::pin(coord.leader_moved(leader));
             match read_frame::<_, Down>(&mut recv, MAX_FRAME).await {
                 Ok(Some(Down::Ready)) => Ok((recv, moved)),
-                Ok(Some(Down::Failed(e))) => Err(e.into()),
+                Ok(Some(Down::Failed(e))) => Err(e),
                 Ok(Some(other)) => Err(LiveError::Failed(format!("unexpected relay answer {other:?}"))),
                 Ok(None) => Err(lost("the leader closed the stream")),
                 Err(e) => Err(lost(e)),
@@ -253,11 +219,7 @@ impl LiveSource for Relay {
         let v = self.view(Call::Reports);
         Box::pin(async move {
             match v.await? {
-                Down::Reports(r) => r.map(|m| {
-                    m.into_iter()
-                        .map(|(k, r)| (k, LiveReport { stats: r.stats, images: r.images, timestamp: r.timestamp }))
-                        .collect()
-                }),
+                Down::Reports(r) => r,
                 _ => None,
             }
         })
@@ -289,7 +251,7 @@ impl LiveSource for Relay {
                     Ok(Some(Down::Log { data, next_offset })) => {
                         Some((Ok(LogChunk { data: data.into(), next_offset }), Some((recv, moved))))
                     }
-                    Ok(Some(Down::Failed(e))) => Some((Err(e.into()), None)),
+                    Ok(Some(Down::Failed(e))) => Some((Err(e), None)),
                     Ok(Some(_)) | Ok(None) => None,
                     Err(e) => Some((Err(lost(e)), None)),
                 }
@@ -321,7 +283,7 @@ impl LiveSource for Relay {
                     Ok(Some(Down::Progress { node, done, error, message })) => {
                         Some((PreloadProgress { node, done, error, message }, Some(recv)))
                     }
-                    Ok(Some(Down::Failed(e))) => Some((failed(LiveError::from(e).to_string()), None)),
+                    Ok(Some(Down::Failed(e))) => Some((failed(e.to_string()), None)),
                     Ok(Some(_)) | Ok(None) => None,
                     Err(e) => Some((failed(lost(e).to_string()), None)),
                 }
@@ -374,7 +336,7 @@ impl LiveSource for Relay {
                 Ok(Some(Down::Loaded(r))) => {
                     Ok(r.into_iter().map(|(node, error)| ImageLoadResult { node, error }).collect())
                 }
-                Ok(Some(Down::Failed(e))) => Err(e.into()),
+                Ok(Some(Down::Failed(e))) => Err(e),
                 Ok(Some(other)) => Err(LiveError::Failed(format!("unexpected relay answer {other:?}"))),
                 // The import may have happened: say so rather than "failed".
                 Ok(None) | Err(_) => Err(LiveError::Unavailable(
@@ -416,19 +378,14 @@ async fn serve(
         }
     };
     let leads = live.0.is_leader();
-    let not_leader = || Down::Failed(WireError::Unavailable("this coordinator no longer leads; ask again".into()));
+    let not_leader = || Down::Failed(LiveError::Unavailable("this coordinator no longer leads; ask again".into()));
     match call {
         Call::Nodes => {
             let n = live.live_nodes().await.map(|m| m.into_iter().map(|(k, v)| (k, v.into())).collect());
             write_frame(&mut send, &Down::Nodes(n), MAX_FRAME).await?;
         }
         Call::Reports => {
-            let r = live.live_reports().await.map(|m| {
-                m.into_iter()
-                    .map(|(k, r)| (k, WireReport { stats: r.stats, images: r.images, timestamp: r.timestamp }))
-                    .collect()
-            });
-            write_frame(&mut send, &Down::Reports(r), MAX_FRAME).await?;
+            write_frame(&mut send, &Down::Reports(live.live_reports().await), MAX_FRAME).await?;
         }
         Call::Logs { .. } | Call::Preload { .. } | Call::Load { .. } if !leads => {
             write_frame(&mut send, &not_leader(), MAX_FRAME).await?;
@@ -436,7 +393,7 @@ async fn serve(
         Call::Logs { node, container_id, offset, follow } => {
             let req = LogRequest { offset, follow };
             match live.0.clone().log_stream(node, container_id, req).await {
-                Err(e) => write_frame(&mut send, &Down::Failed(e.into()), MAX_FRAME).await?,
+                Err(e) => write_frame(&mut send, &Down::Failed(e), MAX_FRAME).await?,
                 Ok(mut chunks) => {
                     write_frame(&mut send, &Down::Ready, MAX_FRAME).await?;
                     loop {
@@ -450,7 +407,7 @@ async fn serve(
                         let Some(c) = next else { break };
                         let d = match c {
                             Ok(c) => Down::Log { data: c.data.to_vec(), next_offset: c.next_offset },
-                            Err(e) => Down::Failed(e.into()),
+                            Err(e) => Down::Failed(e),
                         };
                         // Waits while the follower's window is full; fails
                         // (and drops the agent's stream) once it is gone.
@@ -460,7 +417,7 @@ async fn serve(
             }
         }
         Call::Preload { image, nodes } => match live.preload(image, nodes).await {
-            Err(e) => write_frame(&mut send, &Down::Failed(e.into()), MAX_FRAME).await?,
+            Err(e) => write_frame(&mut send, &Down::Failed(e), MAX_FRAME).await?,
             Ok(mut events) => {
                 write_frame(&mut send, &Down::Ready, MAX_FRAME).await?;
                 while let Some(p) = events.next().await {
@@ -482,7 +439,7 @@ async fn serve(
             });
             let d = match live.load_image(nodes, pieces.boxed()).await {
                 Ok(r) => Down::Loaded(r.into_iter().map(|r| (r.node, r.error)).collect()),
-                Err(e) => Down::Failed(e.into()),
+                Err(e) => Down::Failed(e),
             };
             write_frame(&mut send, &d, MAX_FRAME).await?;
         }

@@ -73,8 +73,8 @@ pub struct LiveView<'a> {
 
 /// An owned copy of what the leader holds about one connected node, taken
 /// without holding the state (the API computes the stats from a state
-/// read of its own).
-#[derive(Debug, Clone)]
+/// read of its own). Relayed to followers as it is (`crate::relay`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LiveReport {
     pub stats: LiveStats,
     pub images: Vec<ImageSummary>,

@@ -63,6 +63,16 @@ impl Ctx {
         self.0.live.as_ref()
     }
 
+    /// The live per-node view, `None` without a live source or a leader.
+    pub async fn live_nodes(&self) -> Option<std::collections::BTreeMap<String, crate::scheduler::LiveNode>> {
+        self.live_opt()?.live_nodes().await
+    }
+
+    /// The connected nodes' full reports, `None` without a live source or a leader.
+    pub async fn live_reports(&self) -> Option<std::collections::BTreeMap<String, crate::agents::stats::LiveReport>> {
+        self.live_opt()?.live_reports().await
+    }
+
     pub fn throttle(&self) -> &crate::auth::throttle::LoginThrottle {
         &self.0.throttle
     }

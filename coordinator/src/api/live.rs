@@ -11,7 +11,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// Also sent as it is between coordinators (`crate::relay`).
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum LiveError {
     /// The node's agent is not connected (or this coordinator cannot reach it).
     #[error("{0}")]

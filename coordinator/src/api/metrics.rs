@@ -51,10 +51,7 @@ pub async fn handler(Ax(ctx): Ax<Ctx>) -> Response {
     let _ = writeln!(out, "# TYPE zoe_raft_is_leader gauge\nzoe_raft_is_leader {}", u8::from(st.leader == Some(st.id)));
     let _ = writeln!(out, "# TYPE zoe_raft_members gauge\nzoe_raft_members {}", st.members.len());
 
-    let live = match ctx.live_opt() {
-        Some(l) => l.live_nodes().await,
-        None => None,
-    };
+    let live = ctx.live_nodes().await;
     let (text, _) = ctx.coord().read_local(|s| {
         let mut o = String::new();
         let _ = writeln!(o, "# HELP zoe_executions Executions by status.\n# TYPE zoe_executions gauge");

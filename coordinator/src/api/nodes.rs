@@ -100,13 +100,9 @@ fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
     }
 }
 
-async fn live_nodes(ctx: &Ctx) -> Option<BTreeMap<String, LiveNode>> {
-    ctx.live_opt()?.live_nodes().await
-}
-
 pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Vec<NodeView>>> {
     caller.require_status()?;
-    let live = live_nodes(&ctx).await;
+    let live = ctx.live_nodes().await;
     ctx.read(&q, |s| {
         let t = Totals::of(s);
         s.nodes.values().map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name)))).collect()
@@ -125,7 +121,7 @@ pub async fn get(
     Q(q): Q<ReadParams>,
 ) -> HttpResult<Indexed<NodeView>> {
     caller.require_status()?;
-    let live = live_nodes(&ctx).await;
+    let live = ctx.live_nodes().await;
     let r = ctx
         .read(&q, |s| {
             let t = Totals::of(s);
@@ -211,7 +207,7 @@ pub async fn drain_status(
     // Wait first, then take the live view, then read: the agent's count is
     // as fresh as the state (and no agent lock is taken under the state's).
     ctx.read(&q, |_| ()).await?;
-    let platform = crate::scheduler::Platform { nodes: live_nodes(&ctx).await.unwrap_or_default() };
+    let platform = crate::scheduler::Platform { nodes: ctx.live_nodes().await.unwrap_or_default() };
     let now = now_ms();
     let r = ctx
         .read(&ReadParams { consistent: q.consistent, index: None, wait: None }, |s| {
@@ -315,10 +311,7 @@ pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> Htt
     caller.require_status()?;
     // Copied before the state read: the agents' registry lock is never
     // taken while the state is held.
-    let reports = match ctx.live_opt() {
-        Some(l) => l.live_reports().await,
-        None => None,
-    };
+    let reports = ctx.live_reports().await;
     let sched = ctx.coord().config().leader.scheduler.clone();
     let now = now_ms();
     ctx.read(&q, |s| {

@@ -264,19 +264,10 @@ impl PeerPool {
     /// meant the leader's heartbeats never reached the rejoining member,
     /// which then timed out, raised the term and deposed a healthy leader.
     pub async fn call(&self, id: NodeId, node: &CoordNode, req: &Request, ttl: Duration) -> Result<Response, NetError> {
-        let fut = async {
-            let conn = self.connection(id, node).await?;
-            // openraft drops an append that outlives its own timeout (the
-            // heartbeat interval) before ours fires: the guard forgets the
-            // connection however the call ends, unless it answered.
-            let mut guard = ForgetOnDrop { pool: self, id, conn: Some(conn.clone()) };
-            let r = zoe_net::rpc::call::<Request, Response>(&conn, req, MAX_FRAME).await;
-            if r.is_ok() {
-                guard.conn = None;
-            }
-            r
-        };
-        tokio::time::timeout(ttl, fut).await.map_err(|_| NetError::Timeout)?
+        self.on_connection(id, node, ttl, |c| async move {
+            zoe_net::rpc::call::<Request, Response>(&c, req, MAX_FRAME).await
+        })
+        .await
     }
 
     /// Opens a bidirectional stream to a member, for a conversation longer
@@ -287,10 +278,22 @@ impl PeerPool {
         node: &CoordNode,
         ttl: Duration,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), NetError> {
+        self.on_connection(id, node, ttl, |c| async move { c.open_bi().await.map_err(NetError::from) }).await
+    }
+
+    /// Runs `f` on the member's connection within `ttl`.
+    async fn on_connection<T, F, Fut>(&self, id: NodeId, node: &CoordNode, ttl: Duration, f: F) -> Result<T, NetError>
+    where
+        F: FnOnce(quinn::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
         let fut = async {
             let conn = self.connection(id, node).await?;
+            // openraft drops an append that outlives its own timeout (the
+            // heartbeat interval) before ours fires: the guard forgets the
+            // connection however the call ends, unless it succeeded.
             let mut guard = ForgetOnDrop { pool: self, id, conn: Some(conn.clone()) };
-            let r = conn.open_bi().await.map_err(NetError::from);
+            let r = f(conn).await;
             if r.is_ok() {
                 guard.conn = None;
             }
