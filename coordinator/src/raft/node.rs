@@ -599,8 +599,7 @@ impl Coordinator {
                     // submits here and reads here at once finds what it
                     // wrote (a follower applies a commit a little after the
                     // leader). Past the deadline the write stands anyway.
-                    let ttl = deadline.saturating_duration_since(Instant::now());
-                    let _ = self.inner.raft.wait(Some(ttl)).applied_index_at_least(Some(w.index), "own write").await;
+                    let _ = self.wait_applied(w.index, deadline, "own write").await;
                 }
                 r
             };
@@ -730,13 +729,7 @@ impl Coordinator {
                 Err(e) => return Err(e),
             }
         };
-        let ttl = deadline.saturating_duration_since(Instant::now());
-        self.inner
-            .raft
-            .wait(Some(ttl))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|_| ApiError::Timeout)?;
+        self.wait_applied(index, deadline, "linearizable read").await?;
         Ok(self.read_local(f))
     }
 
@@ -831,6 +824,28 @@ impl Coordinator {
         }
     }
 
+    /// Refuses new writes (retryable `ShuttingDown`) and waits up to
+    /// `within` for the ones in flight to finish.
+    async fn close_writes(&self, within: Duration) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let until = Instant::now() + within;
+        while self.inner.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until this member has applied `index`, or `deadline` passes.
+    async fn wait_applied(&self, index: u64, deadline: Instant, why: &str) -> Result<(), ApiError> {
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(ttl))
+            .applied_index_at_least(Some(index), why)
+            .await
+            .map(|_| ())
+            .map_err(|_| ApiError::Timeout)
+    }
+
     // -------------------------------------------------------------- hand-off
 
     /// A planned stop of the leader: hands leadership to an up-to-date
@@ -879,11 +894,7 @@ impl Coordinator {
         let lease = Duration::from_millis(self.inner.config.raft.election_timeout_max_ms + 50);
         tokio::time::sleep(lease).await;
 
-        self.inner.closing.store(true, Ordering::SeqCst);
-        let until = Instant::now() + Duration::from_secs(2);
-        while self.inner.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.close_writes(Duration::from_secs(2)).await;
         let closed = Instant::now();
         let mut rx = self.inner.raft.metrics();
         let caught_up = async {
@@ -935,11 +946,7 @@ impl Coordinator {
     /// election timeout.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
-        inner.closing.store(true, Ordering::SeqCst);
-        let until = Instant::now() + Duration::from_secs(5);
-        while inner.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.close_writes(Duration::from_secs(5)).await;
         if let Err(e) = inner.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
