@@ -53,7 +53,7 @@ pub fn garbage(st: &State, now: u64, settings: &GcSettings) -> Vec<Command> {
             if bytes > MAX_BYTES_PER_ROUND && !out.is_empty() {
                 return out;
             }
-            out.push(Command::CompareAndSetMeta { key: key.clone(), expected: Some(value.clone()), value: None });
+            out.push(crate::auth::remove_record(key.clone(), value.clone()));
         }
         if out.len() >= MAX_PER_ROUND {
             return out;

@@ -557,9 +557,8 @@ fn token_view(s: &State, t: &TokenRecord) -> TokenView {
     }
 }
 
-/// Removes a stored token record, unless it changed since `value` was read.
 fn remove_token(id: &str, value: String) -> Command {
-    Command::CompareAndSetMeta { key: TokenRecord::meta_key(id), expected: Some(value), value: None }
+    auth::remove_record(TokenRecord::meta_key(id), value)
 }
 
 /// Stores a new token and returns its one-time secret, together with

@@ -271,6 +271,12 @@ pub fn token_entries(state: &State) -> impl Iterator<Item = (&String, &String)> 
     state.meta.range(TOKEN_PREFIX.to_string()..).take_while(|(k, _)| k.starts_with(TOKEN_PREFIX))
 }
 
+/// Removes the token record stored under `key`, unless it changed since
+/// `value` was read (a revocation and the GC never undo a newer write).
+pub fn remove_record(key: String, value: String) -> crate::state::Command {
+    crate::state::Command::CompareAndSetMeta { key, expected: Some(value), value: None }
+}
+
 /// A stored token record; `None` for a revoked (emptied) one.
 pub fn parse_record(value: &str) -> Option<TokenRecord> {
     serde_json::from_str(value).ok()
