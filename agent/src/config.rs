@@ -26,6 +26,13 @@
 //! pids_max = 4096
 //! memory_default_bytes = 4294967296     # limit of a container whose spec has none
 //!
+//! [[host_volume]]                 # directories offered to ZApps by name ("host_volume": "datasets")
+//! name = "datasets"
+//! path = "/srv/datasets"
+//! read_only = true                # whatever the ZApp asks
+//! roles = ["user", "superuser"]   # who may mount it (roles or users); both empty: everyone
+//! users = []
+//!
 //! [reserve]                       # kept back for the OS, the agent, other daemons
 //! cores = 0.5
 //! memory_bytes = 536870912
@@ -99,6 +106,9 @@ pub struct AgentConfig {
     /// What this node allows, whatever a coordinator sends (`[security]`).
     #[serde(default)]
     pub security: crate::security::SecuritySettings,
+    /// Directories offered to ZApps by name (`[[host_volume]]`).
+    #[serde(default, rename = "host_volume")]
+    pub host_volumes: Vec<zoe_common::service::HostVolume>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +198,20 @@ impl AgentConfig {
             CoordinatorAddr::parse(c).map_err(|e| format!("coordinators: {e}"))?;
         }
         self.security.validate()?;
+        let mut names = BTreeSet::new();
+        for v in &self.host_volumes {
+            let what = format!("host_volume {:?}", v.name);
+            if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(format!("{what}: a name of letters, digits, `-`, `_` and `.`"));
+            }
+            if !names.insert(v.name.as_str()) {
+                return Err(format!("{what}: defined twice"));
+            }
+            let p = Path::new(&v.path);
+            if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(format!("{what}: path {} must be absolute, without `..`", v.path));
+            }
+        }
         if self.heartbeat_ms < 100 {
             return Err("heartbeat_ms: at least 100".into());
         }

@@ -374,6 +374,7 @@ impl Agent {
             cores_millis: cores.0,
             memory_bytes: memory,
             labels: self.cfg.labels.clone(),
+            host_volumes: self.cfg.host_volumes.clone(),
             containerd_version: version,
             cgroup_mode: match crate::cgroup::version() {
                 crate::cgroup::CgroupVersion::V1 => "v1".into(),
@@ -750,7 +751,9 @@ impl Agent {
         let lock = self.spawn_locks.lock().expect("lock").entry(id.clone()).or_default().clone();
         let _guard = lock.lock().await;
         let mut agent_spec = to_agent_spec(&spec);
-        let refused = crate::security::enforce(&mut agent_spec, &self.cfg.security).err();
+        let refused = crate::security::mount_host_volumes(&mut agent_spec, &spec, &self.cfg.host_volumes)
+            .and_then(|()| crate::security::enforce(&mut agent_spec, &self.cfg.security))
+            .err();
         // A bridged container's own address; otherwise the node's.
         let ip = || match agent_spec.network {
             NetworkMode::Bridge { .. } => self.rt.network().ip_of(&id),
@@ -837,10 +840,17 @@ pub fn to_agent_spec(s: &ServiceSpec) -> AgentSpec {
         working_dir: s.working_dir.clone(),
         user: None,
         hostname: Some(s.hostname.clone()),
+        // Host volumes are the node's to resolve (`security::mount_host_volumes`).
         mounts: s
             .mounts
             .iter()
-            .map(|m| BindMount { source: m.source.clone().into(), target: m.target.clone(), read_only: m.read_only })
+            .filter(|m| m.host_volume.is_none())
+            .map(|m| BindMount {
+                source: m.source.clone().into(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+                host_volume: None,
+            })
             .collect(),
         owner: Ownership {
             execution_id: s.execution_id.to_string(),
@@ -855,6 +865,12 @@ pub fn to_agent_spec(s: &ServiceSpec) -> AgentSpec {
             shm_bytes: s.shm,
         },
         network,
+        // The subordinate range is the node's: `security::enforce` sets it.
+        user_namespace: (!s.identity.host_root).then_some(crate::idmap::IdMapping {
+            root_uid: s.identity.fs_uid,
+            root_gid: s.identity.fs_gid,
+            base: 0,
+        }),
     }
 }
 
@@ -882,9 +898,17 @@ mod tests {
             shm: None,
             ports: vec![],
             network: None,
+            identity: zoe_common::service::Identity { fs_uid: 1000, fs_gid: 5001, ..Default::default() },
         };
         let a = to_agent_spec(&s);
         assert_eq!(a.network, NetworkMode::Host);
+        let m = a.user_namespace.expect("a user namespace unless host_root");
+        assert_eq!((m.root_uid, m.root_gid), (1000, 5001));
+        let root = ServiceSpec {
+            identity: zoe_common::service::Identity { host_root: true, ..s.identity.clone() },
+            ..s.clone()
+        };
+        assert_eq!(to_agent_spec(&root).user_namespace, None);
         let bridged = ServiceSpec {
             network: Some("bridge".into()),
             ports: vec![

@@ -20,6 +20,7 @@ pub mod config;
 pub mod containerd;
 pub mod daemon;
 pub mod error;
+pub mod idmap;
 pub mod image;
 pub mod logs;
 pub mod network;
@@ -33,6 +34,7 @@ pub mod spec;
 
 pub use containerd::Containerd;
 pub use error::{Error, Result, StartError, StartErrorKind};
+pub use idmap::IdMapping;
 pub use image::{ImageInfo, ImageStore, Phase, Progress, ProgressFn};
 pub use logs::{LogChunk, LogConfig};
 pub use node::{Advertise, NodeStats, Reserve};

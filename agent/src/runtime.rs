@@ -158,6 +158,8 @@ struct Inner {
     node: Mutex<NodeMonitor>,
     /// The most CPU a container's quota may name (`spec::cfs_quota`).
     cpu_cap: Millicores,
+    /// Idmapped views of the image layers, for user namespaces.
+    layer_views: Arc<crate::idmap::LayerViews>,
     events_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -206,6 +208,8 @@ impl Runtime {
         };
         let images = ImageStore::new(ctd.clone(), cfg.data_dir.join("tmp"), cfg.registry.clone());
         let net = Network::new(cfg.network.clone(), &cfg.data_dir, &cfg.namespace);
+        let layer_views = crate::idmap::LayerViews::new(cfg.data_dir.join("layers"))
+            .map_err(Error::io(format!("creating {}", cfg.data_dir.join("layers").display())))?;
         let inner = Arc::new(Inner {
             ctd,
             cfg,
@@ -214,6 +218,7 @@ impl Runtime {
             services: Mutex::new(HashMap::new()),
             node: Mutex::new(node),
             cpu_cap,
+            layer_views: Arc::new(layer_views),
             events_task: Mutex::new(None),
         });
         let rt = Runtime { inner };
@@ -444,6 +449,25 @@ impl Runtime {
                         .mounts
                 }
                 Err(s) => return Err(Error::Containerd { op: "prepare snapshot", status: s }),
+            };
+            let mounts = match spec.user_namespace {
+                None => mounts,
+                Some(m) => {
+                    let views = self.inner.layer_views.clone();
+                    let remapped = tokio::task::spawn_blocking(move || {
+                        let mut mounts = mounts;
+                        crate::idmap::remap_mounts(&mut mounts, m, &views).map(|()| mounts)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                    match remapped {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.remove_snapshot(id).await.ok();
+                            return Err(Error::io("mapping the container's ids")(e));
+                        }
+                    }
+                }
             };
             let accounts = if named_user {
                 // File reads: off the async workers.

@@ -12,12 +12,15 @@
 //! pids_max = 4096               # every container's pids limit
 //! memory_default_bytes = 4294967296  # limit of a container whose spec has none
 //! registries = ["registry.example:5000", "zoe.local"]  # images it runs; default: any
+//! id_base = 2000000000          # subordinate ids of user namespaces: base+1..base+65535
+//! host_root = false             # containers may run with the host's ids (role can_run_as_host_root)
 //! ```
 
 use crate::error::{Error, Result};
-use crate::spec::{NetworkMode, ServiceSpec};
+use crate::spec::{BindMount, NetworkMode, ServiceSpec};
 use serde::Deserialize;
 use std::path::{Component, Path, PathBuf};
+use zoe_common::service::{HostVolume, ServiceSpec as WireSpec};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +33,12 @@ pub struct SecuritySettings {
     pub memory_default_bytes: u64,
     /// Registries whose images this node runs (`host` or `host:port`); empty: any.
     pub registries: Vec<String>,
+    /// Start of the node's subordinate id range (see [`crate::idmap`]):
+    /// above systemd's and /etc/subuid's allocations, below 2^31.
+    pub id_base: u32,
+    /// Whether a container may run without a user namespace, its root
+    /// being the host's root, when its owner's role allows it.
+    pub host_root: bool,
 }
 
 impl Default for SecuritySettings {
@@ -40,6 +49,8 @@ impl Default for SecuritySettings {
             pids_max: 4096,
             memory_default_bytes: 4 << 30,
             registries: Vec::new(),
+            id_base: 2_000_000_000,
+            host_root: false,
         }
     }
 }
@@ -52,6 +63,11 @@ impl SecuritySettings {
         if self.memory_default_bytes < 6 << 20 {
             return Err("security.memory_default_bytes: at least 6 MiB".into());
         }
+        let probe = crate::idmap::IdMapping { root_uid: 1, root_gid: 1, base: self.id_base };
+        if self.id_base < 65_536 {
+            return Err("security.id_base: at least 65536, above ordinary users' ids".into());
+        }
+        probe.check().map_err(|e| format!("security.id_base: {e}"))?;
         for p in &self.host_paths {
             if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
                 return Err(format!("security.host_paths: {} must be absolute, without `..`", p.display()));
@@ -73,6 +89,31 @@ fn bind_allowed(source: &Path, allowed: &[PathBuf]) -> bool {
     allowed.iter().any(|a| std::fs::canonicalize(a).map(|a| real.starts_with(&a)).unwrap_or(false))
 }
 
+/// Binds the host volumes `wire` names, as this node defines them: only
+/// those it offers to the container's owner, read-only when the volume is.
+pub fn mount_host_volumes(spec: &mut ServiceSpec, wire: &WireSpec, volumes: &[HostVolume]) -> Result<()> {
+    let who = &wire.identity;
+    for m in &wire.mounts {
+        let Some(name) = &m.host_volume else { continue };
+        let v = volumes.iter().find(|v| &v.name == name).ok_or_else(|| {
+            refused(&format!("host_volume.{name}"), format!("this node offers no host volume `{name}`"))
+        })?;
+        if !v.allows(&who.user, &who.role) {
+            return Err(refused(
+                &format!("host_volume.{name}"),
+                format!("this node does not offer host volume `{name}` to user {} (role {})", who.user, who.role),
+            ));
+        }
+        spec.mounts.push(BindMount {
+            source: v.path.clone().into(),
+            target: m.target.clone(),
+            read_only: m.read_only || v.read_only,
+            host_volume: Some(name.clone()),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses what this node does not allow and sets the limits every
 /// container gets: memory (the default when none is asked), pids (never
 /// above `pids_max`) and /dev/shm (never above the memory limit: tmpfs
@@ -89,11 +130,24 @@ pub fn enforce(spec: &mut ServiceSpec, s: &SecuritySettings) -> Result<()> {
         }
     }
     for (i, m) in spec.mounts.iter().enumerate() {
-        if !bind_allowed(&m.source, &s.host_paths) {
+        if m.host_volume.is_none() && !bind_allowed(&m.source, &s.host_paths) {
             return Err(refused(
                 &format!("mounts[{i}].source"),
                 format!("{} is not under this node's [security] host_paths", m.source.display()),
             ));
+        }
+    }
+    match spec.user_namespace.as_mut() {
+        None if !s.host_root => {
+            return Err(refused(
+                "user_namespace",
+                "this node runs no container with the host's ids ([security] host_root)",
+            ));
+        }
+        None => {}
+        Some(m) => {
+            m.base = s.id_base;
+            m.check().map_err(|e| refused("user_namespace", e))?;
         }
     }
     if matches!(spec.network, NetworkMode::Host) && !s.host_network {
@@ -111,12 +165,20 @@ pub fn enforce(spec: &mut ServiceSpec, s: &SecuritySettings) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::BindMount;
+    use crate::idmap::IdMapping;
+
+    const MAPPED: Option<IdMapping> = Some(IdMapping { root_uid: 1000, root_gid: 5001, base: 0 });
 
     fn spec_with(source: &Path) -> ServiceSpec {
         ServiceSpec {
             id: "s".into(),
-            mounts: vec![BindMount { source: source.into(), target: "/mnt/x".into(), read_only: false }],
+            mounts: vec![BindMount {
+                source: source.into(),
+                target: "/mnt/x".into(),
+                read_only: false,
+                host_volume: None,
+            }],
+            user_namespace: MAPPED,
             ..Default::default()
         }
     }
@@ -141,14 +203,14 @@ mod tests {
     #[test]
     fn every_container_gets_memory_and_pids_limits_and_a_bounded_shm() {
         let s = SecuritySettings { pids_max: 100, memory_default_bytes: 64 << 20, ..Default::default() };
-        let mut spec = ServiceSpec { id: "s".into(), ..Default::default() };
+        let mut spec = ServiceSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
         spec.resources.shm_bytes = Some(1 << 40);
         enforce(&mut spec, &s).unwrap();
         assert_eq!(spec.resources.memory_bytes, Some(64 << 20));
         assert_eq!(spec.resources.pids, Some(100));
         assert_eq!(spec.resources.shm_bytes, Some(64 << 20));
 
-        let mut spec = ServiceSpec { id: "s".into(), ..Default::default() };
+        let mut spec = ServiceSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
         spec.resources.memory_bytes = Some(1 << 30);
         spec.resources.pids = Some(1 << 20);
         enforce(&mut spec, &s).unwrap();
@@ -158,8 +220,12 @@ mod tests {
     #[test]
     fn images_come_from_the_nodes_registries_only() {
         let s = SecuritySettings { registries: vec!["127.0.0.1:5000".into()], ..Default::default() };
-        let mut spec =
-            ServiceSpec { id: "s".into(), image: "127.0.0.1:5000/zoe/busybox:1".into(), ..Default::default() };
+        let mut spec = ServiceSpec {
+            id: "s".into(),
+            image: "127.0.0.1:5000/zoe/busybox:1".into(),
+            user_namespace: MAPPED,
+            ..Default::default()
+        };
         enforce(&mut spec, &s).unwrap();
         spec.image = "evil.example/miner:latest".into();
         assert!(enforce(&mut spec, &s).unwrap_err().to_string().contains("registries"));
@@ -168,9 +234,24 @@ mod tests {
     #[test]
     fn host_network_can_be_refused_by_the_node() {
         let s = SecuritySettings { host_network: false, ..Default::default() };
-        let mut spec = ServiceSpec { id: "s".into(), network: NetworkMode::Host, ..Default::default() };
+        let mut spec =
+            ServiceSpec { id: "s".into(), network: NetworkMode::Host, user_namespace: MAPPED, ..Default::default() };
         assert!(enforce(&mut spec, &s).unwrap_err().to_string().contains("host_network"));
         spec.network = NetworkMode::Bridge { ports: vec![] };
         enforce(&mut spec, &s).unwrap();
+    }
+
+    #[test]
+    fn host_ids_only_where_the_node_allows_them_and_never_root_as_owner() {
+        let mut spec = ServiceSpec { id: "s".into(), ..Default::default() };
+        let e = enforce(&mut spec, &SecuritySettings::default()).unwrap_err();
+        assert!(e.to_string().contains("host_root"), "{e}");
+        enforce(&mut spec, &SecuritySettings { host_root: true, ..Default::default() }).unwrap();
+
+        let mut spec = ServiceSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
+        enforce(&mut spec, &SecuritySettings::default()).unwrap();
+        assert_eq!(spec.user_namespace.unwrap().base, 2_000_000_000, "the node's range");
+        spec.user_namespace = Some(IdMapping { root_uid: 0, root_gid: 5001, base: 0 });
+        assert!(enforce(&mut spec, &SecuritySettings::default()).unwrap_err().to_string().contains("host's root"));
     }
 }

@@ -1,6 +1,7 @@
 //! Service specs and the OCI runtime spec built from them.
 
 use crate::error::{Error, Result};
+use crate::idmap::IdMapping;
 use crate::image::ImageConfig;
 use crate::network::{Paths, PortMapping};
 use oci_spec::runtime::{
@@ -44,6 +45,10 @@ pub struct BindMount {
     pub source: PathBuf,
     pub target: String,
     pub read_only: bool,
+    /// The node's host volume `source` is the path of (the node's own
+    /// definition allows it, not `[security] host_paths`).
+    #[serde(default)]
+    pub host_volume: Option<String>,
 }
 
 /// Resource limits of one container. `None` means unlimited.
@@ -89,6 +94,9 @@ pub struct ServiceSpec {
     pub labels: BTreeMap<String, String>,
     pub resources: Resources,
     pub network: NetworkMode,
+    /// The container's own user namespace (see [`crate::idmap`]); `None`
+    /// runs it with the host's ids, root being the host's root.
+    pub user_namespace: Option<IdMapping>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
@@ -366,6 +374,29 @@ pub fn build_spec(
             ]));
         }
     }
+    if spec.user_namespace.is_some() {
+        // A fresh sysfs may only be mounted by the user namespace owning
+        // the network namespace, and the agent (host root) made that one
+        // (or it is the host's): the host's sysfs is bound instead, read
+        // only, as rootless Podman does. Recursively: the kernel refuses
+        // (EINVAL) a plain bind that would uncover what the host's
+        // submounts hide; they stay the host root's, and the cgroup mount
+        // below covers /sys/fs/cgroup.
+        for m in mounts.iter_mut() {
+            if m.destination().as_os_str() == "/sys" {
+                m.set_typ(Some("bind".into()));
+                m.set_source(Some("/sys".into()));
+                m.set_options(Some(vec![
+                    "rbind".into(),
+                    "rprivate".into(),
+                    "nosuid".into(),
+                    "noexec".into(),
+                    "nodev".into(),
+                    "ro".into(),
+                ]));
+            }
+        }
+    }
     let bind = |src: PathBuf, dst: &str, ro: bool| -> Result<Mount> {
         MountBuilder::default()
             .destination(dst)
@@ -419,6 +450,16 @@ pub fn build_spec(
         }
         // A network namespace of its own; [`join_network`] gives its path.
         NetworkMode::Bridge { .. } => {}
+    }
+    if let Some(m) = &spec.user_namespace {
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        let mut user = oci_spec::runtime::LinuxNamespace::default();
+        user.set_typ(LinuxNamespaceType::User);
+        ns.push(user);
+        linux.set_namespaces(Some(ns));
+        let (uids, gids) = m.oci();
+        linux.set_uid_mappings(Some(uids));
+        linux.set_gid_mappings(Some(gids));
     }
     // Every container, whoever asked: no new user namespaces, mounts,
     // keyrings, bpf or modules (see `seccomp`).

@@ -65,8 +65,8 @@ async fn read_only_bind_mounts_are_enforced() {
     let mut s =
         spec("bind", &["sh", "-c", "cat /ro/f; (echo x > /ro/g) 2>/dev/null; echo ro=$?; echo y > /rw/h; echo rw=$?"]);
     s.mounts = vec![
-        BindMount { source: host.path().to_path_buf(), target: "/ro".into(), read_only: true },
-        BindMount { source: rw.path().to_path_buf(), target: "/rw".into(), read_only: false },
+        BindMount { source: host.path().to_path_buf(), target: "/ro".into(), read_only: true, host_volume: None },
+        BindMount { source: rw.path().to_path_buf(), target: "/rw".into(), read_only: false, host_volume: None },
     ];
     assert_eq!(e.run(&s).await.code, Some(0));
     let log = e.log("bind").await;
@@ -206,7 +206,12 @@ async fn a_new_runtime_reattaches_without_restarting_anything() {
         "long",
         &["sh", "-c", "echo ready; while [ ! -f /x/go ]; do sleep 0.05; done; echo after-go; exec sleep 1000"],
     );
-    long.mounts = vec![BindMount { source: shared.path().to_path_buf(), target: "/x".into(), read_only: false }];
+    long.mounts = vec![BindMount {
+        source: shared.path().to_path_buf(),
+        target: "/x".into(),
+        read_only: false,
+        host_volume: None,
+    }];
     e.rt.spawn(&long).await.unwrap();
     e.wait_for_log("long", "ready").await;
     let pid = match e.rt.status("long").unwrap().state {
@@ -216,7 +221,12 @@ async fn a_new_runtime_reattaches_without_restarting_anything() {
     assert_eq!(e.run(&spec("done", &["sh", "-c", "exit 4"])).await.code, Some(4));
     let mut waiter =
         spec("waiter", &["sh", "-c", "echo ready; while [ ! -f /x/go ]; do sleep 0.05; done; echo bye; exit 5"]);
-    waiter.mounts = vec![BindMount { source: shared.path().to_path_buf(), target: "/x".into(), read_only: false }];
+    waiter.mounts = vec![BindMount {
+        source: shared.path().to_path_buf(),
+        target: "/x".into(),
+        read_only: false,
+        host_volume: None,
+    }];
     e.rt.spawn(&waiter).await.unwrap();
     e.wait_for_log("waiter", "ready").await;
 
@@ -331,5 +341,46 @@ async fn node_stats_report_capacity_minus_reserve() {
     assert_eq!(s2.capacity_cpu, Millicores(s.cores * 1000 - 500));
     assert_eq!(s2.capacity_memory_bytes, s2.memory_total_bytes - (1 << 30));
     drop(rt);
+    e.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_user_namespace_makes_root_the_owner_and_the_image_still_roots() {
+    use std::os::unix::fs::MetadataExt;
+    let e = env("userns").await;
+    let ws = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(ws.path(), Some(1000), Some(5001)).unwrap();
+    let ids = zoe_agent::IdMapping { root_uid: 1000, root_gid: 5001, base: 2_000_000_000 };
+    let mut s = spec(
+        "root",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; id -u; stat -c owner=%u /bin/busybox; echo x > /etc/written && echo etc=ok; \
+             echo mine > /ws/root-file; ls /sys/class >/dev/null && echo sys=ok",
+        ],
+    );
+    s.mounts =
+        vec![BindMount { source: ws.path().to_path_buf(), target: "/ws".into(), read_only: false, host_volume: None }];
+    s.user_namespace = Some(ids);
+    assert_eq!(e.run(&s).await.code, Some(0), "log: {}", e.log("root").await);
+    let log = e.log("root").await;
+    let map: Vec<Vec<&str>> = log.lines().take(2).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(map, vec![vec!["0", "1000", "1"], vec!["1", "2000000001", "65535"]], "{log}");
+    assert!(log.contains("\n0\nowner=0\netc=ok\nsys=ok\n"), "root inside, the image's files root's: {log}");
+    // What the container's root wrote is the owner's on the host.
+    let meta = std::fs::metadata(ws.path().join("root-file")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 5001));
+
+    // Another id inside is the node's subordinate range outside.
+    let mut s = spec("other", &["sh", "-c", "echo theirs > /ws/other-file"]);
+    s.mounts =
+        vec![BindMount { source: ws.path().to_path_buf(), target: "/ws".into(), read_only: false, host_volume: None }];
+    s.user_namespace = Some(ids);
+    std::fs::set_permissions(ws.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    s.user = Some("1000:1000".into());
+    assert_eq!(e.run(&s).await.code, Some(0), "log: {}", e.log("other").await);
+    let meta = std::fs::metadata(ws.path().join("other-file")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (2_000_001_000, 2_000_001_000));
     e.cleanup().await;
 }

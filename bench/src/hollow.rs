@@ -123,6 +123,7 @@ async fn session(
             cores_millis: CORES_MILLIS,
             memory_bytes: MEMORY,
             labels: Default::default(),
+            host_volumes: Default::default(),
             containerd_version: "hollow".into(),
             cgroup_mode: "hollow".into(),
             images: vec![ImageSummary {

@@ -172,6 +172,7 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
             shm: None,
             ports: vec![],
             network: None,
+            identity: zoe_common::service::Identity { fs_uid: 1000, fs_gid: 1000, ..Default::default() },
         };
         backend.spawn_service(term, "real", spec).await.map_err(|e| anyhow::anyhow!("spawn {id}: {e}"))?;
         ids.push(id);

@@ -71,6 +71,7 @@ fn cluster(nodes: u32) -> (State, Platform) {
             addresses: vec![format!("10.0.{}.{}", i / 250, i % 250)],
             capacity: Capacity { cores: Millicores::from_whole_cores(32), memory: 128 * GIB },
             labels: BTreeSet::new(),
+            host_volumes: Default::default(),
             containerd_version: "1.6".into(),
             cgroup_mode: "v1".into(),
             images: BTreeSet::new(),

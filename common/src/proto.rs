@@ -53,6 +53,8 @@ pub struct Registration {
     pub cores_millis: u32,
     pub memory_bytes: u64,
     pub labels: BTreeSet<String>,
+    /// The host volumes the node offers.
+    pub host_volumes: Vec<crate::service::HostVolume>,
     pub containerd_version: String,
     /// `v1`, `v2` or `hybrid`.
     pub cgroup_mode: String,
@@ -394,6 +396,7 @@ mod tests {
             shm: None,
             ports: vec![],
             network: None,
+            identity: crate::service::Identity { fs_uid: 1000, fs_gid: 1000, ..Default::default() },
         }
     }
 

@@ -38,6 +38,22 @@ pub struct ServiceSpec {
     /// for the cluster network (own namespace and IP on the node's bridge).
     /// The leader resolves the cluster default, so an agent never guesses.
     pub network: Option<String>,
+    /// Whose container it is, for the node's own checks.
+    pub identity: Identity,
+}
+
+/// The owner of a container as a node judges it: its `[security]` section
+/// has the last word on what the owner's role says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub user: String,
+    pub role: String,
+    /// The owner's host uid and the cluster's group: the container's root
+    /// is them on the host (in its own user namespace).
+    pub fs_uid: u32,
+    pub fs_gid: u32,
+    /// The role has `can_run_as_host_root`: no user namespace.
+    pub host_root: bool,
 }
 
 /// [`ServiceSpec::network`] values.
@@ -46,11 +62,39 @@ pub const NETWORK_BRIDGE: &str = "bridge";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
-    /// Path on the host.
+    /// Path on the host (empty for a host volume: the node knows its path).
     pub source: String,
     /// Path in the container.
     pub target: String,
     pub read_only: bool,
+    /// The node's host volume of this name, instead of `source`.
+    pub host_volume: Option<String>,
+}
+
+/// A directory an agent's admin offers to containers by name (Nomad's
+/// `host_volume`); ZApps name it instead of a host path, and are placed
+/// only on nodes that offer it to their owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostVolume {
+    pub name: String,
+    pub path: String,
+    /// Mounted read-only whatever the ZApp asks.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Roles and users it is offered to; both empty: everyone.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+impl HostVolume {
+    pub fn allows(&self, user: &str, role: &str) -> bool {
+        (self.roles.is_empty() && self.users.is_empty())
+            || self.roles.iter().any(|r| r == role)
+            || self.users.iter().any(|u| u == user)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,13 +18,13 @@ pub struct Usage {
     pub memory: u64,
 }
 
-/// The quota usage of `username`: active executions and the Σ `min` × count
-/// of their services (what the quota check counts).
+/// The quota usage of `username`: active executions, the cores they
+/// reserve and the memory they may use (see [`ZApp::quota_footprint`]).
 pub fn usage(state: &State, username: &str) -> Usage {
     let mut u = Usage::default();
     // Status first: it is cheaper than comparing names.
     for e in state.executions.values().filter(|e| e.status.is_active() && e.owner == username) {
-        let (c, m) = e.description.total_reservation();
+        let (c, m) = e.description.quota_footprint();
         u.executions += 1;
         u.cores += c;
         u.memory = u.memory.saturating_add(m);
@@ -50,7 +50,7 @@ pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String
             q.name, q.concurrent_executions, user.username, used.executions
         ));
     }
-    let (new_cores, new_mem) = app.total_reservation();
+    let (new_cores, new_mem) = app.quota_footprint();
     let cores = used.cores + new_cores;
     let mem = used.memory.saturating_add(new_mem);
     if q.cores > Millicores(0) && cores > q.cores {
@@ -61,7 +61,7 @@ pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String
     }
     if q.memory > 0 && mem > q.memory {
         return Err(format!(
-            "quota `{}` allows {} of memory in all; active executions reserve {} and this one needs {}",
+            "quota `{}` allows {} of memory in all; active executions may use {} and this one {}",
             q.name,
             human_bytes(q.memory),
             human_bytes(used.memory),

@@ -53,6 +53,7 @@ fn spec(service_id: u64, container_id: &str, argv: &[&str]) -> ServiceSpec {
         shm: None,
         ports: vec![],
         network: None,
+        identity: zoe_common::service::Identity { fs_uid: 1000, fs_gid: 1000, ..Default::default() },
     }
 }
 
@@ -268,6 +269,7 @@ fn session_open(cores_millis: u32, memory_bytes: u64) -> SessionOpen {
             cores_millis,
             memory_bytes,
             labels: Default::default(),
+            host_volumes: Default::default(),
             containerd_version: "test".into(),
             cgroup_mode: "v1".into(),
             images: vec![],

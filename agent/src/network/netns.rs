@@ -56,6 +56,12 @@ pub fn create(path: &Path) -> io::Result<()> {
     // changes namespace.
     let r = std::thread::spawn(move || -> io::Result<()> {
         check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+        // As Docker sets them: a container's root, unprivileged on the host
+        // in its user namespace, still binds ports below 1024 and pings
+        // (ICMP datagram sockets, CAP_NET_RAW being dropped). /proc/sys/net
+        // is the opening thread's namespace: this new one.
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")?;
         let src = c"/proc/thread-self/ns/net";
         check(unsafe { libc::mount(src.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) })
     })

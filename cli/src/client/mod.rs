@@ -279,6 +279,10 @@ pub struct Flags {
     /// ZApps may ask for the host's network.
     #[arg(long)]
     can_use_host_network: Option<bool>,
+    /// Containers run as the host's root, without a user namespace (where
+    /// the node's [security] host_root allows it).
+    #[arg(long)]
+    can_run_as_host_root: Option<bool>,
 }
 
 impl Flags {
@@ -293,6 +297,7 @@ impl Flags {
             ("can_access_full_zapp_shop", self.can_access_full_zapp_shop),
             ("can_mount_host_paths", self.can_mount_host_paths),
             ("can_use_host_network", self.can_use_host_network),
+            ("can_run_as_host_root", self.can_run_as_host_root),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
@@ -862,11 +867,21 @@ async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
             Ok(())
         }
         NodeCmd::Get { name } => {
-            let v = c.get(&format!("/api/v1/nodes/{}", q(&name))).await?;
+            let mut v = c.get(&format!("/api/v1/nodes/{}", q(&name))).await?;
             if conn.json {
                 output::json(&v);
                 return Ok(());
             }
+            let volumes: Vec<String> = v["host_volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    let ro = if h["read_only"] == true { " (read-only)" } else { "" };
+                    format!("{}{ro}", h["name"].as_str().unwrap_or_default())
+                })
+                .collect();
+            v["host_volumes"] = Value::from(volumes.join(", "));
             fields(
                 &v,
                 &[
@@ -876,6 +891,7 @@ async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
                     ("eligible", "eligible"),
                     ("drain", "drain"),
                     ("labels", "labels"),
+                    ("host volumes", "host_volumes"),
                     ("cores", "cores"),
                     ("reserved cores", "reserved_cores"),
                     ("memory", "memory"),

@@ -124,8 +124,12 @@ pub struct EnvVar(pub String, pub String);
 pub struct Volume {
     /// Mounted at `/mnt/<name>` in the container.
     pub name: String,
-    /// Absolute path on the host.
-    pub path: String,
+    /// Absolute path on the host (Zoe's; needs `can_mount_host_paths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A host volume the node's admin offers (instead of `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_volume: Option<String>,
     pub read_only: bool,
 }
 
@@ -179,6 +183,29 @@ impl ZApp {
     /// Minimum cores and memory of every instance, elastic ones included.
     pub fn total_reservation(&self) -> (Millicores, u64) {
         self.reservation(|s| s.total_count)
+    }
+
+    /// What the ZApp holds against a quota, every instance counted: the
+    /// cores it reserves, and the memory its containers may really use
+    /// (each one's limit; its `min` when it has none, which the API never
+    /// lets through: it gives such a service the cluster's default limit).
+    pub fn quota_footprint(&self) -> (Millicores, u64) {
+        let mem = self.services.iter().fold(0u64, |a, s| {
+            let each = s.memory_limit().unwrap_or(0).max(s.memory_min());
+            a.saturating_add(each.saturating_mul(u64::from(s.total_count)))
+        });
+        (self.total_reservation().0, mem)
+    }
+
+    /// Gives every service without a memory limit (`min` and `max` both
+    /// null) the limit `bytes`, so that the limit the container gets and
+    /// the one its quota counts are the same number.
+    pub fn set_default_memory_limit(&mut self, bytes: u64) {
+        for s in &mut self.services {
+            if s.resources.memory.min.is_none() && s.resources.memory.max.is_none() {
+                s.resources.memory.max = Some(bytes);
+            }
+        }
     }
 
     fn reservation(&self, count: impl Fn(&ServiceGroup) -> u32) -> (Millicores, u64) {

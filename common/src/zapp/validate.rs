@@ -607,13 +607,35 @@ impl Checker {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, item) in list.iter().enumerate() {
             let p = at(&base, i);
-            let Some(vm) = self.object(item, &p, &["name", "path", "read_only"], &[]) else {
+            let Some(vm) = self.object(item, &p, &["name", "read_only"], &["path", "host_volume"]) else {
                 ok = false;
                 continue;
             };
             let name = self.string(vm, "name", &p);
-            let host = self.string(vm, "path", &p);
             let ro = self.boolean(vm, "read_only", &p);
+            // Exactly one source: Zoe's host path, or a node's host volume.
+            let (host, named) = match (vm.contains_key("path"), vm.contains_key("host_volume")) {
+                (true, false) => (self.string(vm, "path", &p), None),
+                (false, true) => (None, self.string(vm, "host_volume", &p)),
+                (both, _) => {
+                    self.err(
+                        p.clone(),
+                        if both {
+                            "give `path` or `host_volume`, not both"
+                        } else {
+                            "needs `path` (a host path) or `host_volume` (a volume the nodes offer)"
+                        },
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Some(v) = named
+                && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
+                self.err(join(&p, "host_volume"), "must be a host volume's name: letters, digits, `-`, `_` and `.`");
+                ok = false;
+            }
             if let Some(n) = name {
                 let valid = !n.is_empty()
                     && n != "."
@@ -645,10 +667,13 @@ impl Checker {
                     ok = false;
                 }
             }
-            match (name, host, ro) {
-                (Some(n), Some(h), Some(r)) => {
-                    out.push(Volume { name: n.to_string(), path: h.to_string(), read_only: r })
-                }
+            match (name, host.or(named), ro) {
+                (Some(n), Some(_), Some(r)) => out.push(Volume {
+                    name: n.to_string(),
+                    path: host.map(str::to_string),
+                    host_volume: named.map(str::to_string),
+                    read_only: r,
+                }),
                 _ => ok = false,
             }
         }

@@ -357,6 +357,7 @@ impl AgentBackend {
             addresses: r.addresses.clone(),
             capacity: Capacity { cores: Millicores(r.cores_millis), memory: r.memory_bytes },
             labels: r.labels.clone(),
+            host_volumes: r.host_volumes.iter().map(|v| (v.name.clone(), v.clone())).collect(),
             containerd_version: r.containerd_version.clone(),
             cgroup_mode: r.cgroup_mode.clone(),
             images: r.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),

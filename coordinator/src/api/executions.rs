@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use zoe_common::service::HostVolume;
 use zoe_common::zapp::template::{Placeholder, Template, dns_name};
 use zoe_common::zapp::{ZApp, validate_value};
 
@@ -194,7 +196,13 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> HttpResult<Option<Str
 /// path reads and writes whatever the agent can (the CA key, other users'
 /// workspaces), the host's network reaches loopback services and sniffs
 /// them. `at` is the ZApp's JSON pointer in the request.
-fn check_host_access(caller: &Caller, app: &ZApp, at: &str, registries: &[String]) -> HttpResult<()> {
+fn check_host_access(
+    caller: &Caller,
+    app: &ZApp,
+    at: &str,
+    registries: &[String],
+    volumes: &BTreeMap<String, Vec<HostVolume>>,
+) -> HttpResult<()> {
     let caps = caller.caps();
     for (i, g) in app.services.iter().enumerate() {
         // The validator already parsed every image; one that does not parse
@@ -207,15 +215,21 @@ fn check_host_access(caller: &Caller, app: &ZApp, at: &str, registries: &[String
                 format!("registry {} is not in this cluster's allow-list ([api] registries)", r.registry()),
             ));
         }
-        if !caps.can_mount_host_paths && !g.volumes.is_empty() {
-            return Err(HttpError::forbidden_field(
-                &format!("{at}/services/{i}/volumes/0"),
-                format!(
-                    "role {} may not mount host paths (needs can_mount_host_paths); the user's workspace is mounted at {} without a volume",
-                    caller.role.name,
-                    zoe_common::zapp::WORKSPACE_MOUNT
-                ),
-            ));
+        for (j, v) in g.volumes.iter().enumerate() {
+            let here = format!("{at}/services/{i}/volumes/{j}");
+            if v.path.is_some() && !caps.can_mount_host_paths {
+                return Err(HttpError::forbidden_field(
+                    &format!("{here}/path"),
+                    format!(
+                        "role {} may not mount host paths (needs can_mount_host_paths): name a host volume the nodes offer instead; the user's workspace is mounted at {} without a volume",
+                        caller.role.name,
+                        zoe_common::zapp::WORKSPACE_MOUNT
+                    ),
+                ));
+            }
+            if let Some(name) = &v.host_volume {
+                check_host_volume(caller, volumes, name, &format!("{here}/host_volume"))?;
+            }
         }
         if g.network.as_deref() == Some(zoe_common::service::NETWORK_HOST) && !caps.can_use_host_network {
             return Err(HttpError::forbidden_field(
@@ -225,6 +239,42 @@ fn check_host_access(caller: &Caller, app: &ZApp, at: &str, registries: &[String
         }
     }
     Ok(())
+}
+
+/// A host volume must be offered to the caller by at least one node
+/// (placement then keeps to those nodes): otherwise the execution would
+/// wait for ever.
+fn check_host_volume(
+    caller: &Caller,
+    volumes: &BTreeMap<String, Vec<HostVolume>>,
+    name: &str,
+    at: &str,
+) -> HttpResult<()> {
+    match volumes.get(name) {
+        None => Err(HttpError::invalid_field(at, format!("no node offers a host volume named `{name}`"))),
+        Some(offers) if !offers.iter().any(|v| v.allows(&caller.user.username, &caller.role.name)) => {
+            Err(HttpError::forbidden_field(
+                at,
+                format!(
+                    "host volume `{name}` is not offered to user {} or role {}",
+                    caller.user.username, caller.role.name
+                ),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Every node's host volumes by name (a volume's definition may differ
+/// from node to node).
+fn host_volumes(st: &crate::state::State) -> BTreeMap<String, Vec<HostVolume>> {
+    let mut by_name: BTreeMap<String, Vec<HostVolume>> = BTreeMap::new();
+    for n in st.nodes.values() {
+        for v in n.host_volumes.values() {
+            by_name.entry(v.name.clone()).or_default().push(v.clone());
+        }
+    }
+    by_name
 }
 
 /// Without `can_customize_resources`, no instance may ask (as `min` or
@@ -287,8 +337,19 @@ async fn submit_app(
     at: &str,
 ) -> HttpResult<(ExecutionId, u64)> {
     check_name(&name)?;
-    check_host_access(caller, &app, at, &ctx.coord().config().api.registries)?;
-    let (quota, _) = ctx.coord().read_local(|s| s.quotas.get(&caller.user.quota_id).cloned());
+    let api = &ctx.coord().config().api;
+    let uses_volumes = app.services.iter().any(|g| g.volumes.iter().any(|v| v.host_volume.is_some()));
+    let ((quota, volumes), _) = ctx.coord().read_local(|s| {
+        (s.quotas.get(&caller.user.quota_id).cloned(), if uses_volumes { host_volumes(s) } else { BTreeMap::new() })
+    });
+    check_host_access(caller, &app, at, &api.registries, &volumes)?;
+    let mut app = app;
+    let ceiling = quota.as_ref().map_or(0, |q| q.service_memory);
+    app.set_default_memory_limit(if ceiling > 0 && !caller.caps().can_customize_resources {
+        api.memory_default_bytes.min(ceiling)
+    } else {
+        api.memory_default_bytes
+    });
     check_ceilings(caller, quota.as_ref(), &app, at)?;
     let size = app.size as f64;
     let owner = caller.user.username.clone();

@@ -42,6 +42,8 @@ pub struct NodeView {
     pub schedulable: bool,
     pub drain: Option<Drain>,
     pub labels: Vec<String>,
+    /// What the node offers ZApps by name, and to whom.
+    pub host_volumes: Vec<zoe_common::service::HostVolume>,
     pub cores: f64,
     pub memory: u64,
     /// Σ `min` of the instances placed here that may hold a container.
@@ -86,6 +88,7 @@ fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
         schedulable: n.schedulable(),
         drain: n.drain.clone(),
         labels: n.labels.iter().cloned().collect(),
+        host_volumes: n.host_volumes.values().cloned().collect(),
         cores: n.capacity.cores.as_cores(),
         memory: n.capacity.memory,
         reserved_cores: rc.as_cores(),

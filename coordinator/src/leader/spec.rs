@@ -6,7 +6,7 @@ use super::LeaderConfig;
 use crate::state::{Execution, Service, State};
 use std::collections::BTreeMap;
 use zoe_common::image::ImageRef;
-use zoe_common::service::{Mount, NETWORK_BRIDGE, NETWORK_HOST, PortSpec, ServiceSpec, labels};
+use zoe_common::service::{Identity, Mount, NETWORK_BRIDGE, NETWORK_HOST, PortSpec, ServiceSpec, labels};
 use zoe_common::zapp::WORKSPACE_MOUNT;
 use zoe_common::zapp::command::split_command;
 use zoe_common::zapp::template::{EnvContext, Template};
@@ -15,6 +15,8 @@ use zoe_common::zapp::template::{EnvContext, Template};
 pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) -> ServiceSpec {
     let g = &e.description.services[s.group_index];
     let user = st.user_by_name(&e.owner);
+    let role = user.and_then(|u| st.roles.get(&u.role_id));
+    let fs_uid = user.map(|u| u.fs_uid).unwrap_or(cfg.default_fs_uid);
     let ctx = EnvContext {
         user_name: &e.owner,
         execution_id: e.id,
@@ -27,7 +29,7 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
     let mut env: Vec<(String, String)> = vec![
         ("EXECUTION_ID".into(), e.id.to_string()),
         ("DEPLOY_NAME".into(), cfg.deployment.clone()),
-        ("ZOE_UID".into(), user.map(|u| u.fs_uid).unwrap_or(cfg.default_fs_uid).to_string()),
+        ("ZOE_UID".into(), fs_uid.to_string()),
         ("ZOE_GID".into(), cfg.fs_gid.to_string()),
         ("ZOE_USER".into(), e.owner.clone()),
         ("SERVICE_NAME".into(), s.name.clone()),
@@ -39,6 +41,7 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
             source: format!("{}/{}", base.trim_end_matches('/'), e.owner),
             target: WORKSPACE_MOUNT.into(),
             read_only: false,
+            host_volume: None,
         });
     }
     for v in &g.environment {
@@ -48,7 +51,12 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
         env.push((v.0.clone(), value));
     }
     for v in &g.volumes {
-        mounts.push(Mount { source: v.path.clone(), target: format!("/mnt/{}", v.name), read_only: v.read_only });
+        mounts.push(Mount {
+            source: v.path.clone().unwrap_or_default(),
+            target: format!("/mnt/{}", v.name),
+            read_only: v.read_only,
+            host_volume: v.host_volume.clone(),
+        });
     }
     let mut label_map = BTreeMap::new();
     label_map.insert(labels::EXECUTION_ID.to_string(), e.id.to_string());
@@ -89,5 +97,12 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
             .collect(),
         // Resolved here, so that agents never apply a default of their own.
         network: Some(if st.network.uses_host(g.network.as_deref()) { NETWORK_HOST } else { NETWORK_BRIDGE }.into()),
+        identity: Identity {
+            user: e.owner.clone(),
+            role: role.map(|r| r.name.clone()).unwrap_or_default(),
+            fs_uid,
+            fs_gid: cfg.fs_gid,
+            host_root: role.is_some_and(|r| r.capabilities.can_run_as_host_root),
+        },
     }
 }

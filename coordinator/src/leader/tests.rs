@@ -160,6 +160,7 @@ async fn fixture(cfg: LeaderConfig) -> Fixture {
         addresses: vec!["127.0.0.1".into()],
         capacity: Capacity { cores: Millicores::from_whole_cores(2), memory: 4 << 30 },
         labels: BTreeSet::new(),
+        host_volumes: Default::default(),
         containerd_version: "test".into(),
         cgroup_mode: "v1".into(),
         images: BTreeSet::new(),

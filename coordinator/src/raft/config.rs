@@ -31,6 +31,7 @@
 //! body_limit_bytes = 4194304       # larger request bodies get 413
 //! auth_file = "zoepass.csv"        # optional read-only `username,password` file
 //! registries = ["registry.example:5000", "zoe.local"]  # images ZApps may name; default: any
+//! memory_default_bytes = 4294967296  # limit of a service whose ZApp gives no memory
 //!
 //! [api.login]                      # optional login throttling, defaults shown
 //! failures_per_user = 10           # then 429 for that username until the window ends
@@ -141,6 +142,10 @@ pub struct ApiSettings {
     /// Registries whose images ZApps may name (`host` or `host:port`);
     /// empty: any. Agents check again with their own `[security] registries`.
     pub registries: Vec<String>,
+    /// The memory limit of a service whose ZApp gives none (`min` and
+    /// `max` null), set at submission so that its quota counts it; at most
+    /// the quota's per-service ceiling, for users it binds.
+    pub memory_default_bytes: u64,
 }
 
 impl Default for ApiSettings {
@@ -154,6 +159,7 @@ impl Default for ApiSettings {
             web: WebSettings::default(),
             login: Default::default(),
             registries: Vec::new(),
+            memory_default_bytes: 4 << 30,
         }
     }
 }
@@ -294,6 +300,9 @@ impl CoordinatorConfig {
         }
         if api.body_limit_bytes < 1024 {
             return Err("api.body_limit_bytes must be at least 1024".into());
+        }
+        if api.memory_default_bytes < 6 << 20 {
+            return Err("api.memory_default_bytes must be at least 6 MiB (runc's minimum)".into());
         }
         Ok(())
     }

@@ -263,6 +263,9 @@ impl<'a> Requests<'a> {
                 .iter()
                 .map(|g| ImageRef::parse(&g.image).map(|r| r.canonical()).unwrap_or_else(|_| g.image.clone()))
                 .collect();
+            let owner = c.exec.owner.as_str();
+            let role =
+                state.user_by_name(owner).and_then(|u| state.roles.get(&u.role_id)).map_or("", |r| r.name.as_str());
             for s in state.services_of(c.exec.id) {
                 let g = &app.services[s.group_index];
                 let host = state.network.uses_host(g.network.as_deref());
@@ -276,6 +279,9 @@ impl<'a> Requests<'a> {
                     image: images[s.group_index].clone(),
                     host_ports,
                     range_ports: if host { 0 } else { g.ports.len() },
+                    host_volumes: g.volumes.iter().filter_map(|v| v.host_volume.as_deref()).collect(),
+                    owner,
+                    role,
                 };
                 floor = (floor.0.min(r.cores), floor.1.min(r.memory));
                 by_service.insert(s.id, r);

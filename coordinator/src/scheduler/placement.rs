@@ -26,6 +26,21 @@ pub(super) struct Request<'a> {
     pub host_ports: Vec<u16>,
     /// Ports to be mapped from the node's range.
     pub range_ports: usize,
+    /// Host volumes it mounts: the node must offer each to its owner.
+    pub host_volumes: Vec<&'a str>,
+    pub owner: &'a str,
+    pub role: &'a str,
+}
+
+impl Request<'_> {
+    /// What the node is, rather than what it has free, allows.
+    fn suits(&self, n: &Node) -> bool {
+        self.labels.iter().all(|l| n.labels.contains(l))
+            && self
+                .host_volumes
+                .iter()
+                .all(|v| n.host_volumes.get(*v).is_some_and(|hv| hv.allows(self.owner, self.role)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +62,7 @@ impl SimNode<'_> {
     fn fits(&self, r: &Request, range: (u16, u16)) -> bool {
         self.free_cores >= i64::from(r.cores)
             && self.free_memory >= r.memory as i64
-            && r.labels.iter().all(|l| self.node.labels.contains(l))
+            && r.suits(self.node)
             && r.host_ports.iter().all(|p| !self.used_ports.contains(p))
             && (r.range_ports == 0 || usize::from(range.1 - range.0) + 1 >= self.range_used + r.range_ports)
     }
@@ -243,7 +258,7 @@ impl<'a> Sim<'a> {
         self.nodes.iter().any(|n| {
             u64::from(n.node.capacity.cores.0) >= u64::from(r.cores)
                 && n.node.capacity.memory >= r.memory
-                && r.labels.iter().all(|l| n.node.labels.contains(l))
+                && r.suits(n.node)
         })
     }
 }

@@ -432,6 +432,7 @@ impl State {
                         n.addresses = r.addresses.clone();
                         n.capacity = r.capacity;
                         n.labels = r.labels.clone();
+                        n.host_volumes = r.host_volumes.clone();
                         n.containerd_version = r.containerd_version.clone();
                         n.cgroup_mode = r.cgroup_mode.clone();
                         n.images = r.images.clone();
@@ -450,6 +451,7 @@ impl State {
                                 addresses: r.addresses.clone(),
                                 capacity: r.capacity,
                                 labels: r.labels.clone(),
+                                host_volumes: r.host_volumes.clone(),
                                 eligible: true,
                                 status: NodeStatus::Ready,
                                 status_since: *time,

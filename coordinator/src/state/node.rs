@@ -5,9 +5,10 @@
 
 use super::Millis;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use zoe_common::resources::Millicores;
+use zoe_common::service::HostVolume;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +63,9 @@ pub struct Node {
     pub addresses: Vec<String>,
     pub capacity: Capacity,
     pub labels: BTreeSet<String>,
+    /// The host volumes it offers, by name (placement needs them).
+    #[serde(default)]
+    pub host_volumes: BTreeMap<String, HostVolume>,
     /// The scheduler places nothing new on an ineligible node.
     pub eligible: bool,
     pub status: NodeStatus,
@@ -101,6 +105,7 @@ pub struct Registration {
     pub addresses: Vec<String>,
     pub capacity: Capacity,
     pub labels: BTreeSet<String>,
+    pub host_volumes: BTreeMap<String, HostVolume>,
     pub containerd_version: String,
     pub cgroup_mode: String,
     pub images: BTreeSet<String>,

@@ -22,6 +22,7 @@ fn node(name: &str) -> Registration {
         addresses: vec!["127.0.0.1".into()],
         capacity: Capacity { cores: Millicores::from_whole_cores(4), memory: 8 << 30 },
         labels: BTreeSet::new(),
+        host_volumes: Default::default(),
         containerd_version: "1.6.20".into(),
         cgroup_mode: "v1".into(),
         images: BTreeSet::new(),

@@ -44,6 +44,12 @@ pub struct Capabilities {
     /// loopback services).
     #[serde(default)]
     pub can_use_host_network: bool,
+    /// Containers run with the host's ids, their root being the host's
+    /// root, where the node allows it (`[security] host_root`); without it
+    /// every container has a user namespace. Off for every built-in role,
+    /// admin too: a job that needs it is rare and should be named.
+    #[serde(default)]
+    pub can_run_as_host_root: bool,
 }
 
 /// One capability flag: its field name, a short name for tables and the
@@ -55,7 +61,8 @@ pub struct Flag {
 }
 
 impl Capabilities {
-    pub const ALL: Capabilities = Capabilities {
+    /// The admin role's: everything but host root.
+    pub const ADMIN: Capabilities = Capabilities {
         can_see_status: true,
         can_change_config: true,
         can_operate_others: true,
@@ -65,11 +72,12 @@ impl Capabilities {
         can_access_full_zapp_shop: true,
         can_mount_host_paths: true,
         can_use_host_network: true,
+        can_run_as_host_root: false,
     };
 
     /// Every flag, in the API's order: the one list the API, the web UI and
     /// the CLI read.
-    pub const FLAGS: [Flag; 9] = [
+    pub const FLAGS: [Flag; 10] = [
         Flag { name: "can_see_status", short: "status", label: "see the cluster status" },
         Flag { name: "can_change_config", short: "config", label: "change the configuration" },
         Flag { name: "can_operate_others", short: "others", label: "operate others' executions" },
@@ -79,6 +87,7 @@ impl Capabilities {
         Flag { name: "can_access_full_zapp_shop", short: "shop", label: "see the full ZApp shop" },
         Flag { name: "can_mount_host_paths", short: "host-paths", label: "mount host paths" },
         Flag { name: "can_use_host_network", short: "host-network", label: "use the host's network" },
+        Flag { name: "can_run_as_host_root", short: "host-root", label: "run as the host's root" },
     ];
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut bool> {
@@ -92,6 +101,7 @@ impl Capabilities {
             "can_access_full_zapp_shop" => &mut self.can_access_full_zapp_shop,
             "can_mount_host_paths" => &mut self.can_mount_host_paths,
             "can_use_host_network" => &mut self.can_use_host_network,
+            "can_run_as_host_root" => &mut self.can_run_as_host_root,
             _ => return None,
         })
     }
@@ -141,7 +151,7 @@ pub const FIRST_FREE_ID: u64 = 100;
 
 pub fn builtin_roles() -> Vec<Role> {
     vec![
-        Role { id: ROLE_ADMIN, name: "admin".into(), capabilities: Capabilities::ALL },
+        Role { id: ROLE_ADMIN, name: "admin".into(), capabilities: Capabilities::ADMIN },
         Role {
             id: ROLE_SUPERUSER,
             name: "superuser".into(),

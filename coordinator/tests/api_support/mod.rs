@@ -277,6 +277,7 @@ pub async fn running_on_n1(
         addresses: vec!["10.0.0.5".into()],
         capacity: Capacity { cores: Millicores(4000), memory: 8 << 30 },
         labels: Default::default(),
+        host_volumes: Default::default(),
         containerd_version: "1.6".into(),
         cgroup_mode: "v2".into(),
         images: ["zoe.local/busybox:1".to_string()].into(),
