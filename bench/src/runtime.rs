@@ -3,7 +3,10 @@
 //! on the same containerd, interleaved run by run so both see the same
 //! machine; then the runtime's RSS over many consecutive runs. `ctr run
 //! --seccomp` runs too: against plain `ctr run` it is the start cost of a
-//! default seccomp profile, which every zoe container has.
+//! default seccomp profile, which every zoe container has. And the agent
+//! runs with a user namespace too (idmapped layers, chowned upper dir),
+//! as every container of a user without `can_run_as_host_root` does:
+//! against the agent's plain runs it is the start cost of the mapping.
 //!
 //! `ctr` appears here only as the baseline: product code never runs it.
 
@@ -41,20 +44,21 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn spec(id: &str) -> ServiceSpec {
+fn spec(id: &str, mapped: bool) -> ServiceSpec {
     ServiceSpec {
         id: id.to_string(),
         image: zoe_testkit::DEFAULT_REFERENCE.to_string(),
         command: Some(vec!["/bin/true".into()]),
+        user_namespace: mapped.then_some(zoe_agent::IdMapping { root_uid: 1000, root_gid: 1000, base: 2_000_000_000 }),
         ..Default::default()
     }
 }
 
 /// One agent run: (create→running ms, start+wait+delete ms).
-async fn agent_run(rt: &Runtime, id: &str) -> anyhow::Result<(f64, f64)> {
+async fn agent_run(rt: &Runtime, id: &str, mapped: bool) -> anyhow::Result<(f64, f64)> {
     let mut t0 = Instant::now();
     let mut id = id.to_string();
-    if let Err(e) = rt.spawn(&spec(&id)).await {
+    if let Err(e) = rt.spawn(&spec(&id, mapped)).await {
         // Retryable failures are retried as the leader does: under a new
         // container id (a vanished shim can leave its bundle under the old
         // one), after tearing the attempt down; the run is timed from the retry.
@@ -65,7 +69,7 @@ async fn agent_run(rt: &Runtime, id: &str) -> anyhow::Result<(f64, f64)> {
         let _ = rt.stop(&id, Duration::ZERO).await;
         id.push_str("-retry");
         t0 = Instant::now();
-        rt.spawn(&spec(&id)).await?;
+        rt.spawn(&spec(&id, mapped)).await?;
     }
     let running = t0.elapsed();
     let exit = tokio::time::timeout(Duration::from_secs(60), rt.wait(&id)).await.context("exit within 60 s")??;
@@ -110,15 +114,20 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     rt.images().import_archive(&archive, None, None).await?;
 
     for i in 0..args.warmup {
-        agent_run(&rt, &format!("warm-{i}")).await?;
+        agent_run(&rt, &format!("warm-{i}"), false).await?;
+        agent_run(&rt, &format!("userns-warm-{i}"), true).await?;
         ctr_run(&socket, &ns, &format!("ctr-warm-{i}"), false)?;
         ctr_run(&socket, &ns, &format!("ctr-sc-warm-{i}"), true)?;
     }
     let (mut create, mut agent, mut ctr, mut ctr_sc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut create_ns, mut agent_ns) = (Vec::new(), Vec::new());
     for i in 0..args.runs {
-        let (c, a) = agent_run(&rt, &format!("run-{i}")).await?;
+        let (c, a) = agent_run(&rt, &format!("run-{i}"), false).await?;
         create.push(c);
         agent.push(a);
+        let (c, a) = agent_run(&rt, &format!("userns-{i}"), true).await?;
+        create_ns.push(c);
+        agent_ns.push(a);
         ctr.push(ctr_run(&socket, &ns, &format!("ctr-{i}"), false)?);
         ctr_sc.push(ctr_run(&socket, &ns, &format!("ctr-sc-{i}"), true)?);
         if (i + 1) % 10 == 0 {
@@ -131,7 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let settle = (args.rss_runs / 10).max(1);
     let mut rss_settled = 0;
     for i in 0..args.rss_runs {
-        agent_run(&rt, &format!("mem-{i}")).await?;
+        agent_run(&rt, &format!("mem-{i}"), true).await?;
         if i + 1 == settle {
             rss_settled = rss_kib();
         }
@@ -155,6 +164,8 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let (run_p50, run_p95) = stats(agent);
     let (ctr_p50, ctr_p95) = stats(ctr);
     let (ctr_sc_p50, ctr_sc_p95) = stats(ctr_sc);
+    let (create_ns_p50, _) = stats(create_ns);
+    let (run_ns_p50, run_ns_p95) = stats(agent_ns);
     Ok(serde_json::json!({
         "bench": "runtime",
         "containerd": version.version,
@@ -169,6 +180,11 @@ pub async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "ctr_seccomp_run_ms_p50": round2(ctr_sc_p50),
         "ctr_seccomp_run_ms_p95": round2(ctr_sc_p95),
         "seccomp_cost_ms_p50": round2(ctr_sc_p50 - ctr_p50),
+        "userns_create_to_running_ms_p50": round2(create_ns_p50),
+        "userns_run_ms_p50": round2(run_ns_p50),
+        "userns_run_ms_p95": round2(run_ns_p95),
+        "userns_cost_ms_p50": round2(run_ns_p50 - run_p50),
+        "ratio_userns_run_vs_ctr": (run_ns_p50 / ctr_p50 * 1000.0).round() / 1000.0,
         "rss_runs": args.rss_runs,
         "rss_settled_kib": rss_settled,
         "rss_end_kib": rss_end,

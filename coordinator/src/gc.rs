@@ -46,7 +46,13 @@ pub fn garbage(st: &State, now: u64, settings: &GcSettings) -> Vec<Command> {
     for (key, value) in crate::auth::token_entries(st) {
         let dead = match crate::auth::parse_record(value) {
             None => true,
-            Some(r) => r.expires.is_some_and(|e| e <= now) || !st.users.contains_key(&r.user_id),
+            Some(r) => {
+                r.expires.is_some_and(|e| e <= now)
+                    || st
+                        .users
+                        .get(&r.user_id)
+                        .is_none_or(|u| r.credentials.as_ref().is_some_and(|c| *c != crate::auth::credentials_stamp(u)))
+            }
         };
         if dead {
             bytes += key.len() + value.len();

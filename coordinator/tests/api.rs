@@ -1000,6 +1000,20 @@ async fn logins_are_throttled_and_a_password_change_ends_sessions() {
     let (kept, _) = c.members[0].coord.read_local(|s| s.meta.contains_key(&key));
     assert!(!kept, "a revoked token's record stays in the state");
 
+    // A token a session minted ends with the credentials the session was
+    // opened with: one minted from a stolen session dies with the next
+    // password (the same text again: a new salt, new credentials).
+    let r = c.call(0, Method::POST, "/api/v1/tokens", Some(&s1), Some(json!({"name": "from-session"}))).await;
+    let minted = r.body["token"].as_str().unwrap().to_string();
+    assert_eq!(c.call(0, Method::GET, "/api/v1/whoami", Some(&minted), None).await.status, StatusCode::OK);
+    let r = c
+        .call(0, Method::PATCH, &format!("/api/v1/users/{uid}"), Some(&s1), Some(json!({"password": "dora-new-pass"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = c.call(0, Method::GET, "/api/v1/whoami", Some(&minted), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a token minted by a session outlived a password change");
+    assert_eq!(c.call(0, Method::GET, "/api/v1/whoami", Some(&s1), None).await.status, StatusCode::OK);
+
     // Three wrong passwords lock the username, the right one included.
     for _ in 0..3 {
         expect_error(&login("wrong").await, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -1069,13 +1083,21 @@ async fn per_service_ceilings_hold_without_can_customize_resources() {
         ("cores", json!({"min": 0.5, "max": 2}), "/application/services/0/resources/cores/max"),
         ("cores", json!({"min": 0.5, "max": null}), "/application/services/0/resources/cores/max"),
         ("memory", json!({"min": 64 << 20, "max": 1 << 30}), "/application/services/0/resources/memory/max"),
-        ("memory", json!({"min": null, "max": null}), "/application/services/0/resources/memory/max"),
     ] {
         let mut big = app.clone();
         big["services"][0]["resources"][field] = value;
         let r = submit(&c, big, &user).await;
         assert_eq!(expect_error(&r, StatusCode::FORBIDDEN, "forbidden")[0]["path"], pointer, "{:?}", r.body);
     }
+    // No memory at all: the cluster's default limit (4 GiB), but never
+    // above the ceiling; it is what the container gets and what counts.
+    let mut none = app.clone();
+    none["services"][0]["resources"]["memory"] = json!({"min": null, "max": null});
+    let r = submit(&c, none, &user).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_u64().unwrap();
+    let r = c.call(0, Method::GET, &format!("/api/v1/executions/{id}/zapp"), Some(&user), None).await;
+    assert_eq!(r.body["services"][0]["resources"]["memory"], json!({"min": null, "max": 256 << 20}), "{:?}", r.body);
     // A role with can_customize_resources (superuser) may go above them.
     let mut big = app.clone();
     big["services"][0]["resources"]["cores"] = json!({"min": 0.5, "max": 2});
@@ -1084,5 +1106,27 @@ async fn per_service_ceilings_hold_without_can_customize_resources() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let r = c.call(0, Method::GET, &format!("/api/v1/quotas/{qid}"), Some(&admin), None).await;
     assert_eq!((r.body["service_cores"].clone(), r.body["service_memory"].clone()), (json!(1.0), json!(256 << 20)));
+    c.stop().await;
+}
+
+/// Issue #15: a quota counts what containers may really use: a service
+/// without memory gets the cluster's default limit, which its quota counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_count_the_default_memory_limit() {
+    let c = Cluster::start(1).await;
+    let admin = c.admin().await;
+    let quota =
+        json!({"name": "six", "concurrent_executions": 0, "memory": 6u64 << 30, "cores": 0, "runtime_limit": 0});
+    let r = c.call(0, Method::POST, "/api/v1/quotas", Some(&admin), Some(quota)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let (_, user) = c.user(&admin, "max", json!({"quota_id": r.body["id"]})).await;
+    let mut app = hello_zapp();
+    app["services"][0]["resources"]["memory"] = json!({"min": null, "max": null});
+    let body = json!({"name": "x", "application": app});
+    let r = c.call(0, Method::POST, "/api/v1/executions", Some(&user), Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "4 GiB of 6: {:?}", r.body);
+    let r = c.call(0, Method::POST, "/api/v1/executions", Some(&user), Some(body)).await;
+    let details = expect_error(&r, StatusCode::CONFLICT, "quota_exceeded");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("may use 4 GiB"), "{:?} {details:?}", r.body);
     c.stop().await;
 }

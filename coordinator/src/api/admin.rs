@@ -173,6 +173,16 @@ pub async fn get_user(
     Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
 }
 
+/// A user's `fs_uid`: the host uid of the root of the user's containers
+/// and of the workspace's files, so never the host's root.
+fn fs_uid(u: u64) -> HttpResult<u32> {
+    match u32::try_from(u) {
+        Ok(0) => Err(HttpError::invalid_field("/fs_uid", "0 is the host's root; give the user a uid of its own")),
+        Ok(u) => Ok(u),
+        Err(_) => Err(HttpError::invalid_field("/fs_uid", "too large for a uid")),
+    }
+}
+
 pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
     caller.require_config()?;
     body.only(&[
@@ -206,7 +216,7 @@ pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
         None => None,
     };
     let fs_uid = match body.u64("fs_uid")? {
-        Some(u) => u32::try_from(u).map_err(|_| HttpError::invalid_field("/fs_uid", "too large for a uid"))?,
+        Some(u) => fs_uid(u)?,
         None => ctx.read_fresh(|s| s.users.values().map(|u| u.fs_uid + 1).max().unwrap_or(1000).max(1000)).await?,
     };
     let priority = body.i64("priority")?.unwrap_or(0);
@@ -270,7 +280,7 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
         u.quota_id = q;
     }
     if let Some(uid) = body.u64("fs_uid")? {
-        u.fs_uid = u32::try_from(uid).map_err(|_| HttpError::invalid_field("/fs_uid", "too large for a uid"))?;
+        u.fs_uid = fs_uid(uid)?;
     }
     if let Some(en) = body.bool("enabled")? {
         if id == caller.user.id && !en {
@@ -290,12 +300,24 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
     let sessions = if credentials_changed {
         let now = now_ms();
         let keep = caller.token.id.clone();
+        let stamp = auth::credentials_stamp(&u);
         ctx.read_fresh(|s| {
-            live_tokens(s, id, now)
-                .into_iter()
-                .filter(|(r, _)| r.kind == TokenKind::Session && r.id != keep)
-                .map(|(r, v)| remove_token(&r.id, v))
-                .collect::<Vec<_>>()
+            let mut cmds = Vec::new();
+            for (r, v) in live_tokens(s, id, now) {
+                if r.id == keep {
+                    // The caller's own session goes on under the new stamp
+                    // (unless revoked meanwhile: compare-and-set).
+                    if r.credentials.is_some()
+                        && let Ok(value) = serde_json::to_string(&TokenRecord { credentials: Some(stamp.clone()), ..r })
+                    {
+                        let key = TokenRecord::meta_key(&keep);
+                        cmds.push(Command::CompareAndSetMeta { key, expected: Some(v), value: Some(value) });
+                    }
+                } else if r.kind == TokenKind::Session {
+                    cmds.push(remove_token(&r.id, v));
+                }
+            }
+            cmds
         })
         .await?
     } else {
@@ -569,10 +591,12 @@ async fn issue_token(
     name: &str,
     kind: TokenKind,
     ttl_ms: Option<u64>,
+    credentials: Option<String>,
     also: Vec<Command>,
 ) -> HttpResult<(Value, u64)> {
     let now = now_ms();
-    let t = auth::mint(user_id, name, kind, now, ttl_ms);
+    let mut t = auth::mint(user_id, name, kind, now, ttl_ms);
+    t.record.credentials = credentials;
     let value = serde_json::to_string(&t.record).map_err(|e| HttpError::internal(e.to_string()))?;
     let store = Command::SetMeta { key: TokenRecord::meta_key(&t.record.id), value };
     let cmd = if also.is_empty() { store } else { Command::Batch(also.into_iter().chain([store]).collect()) };
@@ -635,7 +659,12 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
             "the user holds {held} tokens, the most allowed; revoke some (zoe token ls, zoe token revoke)"
         )));
     }
-    let (v, index) = issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, Vec::new()).await?;
+    // Created by a login session (or a token one created), for oneself:
+    // it ends with the credentials the session was opened with.
+    let stamped =
+        user_id == caller.user.id && (caller.token.kind == TokenKind::Session || caller.token.credentials.is_some());
+    let credentials = stamped.then(|| auth::credentials_stamp(&caller.user));
+    let (v, index) = issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, credentials, Vec::new()).await?;
     Ok(created(v, index))
 }
 
@@ -783,7 +812,11 @@ pub async fn login(
                 .collect::<Vec<_>>()
         })
         .await?;
-    let (v, index) = issue_token(&ctx, user.id, "login", TokenKind::Session, Some(SESSION_TTL_MS), evict).await?;
+    // Stamped with the credentials the password was checked against (read
+    // before the check): a password changed meanwhile makes it invalid.
+    let stamp = Some(auth::credentials_stamp(&user));
+    let (v, index) =
+        issue_token(&ctx, user.id, "login", TokenKind::Session, Some(SESSION_TTL_MS), stamp, evict).await?;
     Ok(created(v, index))
 }
 
@@ -855,7 +888,7 @@ pub async fn exchange_bootstrap_token(ctx: &Ctx, token: &str) -> HttpResult<(Val
             created_id(ctx.write(Command::CreateUser { user }).await?.0)?
         }
     };
-    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None, Vec::new()).await?;
+    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None, None, Vec::new()).await?;
     ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAP.into(), value: String::new() }).await?;
     let (_, index) =
         ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAPPED.into(), value: now_ms().to_string() }).await?;

@@ -221,6 +221,18 @@ pub struct TokenRecord {
     pub hash: String,
     pub created: u64,
     pub expires: Option<u64>,
+    /// The owner's [`credentials_stamp`] when it was minted, for login
+    /// sessions and the tokens they create: a new password (or auth
+    /// source) ends them, even one minted from a session stolen before the
+    /// change or by a login that checked the old password just before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+}
+
+/// What a user's credentials are now, in a few bytes: it changes with the
+/// password hash (salted: every change) and the auth source.
+pub fn credentials_stamp(u: &User) -> String {
+    sha256_hex(&format!("{}\0{}", u.auth_source, u.password_hash.as_deref().unwrap_or_default()))[..16].to_string()
 }
 
 impl TokenRecord {
@@ -249,6 +261,7 @@ pub fn mint(user_id: u64, name: &str, kind: TokenKind, now: u64, ttl_ms: Option<
             hash: sha256_hex(&secret_part),
             created: now,
             expires: ttl_ms.map(|t| now + t),
+            credentials: None,
         },
         secret,
     }
@@ -297,8 +310,11 @@ pub fn authenticate(state: &State, token: &str, now: u64) -> Option<(TokenRecord
     if rec.expires.is_some_and(|e| e <= now) {
         return None;
     }
-    let user = state.users.get(&rec.user_id)?.clone();
-    Some((rec, user))
+    let user = state.users.get(&rec.user_id)?;
+    if rec.credentials.as_ref().is_some_and(|c| *c != credentials_stamp(user)) {
+        return None;
+    }
+    Some((rec, user.clone()))
 }
 
 /// True if `token` is the unused bootstrap token.
@@ -328,6 +344,32 @@ pub fn write_bootstrap_file(data_dir: &Path, token: &str) -> std::io::Result<Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamped_token_ends_with_the_credentials_it_was_minted_under() {
+        let mut st = State::default();
+        let mut u = crate::state::User {
+            id: 100,
+            username: "ada".into(),
+            email: None,
+            fs_uid: 1000,
+            role_id: crate::state::user::ROLE_USER,
+            quota_id: crate::state::user::QUOTA_DEFAULT,
+            enabled: true,
+            auth_source: "internal".into(),
+            password_hash: Some("$argon2id$old".into()),
+            priority: 0,
+        };
+        st.users.insert(100, u.clone());
+        // A login that checked the old password, written after the change.
+        let mut t = mint(100, "login", TokenKind::Session, 1_000, None);
+        t.record.credentials = Some(credentials_stamp(&u));
+        st.meta.insert(TokenRecord::meta_key(&t.record.id), serde_json::to_string(&t.record).unwrap());
+        assert!(authenticate(&st, &t.secret, 2_000).is_some());
+        u.password_hash = Some("$argon2id$new".into());
+        st.users.insert(100, u);
+        assert!(authenticate(&st, &t.secret, 2_000).is_none());
+    }
 
     #[test]
     fn passwords_round_trip() {
