@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// ALPN of the agent protocol; bumped with incompatible changes.
-pub const ALPN: &[u8] = b"zoe-agent/2";
+pub const ALPN: &[u8] = b"zoe-agent/3";
 
 /// Largest frame on an agent connection (a registration of a node with
 /// thousands of containers and images stays far below it).

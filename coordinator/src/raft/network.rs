@@ -20,7 +20,7 @@ use std::time::Duration;
 use zoe_net::{Identity, NetError, Role};
 
 /// ALPN of the coordinator protocol; bumped with incompatible changes.
-pub const ALPN: &[u8] = b"zoe-coordinator/2";
+pub const ALPN: &[u8] = b"zoe-coordinator/3";
 
 /// Frames up to 16 MiB: snapshot chunks are at most `snapshot_chunk_bytes`.
 pub const MAX_FRAME: usize = zoe_net::DEFAULT_MAX_FRAME;
