@@ -8,13 +8,12 @@ pub mod auth;
 pub mod backend;
 pub mod backup;
 pub mod dev;
-pub mod drain;
 pub mod gc;
 pub mod leader;
-pub mod quota;
 pub mod raft;
 pub mod relay;
-pub mod scheduler;
 pub mod server;
-pub mod state;
 pub mod web;
+
+// The model is its own crate (no I/O); its modules keep their paths here.
+pub use zoe_model::{drain, quota, scheduler, state};

@@ -24,7 +24,7 @@
 mod backend;
 pub mod client;
 pub mod netsync;
-pub mod reconcile;
+pub use zoe_model::reconcile;
 pub mod stats;
 
 pub use backend::Live;

@@ -353,7 +353,7 @@ fn batch_work_follows_its_zapps_eviction_policy() {
 /// orphan grace, and re-registering makes the node ready again.
 #[test]
 fn a_lost_node_coming_back_stops_what_was_replaced() {
-    use crate::agents::reconcile::reconcile;
+    use crate::reconcile::reconcile;
     use zoe_common::proto::{ContainerInfo, ContainerState};
     let (mut w, lr, batch) = loaded();
     let old: Vec<ContainerInfo> =
