@@ -1,7 +1,8 @@
 //! zoe's model (Nomad's `structs` and `scheduler`): the replicated state,
 //! the commands that change it and their `apply`, and the pure decisions
 //! the leader takes on a snapshot of it — the scheduler's plan, drains,
-//! quotas and the reconciliation of a node's inventory. Nothing here does
+//! quotas, the reconciliation of a node's inventory and the spec a node is
+//! asked to run. Nothing here does
 //! I/O or knows Raft, tokio or HTTP: the coordinator commits and carries
 //! out what these functions decide, and tests drive them table by table.
 
@@ -9,4 +10,5 @@ pub mod drain;
 pub mod quota;
 pub mod reconcile;
 pub mod scheduler;
+pub mod spec;
 pub mod state;

@@ -21,7 +21,7 @@
 //! * a new leader forgets the old term's in-flight work; the old term's
 //!   tasks find their fence closed and stop.
 
-pub mod spec;
+pub use zoe_model::spec;
 
 use crate::backend::{Backend, BackendEvent, SpawnError};
 use crate::drain::{self, DrainConfig};
@@ -64,6 +64,17 @@ pub struct LeaderConfig {
     pub stop_retry_ms: u64,
     /// Wait before asking a node again about a spawn whose outcome is unknown.
     pub spawn_retry_ms: u64,
+}
+
+impl LeaderConfig {
+    pub fn spec_settings(&self) -> spec::SpecSettings<'_> {
+        spec::SpecSettings {
+            deployment: &self.deployment,
+            workspace_base: self.workspace_base.as_deref(),
+            fs_gid: self.fs_gid,
+            default_fs_uid: self.default_fs_uid,
+        }
+    }
 }
 
 impl Default for LeaderConfig {
@@ -364,7 +375,7 @@ impl<B: Backend> Leader<B> {
                         && inflight.unknown.get(cid).is_none_or(|t| Instant::now() >= *t) =>
                 {
                     if let Some(e) = st.executions.get(&s.execution_id) {
-                        w.to_respawn.push((node.to_string(), spec::service_spec(st, e, s, &self.cfg)));
+                        w.to_respawn.push((node.to_string(), spec::service_spec(st, e, s, &self.cfg.spec_settings())));
                     }
                 }
                 _ => {}
@@ -398,7 +409,7 @@ impl<B: Backend> Leader<B> {
                         by_exec.entry(e.id).or_default().push((
                             s.startup_order,
                             node,
-                            spec::service_spec(st, e, s, &self.cfg),
+                            spec::service_spec(st, e, s, &self.cfg.spec_settings()),
                         ));
                     }
                 }

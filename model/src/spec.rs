@@ -2,7 +2,6 @@
 //! environment templates rendered, Zoe's injected variables added, the
 //! command split, volumes and the user's workspace mounted.
 
-use super::LeaderConfig;
 use crate::state::{Execution, Service, State};
 use std::collections::BTreeMap;
 use zoe_common::image::ImageRef;
@@ -11,8 +10,21 @@ use zoe_common::zapp::WORKSPACE_MOUNT;
 use zoe_common::zapp::command::split_command;
 use zoe_common::zapp::template::{EnvContext, Template};
 
+/// The cluster settings a spec depends on (the coordinator's `[leader]`).
+#[derive(Debug, Clone, Copy)]
+pub struct SpecSettings<'a> {
+    /// Zoe's deployment name: in `DEPLOY_NAME` and container labels.
+    pub deployment: &'a str,
+    /// Host directory holding one workspace per user; none when unset.
+    pub workspace_base: Option<&'a str>,
+    pub fs_gid: u32,
+    /// `ZOE_UID` (and the container root's host uid) for owners with no
+    /// user record.
+    pub default_fs_uid: u32,
+}
+
 /// Builds the spec of a service that has been placed (it has a container id).
-pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) -> ServiceSpec {
+pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &SpecSettings) -> ServiceSpec {
     let g = &e.description.services[s.group_index];
     let user = st.user_by_name(&e.owner);
     let role = user.and_then(|u| st.roles.get(&u.role_id));
@@ -21,21 +33,21 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
         user_name: &e.owner,
         execution_id: e.id,
         execution_name: &e.name,
-        deployment_name: &cfg.deployment,
+        deployment_name: cfg.deployment,
         instance: &s.name,
     };
     // Zoe's injected variables first, so a ZApp can read them; ZApp values
     // with the same name win, as a later `-e` does in Docker.
     let mut env: Vec<(String, String)> = vec![
         ("EXECUTION_ID".into(), e.id.to_string()),
-        ("DEPLOY_NAME".into(), cfg.deployment.clone()),
+        ("DEPLOY_NAME".into(), cfg.deployment.to_string()),
         ("ZOE_UID".into(), fs_uid.to_string()),
         ("ZOE_GID".into(), cfg.fs_gid.to_string()),
         ("ZOE_USER".into(), e.owner.clone()),
         ("SERVICE_NAME".into(), s.name.clone()),
     ];
     let mut mounts = Vec::new();
-    if let Some(base) = &cfg.workspace_base {
+    if let Some(base) = cfg.workspace_base {
         env.push(("ZOE_WORKSPACE".into(), WORKSPACE_MOUNT.into()));
         mounts.push(Mount {
             source: format!("{}/{}", base.trim_end_matches('/'), e.owner),
@@ -63,7 +75,7 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &LeaderConfig) 
     label_map.insert(labels::SERVICE_ID.to_string(), s.id.to_string());
     label_map.insert(labels::INSTANCE.to_string(), s.name.clone());
     label_map.insert(labels::OWNER.to_string(), e.owner.clone());
-    label_map.insert(labels::DEPLOYMENT.to_string(), cfg.deployment.clone());
+    label_map.insert(labels::DEPLOYMENT.to_string(), cfg.deployment.to_string());
     ServiceSpec {
         service_id: s.id,
         execution_id: e.id,
