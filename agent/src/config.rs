@@ -201,14 +201,13 @@ impl AgentConfig {
         let mut names = BTreeSet::new();
         for v in &self.host_volumes {
             let what = format!("host_volume {:?}", v.name);
-            if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if !zoe_common::zapp::is_plain_name(&v.name) {
                 return Err(format!("{what}: a name of letters, digits, `-`, `_` and `.`"));
             }
             if !names.insert(v.name.as_str()) {
                 return Err(format!("{what}: defined twice"));
             }
-            let p = Path::new(&v.path);
-            if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            if !crate::security::plain_absolute(Path::new(&v.path)) {
                 return Err(format!("{what}: path {} must be absolute, without `..`", v.path));
             }
         }

@@ -86,15 +86,6 @@ impl IdMapping {
     fn proc_map(root: u32, base: u32) -> String {
         Self::entries(root, base).iter().map(|(c, h, n)| format!("{c} {h} {n}\n")).collect()
     }
-
-    /// Host uid of container uid `id` (`None`: unmapped, seen as nobody).
-    pub fn host_uid(&self, id: u32) -> Option<u32> {
-        match id {
-            0 => Some(self.root_uid),
-            i if i < RANGE => Some(self.base + i),
-            _ => None,
-        }
-    }
 }
 
 /// The idmapped views of the snapshotter's layers, one per mapping, under
@@ -120,7 +111,8 @@ impl LayerViews {
     }
 
     /// The view of `layers` (the snapshotter's `snapshots` directory) whose
-    /// files owned by `i` on disk are owned by `m.host_uid(i)`. Blocking.
+    /// files are owned through the mapping `m` (on-disk 0 is the
+    /// container's root, `i` is `base + i`). Blocking.
     pub fn view(&self, m: IdMapping, layers: &Path) -> io::Result<PathBuf> {
         let mut views = self.views.lock().expect("lock");
         let key = (m, layers.to_path_buf());
@@ -335,7 +327,6 @@ mod tests {
         let m = IdMapping { root_uid: 1000, root_gid: 5001, base: 2_000_000_000 };
         m.check().unwrap();
         assert_eq!(IdMapping::proc_map(m.root_uid, m.base), "0 1000 1\n1 2000000001 65535\n");
-        assert_eq!((m.host_uid(0), m.host_uid(1000), m.host_uid(RANGE)), (Some(1000), Some(2_000_001_000), None));
         let (u, g) = m.oci();
         assert_eq!((u[0].host_id(), g[0].host_id(), u[1].size()), (1000, 5001, 65535));
     }

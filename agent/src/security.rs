@@ -63,18 +63,23 @@ impl SecuritySettings {
         if self.memory_default_bytes < 6 << 20 {
             return Err("security.memory_default_bytes: at least 6 MiB".into());
         }
-        let probe = crate::idmap::IdMapping { root_uid: 1, root_gid: 1, base: self.id_base };
         if self.id_base < 65_536 {
             return Err("security.id_base: at least 65536, above ordinary users' ids".into());
         }
+        let probe = crate::idmap::IdMapping { root_uid: 1, root_gid: 1, base: self.id_base };
         probe.check().map_err(|e| format!("security.id_base: {e}"))?;
         for p in &self.host_paths {
-            if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+            if !plain_absolute(p) {
                 return Err(format!("security.host_paths: {} must be absolute, without `..`", p.display()));
             }
         }
         Ok(())
     }
+}
+
+/// An absolute path without `..` (the agent's own host paths and volumes).
+pub(crate) fn plain_absolute(p: &Path) -> bool {
+    p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 fn refused(field: &str, reason: impl Into<String>) -> Error {

@@ -12,7 +12,7 @@ pub mod template;
 mod validate;
 
 pub use expand::{Instance, expand};
-pub use validate::{Issue, ParseError, Report, parse, type_name, validate_value};
+pub use validate::{Issue, ParseError, Report, is_plain_name, parse, type_name, validate_value};
 
 use crate::resources::Millicores;
 use serde::{Deserialize, Serialize};
@@ -187,12 +187,11 @@ impl ZApp {
 
     /// What the ZApp holds against a quota, every instance counted: the
     /// cores it reserves, and the memory its containers may really use
-    /// (each one's limit; its `min` when it has none, which the API never
-    /// lets through: it gives such a service the cluster's default limit).
+    /// (each one's limit; none counts 0, which the API never lets through:
+    /// it gives such a service the cluster's default limit).
     pub fn quota_footprint(&self) -> (Millicores, u64) {
         let mem = self.services.iter().fold(0u64, |a, s| {
-            let each = s.memory_limit().unwrap_or(0).max(s.memory_min());
-            a.saturating_add(each.saturating_mul(u64::from(s.total_count)))
+            a.saturating_add(s.memory_limit().unwrap_or(0).saturating_mul(u64::from(s.total_count)))
         });
         (self.total_reservation().0, mem)
     }

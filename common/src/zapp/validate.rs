@@ -106,6 +106,12 @@ const SERVICE_OPTIONAL: &[&str] = &["replicas", "work_dir", "labels", "network"]
 const PORT_REQUIRED: &[&str] = &["name", "port_number", "protocol", "url_template"];
 
 /// Appends a key to a JSON pointer, escaping `~` and `/` as RFC 6901 says.
+/// A non-empty name of letters, digits, `-`, `_` and `.` (networks,
+/// labels, volumes, host volumes).
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 fn join(path: &str, key: &str) -> String {
     format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"))
 }
@@ -452,7 +458,7 @@ impl Checker {
         let network = match m.get("network") {
             None => Some(None),
             Some(_) => match self.string(m, "network", path) {
-                Some(n) if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+                Some(n) if !is_plain_name(n) => {
                     self.err(join(path, "network"), "must be a non-empty name of letters, digits, `-`, `_` and `.`");
                     None
                 }
@@ -631,16 +637,13 @@ impl Checker {
                 }
             };
             if let Some(v) = named
-                && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                && !is_plain_name(v)
             {
                 self.err(join(&p, "host_volume"), "must be a host volume's name: letters, digits, `-`, `_` and `.`");
                 ok = false;
             }
             if let Some(n) = name {
-                let valid = !n.is_empty()
-                    && n != "."
-                    && n != ".."
-                    && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                let valid = is_plain_name(n) && n != "." && n != "..";
                 if !valid {
                     self.err(
                         join(&p, "name"),
@@ -767,9 +770,7 @@ impl Checker {
         for (i, item) in list.iter().enumerate() {
             let p = at(&base, i);
             match item {
-                Value::String(s)
-                    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-                {
+                Value::String(s) if is_plain_name(s) => {
                     if !seen.insert(s.as_str()) {
                         self.err(&p, format!("label `{s}` is listed twice"));
                         ok = false;

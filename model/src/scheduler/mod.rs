@@ -264,8 +264,13 @@ impl<'a> Requests<'a> {
                 .map(|g| ImageRef::parse(&g.image).map(|r| r.canonical()).unwrap_or_else(|_| g.image.clone()))
                 .collect();
             let owner = c.exec.owner.as_str();
-            let role =
-                state.user_by_name(owner).and_then(|u| state.roles.get(&u.role_id)).map_or("", |r| r.name.as_str());
+            // Only host volumes ask who the owner is; finding the user scans
+            // them all, once per queued execution per pass otherwise.
+            let wants_volumes = app.services.iter().any(|g| g.volumes.iter().any(|v| v.host_volume.is_some()));
+            let role = wants_volumes
+                .then(|| state.user_by_name(owner).and_then(|u| state.roles.get(&u.role_id)))
+                .flatten()
+                .map_or("", |r| r.name.as_str());
             for s in state.services_of(c.exec.id) {
                 let g = &app.services[s.group_index];
                 let host = state.network.uses_host(g.network.as_deref());
