@@ -24,6 +24,18 @@ start() {
         echo "$sock"; return 0
     fi
     mkdir -p "$dir/root" "$dir/state"
+    # runc bind-mounts a rootfs from inside the container's user namespace,
+    # as the owner's uid: every directory above a bundle must let others
+    # through, as those above /run/containerd do (mktemp -d makes 0700).
+    chmod 0711 "$dir" "$dir/state"
+    local p=$dir
+    while [ "$p" != / ]; do
+        p=$(dirname "$p")
+        if [ $(( 0$(stat -c %a "$p") & 1 )) -eq 0 ]; then
+            echo "$p is not searchable by others (chmod o+x), so user-namespaced containers cannot reach $dir/state" >&2
+            exit 1
+        fi
+    done
     cat > "$dir/config.toml" <<CONF
 version = 2
 root = "$dir/root"

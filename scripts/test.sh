@@ -14,6 +14,9 @@ cargo build --workspace --all-targets --locked 2>&1 | tail -n 3 >&2
 export ZOE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/zoe"
 
 work=$(mktemp -d /tmp/zoe-test.XXXXXX)
+# Containers run in user namespaces: their rootfs, under containerd's state
+# in here, must be reachable by the owner's uid (mktemp -d makes 0700).
+chmod 0711 "$work"
 cleanup() {
   scripts/private-containerd.sh stop "$work/containerd" >/dev/null 2>&1 || true
   rm -rf "$work"

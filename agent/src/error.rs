@@ -60,6 +60,15 @@ pub enum Error {
     EventsLost,
     #[error("container network: {0}")]
     Network(#[from] crate::network::NetError),
+    /// runc, inside the container's user namespace, could not reach the
+    /// rootfs containerd mounted: a directory above containerd's state is
+    /// closed to others (a private containerd under a 0700 temp dir).
+    #[error(
+        "containerd create task: {}: every directory above containerd's state must be searchable by \
+         others (chmod o+x), as those above /run/containerd are, since containers run in user namespaces",
+        .0.message()
+    )]
+    StateUnreachable(tonic::Status),
     /// Starting zoe's own containerd (`zoe dev`) failed.
     #[error("private containerd: {0}")]
     PrivateContainerd(String),
@@ -68,6 +77,15 @@ pub enum Error {
 impl Error {
     pub(crate) fn ctd(op: &'static str) -> impl FnOnce(tonic::Status) -> Error {
         move |status| Error::Containerd { op, status }
+    }
+
+    pub(crate) fn create_task(status: tonic::Status) -> Error {
+        let m = status.message();
+        if m.contains("error preparing rootfs") && m.contains("permission denied") {
+            Error::StateUnreachable(status)
+        } else {
+            Error::Containerd { op: "create task", status }
+        }
     }
 
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -213,5 +231,10 @@ mod tests {
         assert!(StartError::new("s", ttrpc).is_retryable());
         let gone = Error::Containerd { op: "start task", status: tonic::Status::not_found("not found") };
         assert!(StartError::new("s", gone).is_retryable());
+        let closed = Error::create_task(tonic::Status::unknown(
+            "runc create failed: error preparing rootfs: mount /tmp/x/state/r/rootfs, flags: 0x5000: permission denied",
+        ));
+        assert!(matches!(closed, Error::StateUnreachable(_)) && closed.to_string().contains("chmod o+x"));
+        assert!(!StartError::new("s", closed).is_retryable());
     }
 }

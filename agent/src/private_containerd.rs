@@ -24,11 +24,35 @@ pub async fn answers(socket: &Path) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(3), probe).await, Ok(Some(_)))
 }
 
+/// Where containerd keeps its state (bundles, rootfs mounts, shim sockets).
+/// runc bind-mounts a container's rootfs from inside the container's user
+/// namespace, as the owner's uid, so every directory above a bundle must be
+/// searchable by others, as those above /run/containerd are. A data dir
+/// below /root (0700) is not: the state then goes to /run, one directory
+/// per data dir.
+fn state_dir(dir: &Path) -> PathBuf {
+    let inside = dir.join("state");
+    if searchable_by_others(dir) {
+        return inside;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let run = PathBuf::from("/run/zoe-containerd").join(&hex::encode(digest)[..16]);
+    if std::fs::create_dir_all(&run).is_ok() { run } else { inside }
+}
+
+/// Whether `path` and every directory above it let others through (o+x).
+pub fn searchable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors().all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
 /// A running private containerd; [`PrivateContainerd::stop`] ends it and
 /// every shim and container it started.
 #[derive(Debug)]
 pub struct PrivateContainerd {
     dir: PathBuf,
+    state: PathBuf,
     socket: PathBuf,
     pid: i32,
     child: Option<std::process::Child>,
@@ -67,11 +91,17 @@ impl PrivateContainerd {
             && answers(&socket).await
         {
             tracing::info!(pid, socket = %socket.display(), "adopting the private containerd left running");
-            return Ok(PrivateContainerd { dir, socket, pid, child: None });
+            let state = state_dir(&dir);
+            return Ok(PrivateContainerd { dir, state, socket, pid, child: None });
         }
-        for d in ["root", "state"] {
-            std::fs::create_dir_all(dir.join(d)).map_err(Error::io("creating containerd's directories"))?;
+        let state = state_dir(&dir);
+        for d in [dir.join("root"), state.clone()] {
+            std::fs::create_dir_all(&d).map_err(Error::io(format!("creating {}", d.display())))?;
         }
+        // 0711 as containerd makes /run/containerd: searchable, not listable.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711))
+            .map_err(Error::io(format!("chmod {}", state.display())))?;
         let config = format!(
             "version = 2\nroot = {root:?}\nstate = {state:?}\n\
              # zoe needs only the core services; CRI would start its own machinery.\n\
@@ -79,7 +109,7 @@ impl PrivateContainerd {
              [grpc]\n  address = {sock:?}\n\n[ttrpc]\n  address = {ttrpc:?}\n\n\
              [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
             root = dir.join("root").display().to_string(),
-            state = dir.join("state").display().to_string(),
+            state = state.display().to_string(),
             sock = socket.display().to_string(),
             ttrpc = format!("{}.ttrpc", socket.display()),
             opt = dir.join("opt").display().to_string(),
@@ -113,7 +143,7 @@ impl PrivateContainerd {
             })?;
         let pid = child.id() as i32;
         std::fs::write(&pid_file, format!("{pid}\n")).map_err(Error::io(format!("writing {}", pid_file.display())))?;
-        let mut me = PrivateContainerd { dir, socket, pid, child: Some(child) };
+        let mut me = PrivateContainerd { dir, state, socket, pid, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if answers(&me.socket).await {
@@ -200,9 +230,12 @@ impl PrivateContainerd {
 
     fn unmount_leftovers(&self) {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let prefix = format!("{}/", self.dir.display());
-        let mut points: Vec<&str> =
-            mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&prefix)).collect();
+        let prefixes = [format!("{}/", self.dir.display()), format!("{}/", self.state.display())];
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| prefixes.iter().any(|p| m.starts_with(p.as_str())))
+            .collect();
         points.sort_unstable_by(|a, b| b.cmp(a));
         for m in points {
             if let Ok(c) = std::ffi::CString::new(m) {

@@ -551,7 +551,7 @@ impl Runtime {
             ..Default::default()
         };
         let t_pump = t0.elapsed();
-        ctd.tasks().create(ctd.rq(create)).await.map_err(Error::ctd("create task"))?;
+        ctd.tasks().create(ctd.rq(create)).await.map_err(Error::create_task)?;
         let t_task = t0.elapsed();
         let pid = ctd
             .tasks()
