@@ -236,71 +236,48 @@ impl Drop for Cluster {
     }
 }
 
-/// A REST API client (plain HTTP on loopback) with a bearer token.
+/// zoe's API client against one coordinator (plain HTTP on loopback).
 #[derive(Clone)]
 pub struct Api {
-    http: reqwest::Client,
+    client: std::sync::Arc<zoe_client::Client>,
     pub base: String,
-    token: Option<String>,
 }
 
 impl Api {
     pub fn new(addr: &str) -> Result<Api> {
-        // Plain HTTP only, but reqwest builds a TLS config anyway: ring is
-        // the only provider in this build.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(120))
-            .build()?;
-        Ok(Api { http, base: format!("http://{addr}"), token: None })
+        let base = format!("http://{addr}");
+        let config = zoe_client::ClientConfig {
+            addrs: vec![base.clone()],
+            timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        Ok(Api { client: std::sync::Arc::new(zoe_client::Client::new(&config)?), base })
     }
 
     /// The same connection pool, against another coordinator.
     pub fn at(&self, addr: &str) -> Api {
-        Api { base: format!("http://{addr}"), ..self.clone() }
+        let base = format!("http://{addr}");
+        Api { client: std::sync::Arc::new(self.client.at(std::slice::from_ref(&base))), base }
     }
 
     pub fn with_token(&self, token: String) -> Api {
-        Api { token: Some(token), ..self.clone() }
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-
-    async fn check(resp: reqwest::Response) -> Result<(Value, Option<u64>)> {
-        let status = resp.status();
-        let index = resp.headers().get("x-zoe-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let body = resp.text().await?;
-        if !status.is_success() {
-            bail!("HTTP {status}: {body}");
-        }
-        Ok((serde_json::from_str(&body).unwrap_or(Value::Null), index))
+        Api { client: std::sync::Arc::new(self.client.with_token(Some(token))), base: self.base.clone() }
     }
 
     pub async fn get(&self, path: &str) -> Result<(Value, Option<u64>)> {
-        Self::check(self.req(reqwest::Method::GET, path).send().await?).await
+        Ok(self.client.call(reqwest::Method::GET, path, None).await?)
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        Ok(Self::check(self.req(reqwest::Method::POST, path).json(body).send().await?).await?.0)
+        Ok(self.client.post(path, body).await?)
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value> {
-        Ok(Self::check(self.req(reqwest::Method::PATCH, path).json(body).send().await?).await?.0)
+        Ok(self.client.patch(path, body).await?)
     }
 
     pub async fn get_text(&self, path: &str) -> Result<String> {
-        let resp = self.req(reqwest::Method::GET, path).send().await?;
-        if !resp.status().is_success() {
-            bail!("HTTP {}", resp.status());
-        }
+        let resp = self.client.send(self.client.request(reqwest::Method::GET, path)).await?;
         Ok(resp.text().await?)
     }
 

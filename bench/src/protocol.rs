@@ -23,7 +23,8 @@ use zoe_common::resources::Millicores;
 use zoe_common::service::ServiceSpec;
 use zoe_coordinator::agents::AgentBackend;
 use zoe_coordinator::backend::Backend;
-use zoe_coordinator::raft::{Coordinator, CoordinatorConfig};
+use zoe_coordinator::config::CoordinatorConfig;
+use zoe_coordinator::raft::Coordinator;
 use zoe_net::{CertificateAuthority, Identity, Role};
 
 #[derive(clap::Args)]
@@ -81,7 +82,7 @@ async fn start_coordinator(dir: &Path, heartbeat_ms: u64) -> Result<(Coordinator
     let c = Coordinator::start(cfg).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if c.raft().metrics().borrow().current_leader == Some(1) {
+        if c.leadership().borrow().leader == Some(1) {
             break;
         }
         if Instant::now() > deadline {

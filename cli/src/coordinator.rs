@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use zoe_coordinator::raft::{CoordNode, CoordinatorClient, CoordinatorConfig, Status};
+use zoe_coordinator::config::CoordinatorConfig;
+use zoe_coordinator::raft::{CoordNode, CoordinatorClient, Status};
 use zoe_net::TlsMaterial;
 
 #[derive(Args)]

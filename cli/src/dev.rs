@@ -12,8 +12,8 @@ use std::time::Duration;
 use zoe_agent::config::AgentConfig;
 use zoe_agent::daemon::Agent;
 use zoe_agent::private_containerd::{PrivateContainerd, answers};
+use zoe_coordinator::config::CoordinatorConfig;
 use zoe_coordinator::dev::{DEFAULT_NAMESPACE, DevLayout, DevOptions, NODE_NAME};
-use zoe_coordinator::raft::CoordinatorConfig;
 use zoe_coordinator::server::Server;
 
 /// The system containerd's socket (Debian's package).

@@ -17,7 +17,8 @@
 
 use crate::api::Ctx;
 use crate::auth;
-use crate::raft::{Coordinator, CoordinatorConfig};
+use crate::config::CoordinatorConfig;
+use crate::raft::Coordinator;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ pub enum DevError {
     #[error("certificates: {0}")]
     Pki(#[from] zoe_net::NetError),
     #[error(transparent)]
-    Config(#[from] crate::raft::config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Bootstrap(String),
 }
@@ -177,9 +178,8 @@ impl DevLayout {
         let (v, _) = crate::api::admin::exchange_bootstrap_token(&ctx, &bootstrap)
             .await
             .map_err(|e| DevError::Bootstrap(format!("ACL bootstrap: {}", e.message)))?;
-        let token = v["token"].as_str().ok_or_else(|| DevError::Bootstrap("ACL bootstrap: no token".into()))?;
-        write_secret(&file, token)?;
-        Ok((token.to_string(), true))
+        write_secret(&file, &v.token)?;
+        Ok((v.token, true))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod backup;
+pub mod config;
 pub mod dev;
 pub mod gc;
 pub mod leader;

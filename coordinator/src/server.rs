@@ -5,8 +5,9 @@
 use crate::agents::{AgentBackend, Live};
 use crate::api::live::LiveSource;
 use crate::api::{ApiServer, ServeError};
+use crate::config::CoordinatorConfig;
 use crate::leader::Leader;
-use crate::raft::{Coordinator, CoordinatorConfig};
+use crate::raft::Coordinator;
 use crate::relay::{Relay, RelayServer};
 use std::sync::Arc;
 use tokio::sync::watch;

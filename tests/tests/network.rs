@@ -19,7 +19,8 @@ use std::time::Duration;
 use zoe_coordinator::agents::AgentBackend;
 use zoe_coordinator::api::live::LogRequest;
 use zoe_coordinator::backend::Backend;
-use zoe_coordinator::raft::{Coordinator, CoordinatorConfig};
+use zoe_coordinator::config::CoordinatorConfig;
+use zoe_coordinator::raft::Coordinator;
 use zoe_coordinator::state::{Applied, Command, ExecutionStatus, State};
 use zoe_net::Role;
 use zoe_testkit::netns::{Lan, Netns, remove_pinned};
@@ -203,8 +204,7 @@ async fn zapp_spans_two_hosts_by_name_with_published_ports() {
     let cfg = CoordinatorConfig::load(&path).unwrap();
     let (settings, leader_cfg) = (cfg.agents.clone(), cfg.leader.clone());
     let c = Coordinator::start(cfg).await.unwrap();
-    wait_until("the coordinator to lead", WAIT, || async { c.raft().metrics().borrow().current_leader == Some(1) })
-        .await;
+    wait_until("the coordinator to lead", WAIT, || async { c.leadership().borrow().leader == Some(1) }).await;
     let backend: Arc<AgentBackend> = AgentBackend::start(c.clone(), settings).await.unwrap();
     wait_until("the back-end to lead", WAIT, || async { backend.is_leader() }).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -15,7 +15,7 @@ fn root() -> PathBuf {
 
 #[test]
 fn sample_configurations_parse_with_the_binaries_loaders() {
-    let c = zoe_coordinator::raft::CoordinatorConfig::load(&root().join("systemd/coordinator.toml")).unwrap();
+    let c = zoe_coordinator::config::CoordinatorConfig::load(&root().join("systemd/coordinator.toml")).unwrap();
     assert_eq!((c.id, c.peers.len()), (1, 3));
     assert!(c.api.tls_cert.is_some(), "the API must serve HTTPS off loopback");
     let a = zoe_agent::config::AgentConfig::load(&root().join("systemd/agent.toml")).unwrap();
@@ -135,7 +135,7 @@ fn dev_cluster_starts_serves_restarts_and_stops_cleanly() {
     let nodes = node_list(api.port, &token);
     assert!(nodes.to_string().contains("\"local\""), "{nodes}");
     // The written configs are the ones the standalone binaries load.
-    zoe_coordinator::raft::CoordinatorConfig::load(&dir.path().join("coordinator.toml")).unwrap();
+    zoe_coordinator::config::CoordinatorConfig::load(&dir.path().join("coordinator.toml")).unwrap();
     zoe_agent::config::AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
     stop_dev(child, libc::SIGINT);
 
@@ -216,7 +216,7 @@ fn vagrant_prepare_writes_configs_the_binaries_load() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (i, c) in ["c1", "c2", "c3"].iter().enumerate() {
-        let cfg = zoe_coordinator::raft::CoordinatorConfig::load(&out_dir.path().join(format!("{c}.toml"))).unwrap();
+        let cfg = zoe_coordinator::config::CoordinatorConfig::load(&out_dir.path().join(format!("{c}.toml"))).unwrap();
         assert_eq!((cfg.id, cfg.name.as_str(), cfg.peers.len()), (i as u64 + 1, *c, 3));
         assert!(out_dir.path().join(format!("tls/{c}.pem")).exists());
     }

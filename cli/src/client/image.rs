@@ -2,7 +2,7 @@
 //! onto nodes through the API (for clusters without a registry), and build
 //! the sample busybox archive.
 
-use super::http::{Client, Conn};
+use super::http::{Conn, connect};
 use super::output;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -63,7 +63,7 @@ pub async fn run(conn: &Conn, cmd: ImageCmd) -> Result<()> {
 /// Streams the API's progress lines: one status line per change on stderr,
 /// each node's outcome on stdout (or every line with `--json`).
 async fn preload(conn: &Conn, image: String, nodes: Vec<String>) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     let body = serde_json::json!({ "image": image, "nodes": nodes });
     let resp = c.send(c.request(Method::POST, "/api/v1/images/preload").json(&body)).await?;
     let mut bytes = resp.bytes_stream();
@@ -113,7 +113,7 @@ async fn preload(conn: &Conn, image: String, nodes: Vec<String>) -> Result<()> {
 }
 
 async fn load(conn: &Conn, archive: PathBuf, nodes: Vec<String>) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     // The API refuses an unknown node before reading the body; asking first
     // gives that answer instead of a connection cut in mid-upload.
     for n in &nodes {

@@ -9,10 +9,11 @@ mod output;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
-use http::{Client, Conn, FileConfig};
+use http::{Client, Conn, FileConfig, connect};
 use output::{bytes, cell, fields, table, time};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -257,51 +258,55 @@ pub enum UserCmd {
     },
 }
 
-#[derive(Args, Default)]
-pub struct Flags {
-    #[arg(long)]
-    can_see_status: Option<bool>,
-    #[arg(long)]
-    can_change_config: Option<bool>,
-    #[arg(long)]
-    can_operate_others: Option<bool>,
-    #[arg(long)]
-    can_delete_executions: Option<bool>,
-    #[arg(long)]
-    can_access_api: Option<bool>,
-    #[arg(long)]
-    can_customize_resources: Option<bool>,
-    #[arg(long)]
-    can_access_full_zapp_shop: Option<bool>,
-    /// ZApp volumes may name raw host paths (admins only, normally).
-    #[arg(long)]
-    can_mount_host_paths: Option<bool>,
-    /// ZApps may ask for the host's network.
-    #[arg(long)]
-    can_use_host_network: Option<bool>,
-    /// Containers run as the host's root, without a user namespace (where
-    /// the node's [security] host_root allows it).
-    #[arg(long)]
-    can_run_as_host_root: Option<bool>,
+/// A role's capability flags as options (`--can-see-status true`), one per
+/// flag of `Capabilities::FLAGS`, where they are spelled once.
+#[derive(Default)]
+pub struct Flags(BTreeMap<&'static str, bool>);
+
+impl clap::FromArgMatches for Flags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Flags, clap::Error> {
+        let mut f = Flags::default();
+        f.update_from_arg_matches(m)?;
+        Ok(f)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for flag in zoe_coordinator::state::Capabilities::FLAGS {
+            if let Some(v) = m.get_one::<bool>(flag.name) {
+                self.0.insert(flag.name, *v);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for Flags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for flag in zoe_coordinator::state::Capabilities::FLAGS {
+            // clap (without its `string` feature) wants a 'static name: a
+            // few bytes per flag, once per process.
+            let long: &'static str = Box::leak(flag.name.replace('_', "-").into_boxed_str());
+            cmd = cmd.arg(
+                clap::Arg::new(flag.name)
+                    .long(long)
+                    .value_name("BOOL")
+                    .value_parser(clap::value_parser!(bool))
+                    .help_heading("Capabilities")
+                    .help(format!("May {}", flag.label)),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 impl Flags {
     fn into_json(self, m: &mut Map<String, Value>) {
-        for (k, v) in [
-            ("can_see_status", self.can_see_status),
-            ("can_change_config", self.can_change_config),
-            ("can_operate_others", self.can_operate_others),
-            ("can_delete_executions", self.can_delete_executions),
-            ("can_access_api", self.can_access_api),
-            ("can_customize_resources", self.can_customize_resources),
-            ("can_access_full_zapp_shop", self.can_access_full_zapp_shop),
-            ("can_mount_host_paths", self.can_mount_host_paths),
-            ("can_use_host_network", self.can_use_host_network),
-            ("can_run_as_host_root", self.can_run_as_host_root),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), json!(v));
-            }
+        for (k, v) in self.0 {
+            m.insert(k.into(), json!(v));
         }
     }
 }
@@ -506,7 +511,7 @@ fn done(conn: &Conn, v: &Value, msg: impl FnOnce() -> String) {
 // -------------------------------------------------------------- commands
 
 async fn info(conn: &Conn) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     let v = c.get("/api/v1/info").await?;
     if conn.json {
         output::json(&v);
@@ -555,7 +560,7 @@ fn save_token(c: &Client, token: &str) -> Result<()> {
 }
 
 async fn login(a: LoginArgs) -> Result<()> {
-    let c = Client::new(&a.conn)?;
+    let c = connect(&a.conn)?;
     let username = a.username.or_else(|| std::env::var("USER").ok()).ok_or_else(|| anyhow!("give --username"))?;
     let password = read_secret(&a.password_env, &format!("password for {username}: "))?;
     let v = c.post("/api/v1/login", &json!({"username": username, "password": password})).await?;
@@ -579,7 +584,7 @@ async fn acl(conn: &Conn, cmd: AclCmd) -> Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| path.to_string())?.trim().to_string(),
         None => bootstrap_token.trim().to_string(),
     };
-    let c = Client::new(&Conn { token: None, ..conn.clone() })?;
+    let c = connect(&Conn { token: None, ..conn.clone() })?;
     let v = c.post("/api/v1/acl/bootstrap", &json!({"token": token})).await?;
     let admin = v["token"].as_str().ok_or_else(|| anyhow!("no token in the answer"))?;
     if save {
@@ -607,16 +612,16 @@ fn exec_rows(list: &[Value]) -> Vec<Vec<String>> {
 }
 
 /// Follows an execution with blocking queries until `stop` says so;
-/// reports each status change on stderr.
-async fn watch_exec(c: &Client, id: u64, stop: impl Fn(&str) -> bool) -> Result<Value> {
+/// reports each status change on stderr. `last` is the status already
+/// reported: one status is printed once however many watches follow.
+async fn watch_exec(c: &Client, id: u64, last: &mut String, stop: impl Fn(&str) -> bool) -> Result<Value> {
     let mut index = 0;
-    let mut last = String::new();
     loop {
         let (v, idx) = c.call(Method::GET, &format!("/api/v1/executions/{id}?index={index}&wait=30s"), None).await?;
         let status = v["status"].as_str().unwrap_or("").to_string();
-        if status != last {
+        if status != *last {
             eprintln!("execution {id}: {status}");
-            last = status.clone();
+            *last = status.clone();
         }
         if stop(&status) {
             return Ok(v);
@@ -664,7 +669,7 @@ async fn stream_logs(c: &Client, service: u64, follow: bool, offset: u64) -> Res
 }
 
 async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     match cmd {
         ExecCmd::Start { name, zapp, wait, follow } => {
             let text = std::fs::read_to_string(&zapp).with_context(|| format!("{}", zapp.display()))?;
@@ -680,11 +685,12 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 done(conn, &v, || format!("execution {id} submitted"));
                 return Ok(());
             }
-            eprintln!("execution {id} submitted");
+            eprintln!("execution {id}: submitted");
+            let mut last = "submitted".to_string();
             let until_running = |s: &str| s == "running" || ended(s);
             let e = match wait {
-                Some(WaitFor::Done) if !follow => watch_exec(&c, id, ended).await?,
-                _ => watch_exec(&c, id, until_running).await?,
+                Some(WaitFor::Done) if !follow => watch_exec(&c, id, &mut last, ended).await?,
+                _ => watch_exec(&c, id, &mut last, until_running).await?,
             };
             if follow && e["status"] == "running" {
                 let groups = e["service_details"].as_array().cloned().unwrap_or_default();
@@ -703,7 +709,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                     .ok_or_else(|| anyhow!("execution {id} has no monitor service to follow"))?;
                 stream_logs(&c, svc, true, 0).await?;
                 if matches!(wait, Some(WaitFor::Done)) {
-                    let e = watch_exec(&c, id, ended).await?;
+                    let e = watch_exec(&c, id, &mut last, ended).await?;
                     return finish(conn, &e);
                 }
                 return Ok(());
@@ -785,7 +791,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
             };
             let v = c.post(&format!("/api/v1/executions/{id}/terminate"), &body).await?;
             if wait {
-                let e = watch_exec(&c, id, ended).await?;
+                let e = watch_exec(&c, id, &mut String::new(), ended).await?;
                 return finish(conn, &e);
             }
             done(conn, &v, || format!("execution {id}: {}", cell(&v["status"])));
@@ -839,7 +845,7 @@ fn finish(conn: &Conn, e: &Value) -> Result<()> {
 }
 
 async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     match cmd {
         NodeCmd::Ls => {
             let v = c.get("/api/v1/nodes").await?;
@@ -930,7 +936,7 @@ async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
 }
 
 async fn stats(conn: &Conn) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     let v = c.get("/api/v1/statistics/scheduler").await?;
     if conn.json {
         output::json(&v);
@@ -989,7 +995,7 @@ fn insert_opt(m: &mut Map<String, Value>, k: &str, v: Option<Value>) {
 }
 
 async fn user(conn: &Conn, cmd: UserCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     let user_rows = |v: &Value| -> Vec<Vec<String>> {
         let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
         list.iter()
@@ -1056,7 +1062,7 @@ async fn user(conn: &Conn, cmd: UserCmd) -> Result<()> {
 }
 
 async fn role(conn: &Conn, cmd: RoleCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     let rows = |v: &Value| -> Vec<Vec<String>> {
         let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
         list.iter()
@@ -1106,7 +1112,7 @@ async fn role(conn: &Conn, cmd: RoleCmd) -> Result<()> {
 }
 
 async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     let rows = |v: &Value| -> Vec<Vec<String>> {
         let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
         list.iter()
@@ -1179,7 +1185,7 @@ async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
 }
 
 async fn token(conn: &Conn, cmd: TokenCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     match cmd {
         TokenCmd::Create { name, ttl, user_id } => {
             let mut body = json!({"name": name});
@@ -1224,7 +1230,7 @@ async fn token(conn: &Conn, cmd: TokenCmd) -> Result<()> {
 }
 
 async fn operator(conn: &Conn, cmd: OperatorCmd) -> Result<()> {
-    let c = Client::new(conn)?;
+    let c = connect(conn)?;
     match cmd {
         OperatorCmd::Members => {
             let v = c.get("/api/v1/cluster/members").await?;

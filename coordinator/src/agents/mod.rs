@@ -210,15 +210,12 @@ impl AgentBackend {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
-    /// Tracks leadership in one place: openraft's metrics change on every
-    /// commit, and thousands of sessions must not each wake up for that.
+    /// Keeps the registry in step with leadership: a new leader starts
+    /// every node with a clean slate, a deposed one forgets them.
     async fn watch_leadership(self: Arc<Self>, tx: watch::Sender<bool>) {
-        let mut m = self.coord.raft().metrics();
+        let mut m = self.coord.leadership();
         loop {
-            let leader = {
-                let v = m.borrow_and_update();
-                v.current_leader == Some(self.coord.id()) && v.state.is_leader()
-            };
+            let leader = m.borrow_and_update().term.is_some();
             let changed = tx.send_if_modified(|l| {
                 let c = *l != leader;
                 *l = leader;
@@ -265,13 +262,7 @@ impl AgentBackend {
 
     /// The leader's agent address as `name@host:port`, if known.
     fn leader_address(&self) -> Option<String> {
-        let m = self.coord.raft().metrics();
-        let (leader, name) = {
-            let m = m.borrow();
-            let id = m.current_leader?;
-            (id, m.membership_config.membership().get_node(&id)?.name.clone())
-        };
-        let _ = leader;
+        let name = self.coord.leader_node()?.1.name;
         let addr = self.coord.read_local(|st| st.meta.get(&meta_key(&name)).cloned()).0?;
         Some(format!("{name}@{addr}"))
     }

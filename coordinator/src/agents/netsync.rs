@@ -142,7 +142,7 @@ impl AgentBackend {
                 seen = None;
                 continue;
             }
-            let applied = self.coord.raft().metrics().borrow().last_applied.map(|l| l.index);
+            let applied = Some(*self.coord.applied().borrow());
             let mut sessions: Vec<(String, u64)> =
                 self.reg.lock().expect("lock").nodes.iter().map(|(k, n)| (k.clone(), n.session)).collect();
             sessions.sort();

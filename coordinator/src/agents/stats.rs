@@ -3,65 +3,11 @@
 //! the agents measure and report with their heartbeats.
 
 use crate::state::{NodeStatus, State};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use zoe_common::proto::LiveStats;
 use zoe_common::service::ImageSummary;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ServiceStats {
-    pub service_id: Option<u64>,
-    pub core_limit: Option<f64>,
-    pub mem_limit: Option<u64>,
-    pub cores_in_use: f64,
-    pub memory_in_use: u64,
-    pub running: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeStats {
-    pub name: String,
-    /// `online` when its agent is connected to the leader, else `offline`.
-    pub status: String,
-    /// The replicated node status (`ready` / `down`).
-    pub node_status: String,
-    pub container_count: u32,
-    /// What zoe may hand out (capacity after the agent's reserve).
-    pub cores_total: f64,
-    pub memory_total: u64,
-    /// Σ ZApp minimums of the services placed here.
-    pub cores_reserved: f64,
-    pub memory_reserved: u64,
-    /// Σ current container limits.
-    pub cores_allocated: f64,
-    pub memory_allocated: u64,
-    /// Σ measured use of zoe's containers.
-    pub cores_in_use: f64,
-    pub memory_in_use: u64,
-    /// Whole-host measured use (includes non-zoe processes).
-    pub host_cores_in_use: f64,
-    pub host_memory_in_use: u64,
-    pub labels: BTreeSet<String>,
-    /// Keyed by container id.
-    pub service_stats: BTreeMap<String, ServiceStats>,
-    pub images: Vec<ImageSummary>,
-    /// When the numbers were measured (ms since the epoch); 0 = never.
-    pub timestamp: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClusterStats {
-    pub nodes: Vec<NodeStats>,
-    pub container_count: u32,
-    pub cores_total: f64,
-    pub memory_total: u64,
-    pub cores_reserved: f64,
-    pub memory_reserved: u64,
-    pub cores_allocated: f64,
-    pub memory_allocated: u64,
-    pub cores_in_use: f64,
-    pub memory_in_use: u64,
-}
+pub use zoe_api::stats::{ClusterStats, NodeStats, ServiceStats};
 
 /// What the leader holds in memory about one node, for the stats.
 pub struct LiveView<'a> {

@@ -11,8 +11,12 @@ use axum::extract::State as Ax;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
+pub use zoe_api::acl::{
+    Bootstrap, CreateToken, CreateUser, Created, Login, QuotaFields, QuotaView, RoleFields, TokenCreated, TokenView,
+    UpdateUser, UserView,
+};
 use zoe_common::resources::Millicores;
 
 /// Sessions from `POST /login` last this long.
@@ -40,22 +44,6 @@ fn created_id(applied: Applied) -> HttpResult<u64> {
 }
 
 // -------------------------------------------------------------------- users
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserView {
-    pub id: u64,
-    pub username: String,
-    pub email: Option<String>,
-    pub fs_uid: u32,
-    pub role_id: u64,
-    pub role: Option<String>,
-    pub quota_id: u64,
-    pub quota: Option<String>,
-    pub enabled: bool,
-    pub auth_source: String,
-    pub priority: i32,
-    pub has_password: bool,
-}
 
 fn user_view(s: &State, u: &User) -> UserView {
     UserView {
@@ -170,7 +158,7 @@ pub async fn get_user(
                 .ok_or_else(|| HttpError::not_found(format!("user {id} not found")))
         })
         .await?;
-    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    r.checked()
 }
 
 /// A user's `fs_uid`: the host uid of the root of the user's containers
@@ -183,19 +171,9 @@ fn fs_uid(u: u64) -> HttpResult<u32> {
     }
 }
 
-pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
+pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
     caller.require_config()?;
-    body.only(&[
-        "username",
-        "email",
-        "password",
-        "role_id",
-        "quota_id",
-        "auth_source",
-        "fs_uid",
-        "enabled",
-        "priority",
-    ])?;
+    body.only(CreateUser::FIELDS)?;
     let username = body.req_str("username")?;
     check_username(&username)?;
     let auth_source = body.str("auth_source")?.unwrap_or_else(|| "internal".into());
@@ -235,10 +213,15 @@ pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
         priority: i32::try_from(priority).map_err(|_| HttpError::invalid_field("/priority", "out of range"))?,
     };
     let (applied, index) = ctx.write(Command::CreateUser { user }).await?;
-    Ok(created(json!({ "id": created_id(applied)? }), index))
+    Ok(created(Created { id: created_id(applied)? }, index))
 }
 
-pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<Value>> {
+pub async fn update_user(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(id): P<u64>,
+    body: Body,
+) -> HttpResult<WriteReply<Option<UserView>>> {
     let admin = caller.caps().can_change_config;
     if !admin {
         if caller.user.id != id {
@@ -247,7 +230,7 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
         // Zoe: users may change their own email (and here, password).
         body.only(&["email", "password"])?;
     }
-    body.only(&["email", "password", "role_id", "quota_id", "auth_source", "fs_uid", "enabled", "priority"])?;
+    body.only(UpdateUser::FIELDS)?;
     let found = ctx.read_fresh(|s| s.users.get(&id).cloned()).await?;
     let mut u = found.ok_or_else(|| HttpError::not_found(format!("user {id} not found")))?;
     if let Some(e) = body.str("email")? {
@@ -334,7 +317,7 @@ pub async fn update_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
         return Err(e.into());
     }
     let view = ctx.read_after(index, |s| s.users.get(&id).map(|u| user_view(s, u))).await;
-    Ok(ok(json!(view), index))
+    Ok(ok(view, index))
 }
 
 pub async fn delete_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
@@ -389,22 +372,20 @@ pub async fn get_role(
     let r = ctx
         .read(&q, |s| s.roles.get(&id).cloned().ok_or_else(|| HttpError::not_found(format!("role {id} not found"))))
         .await?;
-    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    r.checked()
 }
 
 fn role_keys() -> Vec<&'static str> {
-    let mut k = vec!["name"];
-    k.extend(Capabilities::FLAGS.iter().map(|f| f.name));
-    k
+    <RoleFields as zoe_api::schema::Doc>::fields().unwrap_or_default()
 }
 
-pub async fn create_role(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
+pub async fn create_role(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
     caller.require_config()?;
     body.only(&role_keys())?;
     let mut role = Role { id: 0, name: body.req_str("name")?, capabilities: Capabilities::default() };
     apply_flags(&body, &mut role.capabilities)?;
     let (applied, index) = ctx.write(Command::CreateRole { role }).await?;
-    Ok(created(json!({ "id": created_id(applied)? }), index))
+    Ok(created(Created { id: created_id(applied)? }, index))
 }
 
 pub async fn update_role(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<Role>> {
@@ -430,32 +411,6 @@ pub async fn delete_role(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> Htt
 }
 
 // ------------------------------------------------------------------- quotas
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QuotaView {
-    pub id: u64,
-    pub name: String,
-    pub concurrent_executions: u32,
-    pub memory: u64,
-    pub cores: f64,
-    pub runtime_limit: u64,
-    /// Per-instance ceilings for users without can_customize_resources (0: none).
-    pub service_cores: f64,
-    pub service_memory: u64,
-}
-
-fn quota_view(q: &Quota) -> QuotaView {
-    QuotaView {
-        id: q.id,
-        name: q.name.clone(),
-        concurrent_executions: q.concurrent_executions,
-        memory: q.memory,
-        cores: q.cores.as_cores(),
-        runtime_limit: q.runtime_limit,
-        service_cores: q.service_cores.as_cores(),
-        service_memory: q.service_memory,
-    }
-}
 
 /// The keys a new quota must give (a forgotten one must not mean "unlimited").
 const QUOTA_KEYS: [&str; 5] = ["name", "concurrent_executions", "memory", "cores", "runtime_limit"];
@@ -490,7 +445,7 @@ fn apply_quota(body: &Body, q: &mut Quota) -> HttpResult<()> {
 pub async fn list_quotas(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<NameFilter>) -> HttpResult<Indexed<Vec<QuotaView>>> {
     caller.require_config()?;
     ctx.read(&f.read(), |s| {
-        s.quotas.values().filter(|q| f.name.as_ref().is_none_or(|n| q.name == *n)).map(quota_view).collect()
+        s.quotas.values().filter(|q| f.name.as_ref().is_none_or(|n| q.name == *n)).map(QuotaView::of).collect()
     })
     .await
 }
@@ -503,15 +458,15 @@ pub async fn get_quota(
 ) -> HttpResult<Indexed<QuotaView>> {
     let r = ctx
         .read(&q, |s| {
-            s.quotas.get(&id).map(quota_view).ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))
+            s.quotas.get(&id).map(QuotaView::of).ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))
         })
         .await?;
-    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    r.checked()
 }
 
-pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
+pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
     caller.require_config()?;
-    body.only(super::routes::QUOTA_FIELDS)?;
+    body.only(QuotaFields::FIELDS)?;
     // Every limit is required: a forgotten field must not mean "unlimited".
     for k in QUOTA_KEYS {
         if body.get(k).is_none() {
@@ -530,7 +485,7 @@ pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
     };
     apply_quota(&body, &mut quota)?;
     let (applied, index) = ctx.write(Command::CreateQuota { quota }).await?;
-    Ok(created(json!({ "id": created_id(applied)? }), index))
+    Ok(created(Created { id: created_id(applied)? }, index))
 }
 
 pub async fn update_quota(
@@ -540,12 +495,12 @@ pub async fn update_quota(
     body: Body,
 ) -> HttpResult<WriteReply<QuotaView>> {
     caller.require_config()?;
-    body.only(super::routes::QUOTA_FIELDS)?;
+    body.only(QuotaFields::FIELDS)?;
     let found = ctx.read_fresh(|s| s.quotas.get(&id).cloned()).await?;
     let mut q = found.ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))?;
     apply_quota(&body, &mut q)?;
     let (_, index) = ctx.write(Command::UpdateQuota { quota: q.clone() }).await?;
-    Ok(ok(quota_view(&q), index))
+    Ok(ok(QuotaView::of(&q), index))
 }
 
 pub async fn delete_quota(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
@@ -556,24 +511,13 @@ pub async fn delete_quota(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> Ht
 
 // ------------------------------------------------------------------- tokens
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenView {
-    pub id: String,
-    pub user_id: u64,
-    pub username: Option<String>,
-    pub name: String,
-    pub kind: TokenKind,
-    pub created: u64,
-    pub expires: Option<u64>,
-}
-
 fn token_view(s: &State, t: &TokenRecord) -> TokenView {
     TokenView {
         id: t.id.clone(),
         user_id: t.user_id,
         username: s.users.get(&t.user_id).map(|u| u.username.clone()),
         name: t.name.clone(),
-        kind: t.kind,
+        kind: t.kind.as_str().to_string(),
         created: t.created,
         expires: t.expires,
     }
@@ -593,7 +537,7 @@ async fn issue_token(
     ttl_ms: Option<u64>,
     credentials: Option<String>,
     also: Vec<Command>,
-) -> HttpResult<(Value, u64)> {
+) -> HttpResult<(TokenCreated, u64)> {
     let now = now_ms();
     let mut t = auth::mint(user_id, name, kind, now, ttl_ms);
     t.record.credentials = credentials;
@@ -601,10 +545,15 @@ async fn issue_token(
     let store = Command::SetMeta { key: TokenRecord::meta_key(&t.record.id), value };
     let cmd = if also.is_empty() { store } else { Command::Batch(also.into_iter().chain([store]).collect()) };
     let (_, index) = ctx.write(cmd).await?;
-    Ok((
-        json!({ "id": t.record.id, "token": t.secret, "user_id": user_id, "name": name, "kind": kind, "expires": t.record.expires }),
-        index,
-    ))
+    let created = TokenCreated {
+        id: t.record.id,
+        token: t.secret,
+        user_id,
+        name: name.to_string(),
+        kind: kind.as_str().to_string(),
+        expires: t.record.expires,
+    };
+    Ok((created, index))
 }
 
 /// A user's tokens that can still authenticate, oldest first, with their
@@ -618,8 +567,8 @@ fn live_tokens(s: &State, user_id: u64, now: u64) -> Vec<(TokenRecord, String)> 
     v
 }
 
-pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
-    body.only(&["name", "ttl_s", "user_id"])?;
+pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<TokenCreated>> {
+    body.only(CreateToken::FIELDS)?;
     let name = body.str("name")?.unwrap_or_else(|| "api".into());
     if name.chars().count() > MAX_TOKEN_NAME {
         return Err(HttpError::invalid_field("/name", format!("at most {MAX_TOKEN_NAME} characters")));
@@ -764,8 +713,6 @@ pub mod base64_lite {
     }
 }
 
-/// Exchanges a username and password (HTTP Basic, or a JSON body with
-/// `username` and `password`) for a session token.
 /// Logs in with a username and password (JSON body or HTTP Basic) and
 /// answers a session token. Throttled per username and per client address
 /// (429 with `Retry-After`, `auth::throttle`).
@@ -774,8 +721,8 @@ pub async fn login(
     client: ClientAddr,
     headers: axum::http::HeaderMap,
     body: Body,
-) -> HttpResult<WriteReply<Value>> {
-    body.only(&["username", "password"])?;
+) -> HttpResult<WriteReply<TokenCreated>> {
+    body.only(Login::FIELDS)?;
     let (username, password) = match basic(headers.get(axum::http::header::AUTHORIZATION)) {
         Some(c) => c,
         None => (body.req_str("username")?, body.req_str("password")?),
@@ -831,8 +778,8 @@ pub async fn whoami(caller: Caller) -> axum::Json<Value> {
 
 /// Exchanges the one-time bootstrap token (as the bearer token, or
 /// `{"token": ...}`) for the first admin's API token. Refused once used.
-pub async fn bootstrap(Ax(ctx): Ax<Ctx>, parts: HeaderParts, body: Body) -> HttpResult<WriteReply<Value>> {
-    body.only(&["token"])?;
+pub async fn bootstrap(Ax(ctx): Ax<Ctx>, parts: HeaderParts, body: Body) -> HttpResult<WriteReply<TokenCreated>> {
+    body.only(Bootstrap::FIELDS)?;
     let token = match body.str("token")? {
         Some(t) => t,
         None => parts
@@ -846,7 +793,7 @@ pub async fn bootstrap(Ax(ctx): Ax<Ctx>, parts: HeaderParts, body: Body) -> Http
 /// The ACL bootstrap itself: checks the one-time token, creates the first
 /// admin and returns its API token (`{"token": ...}`) with the log index.
 /// `zoe dev` calls it in-process to hand out an admin token at once.
-pub async fn exchange_bootstrap_token(ctx: &Ctx, token: &str) -> HttpResult<(Value, u64)> {
+pub async fn exchange_bootstrap_token(ctx: &Ctx, token: &str) -> HttpResult<(TokenCreated, u64)> {
     let ((valid, done, admin), _) = ctx
         .coord()
         .read_linearizable(|s| {

@@ -8,6 +8,7 @@ use axum::extract::State as Ax;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use zoe_api::acl::AddMember;
 
 /// Public facts about this cluster (no token needed).
 pub async fn info(Ax(ctx): Ax<Ctx>) -> axum::Json<Value> {
@@ -29,18 +30,17 @@ pub async fn members(Ax(ctx): Ax<Ctx>, caller: Caller) -> HttpResult<axum::Json<
     Ok(axum::Json(ctx.coord().status().await))
 }
 
-pub async fn add_member(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Value>> {
+pub async fn add_member(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<AddMember>> {
     caller.require_config()?;
-    body.only(&["id", "addr", "name"])?;
-    let id = body.u64("id")?.ok_or_else(|| HttpError::invalid_field("/id", "is required"))?;
-    let addr = body.req_str("addr")?;
-    let name = body.req_str("name")?;
+    let AddMember { id, addr, name } = body.parse()?;
+    let addr = super::context::non_empty("/addr", addr)?;
+    let name = super::context::non_empty("/name", name)?;
     if zoe_net::Identity::new(zoe_net::Role::Coordinator, name.clone()).is_err() {
         return Err(HttpError::invalid_field("/name", "not a valid certificate name (a-z, 0-9, '-')"));
     }
     ctx.coord().add_member(id, CoordNode { addr: addr.clone(), name: name.clone() }).await?;
     let st = ctx.coord().status().await;
-    Ok(ok(json!({ "id": id, "addr": addr, "name": name }), st.applied_index.unwrap_or(0)))
+    Ok(ok(AddMember { id, addr, name }, st.applied_index.unwrap_or(0)))
 }
 
 pub async fn remove_member(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {

@@ -140,10 +140,10 @@ impl Ctx {
     /// Waits until this node has applied an index above `min`, or `wait` passes.
     async fn wait_past(&self, min: u64, wait: Duration) {
         let deadline = Instant::now() + wait;
-        let mut rx = self.0.coord.raft().metrics();
+        let mut rx = self.0.coord.applied();
         let mut stopping = self.0.stopping.clone();
         loop {
-            let applied = rx.borrow_and_update().last_applied.map(|l| l.index).unwrap_or(0);
+            let applied = *rx.borrow_and_update();
             if applied > min || *stopping.borrow_and_update() {
                 return;
             }
@@ -232,6 +232,15 @@ pub struct Indexed<T> {
     pub index: u64,
     pub known_leader: bool,
     pub last_contact_ms: Option<u64>,
+}
+
+impl<T> Indexed<HttpResult<T>> {
+    /// The read's own refusal (a 404, a 403) as the answer, else the value
+    /// with its index.
+    pub fn checked(self) -> HttpResult<Indexed<T>> {
+        let value = self.value?;
+        Ok(Indexed { value, index: self.index, known_leader: self.known_leader, last_contact_ms: self.last_contact_ms })
+    }
 }
 
 pub const INDEX_HEADER: &str = "x-zoe-index";
@@ -396,7 +405,48 @@ impl axum::extract::FromRequest<Ctx> for Body {
     }
 }
 
+/// A required string with something in it.
+pub fn non_empty(path: &str, s: String) -> HttpResult<String> {
+    if s.trim().is_empty() { Err(HttpError::invalid_field(path, "must not be empty")) } else { Ok(s) }
+}
+
+/// A JSON pointer (RFC 6901) from serde's path to the failing value.
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        out.push('/');
+        match seg {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } => out.push_str(&key.replace('~', "~0").replace('/', "~1")),
+            Segment::Enum { variant } => out.push_str(variant),
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    out
+}
+
 impl Body {
+    /// The body as the API type `T`: a key `T` does not take is refused
+    /// with the list it does take, a missing one as required, a wrong type
+    /// at its pointer.
+    pub fn parse<T: serde::de::DeserializeOwned + zoe_api::schema::Doc>(&self) -> HttpResult<T> {
+        if let Some(fields) = T::fields() {
+            self.only(&fields)?;
+        }
+        // `null` is "not given", as `Body::get` reads it.
+        let given: Map<String, Value> =
+            self.0.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        serde_path_to_error::deserialize(Value::Object(given)).map_err(|e| {
+            let at = pointer(e.path());
+            let msg = e.inner().to_string();
+            match msg.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                Some(field) => HttpError::invalid_field(&format!("{at}/{field}"), "is required"),
+                None => HttpError::invalid_field(&at, msg),
+            }
+        })
+    }
+
     /// Refuses keys outside `allowed`: a typo must not be silently ignored.
     pub fn only(&self, allowed: &[&str]) -> HttpResult<()> {
         for k in self.0.keys() {

@@ -5,14 +5,8 @@ use crate::raft::ApiError;
 use crate::state::StateError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Detail {
-    /// JSON pointer into the request body.
-    pub path: String,
-    pub message: String,
-}
+pub use zoe_api::error::Detail;
 
 #[derive(Debug, Clone)]
 pub struct HttpError {

@@ -1,20 +1,24 @@
 //! Executions, their services, endpoints, logs and discovery.
 
-use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, created, now_ms};
+use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, created, non_empty, now_ms};
 use super::error::{Detail, HttpError, HttpResult};
 use super::live::LogRequest;
 use super::routes::{P, Q};
 use crate::state::{
-    AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, PublishedPort, Quota, Service, ServiceId,
-    State, StateError,
+    AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, Quota, Service, ServiceId, State,
+    StateError,
 };
 use axum::extract::State as Ax;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
+pub use zoe_api::execution::{
+    DiscoveredHost, Discovery, Endpoint, Endpoints, ExecutionCreated, ExecutionPage, ExecutionResubmitted,
+    ExecutionView, ResubmitExecution, ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
+};
 use zoe_common::service::HostVolume;
 use zoe_common::zapp::template::{Placeholder, Template, dns_name};
 use zoe_common::zapp::{ZApp, validate_value};
@@ -23,108 +27,16 @@ const MAX_NAME: usize = 256;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecutionSummary {
-    pub id: ExecutionId,
-    pub name: String,
-    pub owner: String,
-    pub status: String,
-    pub zapp: String,
-    pub size: f64,
-    /// Epoch milliseconds.
-    pub time_submit: u64,
-    pub time_start: Option<u64>,
-    pub time_end: Option<u64>,
-    pub error_message: Option<String>,
-    pub services: Vec<ServiceId>,
-}
-
-impl ExecutionSummary {
-    pub fn of(e: &Execution) -> ExecutionSummary {
-        ExecutionSummary {
-            id: e.id,
-            name: e.name.clone(),
-            owner: e.owner.clone(),
-            status: e.status.as_str().to_string(),
-            zapp: e.description.name.clone(),
-            size: e.size,
-            time_submit: e.time_submit,
-            time_start: e.time_start,
-            time_end: e.time_end,
-            error_message: e.error_message.clone(),
-            services: e.services.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceView {
-    pub id: ServiceId,
-    pub execution_id: ExecutionId,
-    pub name: String,
-    pub group: String,
-    pub essential: bool,
-    pub status: String,
-    pub backend_status: String,
-    pub node: Option<String>,
-    pub container_id: Option<String>,
-    pub ip_address: Option<String>,
-    pub ports: Vec<PublishedPort>,
-    pub dns_name: String,
-    pub restart_count: u32,
-    pub cores_allocated: Option<f64>,
-    pub last_exit_code: Option<i32>,
-    pub last_exit_reason: Option<String>,
-    pub error_message: Option<String>,
-    pub time_start: Option<u64>,
-    pub time_end: Option<u64>,
-}
-
-impl ServiceView {
-    pub fn of(s: &Service) -> ServiceView {
-        ServiceView {
-            id: s.id,
-            execution_id: s.execution_id,
-            name: s.name.clone(),
-            group: s.group.clone(),
-            essential: s.essential,
-            status: s.status.as_str().to_string(),
-            backend_status: s.backend_status.as_str().to_string(),
-            node: s.node.clone(),
-            container_id: s.container_id.clone(),
-            ip_address: s.ip_address.clone(),
-            ports: s.ports.clone(),
-            dns_name: dns_name(&s.name, s.execution_id),
-            restart_count: s.restart_count,
-            cores_allocated: s.cores_allocated.map(|c| c.as_cores()),
-            last_exit_code: s.last_exit_code,
-            last_exit_reason: s.last_exit_reason.clone(),
-            error_message: s.error_message.clone(),
-            time_start: s.time_start,
-            time_end: s.time_end,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecutionDetail {
-    #[serde(flatten)]
-    pub summary: ExecutionSummary,
-    pub service_details: Vec<ServiceView>,
-    /// When the runtime limit of the owner's quota ends it (epoch ms), if running.
-    pub kill_at: Option<u64>,
-}
-
-fn detail(s: &State, e: &Execution) -> ExecutionDetail {
+fn detail(s: &State, e: &Execution) -> ExecutionView {
     let kill_at = e.time_start.filter(|_| e.status.is_active()).and_then(|start| {
         let u = s.users.values().find(|u| u.username == e.owner)?;
         let q = s.quotas.get(&u.quota_id)?;
         (q.runtime_limit > 0).then(|| start + q.runtime_limit * 1000)
     });
-    ExecutionDetail {
-        summary: ExecutionSummary::of(e),
-        service_details: s.services_of(e.id).map(ServiceView::of).collect(),
+    ExecutionView {
+        service_details: Some(s.services_of(e.id).map(ServiceView::of).collect()),
         kill_at,
+        ..ExecutionView::of(e)
     }
 }
 
@@ -375,19 +287,19 @@ pub async fn submit(
     caller: Caller,
     headers: axum::http::HeaderMap,
     body: Body,
-) -> HttpResult<WriteReply<Value>> {
+) -> HttpResult<WriteReply<ExecutionCreated>> {
     let key = idempotency_key(&headers)?;
-    body.only(&["name", "application"])?;
-    let name = body.req_str("name")?;
-    let (app, warnings) = validate_app(body.get("application"), "/application")?;
+    let req: StartExecution = body.parse()?;
+    let name = non_empty("/name", req.name)?;
+    let (app, warnings) = validate_app(Some(&req.application), "/application")?;
     let (id, index) = submit_app(&ctx, &caller, name, app, key, "/application").await?;
-    Ok(created(json!({ "id": id, "warnings": warnings }), index))
+    Ok(created(ExecutionCreated { id, warnings }, index))
 }
 
-pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<Value>> {
+pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<ZAppValid>> {
     let v = Value::Object(body.0);
     let (_, warnings) = validate_app(Some(&v), "")?;
-    Ok(axum::Json(json!({ "valid": true, "warnings": warnings })))
+    Ok(axum::Json(ZAppValid { valid: true, warnings }))
 }
 
 pub async fn resubmit(
@@ -395,13 +307,13 @@ pub async fn resubmit(
     caller: Caller,
     P(id): P<ExecutionId>,
     body: Body,
-) -> HttpResult<WriteReply<Value>> {
-    body.only(&["name"])?;
+) -> HttpResult<WriteReply<ExecutionResubmitted>> {
+    let req: ResubmitExecution = body.parse()?;
     let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await?;
     let (old_name, app) = found?;
-    let name = body.str("name")?.unwrap_or(old_name);
+    let name = req.name.unwrap_or(old_name);
     let (new_id, index) = submit_app(&ctx, &caller, name, app, None, "").await?;
-    Ok(created(json!({ "id": new_id, "resubmitted_from": id }), index))
+    Ok(created(ExecutionResubmitted { id: new_id, resubmitted_from: id }, index))
 }
 
 // ------------------------------------------------------------------- reads
@@ -425,13 +337,6 @@ pub struct ListParams {
     pub consistent: Option<bool>,
     pub index: Option<u64>,
     pub wait: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecutionPage {
-    pub executions: Vec<ExecutionSummary>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<u64>,
 }
 
 fn in_range(t: Option<u64>, after: Option<u64>, before: Option<u64>) -> bool {
@@ -491,10 +396,10 @@ pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(p): Q<ListParams>) -> Http
                 continue;
             }
             if out.len() == limit {
-                next_cursor = out.last().map(|x: &ExecutionSummary| x.id);
+                next_cursor = out.last().map(|x: &ExecutionView| x.id);
                 break;
             }
-            out.push(ExecutionSummary::of(e));
+            out.push(ExecutionView::of(e));
         }
         ExecutionPage { executions: out, next_cursor }
     })
@@ -507,9 +412,7 @@ async fn read_checked<T: Serialize>(
     q: &ReadParams,
     f: impl FnOnce(&State) -> HttpResult<T>,
 ) -> HttpResult<Indexed<T>> {
-    let r = ctx.read(q, f).await?;
-    let value = r.value?;
-    Ok(Indexed { value, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    ctx.read(q, f).await?.checked()
 }
 
 pub async fn get(
@@ -517,7 +420,7 @@ pub async fn get(
     caller: Caller,
     P(id): P<ExecutionId>,
     Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<ExecutionDetail>> {
+) -> HttpResult<Indexed<ExecutionView>> {
     read_checked(&ctx, &q, |s| visible(s, &caller, id).map(|e| detail(s, e))).await
 }
 
@@ -528,14 +431,6 @@ pub async fn app(
     Q(q): Q<ReadParams>,
 ) -> HttpResult<Indexed<ZApp>> {
     read_checked(&ctx, &q, |s| visible(s, &caller, id).map(|e| e.description.clone())).await
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub service: String,
-    pub port: String,
-    pub protocol: String,
-    pub url: String,
 }
 
 /// URLs from each port's `url_template`, filled with the address and port
@@ -571,10 +466,13 @@ pub async fn get_endpoints(
     caller: Caller,
     P(id): P<ExecutionId>,
     Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<Value>> {
+) -> HttpResult<Indexed<Endpoints>> {
     read_checked(&ctx, &q, |s| {
-        visible(s, &caller, id)
-            .map(|e| json!({ "execution_id": id, "status": e.status.as_str(), "endpoints": endpoints(s, e) }))
+        visible(s, &caller, id).map(|e| Endpoints {
+            execution_id: id,
+            status: e.status.as_str().to_string(),
+            endpoints: endpoints(s, e),
+        })
     })
     .await
 }
@@ -586,18 +484,18 @@ pub async fn terminate(
     caller: Caller,
     P(id): P<ExecutionId>,
     body: Body,
-) -> HttpResult<WriteReply<Value>> {
-    body.only(&["reason"])?;
+) -> HttpResult<WriteReply<TerminationAccepted>> {
+    let req: TerminateExecution = body.parse()?;
     let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await?;
     found?;
-    let reason = match body.str("reason")? {
+    let reason = match req.reason {
         Some(r) => format!("terminated by {}: {r}", caller.user.username),
         None => format!("terminated by {} through the API", caller.user.username),
     };
     let (_, index) =
         ctx.write(Command::TerminateExecution { id, reason, after: AfterCleanup::Terminated, time: now_ms() }).await?;
     let status = ctx.read_after(index, |s| s.executions.get(&id).map(|e| e.status.as_str().to_string())).await;
-    Ok(WriteReply { status: StatusCode::ACCEPTED, value: json!({ "id": id, "status": status }), index })
+    Ok(WriteReply { status: StatusCode::ACCEPTED, value: TerminationAccepted { id, status }, index })
 }
 
 pub async fn delete(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ExecutionId>) -> HttpResult<Response> {
@@ -656,7 +554,7 @@ pub async fn discovery(
     caller: Caller,
     P((id, group)): P<(ExecutionId, String)>,
     Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<Value>> {
+) -> HttpResult<Indexed<Discovery>> {
     read_checked(&ctx, &q, |s| {
         let e = visible(s, &caller, id)?;
         if group != "all" && !e.description.services.iter().any(|g| g.name == group) {
@@ -666,11 +564,15 @@ pub async fn discovery(
         let names: Vec<String> = members.iter().map(|svc| dns_name(&svc.name, id)).collect();
         // The same names the containers' /etc/hosts carry, with the
         // addresses behind them (none for an instance not running).
-        let hosts: Vec<Value> = members
+        let hosts: Vec<DiscoveredHost> = members
             .iter()
-            .map(|svc| json!({ "name": svc.name, "dns_name": dns_name(&svc.name, id), "ip_address": svc.ip_address }))
+            .map(|svc| DiscoveredHost {
+                name: svc.name.clone(),
+                dns_name: dns_name(&svc.name, id),
+                ip_address: svc.ip_address.clone(),
+            })
             .collect();
-        Ok(json!({ "service_type": group, "execution_id": id, "dns_names": names, "hosts": hosts }))
+        Ok(Discovery { service_type: group.clone(), execution_id: id, dns_names: names, hosts })
     })
     .await
 }

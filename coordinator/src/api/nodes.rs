@@ -10,53 +10,18 @@ use crate::state::{Command, Drain, ExecutionStatus, Node, State};
 use axum::extract::State as Ax;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+pub use zoe_api::node::{DrainView, NodeChanged, NodeLoad, NodeView, PreloadImage, SetDrain, SetEligibility};
+use zoe_api::stats::SchedulerStats;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveView {
-    pub connected: bool,
-    pub cores_in_use: f64,
-    pub memory_in_use: u64,
-    pub container_count: u32,
-}
-
-impl LiveView {
-    fn of(l: &LiveNode) -> LiveView {
-        LiveView {
-            connected: l.connected,
-            cores_in_use: l.cores_in_use.as_cores(),
-            memory_in_use: l.memory_in_use,
-            container_count: l.container_count,
-        }
+fn load_of(l: &LiveNode) -> NodeLoad {
+    NodeLoad {
+        connected: l.connected,
+        cores_in_use: l.cores_in_use.as_cores(),
+        memory_in_use: l.memory_in_use,
+        container_count: l.container_count,
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    pub name: String,
-    pub addresses: Vec<String>,
-    pub status: String,
-    pub eligible: bool,
-    pub schedulable: bool,
-    pub drain: Option<Drain>,
-    pub labels: Vec<String>,
-    /// What the node offers ZApps by name, and to whom.
-    pub host_volumes: Vec<zoe_common::service::HostVolume>,
-    pub cores: f64,
-    pub memory: u64,
-    /// Σ `min` of the instances placed here that may hold a container.
-    pub reserved_cores: f64,
-    pub reserved_memory: u64,
-    pub services: usize,
-    pub containerd_version: String,
-    pub cgroup_mode: String,
-    pub image_count: usize,
-    pub first_registration: u64,
-    pub last_registration: u64,
-    /// What the agent reports now; `null` when no live source is wired.
-    pub live: Option<LiveView>,
 }
 
 /// What node views need from the whole state, computed once per read (a
@@ -86,7 +51,7 @@ fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
         status: n.status.as_str().to_string(),
         eligible: n.eligible,
         schedulable: n.schedulable(),
-        drain: n.drain.clone(),
+        drain: n.drain.as_ref().map(DrainView::of),
         labels: n.labels.iter().cloned().collect(),
         host_volumes: n.host_volumes.values().cloned().collect(),
         cores: n.capacity.cores.as_cores(),
@@ -99,7 +64,7 @@ fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
         image_count: n.images.len(),
         first_registration: n.first_registration,
         last_registration: n.last_registration,
-        live: live.map(LiveView::of),
+        live: live.map(load_of),
     }
 }
 
@@ -131,7 +96,7 @@ pub async fn get(
             find(s, &name).map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name))))
         })
         .await?;
-    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    r.checked()
 }
 
 /// Images the node reported at its last registration (replicated).
@@ -143,7 +108,7 @@ pub async fn images(
 ) -> HttpResult<Indexed<Value>> {
     caller.require_status()?;
     let r = ctx.read(&q, |s| find(s, &name).map(|n| json!({ "node": n.name, "images": n.images }))).await?;
-    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    r.checked()
 }
 
 pub async fn eligibility(
@@ -151,23 +116,26 @@ pub async fn eligibility(
     caller: Caller,
     P(name): P<String>,
     body: Body,
-) -> HttpResult<WriteReply<Value>> {
+) -> HttpResult<WriteReply<NodeChanged>> {
     caller.require_config()?;
-    body.only(&["eligible"])?;
-    let eligible = body.bool("eligible")?.ok_or_else(|| HttpError::invalid_field("/eligible", "is required"))?;
+    let SetEligibility { eligible } = body.parse()?;
     let (_, index) = ctx.write(Command::SetNodeEligibility { name: name.clone(), eligible }).await?;
-    Ok(ok(json!({ "node": name, "eligible": eligible }), index))
+    Ok(ok(NodeChanged { node: name, eligible: Some(eligible), drain: None }, index))
 }
 
 /// Starts or updates (`enable: true`, optional `deadline_s` and `force`) or
 /// cancels (`enable: false`, optional `keep_ineligible`) a drain. The drain
 /// is replicated with who asked and when.
-pub async fn drain(Ax(ctx): Ax<Ctx>, caller: Caller, P(name): P<String>, body: Body) -> HttpResult<WriteReply<Value>> {
+pub async fn drain(
+    Ax(ctx): Ax<Ctx>,
+    caller: Caller,
+    P(name): P<String>,
+    body: Body,
+) -> HttpResult<WriteReply<NodeChanged>> {
     caller.require_config()?;
-    body.only(&["enable", "deadline_s", "force", "keep_ineligible"])?;
-    let enable = body.bool("enable")?.ok_or_else(|| HttpError::invalid_field("/enable", "is required"))?;
-    let keep_ineligible = body.bool("keep_ineligible")?;
-    if enable {
+    let req: SetDrain = body.parse()?;
+    let keep_ineligible = req.keep_ineligible;
+    if req.enable {
         if keep_ineligible.is_some() {
             return Err(HttpError::invalid_field("/keep_ineligible", "applies only when cancelling (enable: false)"));
         }
@@ -175,15 +143,15 @@ pub async fn drain(Ax(ctx): Ax<Ctx>, caller: Caller, P(name): P<String>, body: B
         let drain = Drain {
             requested_by: caller.user.username.clone(),
             requested_at: now,
-            deadline: body.u64("deadline_s")?.map(|s| now.saturating_add(s.saturating_mul(1000))),
-            force: body.bool("force")?.unwrap_or(false),
+            deadline: req.deadline_s.map(|s| now.saturating_add(s.saturating_mul(1000))),
+            force: req.force.unwrap_or(false),
             moved: Vec::new(),
         };
         let (_, index) = ctx.write(Command::SetNodeDrain { name: name.clone(), drain: Some(drain.clone()) }).await?;
-        return Ok(ok(json!({ "node": name, "drain": drain }), index));
+        return Ok(ok(NodeChanged { node: name, eligible: None, drain: Some(Some(DrainView::of(&drain))) }, index));
     }
-    for field in ["deadline_s", "force"] {
-        if body.get(field).is_some() {
+    for (field, given) in [("deadline_s", req.deadline_s.is_some()), ("force", req.force.is_some())] {
+        if given {
             return Err(HttpError::invalid_field(
                 &format!("/{field}"),
                 "applies only when starting a drain (enable: true)",
@@ -192,7 +160,7 @@ pub async fn drain(Ax(ctx): Ax<Ctx>, caller: Caller, P(name): P<String>, body: B
     }
     let keep_ineligible = keep_ineligible.unwrap_or(false);
     let (_, index) = ctx.write(Command::CancelDrain { name: name.clone(), keep_ineligible }).await?;
-    Ok(ok(json!({ "node": name, "drain": null, "eligible": !keep_ineligible }), index))
+    Ok(ok(NodeChanged { node: name, eligible: Some(!keep_ineligible), drain: Some(None) }, index))
 }
 
 /// Where a node's drain stands: the drain as asked (who, when, deadline),
@@ -228,30 +196,18 @@ pub async fn drain_status(
             })
         })
         .await?;
-    Ok(Indexed { value: r.value?, index: r.index, known_leader: r.known_leader, last_contact_ms: r.last_contact_ms })
+    r.checked()
 }
 
 /// Pulls an image on nodes; streams one JSON line of progress per event.
 pub async fn preload(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<Response> {
     caller.require_config()?;
-    body.only(&["image", "nodes"])?;
-    let image = body.req_str("image")?;
+    let req: PreloadImage = body.parse()?;
+    let image = super::context::non_empty("/image", req.image)?;
     if let Err(e) = zoe_common::image::ImageRef::parse(&image) {
         return Err(HttpError::invalid_field("/image", e.to_string()));
     }
-    let nodes: Vec<String> = match body.get("nodes") {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| HttpError::invalid_field(&format!("/nodes/{i}"), "expected a node name"))
-            })
-            .collect::<HttpResult<_>>()?,
-        Some(_) => return Err(HttpError::invalid_field("/nodes", "expected an array of node names")),
-    };
+    let nodes = req.nodes.unwrap_or_default();
     let missing = ctx.read_fresh(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned()).await?;
     if let Some(n) = missing {
         return Err(HttpError::not_found(format!("node {n} not found")));
@@ -310,7 +266,7 @@ pub async fn load_image(
 /// ClusterStats with per-node total / reserved / allocated / in-use cores
 /// and memory. zoe adds `submitted` and `starting` (executions in neither
 /// of Zoe's queues), the `policy`, and whether live numbers were available.
-pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Value>> {
+pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<SchedulerStats>> {
     caller.require_status()?;
     // Copied before the state read: the agents' registry lock is never
     // taken while the state is held.
@@ -325,19 +281,19 @@ pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> Htt
         let ids = |st: ExecutionStatus| -> Vec<u64> {
             s.executions.values().filter(|e| e.status == st).map(|e| e.id).collect()
         };
-        json!({
-            "queue_length": queues.pending.len(),
-            "running_length": queues.running.len(),
-            "termination_queue_length": queues.termination.len(),
-            "queue": queues.pending,
-            "running_queue": queues.running,
-            "termination_queue": queues.termination,
-            "submitted": ids(ExecutionStatus::Submitted),
-            "starting": ids(ExecutionStatus::Starting),
-            "policy": sched.policy,
-            "platform_stats": platform,
-            "live_available": reports.is_some(),
-        })
+        SchedulerStats {
+            queue_length: queues.pending.len(),
+            running_length: queues.running.len(),
+            termination_queue_length: queues.termination.len(),
+            submitted: ids(ExecutionStatus::Submitted),
+            starting: ids(ExecutionStatus::Starting),
+            queue: queues.pending,
+            running_queue: queues.running,
+            termination_queue: queues.termination,
+            policy: sched.policy,
+            platform_stats: platform,
+            live_available: reports.is_some(),
+        }
     })
     .await
 }

@@ -5,13 +5,26 @@
 use super::context::Ctx;
 use super::error::HttpError;
 use super::{admin, cluster, executions, metrics, nodes};
-use crate::state::Capabilities;
+use crate::state::Role;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::routing::{delete, get, patch, post};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+use zoe_api::acl::{
+    AddMember, Bootstrap, CreateToken, CreateUser, Created, Login, QuotaFields, QuotaView, RoleFields, TokenCreated,
+    TokenView, UpdateUser, UserView,
+};
+use zoe_api::error::ErrorBody;
+use zoe_api::execution::{
+    Discovery, Endpoints, ExecutionCreated, ExecutionPage, ExecutionResubmitted, ExecutionView, ResubmitExecution,
+    ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
+};
+use zoe_api::node::{NodeChanged, NodeView, PreloadImage, SetDrain, SetEligibility};
+use zoe_api::schema::{Doc, Schema, Schemas};
+use zoe_api::stats::SchedulerStats;
+use zoe_common::zapp::ZApp;
 
 /// A path parameter whose parse error is a JSON 400 (axum's is plain text).
 pub struct P<T>(pub T);
@@ -62,13 +75,29 @@ pub struct RouteDoc {
     /// `true` when the route answers reads with `X-Zoe-Index` and accepts
     /// `consistent`, `index` and `wait`.
     pub read: bool,
+    /// The JSON body's schema (`None`: no JSON body).
+    pub request: fn(&mut Schemas) -> Option<Value>,
+    /// The keys a JSON object body takes (the handler refuses others).
+    pub fields: fn() -> Option<Vec<&'static str>>,
+    /// The 2xx answer's schema (`None`: empty, or not JSON).
+    pub response: fn(&mut Schemas) -> Option<Value>,
 }
 
 macro_rules! routes {
-    ($( $method:ident $path:literal => $handler:path, $auth:ident, $tag:literal, $read:literal, $summary:literal; )*) => {
+    ($( $method:ident $path:literal => $handler:path, $auth:ident, $tag:literal, $read:literal, $req:ty, $resp:ty, $summary:literal; )*) => {
         /// Every route of the API, in documentation order.
         pub const ROUTES: &[RouteDoc] = &[
-            $( RouteDoc { method: stringify!($method), path: $path, auth: Auth::$auth, tag: $tag, summary: $summary, read: $read }, )*
+            $( RouteDoc {
+                method: stringify!($method),
+                path: $path,
+                auth: Auth::$auth,
+                tag: $tag,
+                summary: $summary,
+                read: $read,
+                request: <$req as Doc>::doc,
+                fields: <$req as Doc>::fields,
+                response: <$resp as Doc>::doc,
+            }, )*
         ];
 
         fn add_routes(mut r: Router<Ctx>) -> Router<Ctx> {
@@ -79,115 +108,61 @@ macro_rules! routes {
 }
 
 routes! {
-    get "/api/v1/info" => cluster::info, None, "cluster", false, "Version, API version, ZApp format, cluster name, this coordinator and the leader";
-    get "/api/v1/openapi.json" => openapi_handler, None, "cluster", false, "This document";
-    post "/api/v1/acl/bootstrap" => admin::bootstrap, Bootstrap, "auth", false, "Exchange the one-time bootstrap token for the first admin's API token";
-    post "/api/v1/login" => admin::login, Password, "auth", false, "Exchange a username and password (HTTP Basic or JSON) for a session token";
-    get "/api/v1/whoami" => admin::whoami, Token, "auth", false, "The caller's user, role and token";
-    post "/api/v1/zapp/validate" => executions::validate, Token, "executions", false, "Validate a ZApp; errors carry JSON pointers";
-    get "/api/v1/executions" => executions::list, Token, "executions", true, "List executions (filters, cursor pagination, newest first)";
-    post "/api/v1/executions" => executions::submit, Token, "executions", false, "Submit {name, application}; quotas are checked";
-    get "/api/v1/executions/{id}" => executions::get, Token, "executions", true, "One execution with its services";
-    delete "/api/v1/executions/{id}" => executions::delete, Token, "executions", false, "Delete an ended execution (can_delete_executions)";
-    post "/api/v1/executions/{id}/terminate" => executions::terminate, Token, "executions", false, "Terminate an execution";
-    get "/api/v1/executions/{id}/endpoints" => executions::get_endpoints, Token, "executions", true, "URLs of the execution's published ports";
-    get "/api/v1/executions/{id}/zapp" => executions::app, Token, "executions", true, "The ZApp the execution runs";
-    post "/api/v1/executions/{id}/resubmit" => executions::resubmit, Token, "executions", false, "Submit the execution's ZApp again as a new execution";
-    get "/api/v1/services/{id}" => executions::get_service, Token, "executions", true, "One service instance";
-    get "/api/v1/services/{id}/logs" => executions::logs, Token, "executions", false, "A service's log (offset, follow); needs the agents";
-    get "/api/v1/discovery/{id}/{group}" => executions::discovery, Token, "executions", true, "DNS names of a service group's instances ('all' for every group)";
-    get "/api/v1/nodes" => nodes::list, Token, "nodes", true, "Nodes with reserved and live resources (can_see_status)";
-    get "/api/v1/nodes/{name}" => nodes::get, Token, "nodes", true, "One node (can_see_status)";
-    post "/api/v1/nodes/{name}/eligibility" => nodes::eligibility, Token, "nodes", false, "Set {eligible} (can_change_config)";
-    post "/api/v1/nodes/{name}/drain" => nodes::drain, Token, "nodes", false, "Start or update {enable: true, deadline_s, force}, or cancel {enable: false, keep_ineligible} a drain (can_change_config)";
-    get "/api/v1/nodes/{name}/drain" => nodes::drain_status, Token, "nodes", true, "A drain's progress: what is left, what moved, time to the deadline; the last completed drain (can_see_status)";
-    get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, "Images the node reported (can_see_status)";
-    post "/api/v1/images/preload" => nodes::preload, Token, "nodes", false, "Pull {image} on {nodes} (all when absent), streaming progress; needs the agents";
-    post "/api/v1/images/load" => nodes::load_image, Token, "nodes", false, "Load the image archive in the body (OCI layout or docker save tarball) on ?nodes=a,b (all connected when absent), streamed to the agents in pieces; answers each node's outcome (can_change_config)";
-    get "/api/v1/statistics/scheduler" => nodes::stats, Token, "nodes", true, "Zoe's scheduler statistics: queues and platform per node (can_see_status)";
-    get "/api/v1/users" => admin::list_users, Token, "users", true, "List users (can_change_config)";
-    post "/api/v1/users" => admin::create_user, Token, "users", false, "Create a user (can_change_config)";
-    get "/api/v1/users/{id}" => admin::get_user, Token, "users", true, "One user (self, or can_change_config)";
-    patch "/api/v1/users/{id}" => admin::update_user, Token, "users", false, "Update a user (self: email and password; admins: everything)";
-    delete "/api/v1/users/{id}" => admin::delete_user, Token, "users", false, "Delete a user and their ended executions (can_change_config)";
-    get "/api/v1/roles" => admin::list_roles, Token, "users", true, "List roles (can_change_config)";
-    post "/api/v1/roles" => admin::create_role, Token, "users", false, "Create a role with capability flags (can_change_config)";
-    get "/api/v1/roles/{id}" => admin::get_role, Token, "users", true, "One role";
-    patch "/api/v1/roles/{id}" => admin::update_role, Token, "users", false, "Update a role (not admin) (can_change_config)";
-    delete "/api/v1/roles/{id}" => admin::delete_role, Token, "users", false, "Delete a role; its users move to `user` (can_change_config)";
-    get "/api/v1/quotas" => admin::list_quotas, Token, "users", true, "List quotas (can_change_config)";
-    post "/api/v1/quotas" => admin::create_quota, Token, "users", false, "Create a quota (can_change_config)";
-    get "/api/v1/quotas/{id}" => admin::get_quota, Token, "users", true, "One quota";
-    patch "/api/v1/quotas/{id}" => admin::update_quota, Token, "users", false, "Update a quota (can_change_config)";
-    delete "/api/v1/quotas/{id}" => admin::delete_quota, Token, "users", false, "Delete a quota; its users move to `default` (can_change_config)";
-    get "/api/v1/tokens" => admin::list_tokens, Token, "auth", true, "List API tokens and sessions (own; admins: all)";
-    post "/api/v1/tokens" => admin::create_token, Token, "auth", false, "Create an API token {name, ttl_s, user_id (admins)}; the secret is shown once";
-    delete "/api/v1/tokens/{id}" => admin::revoke_token, Token, "auth", false, "Revoke a token (own; admins: any)";
-    get "/api/v1/cluster/members" => cluster::members, Token, "cluster", false, "Coordinators, leader, term and Raft indexes (can_see_status)";
-    post "/api/v1/cluster/members" => cluster::add_member, Token, "cluster", false, "Add a coordinator {id, addr, name} (can_change_config)";
-    delete "/api/v1/cluster/members/{id}" => cluster::remove_member, Token, "cluster", false, "Remove a coordinator (can_change_config)";
-    get "/api/v1/cluster/snapshot" => cluster::snapshot, Token, "cluster", false, "The whole replicated state as a checksummed snapshot file (can_change_config)";
-    post "/api/v1/cluster/snapshot/restore" => cluster::restore, Token, "cluster", false, "Replace the state with a snapshot file (body); ?force=true on a cluster that is not fresh (can_change_config)";
-    get "/metrics" => metrics::handler, None, "cluster", false, "Prometheus metrics (text format)";
+    get "/api/v1/info" => cluster::info, None, "cluster", false, (), Value, "Version, API version, ZApp format, cluster name, this coordinator and the leader";
+    get "/api/v1/openapi.json" => openapi_handler, None, "cluster", false, (), Value, "This document";
+    post "/api/v1/acl/bootstrap" => admin::bootstrap, Bootstrap, "auth", false, Bootstrap, TokenCreated, "Exchange the one-time bootstrap token for the first admin's API token";
+    post "/api/v1/login" => admin::login, Password, "auth", false, Login, TokenCreated, "Exchange a username and password (HTTP Basic or JSON) for a session token";
+    get "/api/v1/whoami" => admin::whoami, Token, "auth", false, (), Value, "The caller's user, role and token";
+    post "/api/v1/zapp/validate" => executions::validate, Token, "executions", false, ZApp, ZAppValid, "Validate a ZApp; errors carry JSON pointers";
+    get "/api/v1/executions" => executions::list, Token, "executions", true, (), ExecutionPage, "List executions (filters, cursor pagination, newest first)";
+    post "/api/v1/executions" => executions::submit, Token, "executions", false, StartExecution, ExecutionCreated, "Submit {name, application}; quotas are checked";
+    get "/api/v1/executions/{id}" => executions::get, Token, "executions", true, (), ExecutionView, "One execution with its services";
+    delete "/api/v1/executions/{id}" => executions::delete, Token, "executions", false, (), (), "Delete an ended execution (can_delete_executions)";
+    post "/api/v1/executions/{id}/terminate" => executions::terminate, Token, "executions", false, TerminateExecution, TerminationAccepted, "Terminate an execution";
+    get "/api/v1/executions/{id}/endpoints" => executions::get_endpoints, Token, "executions", true, (), Endpoints, "URLs of the execution's published ports";
+    get "/api/v1/executions/{id}/zapp" => executions::app, Token, "executions", true, (), ZApp, "The ZApp the execution runs";
+    post "/api/v1/executions/{id}/resubmit" => executions::resubmit, Token, "executions", false, ResubmitExecution, ExecutionResubmitted, "Submit the execution's ZApp again as a new execution";
+    get "/api/v1/services/{id}" => executions::get_service, Token, "executions", true, (), ServiceView, "One service instance";
+    get "/api/v1/services/{id}/logs" => executions::logs, Token, "executions", false, (), (), "A service's log (offset, follow); needs the agents";
+    get "/api/v1/discovery/{id}/{group}" => executions::discovery, Token, "executions", true, (), Discovery, "DNS names of a service group's instances ('all' for every group)";
+    get "/api/v1/nodes" => nodes::list, Token, "nodes", true, (), Vec<NodeView>, "Nodes with reserved and live resources (can_see_status)";
+    get "/api/v1/nodes/{name}" => nodes::get, Token, "nodes", true, (), NodeView, "One node (can_see_status)";
+    post "/api/v1/nodes/{name}/eligibility" => nodes::eligibility, Token, "nodes", false, SetEligibility, NodeChanged, "Set {eligible} (can_change_config)";
+    post "/api/v1/nodes/{name}/drain" => nodes::drain, Token, "nodes", false, SetDrain, NodeChanged, "Start or update {enable: true, deadline_s, force}, or cancel {enable: false, keep_ineligible} a drain (can_change_config)";
+    get "/api/v1/nodes/{name}/drain" => nodes::drain_status, Token, "nodes", true, (), Value, "A drain's progress: what is left, what moved, time to the deadline; the last completed drain (can_see_status)";
+    get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, (), Value, "Images the node reported (can_see_status)";
+    post "/api/v1/images/preload" => nodes::preload, Token, "nodes", false, PreloadImage, (), "Pull {image} on {nodes} (all when absent), streaming progress; needs the agents";
+    post "/api/v1/images/load" => nodes::load_image, Token, "nodes", false, (), Value, "Load the image archive in the body (OCI layout or docker save tarball) on ?nodes=a,b (all connected when absent), streamed to the agents in pieces; answers each node's outcome (can_change_config)";
+    get "/api/v1/statistics/scheduler" => nodes::stats, Token, "nodes", true, (), SchedulerStats, "Zoe's scheduler statistics: queues and platform per node (can_see_status)";
+    get "/api/v1/users" => admin::list_users, Token, "users", true, (), Vec<UserView>, "List users (can_change_config)";
+    post "/api/v1/users" => admin::create_user, Token, "users", false, CreateUser, Created, "Create a user (can_change_config)";
+    get "/api/v1/users/{id}" => admin::get_user, Token, "users", true, (), UserView, "One user (self, or can_change_config)";
+    patch "/api/v1/users/{id}" => admin::update_user, Token, "users", false, UpdateUser, UserView, "Update a user (self: email and password; admins: everything)";
+    delete "/api/v1/users/{id}" => admin::delete_user, Token, "users", false, (), (), "Delete a user and their ended executions (can_change_config)";
+    get "/api/v1/roles" => admin::list_roles, Token, "users", true, (), Vec<Role>, "List roles (can_change_config)";
+    post "/api/v1/roles" => admin::create_role, Token, "users", false, RoleFields, Created, "Create a role with capability flags (can_change_config)";
+    get "/api/v1/roles/{id}" => admin::get_role, Token, "users", true, (), Role, "One role";
+    patch "/api/v1/roles/{id}" => admin::update_role, Token, "users", false, RoleFields, Role, "Update a role (not admin) (can_change_config)";
+    delete "/api/v1/roles/{id}" => admin::delete_role, Token, "users", false, (), (), "Delete a role; its users move to `user` (can_change_config)";
+    get "/api/v1/quotas" => admin::list_quotas, Token, "users", true, (), Vec<QuotaView>, "List quotas (can_change_config)";
+    post "/api/v1/quotas" => admin::create_quota, Token, "users", false, QuotaFields, Created, "Create a quota (can_change_config)";
+    get "/api/v1/quotas/{id}" => admin::get_quota, Token, "users", true, (), QuotaView, "One quota";
+    patch "/api/v1/quotas/{id}" => admin::update_quota, Token, "users", false, QuotaFields, QuotaView, "Update a quota (can_change_config)";
+    delete "/api/v1/quotas/{id}" => admin::delete_quota, Token, "users", false, (), (), "Delete a quota; its users move to `default` (can_change_config)";
+    get "/api/v1/tokens" => admin::list_tokens, Token, "auth", true, (), Vec<TokenView>, "List API tokens and sessions (own; admins: all)";
+    post "/api/v1/tokens" => admin::create_token, Token, "auth", false, CreateToken, TokenCreated, "Create an API token {name, ttl_s, user_id (admins)}; the secret is shown once";
+    delete "/api/v1/tokens/{id}" => admin::revoke_token, Token, "auth", false, (), (), "Revoke a token (own; admins: any)";
+    get "/api/v1/cluster/members" => cluster::members, Token, "cluster", false, (), Value, "Coordinators, leader, term and Raft indexes (can_see_status)";
+    post "/api/v1/cluster/members" => cluster::add_member, Token, "cluster", false, AddMember, AddMember, "Add a coordinator {id, addr, name} (can_change_config)";
+    delete "/api/v1/cluster/members/{id}" => cluster::remove_member, Token, "cluster", false, (), (), "Remove a coordinator (can_change_config)";
+    get "/api/v1/cluster/snapshot" => cluster::snapshot, Token, "cluster", false, (), Value, "The whole replicated state as a checksummed snapshot file (can_change_config)";
+    post "/api/v1/cluster/snapshot/restore" => cluster::restore, Token, "cluster", false, (), Value, "Replace the state with a snapshot file (body); ?force=true on a cluster that is not fresh (can_change_config)";
+    get "/metrics" => metrics::handler, None, "cluster", false, (), (), "Prometheus metrics (text format)";
 }
 
-/// The fields each JSON body accepts, for the OpenAPI document. Handlers
-/// refuse any other field (400 naming the accepted ones); a test checks
-/// this table against those refusals, so the two stay equal.
-pub const BODY_FIELDS: &[(&str, &str, &[&str])] = &[
-    ("post", "/api/v1/acl/bootstrap", &["token"]),
-    ("post", "/api/v1/login", &["username", "password"]),
-    ("post", "/api/v1/executions", &["name", "application"]),
-    ("post", "/api/v1/executions/{id}/terminate", &["reason"]),
-    ("post", "/api/v1/executions/{id}/resubmit", &["name"]),
-    ("post", "/api/v1/nodes/{name}/eligibility", &["eligible"]),
-    ("post", "/api/v1/nodes/{name}/drain", &["enable", "deadline_s", "force", "keep_ineligible"]),
-    ("post", "/api/v1/images/preload", &["image", "nodes"]),
-    (
-        "post",
-        "/api/v1/users",
-        &["username", "email", "password", "role_id", "quota_id", "auth_source", "fs_uid", "enabled", "priority"],
-    ),
-    (
-        "patch",
-        "/api/v1/users/{id}",
-        &["email", "password", "role_id", "quota_id", "auth_source", "fs_uid", "enabled", "priority"],
-    ),
-    ("post", "/api/v1/roles", ROLE_FIELDS),
-    ("patch", "/api/v1/roles/{id}", ROLE_FIELDS),
-    ("post", "/api/v1/quotas", QUOTA_FIELDS),
-    ("patch", "/api/v1/quotas/{id}", QUOTA_FIELDS),
-    ("post", "/api/v1/tokens", &["name", "ttl_s", "user_id"]),
-    ("post", "/api/v1/cluster/members", &["id", "addr", "name"]),
-];
-
-/// A role's name; its capability flags are added from `Capabilities::FLAGS`.
-const ROLE_FIELDS: &[&str] = &["name"];
-/// A quota's fields: what the API takes and the OpenAPI document lists.
-pub(crate) const QUOTA_FIELDS: &[&str] =
-    &["name", "concurrent_executions", "memory", "cores", "runtime_limit", "service_cores", "service_memory"];
-
-fn body_schema(method: &str, path: &str) -> Value {
-    if path == "/api/v1/zapp/validate" {
-        return json!({ "type": "object", "description": "a ZApp (format 3), see docs/zapp.md" });
-    }
-    match body_fields(method, path) {
-        Some(fields) => {
-            let props: Map<String, Value> = fields.iter().map(|f| (f.to_string(), json!({}))).collect();
-            json!({ "type": "object", "properties": props, "additionalProperties": false })
-        }
-        None => json!({ "type": "object" }),
-    }
-}
-
-/// The body fields a route accepts (`BODY_FIELDS`, with a role's flags).
+/// The body fields a route accepts, from its request type.
 pub fn body_fields(method: &str, path: &str) -> Option<Vec<&'static str>> {
-    let (_, _, fields) = BODY_FIELDS.iter().find(|(m, p, _)| *m == method && *p == path)?;
-    let mut v = fields.to_vec();
-    if path.starts_with("/api/v1/roles") {
-        v.extend(Capabilities::FLAGS.iter().map(|f| f.name));
-    }
-    Some(v)
+    ROUTES.iter().find(|r| r.method == method && r.path == path).and_then(|r| (r.fields)())
 }
 
 async fn openapi_handler() -> axum::Json<Value> {
@@ -233,9 +208,11 @@ fn path_params(path: &str) -> Vec<String> {
 pub fn openapi() -> Value {
     let error = json!({
         "description": "Error",
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
     });
     let mut paths: Map<String, Value> = Map::new();
+    let mut schemas = Schemas::default();
+    <ErrorBody as Schema>::schema(&mut schemas);
     for r in ROUTES {
         let mut params: Vec<Value> = path_params(r.path)
             .into_iter()
@@ -247,7 +224,11 @@ pub fn openapi() -> Value {
             params.push(json!({ "name": "wait", "in": "query", "schema": { "type": "string" }, "description": "longest blocking wait, e.g. 30s (default 5m, max 10m)" }));
         }
         let mut responses = Map::new();
-        responses.insert("200".into(), json!({ "description": "OK" }));
+        let ok = match (r.response)(&mut schemas) {
+            Some(schema) => json!({ "description": "OK", "content": { "application/json": { "schema": schema } } }),
+            None => json!({ "description": "OK" }),
+        };
+        responses.insert(if r.method == "delete" { "204" } else { "200" }.into(), ok);
         for code in ["400", "401", "403", "404", "409", "413", "503"] {
             responses.insert(code.into(), error.clone());
         }
@@ -270,15 +251,16 @@ pub fn openapi() -> Value {
             op["parameters"] = json!([{ "name": "nodes", "in": "query", "schema": { "type": "string" }, "description": "comma-separated node names" }]);
             op["requestBody"] =
                 json!({ "content": { "application/x-tar": { "schema": { "type": "string", "format": "binary" } } } });
-        } else if matches!(r.method, "post" | "patch") {
-            op["requestBody"] =
-                json!({ "content": { "application/json": { "schema": body_schema(r.method, r.path) } } });
+        } else if let Some(schema) = (r.request)(&mut schemas) {
+            // Inline: a reader sees what to send where it is asked for.
+            let schema = schemas.resolve(schema);
+            op["requestBody"] = json!({ "content": { "application/json": { "schema": schema } } });
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method] = op;
     }
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": { "title": "zoe API", "version": super::API_VERSION },
         "paths": paths,
         "security": [{ "bearer": [] }],
@@ -287,24 +269,7 @@ pub fn openapi() -> Value {
                 "bearer": { "type": "http", "scheme": "bearer" },
                 "basic": { "type": "http", "scheme": "basic" }
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": { "error": {
-                        "type": "object",
-                        "required": ["code", "message", "details"],
-                        "properties": {
-                            "code": { "type": "string" },
-                            "message": { "type": "string" },
-                            "details": { "type": "array", "items": {
-                                "type": "object",
-                                "properties": { "path": { "type": "string" }, "message": { "type": "string" } }
-                            } }
-                        }
-                    } }
-                }
-            }
+            "schemas": schemas.into_map(),
         }
     })
 }

@@ -7,7 +7,6 @@ use super::live::LiveSource;
 use crate::auth;
 use crate::raft::Coordinator;
 use crate::state::Command;
-use openraft::ServerState;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -104,9 +103,9 @@ impl ApiServer {
 /// bootstrap token: mint one, store its hash (replicated), write it with
 /// mode 0600 into the data dir and print it once.
 async fn bootstrap_token(coord: Coordinator) {
-    let mut rx = coord.raft().metrics();
+    let mut rx = coord.leadership();
     loop {
-        let leader = rx.borrow_and_update().state == ServerState::Leader;
+        let leader = rx.borrow_and_update().term.is_some();
         if leader {
             match coord.read_linearizable(auth::needs_bootstrap_token).await {
                 Ok((false, _)) => return,

@@ -210,6 +210,16 @@ pub enum TokenKind {
     Session,
 }
 
+impl TokenKind {
+    /// Its serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Api => "api",
+            TokenKind::Session => "session",
+        }
+    }
+}
+
 /// A token as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {

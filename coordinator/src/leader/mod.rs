@@ -198,32 +198,21 @@ impl<B: Backend> Leader<B> {
     /// Runs until `shutdown` turns true. Idle while this coordinator is not
     /// the leader.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut metrics = self.node.raft().metrics();
+        let mut applied = self.node.applied();
+        let mut leadership = self.node.leadership();
         let mut events = self.backend.events();
         let mut ticker = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut led: Option<u64> = None;
-        // The applied index the last pass saw. openraft's metrics change on
-        // every heartbeat acknowledgement too; only a new applied entry (or
-        // a change of leadership) can give a pass something new to do, and
-        // the entries applied while a pass runs are all handled by the next
+        // Only a new applied entry or a change of leadership can give a
+        // pass something new to do (not openraft's heartbeat metrics); the
+        // entries applied while a pass runs are all handled by the next
         // one, so passes follow commits at once without spinning.
-        let mut seen_applied = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {}
-                r = metrics.changed() => {
-                    if r.is_ok() {
-                        let (applied, term) = {
-                            let m = metrics.borrow_and_update();
-                            let leads = m.current_leader == Some(self.node.id()) && m.state.is_leader();
-                            (m.last_applied.map(|l| l.index), leads.then_some(m.current_term))
-                        };
-                        if applied == seen_applied && term == led {
-                            continue;
-                        }
-                    }
-                }
+                _ = applied.changed() => {}
+                _ = leadership.changed() => {}
                 ev = events.recv() => match ev {
                     Ok(ev) => { if let Some(term) = self.node.leader_term() { self.on_event(term, ev).await; } }
                     // Missed events are recovered by reconciliation when
@@ -233,7 +222,8 @@ impl<B: Backend> Leader<B> {
                 },
                 _ = ticker.tick() => {}
             }
-            seen_applied = metrics.borrow_and_update().last_applied.map(|l| l.index);
+            applied.borrow_and_update();
+            leadership.borrow_and_update();
             if *shutdown.borrow() {
                 return;
             }

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::backend::{BackendError, Spawned};
-use crate::raft::config::{CoordinatorConfig, PeerConfig, TlsFiles};
+use crate::config::{CoordinatorConfig, PeerConfig, TlsFiles};
 use crate::scheduler::LiveNode;
 use crate::state::{Capacity, Registration};
 use std::collections::BTreeSet;

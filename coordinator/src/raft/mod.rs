@@ -5,23 +5,20 @@
 //! Everything openraft-specific stays behind this module so a later move to
 //! openraft 0.10 stays local.
 //!
-//! - [`config`]: the coordinator's TOML configuration.
 //! - [`store`]: the sled log store and the state machine.
 //! - [`network`]: RPC messages and the openraft network over QUIC.
 //! - [`node`]: [`Coordinator`], one running member: write, read, admin, status.
 //! - [`client`]: [`CoordinatorClient`], talking to a cluster from outside.
 
 pub mod client;
-pub mod config;
 mod election;
 pub mod network;
 pub mod node;
 pub mod store;
 
 pub use client::CoordinatorClient;
-pub use config::{CoordinatorConfig, PeerConfig, RaftTuning, TlsFiles};
 pub use network::{ApiError, MemberStatus, ReadReply, Status, WriteReply};
-pub use node::{Coordinator, Staleness};
+pub use node::{Coordinator, Leadership, Staleness};
 
 use crate::state::{Applied, Command, StateError};
 use serde::{Deserialize, Serialize};

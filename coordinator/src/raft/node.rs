@@ -9,10 +9,10 @@
 //! c.shutdown().await;
 //! ```
 
-use super::config::CoordinatorConfig;
 use super::network::{ApiError, MAX_FRAME, Network, PeerPool, ReadReply, Request, Response, Status, WriteReply};
 use super::store::{Durable, LogStore, MAX_COMMAND_BYTES, SmData, StateMachineStore, open_db};
 use super::{CommandResult, CoordNode, NodeId, Raft, codec};
+use crate::config::CoordinatorConfig;
 use crate::state::{Command, State};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
@@ -75,6 +75,10 @@ pub struct Written {
 const NEVER: u64 = u64::MAX;
 
 struct Inner {
+    /// Who leads; changes with leadership only (see [`Leadership`]).
+    leadership: tokio::sync::watch::Sender<Leadership>,
+    /// The index this replica last applied.
+    applied: tokio::sync::watch::Sender<u64>,
     id: NodeId,
     config: CoordinatorConfig,
     raft: Raft,
@@ -117,6 +121,15 @@ pub trait RelayHandler: Send + Sync + 'static {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     ) -> futures::future::BoxFuture<'static, ()>;
+}
+
+/// Who leads, as one coordinator sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// The term, while this coordinator is the leader.
+    pub term: Option<u64>,
+    /// The leader's id, if known (this one's included).
+    pub leader: Option<NodeId>,
 }
 
 /// A running coordinator. Cheap to clone.
@@ -247,6 +260,8 @@ impl Coordinator {
         let (proposer_tx, proposer_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(proposer(raft.clone(), proposer_rx, Duration::from_millis(config.raft.write_timeout_ms)));
         let inner = Arc::new(Inner {
+            leadership: tokio::sync::watch::Sender::new(Leadership::default()),
+            applied: tokio::sync::watch::Sender::new(0),
             id: config.id,
             config,
             raft,
@@ -268,6 +283,7 @@ impl Coordinator {
         });
         let c = Coordinator { inner };
         tracing::info!(id = c.id(), listen = %c.inner.config.listen, "coordinator started");
+        tokio::spawn(c.clone().watch_metrics());
         tokio::spawn(c.clone().accept_loop());
         tokio::spawn(c.clone().bootstrap());
         tokio::spawn(c.clone().elections());
@@ -282,9 +298,56 @@ impl Coordinator {
         &self.inner.config
     }
 
-    /// The underlying openraft handle (metrics, waits).
-    pub fn raft(&self) -> &Raft {
+    /// The underlying openraft handle, for this module only: the rest of
+    /// the coordinator sees leadership and the applied index through
+    /// [`Coordinator::leadership`] and [`Coordinator::applied`].
+    pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// Who leads, as this coordinator sees it. openraft's metrics change on
+    /// every commit and heartbeat; this changes only with leadership, so
+    /// thousands of waiters (agent sessions, the leader loop) wake for
+    /// what concerns them.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.inner.leadership.subscribe()
+    }
+
+    /// The index this replica last applied; changes with every apply.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied.subscribe()
+    }
+
+    /// The leader's id and address, if one is known.
+    pub fn leader_node(&self) -> Option<(NodeId, CoordNode)> {
+        let id = self.inner.leadership.borrow().leader?;
+        Some((id, self.node_of(id)?))
+    }
+
+    /// Turns openraft's metrics into the two watches above.
+    async fn watch_metrics(self) {
+        let mut m = self.inner.raft.metrics();
+        loop {
+            let (leadership, applied) = {
+                let v = m.borrow_and_update();
+                let leads = v.state == ServerState::Leader && v.current_leader == Some(self.id());
+                let l = Leadership { term: leads.then_some(v.current_term), leader: v.current_leader };
+                (l, v.last_applied.map(|l| l.index).unwrap_or(0))
+            };
+            self.inner.leadership.send_if_modified(|cur| {
+                let changed = *cur != leadership;
+                *cur = leadership;
+                changed
+            });
+            self.inner.applied.send_if_modified(|cur| {
+                let changed = *cur != applied;
+                *cur = applied;
+                changed
+            });
+            if m.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     // ------------------------------------------------------------ bootstrap

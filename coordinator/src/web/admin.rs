@@ -344,7 +344,7 @@ pub async fn create_token(State(web): State<Web>, f: Form) -> WebResult<Response
         m.insert("ttl_s".into(), json!(t));
     }
     let r = api::create_token(State(web.ctx().clone()), s.caller.clone(), body_of(m)).await?;
-    let secret = r.value["token"].as_str().unwrap_or_default().to_string();
+    let secret = r.value.token;
     let content = html! {
         p.flash role="status" { "Token created. Copy it now: it is not shown again." }
         label for="secret" { "Token" }

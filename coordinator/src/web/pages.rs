@@ -7,7 +7,7 @@ use super::session::{Form, Session};
 use super::{Web, WebResult, see_other};
 use crate::api::HttpError;
 use crate::api::context::{Body, ReadParams};
-use crate::api::executions::{self, Endpoint, ExecutionDetail, ExecutionSummary, ListParams, LogParams, ServiceView};
+use crate::api::executions::{self, Endpoint, ExecutionView, ListParams, LogParams, ServiceView};
 use crate::api::routes::{P, Q};
 use crate::state::ExecutionStatus;
 use axum::extract::{Path, Query, State};
@@ -118,7 +118,7 @@ pub async fn home(State(web): State<Web>, s: Session) -> WebResult<Html<String>>
     Ok(page(&s, Nav::Home, &format!("Welcome, {}", s.caller.user.username), content))
 }
 
-fn exec_table(list: &[ExecutionSummary], owner: bool) -> Markup {
+fn exec_table(list: &[ExecutionView], owner: bool) -> Markup {
     html! {
         @if list.is_empty() {
             p { "No executions." }
@@ -246,14 +246,14 @@ pub async fn submit(web: &Web, s: &Session, name: String, app: Value) -> WebResu
         body(json!({ "name": name, "application": app })),
     )
     .await?;
-    let id = r.value["id"].as_u64().unwrap_or(0);
+    let id = r.value.id;
     Ok(see_other(&format!("/ui/executions/{id}")))
 }
 
 // ----------------------------------------------------------------- inspect
 
 struct Inspect {
-    detail: ExecutionDetail,
+    detail: ExecutionView,
     endpoints: Vec<Endpoint>,
     index: u64,
 }
@@ -262,7 +262,7 @@ async fn inspect_data(web: &Web, s: &Session, id: u64, rp: ReadParams) -> WebRes
     let ctx = web.ctx();
     let d = executions::get(State(ctx.clone()), s.caller.clone(), P(id), Q(rp)).await?;
     let ep = executions::get_endpoints(State(ctx.clone()), s.caller.clone(), P(id), Q(ReadParams::default())).await?;
-    let endpoints = serde_json::from_value(ep.value["endpoints"].clone()).unwrap_or_default();
+    let endpoints = ep.value.endpoints;
     Ok(Inspect { detail: d.value, endpoints, index: d.index })
 }
 
@@ -271,12 +271,12 @@ fn parts(s: &Session, i: &Inspect) -> Vec<(&'static str, Markup)> {
         ("summary", summary_part(&i.detail)),
         ("actions", actions_part(s, &i.detail)),
         ("endpoints", endpoints_part(&i.endpoints)),
-        ("services", services_part(&i.detail.service_details)),
+        ("services", services_part(i.detail.service_details.as_deref().unwrap_or_default())),
     ]
 }
 
-fn summary_part(d: &ExecutionDetail) -> Markup {
-    let e = &d.summary;
+fn summary_part(d: &ExecutionView) -> Markup {
+    let e = d;
     html! {
         dl.facts {
             dt { "Status" } dd { (status(&e.status)) }
@@ -291,8 +291,8 @@ fn summary_part(d: &ExecutionDetail) -> Markup {
     }
 }
 
-fn actions_part(s: &Session, d: &ExecutionDetail) -> Markup {
-    let e = &d.summary;
+fn actions_part(s: &Session, d: &ExecutionView) -> Markup {
+    let e = d;
     let active = ExecutionStatus::parse(&e.status).is_some_and(|st| st.is_active());
     html! {
         div.actions {
@@ -373,7 +373,7 @@ pub async fn inspect(State(web): State<Web>, s: Session, Path(id): Path<u64>) ->
             }
         }
     };
-    Ok(page(&s, Nav::Executions, &format!("Execution {id}: {}", i.detail.summary.name), content))
+    Ok(page(&s, Nav::Executions, &format!("Execution {id}: {}", i.detail.name), content))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,7 +393,7 @@ pub async fn live(
     let i = inspect_data(&web, &s, id, rp).await?;
     let parts: Map<String, Value> =
         parts(&s, &i).into_iter().map(|(n, m)| (n.to_string(), Value::String(m.into_string()))).collect();
-    Ok(axum::Json(json!({ "index": i.index, "status": i.detail.summary.status, "parts": parts })).into_response())
+    Ok(axum::Json(json!({ "index": i.index, "status": i.detail.status, "parts": parts })).into_response())
 }
 
 pub async fn zapp_json(State(web): State<Web>, s: Session, Path(id): Path<u64>) -> WebResult<Response> {
@@ -427,7 +427,7 @@ pub async fn terminate(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> 
 
 pub async fn restart(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
     let r = executions::resubmit(State(web.ctx().clone()), f.session.caller, P(id), body(json!({}))).await?;
-    Ok(see_other(&format!("/ui/executions/{}", r.value["id"].as_u64().unwrap_or(id))))
+    Ok(see_other(&format!("/ui/executions/{}", r.value.id)))
 }
 
 pub async fn delete(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {

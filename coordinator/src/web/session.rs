@@ -263,7 +263,7 @@ pub async fn login(State(web): State<Web>, req: Request) -> Response {
         let body = json!({ "username": fields.get("username").unwrap_or(""), "password": fields.get("password").unwrap_or("") });
         let body = crate::api::context::Body(body.as_object().cloned().unwrap_or_default());
         match admin::login(State(web.ctx().clone()), client, HeaderMap::new(), body).await {
-            Ok(r) => r.value["token"].as_str().unwrap_or_default().to_string(),
+            Ok(r) => r.value.token,
             Err(e) => return login_form(&web, &headers, Some(&e.message), e.status),
         }
     };

@@ -14,8 +14,9 @@ use axum::extract::{Path, State};
 use axum::response::{Html, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use zoe_api::stats::SchedulerStats;
 
-pub async fn page_data(web: &Web, s: &Session) -> WebResult<(Vec<NodeView>, Value, crate::raft::Status)> {
+pub async fn page_data(web: &Web, s: &Session) -> WebResult<(Vec<NodeView>, SchedulerStats, crate::raft::Status)> {
     let ctx = web.ctx();
     let nodes = nodes::list(State(ctx.clone()), s.caller.clone(), Q(ReadParams::default())).await?.value;
     let stats = nodes::stats(State(ctx.clone()), s.caller.clone(), Q(ReadParams::default())).await?.value;
@@ -97,22 +98,16 @@ fn node_row(s: &Session, n: &NodeView) -> Markup {
 
 pub async fn page(State(web): State<Web>, s: Session) -> WebResult<Html<String>> {
     let (nodes, stats, members) = page_data(&web, &s).await?;
-    // The statistics' own keys (`GET /statistics/scheduler`, docs/api.md):
     // Zoe's three queues plus zoe's `submitted` and `starting`.
-    let ids = |k: &str| -> Vec<u64> {
-        stats[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
-    };
-    let p = &stats["platform_stats"];
-    let (cores, cores_reserved) =
-        (p["cores_total"].as_f64().unwrap_or(0.0), p["cores_reserved"].as_f64().unwrap_or(0.0));
-    let (memory, memory_reserved) =
-        (p["memory_total"].as_u64().unwrap_or(0), p["memory_reserved"].as_u64().unwrap_or(0));
+    let p = &stats.platform_stats;
+    let (cores, cores_reserved) = (p.cores_total, p.cores_reserved);
+    let (memory, memory_reserved) = (p.memory_total, p.memory_reserved);
     let queues = [
-        ("submitted", "submitted"),
-        ("queued", "queue"),
-        ("starting", "starting"),
-        ("running", "running_queue"),
-        ("cleaning up", "termination_queue"),
+        ("submitted", &stats.submitted),
+        ("queued", &stats.queue),
+        ("starting", &stats.starting),
+        ("running", &stats.running_queue),
+        ("cleaning up", &stats.termination_queue),
     ];
     let content = html! {
         section aria-labelledby="sched-title" {
@@ -126,8 +121,7 @@ pub async fn page(State(web): State<Web>, s: Session) -> WebResult<Html<String>>
             table.queues {
                 thead { tr { th scope="col" { "Queue" } th scope="col" { "Count" } th scope="col" { "Executions" } } }
                 tbody {
-                    @for (label, key) in queues {
-                        @let list = ids(key);
+                    @for (label, list) in queues {
                         tr {
                             th scope="row" { (label) }
                             td { (list.len()) }

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zoe_coordinator::api::ApiServer;
-use zoe_coordinator::raft::{Coordinator, CoordinatorConfig};
+use zoe_coordinator::config::CoordinatorConfig;
+use zoe_coordinator::raft::Coordinator;
 use zoe_net::{CertificateAuthority, Identity, Role};
 
 pub struct Member {
@@ -23,7 +24,10 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub ca: CertificateAuthority,
     pub members: Vec<Member>,
+    /// Raw HTTP, for what the API client does not do (metrics, basic auth).
     pub http: reqwest::Client,
+    /// zoe's API client over every member (each call names its token).
+    pub client: std::sync::Arc<zoe_client::Client>,
 }
 
 fn free_udp_port() -> u16 {
@@ -88,7 +92,13 @@ impl Cluster {
             members.push(Member { coord, api: Some(api), url, data_dir });
         }
         let http = http_client(Some(ca.cert_pem()));
-        Cluster { dir, ca, members, http }
+        let config = zoe_client::ClientConfig {
+            addrs: members.iter().map(|m| m.url.clone()).collect(),
+            ca_pem: Some(ca.cert_pem().as_bytes().to_vec()),
+            ..Default::default()
+        };
+        let client = std::sync::Arc::new(zoe_client::Client::new(&config).unwrap());
+        Cluster { dir, ca, members, http, client }
     }
 
     pub fn url(&self, i: usize) -> &str {
@@ -138,7 +148,7 @@ impl Cluster {
     }
 
     pub async fn call(&self, i: usize, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-        call(&self.http, self.url(i), method, path, token, body).await
+        call(&self.client, i, method, path, token, body).await
     }
 
     /// Creates a user with a password and returns (id, session token).
@@ -210,30 +220,19 @@ pub struct Resp {
 }
 
 pub async fn call(
-    http: &reqwest::Client,
-    base: &str,
+    client: &zoe_client::Client,
+    i: usize,
     method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
 ) -> Resp {
-    let mut req = http.request(method, format!("{base}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let index = r.headers().get("x-zoe-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let bytes = r.bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-    };
-    Resp { status, index, body }
+    let r = client
+        .with_token(token.map(str::to_string))
+        .raw_on(i, method, path, body.as_ref())
+        .await
+        .unwrap_or_else(|| panic!("coordinator {i} unreachable"));
+    Resp { status: r.status, index: r.index(), body: r.body }
 }
 
 /// Asserts the error shape and code, and returns the details.

@@ -50,7 +50,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zoe_coordinator::agents::AgentBackend;
-use zoe_coordinator::raft::{Coordinator, CoordinatorConfig};
+use zoe_coordinator::config::CoordinatorConfig;
+use zoe_coordinator::raft::Coordinator;
 use zoe_coordinator::state::{ServiceStatus, State};
 use zoe_net::{CertificateAuthority, Identity, Role, TlsMaterial};
 use zoe_testkit::DEFAULT_REFERENCE;
@@ -148,7 +149,7 @@ pub async fn inproc_coordinator(pki: &Pki, orphan_grace_ms: u64) -> (Coordinator
     let settings = cfg.agents.clone();
     let c = Coordinator::start(cfg).await.unwrap();
     wait_until("the coordinator to lead", Duration::from_secs(20), || async {
-        c.raft().metrics().borrow().current_leader == Some(1)
+        c.leadership().borrow().leader == Some(1)
     })
     .await;
     let b = AgentBackend::start(c.clone(), settings).await.unwrap();
@@ -439,7 +440,9 @@ pub struct Resp {
 /// survive failovers without ceremony.
 #[derive(Clone)]
 pub struct Api {
-    pub http: reqwest::Client,
+    /// zoe's one API client, over every coordinator (no token: each call
+    /// goes as [`Api::token`]).
+    pub client: Arc<zoe_client::Client>,
     /// `http://127.0.0.1:<port>` of coordinator index `i`.
     pub urls: Vec<String>,
     pub token: Option<String>,
@@ -460,21 +463,25 @@ pub fn http_client() -> reqwest::Client {
 }
 
 impl Api {
+    pub fn new(urls: Vec<String>) -> Api {
+        let config = zoe_client::ClientConfig {
+            addrs: urls.clone(),
+            timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        let client = Arc::new(zoe_client::Client::new(&config).expect("an API client"));
+        Api { client, urls, token: None, prefer: Default::default() }
+    }
+
+    /// The client as this caller.
+    pub fn as_caller(&self) -> zoe_client::Client {
+        self.client.with_token(self.token.clone())
+    }
+
     /// One attempt against coordinator index `i`; `None` when it cannot be reached.
     pub async fn call_on(&self, i: usize, method: Method, path: &str, body: Option<&Value>) -> Option<Resp> {
-        let mut rq = self.http.request(method, format!("{}{path}", self.urls[i]));
-        if let Some(t) = &self.token {
-            rq = rq.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            rq = rq.json(b);
-        }
-        let r = rq.send().await.ok()?;
-        let status = r.status();
-        let text = r.text().await.ok()?;
-        let body =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Some(Resp { status, body })
+        let r = self.as_caller().raw_on(i, method, path, body).await?;
+        Some(Resp { status: r.status, body: r.body })
     }
 
     /// A request through any coordinator, retried over failovers (see [`Api`]).
@@ -527,28 +534,17 @@ impl Api {
             rand::rngs::SmallRng::from_os_rng().random::<u64>()
         });
         let body = json!({"name": name, "application": app});
+        let client = self.as_caller();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = None;
         loop {
-            let first = self.prefer.load(std::sync::atomic::Ordering::Relaxed);
-            for k in 0..self.urls.len() {
-                let i = (first + k) % self.urls.len();
-                let mut rq =
-                    self.http.post(format!("{}/api/v1/executions", self.urls[i])).header("Idempotency-Key", &key);
-                if let Some(t) = &self.token {
-                    rq = rq.bearer_auth(t);
+            let last = match client.post_keyed("/api/v1/executions", &body, &key).await {
+                Ok(b) => return b["id"].as_u64().unwrap_or_else(|| panic!("no id in {b}")),
+                Err(zoe_client::Error::Api(f)) if f.status != Some(StatusCode::SERVICE_UNAVAILABLE) => {
+                    panic!("POST /api/v1/executions (key {key}): {f}")
                 }
-                let Ok(r) = rq.json(&body).send().await else { continue };
-                let status = r.status();
-                let b: Value = r.json().await.unwrap_or(Value::Null);
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    last = Some(b);
-                    continue;
-                }
-                assert!(status.is_success(), "POST /api/v1/executions (key {key}): {status} {b}");
-                return b["id"].as_u64().unwrap_or_else(|| panic!("no id in {b}"));
-            }
-            assert!(Instant::now() < deadline, "submission {key}: no coordinator took it within 60 s (last: {last:?})");
+                Err(e) => e,
+            };
+            assert!(Instant::now() < deadline, "submission {key}: no coordinator took it within 60 s (last: {last})");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -655,13 +651,8 @@ impl ZoeClusterBuilder {
         let agent_addrs: Vec<String> =
             coords.nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.name, n.port.port + 1)).collect();
         let urls: Vec<String> = api_ports.iter().map(|p| format!("http://127.0.0.1:{}", p.port)).collect();
-        let mut z = ZoeCluster {
-            agents: Vec::new(),
-            api: Api { http: http_client(), urls, token: None, prefer: Default::default() },
-            _api_ports: api_ports,
-            coords,
-            dir: dir.clone(),
-        };
+        let mut z =
+            ZoeCluster { agents: Vec::new(), api: Api::new(urls), _api_ports: api_ports, coords, dir: dir.clone() };
         let namespaces: Vec<String> =
             self.agents.iter().map(|a| zoe_testkit::unique_namespace(&format!("zc-{}", a.name))).collect();
         for ns in &namespaces {

@@ -67,7 +67,7 @@
 //! execution_retention_s = 604800   # ended executions are deleted 7 days after they ended; 0 = never
 //! ```
 
-use super::{CoordNode, NodeId};
+use crate::raft::{CoordNode, NodeId};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
