@@ -220,35 +220,14 @@ pub enum UserCmd {
     /// Create a user; the password is read from $ZOE_NEW_PASSWORD when set.
     Create {
         username: String,
-        #[arg(long)]
-        email: Option<String>,
-        #[arg(long)]
-        role_id: Option<u64>,
-        #[arg(long)]
-        quota_id: Option<u64>,
-        /// internal (password here) or textfile.
-        #[arg(long)]
-        auth_source: Option<String>,
-        #[arg(long)]
-        fs_uid: Option<u64>,
+        #[command(flatten)]
+        fields: UserFields,
     },
     /// Update a user; a new password is read from $ZOE_NEW_PASSWORD with --password.
     Update {
         id: u64,
-        #[arg(long)]
-        email: Option<String>,
-        #[arg(long)]
-        role_id: Option<u64>,
-        #[arg(long)]
-        quota_id: Option<u64>,
-        #[arg(long)]
-        auth_source: Option<String>,
-        #[arg(long)]
-        fs_uid: Option<u64>,
-        #[arg(long)]
-        enabled: Option<bool>,
-        #[arg(long)]
-        priority: Option<i64>,
+        #[command(flatten)]
+        fields: UserFields,
         /// Set the password from $ZOE_NEW_PASSWORD.
         #[arg(long)]
         password: bool,
@@ -256,6 +235,33 @@ pub enum UserCmd {
     Rm {
         id: u64,
     },
+}
+
+/// A user's fields, for `create` and `update` alike.
+#[derive(Args)]
+pub struct UserFields {
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    role_id: Option<u64>,
+    #[arg(long)]
+    quota_id: Option<u64>,
+    /// internal (password here) or textfile.
+    #[arg(long)]
+    auth_source: Option<String>,
+    #[arg(long)]
+    fs_uid: Option<u64>,
+    #[arg(long)]
+    enabled: Option<bool>,
+    #[arg(long)]
+    priority: Option<i64>,
+}
+
+impl UserFields {
+    fn body(self, password: Option<String>) -> zoe_api::acl::UpdateUser {
+        let UserFields { email, role_id, quota_id, auth_source, fs_uid, enabled, priority } = self;
+        zoe_api::acl::UpdateUser { email, password, role_id, quota_id, auth_source, fs_uid, enabled, priority }
+    }
 }
 
 /// A role's capability flags as options (`--can-see-status true`), one per
@@ -994,150 +1000,155 @@ fn insert_opt(m: &mut Map<String, Value>, k: &str, v: Option<Value>) {
     }
 }
 
-async fn user(conn: &Conn, cmd: UserCmd) -> Result<()> {
-    let c = connect(conn)?;
-    let user_rows = |v: &Value| -> Vec<Vec<String>> {
+/// What `zoe user`, `zoe role` and `zoe quota` share: one kind of admin
+/// record under `path`, shown as a table of `head` (or JSON).
+struct Records<'a> {
+    c: Client,
+    conn: &'a Conn,
+    path: &'static str,
+    noun: &'static str,
+    head: &'a [&'a str],
+    row: fn(&Value) -> Vec<String>,
+}
+
+impl Records<'_> {
+    fn show(&self, v: &Value) {
+        if self.conn.json {
+            return output::json(v);
+        }
         let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
-        list.iter()
-            .map(|u| {
-                vec![
-                    cell(&u["id"]),
-                    cell(&u["username"]),
-                    cell(&u["email"]),
-                    cell(&u["role"]),
-                    cell(&u["quota"]),
-                    cell(&u["auth_source"]),
-                    cell(&u["enabled"]),
-                    cell(&u["fs_uid"]),
-                ]
-            })
-            .collect()
-    };
-    const HEAD: [&str; 8] = ["ID", "USERNAME", "EMAIL", "ROLE", "QUOTA", "AUTH", "ENABLED", "FS_UID"];
-    match cmd {
-        UserCmd::Ls { username } => {
-            let v = c.get(&format!("/api/v1/users{}", query(&[("username", username)]))).await?;
-            if conn.json { output::json(&v) } else { table(&HEAD, &user_rows(&v)) }
-        }
-        UserCmd::Get { id } => {
-            let v = c.get(&format!("/api/v1/users/{id}")).await?;
-            if conn.json { output::json(&v) } else { table(&HEAD, &user_rows(&v)) }
-        }
-        UserCmd::Create { username, email, role_id, quota_id, auth_source, fs_uid } => {
-            let mut m = Map::new();
-            m.insert("username".into(), json!(username));
-            insert_opt(&mut m, "email", email.map(Value::from));
-            insert_opt(&mut m, "role_id", role_id.map(Value::from));
-            insert_opt(&mut m, "quota_id", quota_id.map(Value::from));
-            insert_opt(&mut m, "auth_source", auth_source.map(Value::from));
-            insert_opt(&mut m, "fs_uid", fs_uid.map(Value::from));
-            insert_opt(&mut m, "password", std::env::var("ZOE_NEW_PASSWORD").ok().map(Value::from));
-            let v = c.post("/api/v1/users", &Value::Object(m)).await?;
-            done(conn, &v, || format!("user {username} created with id {}", cell(&v["id"])));
-        }
-        UserCmd::Update { id, email, role_id, quota_id, auth_source, fs_uid, enabled, priority, password } => {
-            let mut m = Map::new();
-            insert_opt(&mut m, "email", email.map(Value::from));
-            insert_opt(&mut m, "role_id", role_id.map(Value::from));
-            insert_opt(&mut m, "quota_id", quota_id.map(Value::from));
-            insert_opt(&mut m, "auth_source", auth_source.map(Value::from));
-            insert_opt(&mut m, "fs_uid", fs_uid.map(Value::from));
-            insert_opt(&mut m, "enabled", enabled.map(Value::from));
-            insert_opt(&mut m, "priority", priority.map(Value::from));
-            if password {
-                m.insert("password".into(), json!(read_secret("ZOE_NEW_PASSWORD", "new password: ")?));
-            }
-            if m.is_empty() {
-                bail!("nothing to change: give at least one option (see --help)");
-            }
-            let v = c.patch(&format!("/api/v1/users/{id}"), &Value::Object(m)).await?;
-            done(conn, &v, || format!("user {id} updated"));
-        }
-        UserCmd::Rm { id } => {
-            let v = c.delete(&format!("/api/v1/users/{id}")).await?;
-            done(conn, &v, || format!("user {id} deleted"));
-        }
+        table(self.head, &list.iter().map(self.row).collect::<Vec<_>>());
     }
-    Ok(())
+
+    async fn ls(&self, filter: (&str, Option<String>)) -> Result<()> {
+        let v = self.c.get(&format!("{}{}", self.path, query(&[filter]))).await?;
+        self.show(&v);
+        Ok(())
+    }
+
+    async fn get(&self, id: u64) -> Result<()> {
+        let v = self.c.get(&format!("{}/{id}", self.path)).await?;
+        self.show(&v);
+        Ok(())
+    }
+
+    async fn create(&self, body: Map<String, Value>, name: &str) -> Result<()> {
+        let v = self.c.post(self.path, &Value::Object(body)).await?;
+        done(self.conn, &v, || format!("{} {name} created with id {}", self.noun, cell(&v["id"])));
+        Ok(())
+    }
+
+    /// A PATCH of what `body` gives; an empty change is refused here.
+    async fn update(&self, id: u64, body: Map<String, Value>) -> Result<()> {
+        if body.is_empty() {
+            bail!("nothing to change: give at least one option (see --help)");
+        }
+        let v = self.c.patch(&format!("{}/{id}", self.path), &Value::Object(body)).await?;
+        done(self.conn, &v, || format!("{} {id} updated", self.noun));
+        Ok(())
+    }
+
+    async fn rm(&self, id: u64) -> Result<()> {
+        let v = self.c.delete(&format!("{}/{id}", self.path)).await?;
+        done(self.conn, &v, || format!("{} {id} deleted", self.noun));
+        Ok(())
+    }
+}
+
+/// An API request body as JSON, leaving out what it does not give.
+fn given<T: serde::Serialize>(body: &T) -> Map<String, Value> {
+    match serde_json::to_value(body) {
+        Ok(Value::Object(m)) => m.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+        _ => Map::new(),
+    }
+}
+
+async fn user(conn: &Conn, cmd: UserCmd) -> Result<()> {
+    let r = Records {
+        c: connect(conn)?,
+        conn,
+        path: "/api/v1/users",
+        noun: "user",
+        head: &["ID", "USERNAME", "EMAIL", "ROLE", "QUOTA", "AUTH", "ENABLED", "FS_UID"],
+        row: |u| {
+            ["id", "username", "email", "role", "quota", "auth_source", "enabled", "fs_uid"]
+                .iter()
+                .map(|k| cell(&u[*k]))
+                .collect()
+        },
+    };
+    match cmd {
+        UserCmd::Ls { username } => r.ls(("username", username)).await,
+        UserCmd::Get { id } => r.get(id).await,
+        UserCmd::Create { username, fields } => {
+            let mut body = given(&fields.body(std::env::var("ZOE_NEW_PASSWORD").ok()));
+            body.insert("username".into(), json!(username));
+            r.create(body, &username).await
+        }
+        UserCmd::Update { id, fields, password } => {
+            let password = if password { Some(read_secret("ZOE_NEW_PASSWORD", "new password: ")?) } else { None };
+            r.update(id, given(&fields.body(password))).await
+        }
+        UserCmd::Rm { id } => r.rm(id).await,
+    }
 }
 
 async fn role(conn: &Conn, cmd: RoleCmd) -> Result<()> {
-    let c = connect(conn)?;
-    let rows = |v: &Value| -> Vec<Vec<String>> {
-        let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
-        list.iter()
-            .map(|r| {
-                let flags: Vec<&str> = zoe_coordinator::state::Capabilities::FLAGS
-                    .iter()
-                    .filter(|f| r[f.name] == true)
-                    .map(|f| f.short)
-                    .collect();
-                vec![cell(&r["id"]), cell(&r["name"]), flags.join(",")]
-            })
-            .collect()
+    let r = Records {
+        c: connect(conn)?,
+        conn,
+        path: "/api/v1/roles",
+        noun: "role",
+        head: &["ID", "NAME", "CAPABILITIES"],
+        row: |r| {
+            let flags: Vec<&str> = zoe_coordinator::state::Capabilities::FLAGS
+                .iter()
+                .filter(|f| r[f.name] == true)
+                .map(|f| f.short)
+                .collect();
+            vec![cell(&r["id"]), cell(&r["name"]), flags.join(",")]
+        },
     };
-    const HEAD: [&str; 3] = ["ID", "NAME", "CAPABILITIES"];
     match cmd {
-        RoleCmd::Ls { name } => {
-            let v = c.get(&format!("/api/v1/roles{}", query(&[("name", name)]))).await?;
-            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
-        }
-        RoleCmd::Get { id } => {
-            let v = c.get(&format!("/api/v1/roles/{id}")).await?;
-            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
-        }
+        RoleCmd::Ls { name } => r.ls(("name", name)).await,
+        RoleCmd::Get { id } => r.get(id).await,
         RoleCmd::Create { name, flags } => {
             let mut m = Map::new();
             m.insert("name".into(), json!(name));
             flags.into_json(&mut m);
-            let v = c.post("/api/v1/roles", &Value::Object(m)).await?;
-            done(conn, &v, || format!("role {name} created with id {}", cell(&v["id"])));
+            r.create(m, &name).await
         }
         RoleCmd::Update { id, name, flags } => {
             let mut m = Map::new();
             insert_opt(&mut m, "name", name.map(Value::from));
             flags.into_json(&mut m);
-            if m.is_empty() {
-                bail!("nothing to change: give at least one option (see --help)");
-            }
-            let v = c.patch(&format!("/api/v1/roles/{id}"), &Value::Object(m)).await?;
-            done(conn, &v, || format!("role {id} updated"));
+            r.update(id, m).await
         }
-        RoleCmd::Rm { id } => {
-            let v = c.delete(&format!("/api/v1/roles/{id}")).await?;
-            done(conn, &v, || format!("role {id} deleted"));
-        }
+        RoleCmd::Rm { id } => r.rm(id).await,
     }
-    Ok(())
 }
 
 async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
-    let c = connect(conn)?;
-    let rows = |v: &Value| -> Vec<Vec<String>> {
-        let list = if v.is_array() { v.as_array().cloned().unwrap_or_default() } else { vec![v.clone()] };
-        list.iter()
-            .map(|q| {
-                vec![
-                    cell(&q["id"]),
-                    cell(&q["name"]),
-                    cell(&q["concurrent_executions"]),
-                    cell(&q["cores"]),
-                    bytes(&q["memory"]),
-                    format!("{} s", cell(&q["runtime_limit"])),
-                ]
-            })
-            .collect()
+    let r = Records {
+        c: connect(conn)?,
+        conn,
+        path: "/api/v1/quotas",
+        noun: "quota",
+        head: &["ID", "NAME", "EXECUTIONS", "CORES", "MEMORY", "RUNTIME"],
+        row: |q| {
+            vec![
+                cell(&q["id"]),
+                cell(&q["name"]),
+                cell(&q["concurrent_executions"]),
+                cell(&q["cores"]),
+                bytes(&q["memory"]),
+                format!("{} s", cell(&q["runtime_limit"])),
+            ]
+        },
     };
-    const HEAD: [&str; 6] = ["ID", "NAME", "EXECUTIONS", "CORES", "MEMORY", "RUNTIME"];
     match cmd {
-        QuotaCmd::Ls { name } => {
-            let v = c.get(&format!("/api/v1/quotas{}", query(&[("name", name)]))).await?;
-            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
-        }
-        QuotaCmd::Get { id } => {
-            let v = c.get(&format!("/api/v1/quotas/{id}")).await?;
-            if conn.json { output::json(&v) } else { table(&HEAD, &rows(&v)) }
-        }
+        QuotaCmd::Ls { name } => r.ls(("name", name)).await,
+        QuotaCmd::Get { id } => r.get(id).await,
         QuotaCmd::Create {
             name,
             concurrent_executions,
@@ -1147,10 +1158,16 @@ async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
             service_cores,
             service_memory,
         } => {
-            let body = json!({"name": name, "concurrent_executions": concurrent_executions, "memory": memory, "cores": cores,
-                "runtime_limit": runtime_limit, "service_cores": service_cores, "service_memory": service_memory});
-            let v = c.post("/api/v1/quotas", &body).await?;
-            done(conn, &v, || format!("quota {name} created with id {}", cell(&v["id"])));
+            let body = zoe_api::acl::QuotaFields {
+                name: Some(name.clone()),
+                concurrent_executions: Some(concurrent_executions),
+                memory: Some(memory),
+                cores: Some(cores),
+                runtime_limit: Some(runtime_limit),
+                service_cores: Some(service_cores),
+                service_memory: Some(service_memory),
+            };
+            r.create(given(&body), &name).await
         }
         QuotaCmd::Update {
             id,
@@ -1162,26 +1179,19 @@ async fn quota(conn: &Conn, cmd: QuotaCmd) -> Result<()> {
             service_cores,
             service_memory,
         } => {
-            let mut m = Map::new();
-            insert_opt(&mut m, "name", name.map(Value::from));
-            insert_opt(&mut m, "concurrent_executions", concurrent_executions.map(Value::from));
-            insert_opt(&mut m, "memory", memory.map(Value::from));
-            insert_opt(&mut m, "cores", cores.map(Value::from));
-            insert_opt(&mut m, "runtime_limit", runtime_limit.map(Value::from));
-            insert_opt(&mut m, "service_cores", service_cores.map(Value::from));
-            insert_opt(&mut m, "service_memory", service_memory.map(Value::from));
-            if m.is_empty() {
-                bail!("nothing to change: give at least one option (see --help)");
-            }
-            let v = c.patch(&format!("/api/v1/quotas/{id}"), &Value::Object(m)).await?;
-            done(conn, &v, || format!("quota {id} updated"));
+            let body = zoe_api::acl::QuotaFields {
+                name,
+                concurrent_executions,
+                memory,
+                cores,
+                runtime_limit,
+                service_cores,
+                service_memory,
+            };
+            r.update(id, given(&body)).await
         }
-        QuotaCmd::Rm { id } => {
-            let v = c.delete(&format!("/api/v1/quotas/{id}")).await?;
-            done(conn, &v, || format!("quota {id} deleted"));
-        }
+        QuotaCmd::Rm { id } => r.rm(id).await,
     }
-    Ok(())
 }
 
 async fn token(conn: &Conn, cmd: TokenCmd) -> Result<()> {
