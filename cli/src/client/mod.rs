@@ -618,19 +618,23 @@ fn exec_rows(list: &[Value]) -> Vec<Vec<String>> {
 }
 
 /// Follows an execution with blocking queries until `stop` says so;
-/// reports each status change on stderr. `last` is the status already
-/// reported: one status is printed once however many watches follow.
+/// reports each status change on stderr but the last. `last` is the
+/// status already reported: one status is printed once however many
+/// watches follow.
 async fn watch_exec(c: &Client, id: u64, last: &mut String, stop: impl Fn(&str) -> bool) -> Result<Value> {
     let mut index = 0;
     loop {
         let (v, idx) = c.call(Method::GET, &format!("/api/v1/executions/{id}?index={index}&wait=30s"), None).await?;
         let status = v["status"].as_str().unwrap_or("").to_string();
+        // The status that ends the watch is the caller's to report (on
+        // stdout, as the command's result): printed here too, it showed twice.
+        if stop(&status) {
+            *last = status;
+            return Ok(v);
+        }
         if status != *last {
             eprintln!("execution {id}: {status}");
             *last = status.clone();
-        }
-        if stop(&status) {
-            return Ok(v);
         }
         index = idx.unwrap_or(index);
     }
@@ -691,7 +695,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 done(conn, &v, || format!("execution {id} submitted"));
                 return Ok(());
             }
-            eprintln!("execution {id}: submitted");
+            eprintln!("execution {id} submitted");
             let mut last = "submitted".to_string();
             let until_running = |s: &str| s == "running" || ended(s);
             let e = match wait {
@@ -699,6 +703,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 _ => watch_exec(&c, id, &mut last, until_running).await?,
             };
             if follow && e["status"] == "running" {
+                eprintln!("execution {id}: running");
                 let groups = e["service_details"].as_array().cloned().unwrap_or_default();
                 let app = c.get(&format!("/api/v1/executions/{id}/zapp")).await?;
                 let monitor: Vec<String> = app["services"]
