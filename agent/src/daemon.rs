@@ -580,7 +580,16 @@ impl Agent {
     async fn execute(self: Arc<Self>, cmd: Command, tx: tokio::sync::mpsc::Sender<CommandReply>) {
         let reply = match cmd {
             Command::Ping => CommandReply::Pong,
-            Command::Spawn(spec) => self.spawn(spec.0).await,
+            Command::Spawn(spec) => {
+                use tracing::Instrument;
+                let span = tracing::info_span!(
+                    "spawn",
+                    execution_id = spec.0.execution_id,
+                    service_id = spec.0.service_id,
+                    container_id = %spec.0.container_id
+                );
+                self.spawn(spec.0).instrument(span).await
+            }
             Command::Terminate { container_id, grace_ms } => {
                 self.stopping.lock().expect("lock").insert(container_id.clone());
                 match self.rt.stop(&container_id, Duration::from_millis(grace_ms)).await {

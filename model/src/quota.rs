@@ -32,10 +32,27 @@ pub fn usage(state: &State, username: &str) -> Usage {
     u
 }
 
-/// Why a submission would exceed the user's quota, in words for the user.
-pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String> {
+/// Why a submission would exceed the user's quota; its text is for the
+/// user (the API answers it as `409 quota_exceeded`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum QuotaError {
+    #[error("user {user} has quota {quota_id}, which does not exist; ask an admin")]
+    Missing { user: String, quota_id: u64 },
+    #[error("quota `{quota}` allows {limit} active execution(s) and user {user} has {active}; terminate one first")]
+    Executions { quota: String, limit: u32, user: String, active: usize },
+    #[error("quota `{quota}` allows {limit} cores in all; active executions reserve {used} and this one needs {asked}")]
+    Cores { quota: String, limit: Millicores, used: Millicores, asked: Millicores },
+    #[error(
+        "quota `{quota}` allows {} of memory in all; active executions may use {} and this one {}",
+        human_bytes(*.limit), human_bytes(*.used), human_bytes(*.asked)
+    )]
+    Memory { quota: String, limit: u64, used: u64, asked: u64 },
+}
+
+/// Whether `user` may submit `app` under their quota.
+pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), QuotaError> {
     let Some(q) = state.quotas.get(&user.quota_id) else {
-        return Err(format!("user {} has quota {}, which does not exist; ask an admin", user.username, user.quota_id));
+        return Err(QuotaError::Missing { user: user.username.clone(), quota_id: user.quota_id });
     };
     // Unlimited (an admin's, typically): nothing to count. This runs on
     // every submission, in every member's apply, and counting scans every
@@ -45,28 +62,21 @@ pub fn check_submit(state: &State, user: &User, app: &ZApp) -> Result<(), String
     }
     let used = usage(state, &user.username);
     if q.concurrent_executions > 0 && used.executions >= q.concurrent_executions as usize {
-        return Err(format!(
-            "quota `{}` allows {} active execution(s) and user {} has {}; terminate one first",
-            q.name, q.concurrent_executions, user.username, used.executions
-        ));
+        return Err(QuotaError::Executions {
+            quota: q.name.clone(),
+            limit: q.concurrent_executions,
+            user: user.username.clone(),
+            active: used.executions,
+        });
     }
     let (new_cores, new_mem) = app.quota_footprint();
     let cores = used.cores + new_cores;
     let mem = used.memory.saturating_add(new_mem);
     if q.cores > Millicores(0) && cores > q.cores {
-        return Err(format!(
-            "quota `{}` allows {} cores in all; active executions reserve {} and this one needs {}",
-            q.name, q.cores, used.cores, new_cores
-        ));
+        return Err(QuotaError::Cores { quota: q.name.clone(), limit: q.cores, used: used.cores, asked: new_cores });
     }
     if q.memory > 0 && mem > q.memory {
-        return Err(format!(
-            "quota `{}` allows {} of memory in all; active executions may use {} and this one {}",
-            q.name,
-            human_bytes(q.memory),
-            human_bytes(used.memory),
-            human_bytes(new_mem)
-        ));
+        return Err(QuotaError::Memory { quota: q.name.clone(), limit: q.memory, used: used.memory, asked: new_mem });
     }
     Ok(())
 }

@@ -116,6 +116,7 @@ impl From<StateError> for HttpError {
             StateError::NotFound(_) => HttpError::not_found(e.to_string()),
             StateError::IllegalTransition { .. } | StateError::Conflict(_) => HttpError::conflict(e.to_string()),
             StateError::Invalid(m) => HttpError::bad_request(m),
+            StateError::Quota(q) => HttpError::quota(q.to_string()),
             StateError::IdempotencyMismatch(m) => HttpError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 code: "idempotency_key_reused",

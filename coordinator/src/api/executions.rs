@@ -6,7 +6,6 @@ use super::live::LogRequest;
 use super::routes::{P, Q};
 use crate::state::{
     AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, Quota, Service, ServiceId, State,
-    StateError,
 };
 use axum::extract::State as Ax;
 use axum::http::StatusCode;
@@ -268,12 +267,10 @@ async fn submit_app(
     let cmd = Command::SubmitExecution { idempotency_key, name, owner, description: app, size, time: now_ms() };
     // The quota is checked where it is exact, in the state machine as the
     // submission applies (a check before the write could not see concurrent
-    // submissions, and would cost a quorum round trip); its refusal is the
-    // only conflict a submission has.
+    // submissions, and would cost a quorum round trip).
     let w = ctx.coord().write(cmd).await?;
     match w.result {
         Ok(Applied::Created(id)) => Ok((id, w.index)),
-        Err(StateError::Conflict(m)) => Err(HttpError::quota(m)),
         Err(e) => Err(e.into()),
         Ok(other) => Err(HttpError::internal(format!("submission applied as {other:?}"))),
     }

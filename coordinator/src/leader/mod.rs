@@ -530,7 +530,19 @@ impl<B: Backend> Leader<B> {
                         continue;
                     }
                 }
-                futures::future::join_all(group.into_iter().map(|(node, spec)| this.spawn_one(term, node, spec))).await;
+                futures::future::join_all(group.into_iter().map(|(node, spec)| {
+                    use tracing::Instrument;
+                    // One grep for an execution id follows it from the
+                    // leader's decision to the agent's start (same fields).
+                    let span = tracing::info_span!(
+                        "spawn",
+                        execution_id = spec.execution_id,
+                        service_id = spec.service_id,
+                        node = %node
+                    );
+                    this.spawn_one(term, node, spec).instrument(span)
+                }))
+                .await;
             }
         });
     }

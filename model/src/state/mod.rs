@@ -281,6 +281,10 @@ pub enum StateError {
     Invalid(String),
     #[error("{0}")]
     IdempotencyMismatch(String),
+    /// A submission over its owner's quota (appended last: bincode
+    /// encodes variants by position).
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaError),
 }
 
 /// Moves a status along its transition table, or says why it cannot.
@@ -765,7 +769,7 @@ impl State {
         // The API checks quotas before writing, for a helpful answer; the
         // check here makes it exact when one user submits concurrently.
         if let Some(u) = self.user_by_name(owner) {
-            crate::quota::check_submit(self, u, app).map_err(StateError::Conflict)?;
+            crate::quota::check_submit(self, u, app)?;
         }
         let id = self.take_id();
         let mut services = Vec::new();

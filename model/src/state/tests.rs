@@ -477,7 +477,11 @@ fn quotas_are_enforced_when_the_submission_applies() {
         size: 1.0,
         time: 5,
     });
-    assert!(matches!(&err, StateError::Conflict(m) if m.contains("allows 1 active execution")), "{err}");
+    assert!(
+        matches!(&err, StateError::Quota(crate::quota::QuotaError::Executions { limit: 1, .. }))
+            && err.to_string().contains("allows 1 active execution"),
+        "{err}"
+    );
 }
 
 #[test]
