@@ -2,8 +2,12 @@
 //! snapshot; the leader commits it as one `Command::ApplyPlan` (verified
 //! against the state at apply time) before telling any agent to act.
 
-use super::{ExecutionId, Millis, ServiceId};
+use super::{
+    Applied, BackendStatus, ExecutionId, ExecutionStatus, Millis, PublishedPort, ServiceId, ServiceStatus, StateError,
+    not_found,
+};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use zoe_common::resources::Millicores;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,5 +34,155 @@ pub struct Plan {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.starting.is_empty() && self.placements.is_empty() && self.stops.is_empty() && self.core_shares.is_empty()
+    }
+}
+
+/// Applying a plan: verified whole against the state first, then carried out.
+impl super::State {
+    pub(super) fn apply_plan(&mut self, plan: &Plan) -> Result<Applied, StateError> {
+        // Verify everything first (Nomad's plan applier re-checks against the
+        // current state): a stale plan is refused whole and recomputed.
+        for id in &plan.starting {
+            let e = self.execution(*id)?;
+            if e.status != ExecutionStatus::Queued {
+                return Err(StateError::Conflict(format!("plan starts execution {id}, which is {}", e.status)));
+            }
+        }
+        for p in &plan.placements {
+            let s = self.service(p.service)?;
+            if !matches!(s.status, ServiceStatus::Created | ServiceStatus::Inactive | ServiceStatus::Error) {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} ({}), which is {}",
+                    s.id, s.name, s.status
+                )));
+            }
+            let e = self.execution(s.execution_id)?;
+            let will_start = plan.starting.contains(&e.id);
+            if !will_start && !matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running) {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} of execution {}, which is {}",
+                    s.id, e.id, e.status
+                )));
+            }
+            let n = self.nodes.get(&p.node).ok_or_else(|| not_found(format!("node {}", p.node)))?;
+            if !n.schedulable() {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} on node {}, which is not schedulable",
+                    s.id, n.name
+                )));
+            }
+        }
+        for id in &plan.stops {
+            self.service(*id)?;
+        }
+        for (id, _) in &plan.core_shares {
+            self.service(*id)?;
+        }
+        let ports = self.allocate_ports(plan)?;
+
+        for id in &plan.starting {
+            let e = self.execution_mut(*id).expect("verified");
+            e.set_status(ExecutionStatus::Starting).expect("verified");
+            e.last_scheduled = Some(plan.time);
+            e.not_before = None;
+        }
+        for p in &plan.placements {
+            let s = self.services.get_mut(&p.service).expect("verified");
+            if s.time_start.is_some() {
+                s.restart_count += 1;
+            }
+            s.attempt += 1;
+            s.set_status(ServiceStatus::Starting).expect("verified");
+            s.moving = false;
+            s.ports = ports.get(&p.service).cloned().unwrap_or_default();
+            s.backend_status = BackendStatus::Undefined;
+            s.node = Some(p.node.clone());
+            s.cores_allocated = Some(p.cores);
+            s.container_id = Some(s.container_name());
+            s.error_message = None;
+            s.time_end = None;
+        }
+        for id in &plan.stops {
+            let s = self.services.get_mut(id).expect("verified");
+            match s.status {
+                ServiceStatus::Starting | ServiceStatus::Active => {
+                    s.set_status(ServiceStatus::Terminating).expect("legal")
+                }
+                ServiceStatus::Created => s.set_status(ServiceStatus::Inactive).expect("legal"),
+                _ => {}
+            }
+        }
+        for (id, cores) in &plan.core_shares {
+            let s = self.services.get_mut(id).expect("verified");
+            if s.status == ServiceStatus::Active {
+                s.cores_allocated = Some(*cores);
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Host ports in use on a node: those of instances that may hold a container.
+    pub fn used_ports(&self, node: &str) -> std::collections::BTreeSet<u16> {
+        self.services
+            .values()
+            .filter(|s| s.node.as_deref() == Some(node) && s.status.may_hold_container())
+            .flat_map(|s| s.ports.iter().map(|p| p.host_port))
+            .collect()
+    }
+
+    /// [`State::used_ports`] of every node, in one pass over the services.
+    pub fn used_ports_by_node(&self) -> BTreeMap<&str, std::collections::BTreeSet<u16>> {
+        let mut out: BTreeMap<&str, std::collections::BTreeSet<u16>> = BTreeMap::new();
+        for s in self.services.values() {
+            if let (Some(node), true) = (s.node.as_deref(), s.status.may_hold_container()) {
+                out.entry(node).or_default().extend(s.ports.iter().map(|p| p.host_port));
+            }
+        }
+        out
+    }
+
+    /// Host ports for every placement of a plan: a host-network service
+    /// publishes its own ports, which must be free; others get the lowest
+    /// free ports of the range. A conflict refuses the plan.
+    pub(super) fn allocate_ports(&self, plan: &Plan) -> Result<BTreeMap<ServiceId, Vec<PublishedPort>>, StateError> {
+        let mut used: BTreeMap<&str, std::collections::BTreeSet<u16>> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for p in &plan.placements {
+            let s = self.service(p.service)?;
+            let e = self.execution(s.execution_id)?;
+            let g = &e.description.services[s.group_index];
+            if g.ports.is_empty() {
+                continue;
+            }
+            let node = &self.nodes[&p.node];
+            let taken = used.entry(node.name.as_str()).or_insert_with(|| self.used_ports(&node.name));
+            let host_ip = node.addresses.first().cloned().unwrap_or_else(|| node.name.clone());
+            let numbers: Vec<u16> = if self.network.uses_host(g.network.as_deref()) {
+                let mut own: Vec<u16> = g.ports.iter().map(|x| x.port_number).collect();
+                own.dedup();
+                if let Some(busy) = own.iter().find(|n| taken.contains(n)) {
+                    return Err(StateError::Conflict(format!("port {busy} is already in use on node {}", node.name)));
+                }
+                g.ports.iter().map(|x| x.port_number).collect()
+            } else {
+                self.network
+                    .allocate(taken, g.ports.len())
+                    .ok_or_else(|| StateError::Conflict(format!("no free host port left on node {}", node.name)))?
+            };
+            taken.extend(numbers.iter().copied());
+            let published = g
+                .ports
+                .iter()
+                .zip(numbers)
+                .map(|(x, host_port)| PublishedPort {
+                    port_number: x.port_number,
+                    protocol: x.protocol,
+                    host_ip: host_ip.clone(),
+                    host_port,
+                })
+                .collect();
+            out.insert(p.service, published);
+        }
+        Ok(out)
     }
 }
