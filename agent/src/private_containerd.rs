@@ -86,15 +86,14 @@ impl PrivateContainerd {
             )));
         }
         let pid_file = dir.join("containerd.pid");
+        let state = state_dir(&dir);
         if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok())
             && alive(pid)
             && answers(&socket).await
         {
             tracing::info!(pid, socket = %socket.display(), "adopting the private containerd left running");
-            let state = state_dir(&dir);
             return Ok(PrivateContainerd { dir, state, socket, pid, child: None });
         }
-        let state = state_dir(&dir);
         for d in [dir.join("root"), state.clone()] {
             std::fs::create_dir_all(&d).map_err(Error::io(format!("creating {}", d.display())))?;
         }

@@ -258,10 +258,7 @@ impl Client {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Attempt {
-        let mut req = self.http.request(method.clone(), format!("{base}{path}"));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.on(base, method.clone(), path);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -347,14 +344,18 @@ impl Client {
         Ok(Self::json_of(path, resp).await?.0)
     }
 
-    /// A request on the preferred coordinator, for streams and uploads.
-    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let base = &self.bases[self.preferred.load(Ordering::Relaxed) % self.bases.len()];
+    /// `method path` on `base`, as this client's caller.
+    fn on(&self, base: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{base}{path}"));
         match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
+    }
+
+    /// A request on the preferred coordinator, for streams and uploads.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.on(&self.bases[self.preferred.load(Ordering::Relaxed) % self.bases.len()], method, path)
     }
 
     /// Sends once (streams: logs, uploads) and returns the response if
@@ -371,10 +372,7 @@ impl Client {
     /// no failover, no retry, errors as statuses. `None` when it cannot be
     /// reached.
     pub async fn raw_on(&self, i: usize, method: Method, path: &str, body: Option<&Value>) -> Option<Raw> {
-        let mut req = self.http.request(method, format!("{}{path}", self.bases[i % self.bases.len()]));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.on(&self.bases[i % self.bases.len()], method, path);
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -430,13 +430,13 @@ impl Body {
     /// The body as the API type `T`: a key `T` does not take is refused
     /// with the list it does take, a missing one as required, a wrong type
     /// at its pointer.
-    pub fn parse<T: serde::de::DeserializeOwned + zoe_api::schema::Doc>(&self) -> HttpResult<T> {
+    pub fn parse<T: serde::de::DeserializeOwned + zoe_api::schema::Doc>(self) -> HttpResult<T> {
         if let Some(fields) = T::fields() {
             self.only(&fields)?;
         }
-        // `null` is "not given", as `Body::get` reads it.
-        let given: Map<String, Value> =
-            self.0.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        // `null` is "not given", as `Body::get` reads it. Taken, not
+        // copied: a submission's ZApp can be large.
+        let given: Map<String, Value> = self.0.into_iter().filter(|(_, v)| !v.is_null()).collect();
         serde_path_to_error::deserialize(Value::Object(given)).map_err(|e| {
             let at = pointer(e.path());
             let msg = e.inner().to_string();
