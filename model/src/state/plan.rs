@@ -25,20 +25,42 @@ pub struct Plan {
     pub starting: Vec<ExecutionId>,
     /// Instances to start, essential and elastic.
     pub placements: Vec<Placement>,
-    /// Instances to stop (elastic instances making room, drains).
-    pub stops: Vec<ServiceId>,
     /// New core allocations of running instances (dynamic core sharing).
     pub core_shares: Vec<(ServiceId, Millicores)>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.starting.is_empty() && self.placements.is_empty() && self.stops.is_empty() && self.core_shares.is_empty()
+        self.starting.is_empty() && self.placements.is_empty() && self.core_shares.is_empty()
     }
 }
 
 /// Applying a plan: verified whole against the state first, then carried out.
 impl super::State {
+    /// What the plan places on each node fits beside what is reserved there
+    /// already (Σ `min` of instances that may hold a container), as Nomad's
+    /// plan applier re-checks a node's resources: a plan computed on a
+    /// snapshot the log has since moved past is refused, not over-commits.
+    fn check_capacity(&self, plan: &Plan) -> Result<(), StateError> {
+        let mut load: BTreeMap<&str, (Millicores, u64)> = self.reserved_by_node();
+        for p in &plan.placements {
+            let s = self.service(p.service)?;
+            let e = self.execution(s.execution_id)?;
+            let g = &e.description.services[s.group_index];
+            let n = self.nodes.get(&p.node).ok_or_else(|| not_found(format!("node {}", p.node)))?;
+            let (cores, memory) = load.entry(n.name.as_str()).or_default();
+            *cores += g.cores_min();
+            *memory = memory.saturating_add(g.memory_min());
+            if *cores > n.capacity.cores || *memory > n.capacity.memory {
+                return Err(StateError::Conflict(format!(
+                    "plan places service {} on node {}, which would reserve {} cores of {} and {} of {} bytes of memory",
+                    s.id, n.name, cores, n.capacity.cores, memory, n.capacity.memory
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn apply_plan(&mut self, plan: &Plan) -> Result<Applied, StateError> {
         // Verify everything first (Nomad's plan applier re-checks against the
         // current state): a stale plan is refused whole and recomputed.
@@ -72,9 +94,7 @@ impl super::State {
                 )));
             }
         }
-        for id in &plan.stops {
-            self.service(*id)?;
-        }
+        self.check_capacity(plan)?;
         for (id, _) in &plan.core_shares {
             self.service(*id)?;
         }
@@ -101,16 +121,6 @@ impl super::State {
             s.container_id = Some(s.container_name());
             s.error_message = None;
             s.time_end = None;
-        }
-        for id in &plan.stops {
-            let s = self.services.get_mut(id).expect("verified");
-            match s.status {
-                ServiceStatus::Starting | ServiceStatus::Active => {
-                    s.set_status(ServiceStatus::Terminating).expect("legal")
-                }
-                ServiceStatus::Created => s.set_status(ServiceStatus::Inactive).expect("legal"),
-                _ => {}
-            }
         }
         for (id, cores) in &plan.core_shares {
             let s = self.services.get_mut(id).expect("verified");

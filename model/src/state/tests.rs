@@ -320,6 +320,35 @@ fn stale_or_illegal_commands_are_refused_and_change_nothing() {
 }
 
 #[test]
+fn a_plan_over_a_nodes_capacity_is_refused_whole() {
+    let mut w = World::new();
+    // Two instances of 3 cores each on a 4-core node: the second does not fit.
+    let mut v: serde_json::Value =
+        serde_json::from_str(include_str!("../../../examples/zapps/hello-batch.json")).unwrap();
+    let g = &mut v["services"][0];
+    g["essential_count"] = 2.into();
+    g["total_count"] = 2.into();
+    g["resources"]["cores"] = serde_json::json!({"min": 3, "max": 3});
+    let big = app(&v.to_string());
+    let id = w.submit(big);
+    let placements: Vec<Placement> = w
+        .services(id)
+        .iter()
+        .map(|s| Placement { service: s.id, node: "n1".into(), cores: Millicores::from_whole_cores(3) })
+        .collect();
+    let plan = Plan { time: 1, starting: vec![id], placements: placements.clone(), ..Plan::default() };
+    let err = w.refused(Command::ApplyPlan(plan));
+    assert!(err.to_string().contains("node n1, which would reserve 6 cores of 4"), "{err}");
+    // One of them fits.
+    w.ok(Command::ApplyPlan(Plan {
+        time: 2,
+        starting: vec![id],
+        placements: placements[..1].to_vec(),
+        ..Plan::default()
+    }));
+}
+
+#[test]
 fn a_plan_on_a_draining_or_ineligible_node_is_refused() {
     let mut w = World::new();
     let id = w.submit(batch());
