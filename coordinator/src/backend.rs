@@ -1,12 +1,17 @@
-//! Zoe's back-end contract (zoe-semantics §8.1), as the leader uses it. The
-//! agent protocol is the implementation; another back-end could be added by
+//! Zoe's back-end contract (zoe-semantics §8.1), as the leader uses it:
+//! transport to nodes and a cache of what they report live. Every decision
+//! (liveness, reconciliation, placement, network pushes) is the leader's
+//! (`zoe_model::pass`); a back-end only carries requests and reports. The
+//! agent protocol is the implementation; another back-end is added by
 //! implementing this trait.
 
 use crate::scheduler::Platform;
-use crate::state::{Millis, PublishedPort, ServiceId};
+use crate::state::{ExecutionId, Millis, PublishedPort, ServiceId};
 use std::future::Future;
+use zoe_common::proto::{HostEntry, NodeNetwork};
 use zoe_common::resources::Millicores;
 use zoe_common::service::{ImageSummary, ServiceSpec};
+use zoe_model::pass::Liveness;
 
 /// A started container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +59,9 @@ pub enum BackendError {
 /// Something a node reported on its own.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendEvent {
+    /// A node (re)registered: a new session, whose inventory the leader
+    /// reconciles before using the node.
+    NodeRegistered { node: String },
     /// A container ended without being asked to.
     Exited {
         service: ServiceId,
@@ -92,6 +100,15 @@ pub trait Backend: Send + Sync + 'static {
         container_id: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Stops and removes a container no service holds (an orphan), as
+    /// decided in `term`.
+    fn remove_container(
+        &self,
+        term: u64,
+        node: &str,
+        container_id: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// Changes a running container's limits (dynamic core sharing).
     fn update_service(
         &self,
@@ -103,8 +120,27 @@ pub trait Backend: Send + Sync + 'static {
         memory: Option<u64>,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// The live side of the cluster: connected nodes, images, usage.
+    /// The live side of the cluster: connected nodes with their sessions,
+    /// inventories, images and usage, and when each node was last heard.
     fn platform_state(&self) -> Platform;
+
+    /// How this back-end's nodes are to be judged (its heartbeat protocol).
+    fn liveness(&self) -> Liveness;
+
+    /// Gives a node its part of the cluster network (bridge mode).
+    fn configure_network(
+        &self,
+        node: &str,
+        network: NodeNetwork,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Gives a node an execution's host list (bridge mode).
+    fn set_hosts(
+        &self,
+        node: &str,
+        execution: ExecutionId,
+        entries: Vec<HostEntry>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Names of the nodes currently connected.
     fn node_list(&self) -> Vec<String> {

@@ -128,6 +128,8 @@ impl From<WireNode> for LiveNode {
             memory_in_use: n.memory_in_use,
             container_count: n.container_count,
             zoe_containers: n.zoe_containers,
+            // The API's view of a node: no session or inventory.
+            ..LiveNode::default()
         }
     }
 }

@@ -686,6 +686,7 @@ mod scripted {
                 memory_in_use: 1 << 30,
                 container_count: 1,
                 zoe_containers: 1,
+                ..LiveNode::default()
             };
             Box::pin(async move { Some(BTreeMap::from([("n1".to_string(), n)])) })
         }

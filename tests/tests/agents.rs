@@ -240,7 +240,11 @@ async fn orphans_are_reported_and_cleaned() {
         rt.shutdown().await;
     }
     assert!(task_running(&ns, "orphan-run").await);
-    let (_c, _backend, ports) = inproc_coordinator(&pki, 3_000).await;
+    let (c, backend, ports) = inproc_coordinator(&pki, 3_000).await;
+    // Reconciliation is the leader loop's.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let cfg = c.config().leader.clone();
+    tokio::spawn(zoe_coordinator::leader::Leader::new(c.clone(), backend.clone(), cfg).run(stopped));
     let addr = vec![format!("127.0.0.1:{}", ports.agents.port)];
     pki.issue(Role::Agent, "n1");
     let agent = AgentProc::start(&pki, "n1", "agent-n1", &addr, &ns);

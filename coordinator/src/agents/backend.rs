@@ -5,7 +5,7 @@ use super::AgentBackend;
 use crate::api::live::{ArchiveStream, ImageLoadResult, LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
 use crate::backend::{Backend, BackendError, BackendEvent, SpawnError, Spawned};
 use crate::scheduler::{LiveNode, Platform};
-use crate::state::{Service, ServiceId};
+use crate::state::{ExecutionId, Service, ServiceId};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -13,10 +13,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use zoe_common::proto::{self, Command, CommandReply, CommandRequest, WireSpec};
+use zoe_common::proto::{self, Command, CommandReply, CommandRequest, HostEntry, NodeNetwork, WireSpec};
 use zoe_common::resources::Millicores;
 use zoe_common::service::{ImageSummary, ServiceSpec};
+use zoe_model::pass::Liveness;
 use zoe_net::frame::{read_frame, write_frame};
+
+/// Network pushes are small: an answer takes no longer than this.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl AgentBackend {
     /// Opens a command stream to `node` and sends the command, stamped
@@ -106,6 +110,7 @@ impl AgentBackend {
 
     fn platform(&self) -> Platform {
         let reg = self.reg.lock().expect("lock");
+        let seen = reg.last_seen.clone().into_iter().collect();
         let nodes = reg
             .nodes
             .iter()
@@ -119,11 +124,23 @@ impl AgentBackend {
                         memory_in_use: n.stats.memory_in_use,
                         container_count: n.stats.container_count,
                         zoe_containers: n.stats.containers.iter().filter(|c| c.service_id.is_some()).count() as u32,
+                        session: n.session,
+                        registered: n.registered.clone(),
+                        inventory: n.inventory.clone(),
                     },
                 )
             })
             .collect();
-        Platform { nodes }
+        Platform { nodes, seen }
+    }
+
+    /// A command answered by `Done`, or why not.
+    async fn done(&self, node: &str, command: Command, timeout: Duration) -> Result<(), BackendError> {
+        match self.call(node, command, timeout).await? {
+            CommandReply::Done => Ok(()),
+            CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
+            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
+        }
     }
 
     pub fn log_stream(
@@ -154,11 +171,6 @@ impl AgentBackend {
 impl Backend for AgentBackend {
     async fn spawn_service(&self, term: u64, node: &str, spec: ServiceSpec) -> Result<Spawned, SpawnError> {
         let timeout = Duration::from_millis(self.settings.spawn_timeout_ms);
-        if spec.network.as_deref() == Some(zoe_common::service::NETWORK_BRIDGE) {
-            // The container's /etc/hosts starts with its execution's
-            // instances already running.
-            self.push_hosts(node, spec.execution_id).await;
-        }
         match self.call_fenced(term, node, Command::Spawn(WireSpec(spec)), timeout).await {
             // The host ports allocated at placement stand: they are what
             // the agent published (or the container's own, on the host's
@@ -186,6 +198,10 @@ impl Backend for AgentBackend {
         self.terminate(term, node, container_id).await
     }
 
+    async fn remove_container(&self, term: u64, node: &str, container_id: &str) -> Result<(), BackendError> {
+        self.terminate(term, node, container_id).await
+    }
+
     async fn update_service(
         &self,
         term: u64,
@@ -207,6 +223,22 @@ impl Backend for AgentBackend {
         self.platform()
     }
 
+    fn liveness(&self) -> Liveness {
+        Liveness {
+            down_after_ms: self.settings.ttl_ms + self.settings.grace_ms,
+            failover_grace_ms: self.settings.failover_grace_ms,
+            orphan_grace_ms: self.settings.orphan_grace_ms,
+        }
+    }
+
+    async fn configure_network(&self, node: &str, network: NodeNetwork) -> Result<(), BackendError> {
+        self.done(node, Command::Network(network), NETWORK_TIMEOUT).await
+    }
+
+    async fn set_hosts(&self, node: &str, execution: ExecutionId, entries: Vec<HostEntry>) -> Result<(), BackendError> {
+        self.done(node, Command::Hosts { execution_id: execution, entries }, NETWORK_TIMEOUT).await
+    }
+
     async fn list_images(&self, node: &str) -> Result<Vec<ImageSummary>, BackendError> {
         match self.call(node, Command::ListImages, Duration::from_secs(30)).await? {
             CommandReply::Images(l) => Ok(l),
@@ -217,11 +249,7 @@ impl Backend for AgentBackend {
 
     async fn preload_image(&self, node: &str, reference: &str) -> Result<(), BackendError> {
         let cmd = Command::Preload { reference: reference.to_string() };
-        match self.call(node, cmd, Duration::from_millis(self.settings.spawn_timeout_ms)).await? {
-            CommandReply::Done => Ok(()),
-            CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
-            other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
-        }
+        self.done(node, cmd, Duration::from_millis(self.settings.spawn_timeout_ms)).await
     }
 
     fn events(&self) -> tokio::sync::broadcast::Receiver<BackendEvent> {

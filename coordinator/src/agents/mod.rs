@@ -10,20 +10,17 @@
 //! * registers nodes through Raft (`RegisterNode`; the name is the agent
 //!   certificate's, so re-registration keeps the identity and no agent can
 //!   speak for another node);
-//! * keeps live stats in memory (never in the Raft log) and serves Zoe's
-//!   ClusterStats;
-//! * judges liveness: a node without heartbeats for TTL + grace is marked
-//!   `down` through Raft, but only after a post-election grace so a new
-//!   leader does not declare every node dead before agents found it;
-//! * reconciles every inventory with the replicated state (see
-//!   [`reconcile`]);
+//! * keeps live stats, inventories and heartbeat times in memory (never in
+//!   the Raft log) and serves Zoe's ClusterStats;
 //! * implements the leader loop's [`Backend`](crate::backend::Backend) and
 //!   the API's [`LiveSource`](crate::api::live::LiveSource) by sending
 //!   commands over the agents' connections.
+//!
+//! It decides nothing: liveness, reconciliation and network pushes are the
+//! leader's pass (`zoe_model::pass`), on what this back-end reports.
 
 mod backend;
 pub mod client;
-pub mod netsync;
 pub use zoe_model::reconcile;
 pub mod stats;
 
@@ -32,16 +29,17 @@ pub use stats::{ClusterStats, NodeStats};
 
 use crate::backend::BackendEvent;
 use crate::raft::Coordinator;
-use crate::state::{Capacity, Command, Millis, NodeStatus, Registration};
+use crate::state::{Capacity, Command, Millis, Registration};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use zoe_common::proto::{
-    self, AgentEvent, AgentMessage, ClientReply, ClientRequest, LeaderMessage, LiveStats, SessionOpen, SessionReply,
+    self, AgentEvent, AgentMessage, ClientReply, ClientRequest, ContainerInfo, LeaderMessage, LiveStats, SessionOpen,
+    SessionReply,
 };
 use zoe_common::resources::Millicores;
 use zoe_common::service::ImageSummary;
@@ -117,16 +115,16 @@ struct NodeConn {
     images: Vec<ImageSummary>,
     addresses: Vec<String>,
     stats_at: u64,
+    /// What it held at registration, and at its latest heartbeat.
+    registered: Arc<Vec<ContainerInfo>>,
+    inventory: Arc<Vec<ContainerInfo>>,
 }
 
 #[derive(Default)]
 struct Registry {
     nodes: HashMap<String, NodeConn>,
     /// Last heartbeat or registration per node, connected or not.
-    last_seen: HashMap<String, Instant>,
-    /// (node, container) → when first seen running unknown.
-    orphans: HashMap<(String, String), Instant>,
-    leader_since: Option<Instant>,
+    last_seen: HashMap<String, Millis>,
 }
 
 /// The leader's agent registry and the agent-protocol back-end.
@@ -183,8 +181,6 @@ impl AgentBackend {
         tokio::spawn(b.clone().watch_leadership(leader_tx));
         tokio::spawn(b.clone().publish_address());
         tokio::spawn(b.clone().accept_loop());
-        tokio::spawn(b.clone().housekeeping());
-        tokio::spawn(b.clone().network_sync());
         Ok(b)
     }
 
@@ -210,8 +206,8 @@ impl AgentBackend {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
-    /// Keeps the registry in step with leadership: a new leader starts
-    /// every node with a clean slate, a deposed one forgets them.
+    /// Keeps the registry in step with leadership: a deposed leader forgets
+    /// its sessions.
     async fn watch_leadership(self: Arc<Self>, tx: watch::Sender<bool>) {
         let mut m = self.coord.leadership();
         loop {
@@ -222,19 +218,10 @@ impl AgentBackend {
                 c
             });
             if changed {
-                let mut reg = self.reg.lock().expect("lock");
                 if leader {
                     tracing::info!("leader: accepting agents");
-                    let now = Instant::now();
-                    reg.leader_since = Some(now);
-                    // Everyone starts with a clean slate under a new leader.
-                    for v in reg.last_seen.values_mut() {
-                        *v = now;
-                    }
                 } else {
-                    reg.leader_since = None;
-                    reg.nodes.clear();
-                    reg.orphans.clear();
+                    self.reg.lock().expect("lock").nodes.clear();
                 }
             }
             if m.changed().await.is_err() {
@@ -338,6 +325,9 @@ impl AgentBackend {
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             return;
         }
+        // Heard from now: a pass that follows the registration's commit
+        // must not judge the node on its silence before it.
+        self.reg.lock().expect("lock").last_seen.insert(name.clone(), now_ms());
         // Subnets are handed out at first registration: the configured
         // network must be in place before.
         self.ensure_configured_network().await;
@@ -381,15 +371,17 @@ impl AgentBackend {
                     images: r.images.clone(),
                     addresses: r.addresses.clone(),
                     stats_at: now_ms(),
+                    registered: Arc::new(r.containers.clone()),
+                    inventory: Arc::new(open.stats.containers.clone()),
                 },
             );
             if let Some(old) = old {
                 old.conn.close(0u32.into(), b"replaced by a new session");
             }
-            reg.last_seen.insert(name.clone(), Instant::now());
+            reg.last_seen.insert(name.clone(), now_ms());
         }
         tracing::info!(node = %name, containers = r.containers.len(), "agent registered");
-        self.reconcile(&name, &r.containers, true).await;
+        let _ = self.events.send(BackendEvent::NodeRegistered { node: name.clone() });
         let accepted = SessionReply::Accepted { node: name.clone(), heartbeat_ms: self.settings.heartbeat_ms };
         if write_frame(&mut send, &accepted, proto::MAX_FRAME).await.is_err() {
             self.disconnected(&name, session);
@@ -403,11 +395,12 @@ impl AgentBackend {
                         self.heartbeats.fetch_add(1, Ordering::Relaxed);
                         {
                             let mut reg = self.reg.lock().expect("lock");
-                            reg.last_seen.insert(name.clone(), Instant::now());
+                            reg.last_seen.insert(name.clone(), now_ms());
                             if let Some(n) = reg.nodes.get_mut(&name).filter(|n| n.session == session) {
                                 if let Some(images) = &stats.images {
                                     n.images = images.clone();
                                 }
+                                n.inventory = Arc::new(stats.containers.clone());
                                 n.stats = stats;
                                 n.stats_at = now_ms();
                             }
@@ -437,6 +430,28 @@ impl AgentBackend {
         }
         self.disconnected(&name, session);
         conn.close(0u32.into(), b"session over");
+    }
+
+    /// Applies the configured `[agents.network]` to the replicated state
+    /// while no node has registered (afterwards subnets are fixed).
+    async fn ensure_configured_network(&self) {
+        let Some(want) = self.settings.network.clone() else { return };
+        let (current, fresh) = self.coord.read_local(|st| (st.network.clone(), st.nodes.is_empty())).0;
+        if current == want {
+            return;
+        }
+        if !fresh {
+            tracing::warn!(
+                configured = ?want, replicated = ?current,
+                "[agents.network] differs from the cluster's network, which cannot change once nodes registered"
+            );
+            return;
+        }
+        match self.coord.write(Command::SetClusterNetwork { network: want }).await {
+            Ok(w) if w.result.is_ok() => tracing::info!("cluster network set from the configuration"),
+            Ok(w) => tracing::warn!("setting the cluster network: {:?}", w.result.err()),
+            Err(e) => tracing::warn!("setting the cluster network: {e}"),
+        }
     }
 
     fn disconnected(&self, name: &str, session: u64) {
@@ -477,120 +492,6 @@ impl AgentBackend {
                 });
             }
             AgentEvent::ImageProgress(p) => tracing::debug!(node, image = %p.image, p.done, p.total, "image progress"),
-        }
-    }
-
-    /// Applies reconciliation's conclusions for one node.
-    async fn reconcile(self: &Arc<Self>, node: &str, containers: &[proto::ContainerInfo], at_registration: bool) {
-        let now = now_ms();
-        let actions = self.coord.read_local(|st| reconcile::reconcile(st, node, containers, at_registration, now)).0;
-        self.apply_reconciliation(node, actions).await;
-    }
-
-    async fn apply_reconciliation(self: &Arc<Self>, node: &str, actions: reconcile::Actions) {
-        // Concluded from this leader's view: void once its term is over.
-        let Some(term) = self.coord.leader_term() else { return };
-        if !actions.commands.is_empty() {
-            tracing::info!(node, n = actions.commands.len(), "reconciliation: committing service changes");
-            if let Err(e) = self.coord.write_in_term(term, Command::Batch(actions.commands)).await {
-                tracing::warn!(node, "reconciliation write failed: {e}");
-            }
-        }
-        let mut stop = actions.stop_now.clone();
-        {
-            let mut reg = self.reg.lock().expect("lock");
-            let grace = Duration::from_millis(self.settings.orphan_grace_ms);
-            let t = Instant::now();
-            for cid in &actions.running_orphans {
-                let key = (node.to_string(), cid.clone());
-                match reg.orphans.get(&key) {
-                    None => {
-                        tracing::warn!(node, container = %cid, grace_ms = self.settings.orphan_grace_ms,
-                            "orphan container running (unknown to zoe); it will be stopped after the grace");
-                        reg.orphans.insert(key, t);
-                    }
-                    Some(first) if t.duration_since(*first) >= grace => stop.push(cid.clone()),
-                    Some(_) => {}
-                }
-            }
-            reg.orphans.retain(|(n, c), _| n != node || actions.running_orphans.contains(c));
-        }
-        for cid in stop {
-            let me = self.clone();
-            let node = node.to_string();
-            tokio::spawn(async move {
-                tracing::info!(node = %node, container = %cid, "stopping orphan container");
-                if let Err(e) = me.terminate(term, &node, &cid).await {
-                    tracing::warn!(node = %node, container = %cid, "stopping orphan failed: {e}");
-                }
-            });
-        }
-    }
-
-    /// Liveness and periodic reconciliation, on the leader.
-    async fn housekeeping(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut round = 0u64;
-        loop {
-            tick.tick().await;
-            round += 1;
-            let Some(term) = self.coord.leader_term() else { continue };
-            let now = Instant::now();
-            let (judging, seen) = {
-                let reg = self.reg.lock().expect("lock");
-                let judging = reg
-                    .leader_since
-                    .is_some_and(|t| now.duration_since(t) >= Duration::from_millis(self.settings.failover_grace_ms));
-                (judging, reg.last_seen.clone())
-            };
-            if judging {
-                let limit = Duration::from_millis(self.settings.ttl_ms + self.settings.grace_ms);
-                let since = self.reg.lock().expect("lock").leader_since.unwrap_or(now);
-                let down: Vec<String> = self
-                    .coord
-                    .read_local(|st| {
-                        st.nodes
-                            .values()
-                            .filter(|n| n.status == NodeStatus::Ready)
-                            .filter(|n| now.duration_since(seen.get(&n.name).copied().unwrap_or(since)) > limit)
-                            .map(|n| n.name.clone())
-                            .collect()
-                    })
-                    .0;
-                for name in down {
-                    tracing::warn!(node = %name, "no heartbeat for TTL + grace: marking the node down");
-                    let cmd = Command::SetNodeStatus { name, status: NodeStatus::Down, time: now_ms() };
-                    let _ = self.coord.write_in_term(term, cmd).await;
-                }
-            }
-            if round % 5 == 0 {
-                let inventories: Vec<(String, Vec<proto::ContainerInfo>)> = self
-                    .reg
-                    .lock()
-                    .expect("lock")
-                    .nodes
-                    .iter()
-                    .map(|(k, n)| (k.clone(), n.stats.containers.clone()))
-                    .collect();
-                let now = now_ms();
-                let all: Vec<(String, reconcile::Actions)> = self
-                    .coord
-                    .read_local(|st| {
-                        let expected = reconcile::expected_by_node(st);
-                        let none = reconcile::Expected::new();
-                        inventories
-                            .iter()
-                            .map(|(node, containers)| {
-                                let e = expected.get(node.as_str()).unwrap_or(&none);
-                                (node.clone(), reconcile::reconcile_expected(st, node, e, containers, false, now))
-                            })
-                            .collect()
-                    })
-                    .0;
-                for (node, actions) in all {
-                    self.apply_reconciliation(&node, actions).await;
-                }
-            }
         }
     }
 

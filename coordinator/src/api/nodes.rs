@@ -178,7 +178,8 @@ pub async fn drain_status(
     // Wait first, then take the live view, then read: the agent's count is
     // as fresh as the state (and no agent lock is taken under the state's).
     ctx.read(&q, |_| ()).await?;
-    let platform = crate::scheduler::Platform { nodes: ctx.live_nodes().await.unwrap_or_default() };
+    let platform =
+        crate::scheduler::Platform { nodes: ctx.live_nodes().await.unwrap_or_default(), ..Default::default() };
     let now = now_ms();
     let r = ctx
         .read(&ReadParams { consistent: q.consistent, index: None, wait: None }, |s| {

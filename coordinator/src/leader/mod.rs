@@ -21,123 +21,34 @@
 //! * a new leader forgets the old term's in-flight work; the old term's
 //!   tasks find their fence closed and stop.
 
+pub use zoe_model::pass::LeaderConfig;
 pub use zoe_model::spec;
 
 use crate::backend::{Backend, BackendEvent, SpawnError};
-use crate::drain::{self, DrainConfig};
 use crate::raft::Coordinator;
-use crate::scheduler::{Platform, SchedulerConfig, schedule_explained};
-use crate::state::{
-    AfterCleanup, Applied, Command, ExecutionId, ExecutionStatus, Millis, Plan, ServiceId, ServiceStatus, State,
-};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::state::{Applied, Command, Millis, ServiceId, ServiceStatus};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch};
 use zoe_common::service::ServiceSpec;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LeaderConfig {
-    pub scheduler: SchedulerConfig,
-    pub drain: DrainConfig,
-    /// A pass runs at least this often, and after every state change.
-    pub tick_ms: u64,
-    /// Retries of a transient start failure: base × 2^failures, capped; the
-    /// execution ends in error after `max_start_attempts` (Zoe retried
-    /// forever, immediately).
-    pub start_retry_base_ms: u64,
-    pub start_retry_max_ms: u64,
-    pub max_start_attempts: u32,
-    /// Runtime limit in seconds for users without a quota (0 = none).
-    pub default_runtime_limit_s: u64,
-    /// Zoe's deployment name: in `DEPLOY_NAME` and container labels.
-    pub deployment: String,
-    /// Host directory holding one workspace per user, mounted at
-    /// /mnt/workspace; none when unset.
-    pub workspace_base: Option<String>,
-    pub fs_gid: u32,
-    /// `ZOE_UID` for owners with no user record.
-    pub default_fs_uid: u32,
-    /// Wait before asking a node again to stop a container that did not stop.
-    pub stop_retry_ms: u64,
-    /// Wait before asking a node again about a spawn whose outcome is unknown.
-    pub spawn_retry_ms: u64,
-}
-
-impl LeaderConfig {
-    pub fn spec_settings(&self) -> spec::SpecSettings<'_> {
-        spec::SpecSettings {
-            deployment: &self.deployment,
-            workspace_base: self.workspace_base.as_deref(),
-            fs_gid: self.fs_gid,
-            default_fs_uid: self.default_fs_uid,
-        }
-    }
-}
-
-impl Default for LeaderConfig {
-    fn default() -> LeaderConfig {
-        LeaderConfig {
-            scheduler: SchedulerConfig::default(),
-            drain: DrainConfig::default(),
-            tick_ms: 1_000,
-            start_retry_base_ms: 2_000,
-            start_retry_max_ms: 120_000,
-            max_start_attempts: 6,
-            default_runtime_limit_s: 0,
-            deployment: "zoe".into(),
-            workspace_base: None,
-            fs_gid: 5001,
-            default_fs_uid: 1000,
-            stop_retry_ms: 5_000,
-            spawn_retry_ms: 1_000,
-        }
-    }
-}
-
-/// Executions one plan admits at most. A backlog (a new leader with a
-/// long queue, a burst of submissions) is admitted over several passes, so
-/// that one plan stays far below the largest command the log accepts and
-/// every pass stays short; the rest waits for the next pass, in queue order.
-const MAX_PLAN_EXECUTIONS: usize = 2_000;
-
-/// Keeps the first `max` admitted executions of `plan` (queue order) and
-/// the placements of their services; the placements of executions already
-/// running, the stops and the core shares are kept whole.
-fn cap_plan(mut plan: Plan, st: &State, max: usize) -> Plan {
-    if plan.starting.len() <= max {
-        return plan;
-    }
-    let deferred: HashSet<ExecutionId> = plan.starting.split_off(max).into_iter().collect();
-    plan.placements.retain(|p| st.services.get(&p.service).is_none_or(|s| !deferred.contains(&s.execution_id)));
-    plan
-}
+use zoe_model::pass::{self, Memory, Push};
 
 pub fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
-/// What the loop has asked nodes to do and not heard back about, in the
-/// term it leads in.
-#[derive(Debug, Default)]
-struct Inflight {
-    term: u64,
-    spawning: HashSet<String>,
-    /// container id → do not ask again before.
-    stopping: HashMap<String, Instant>,
-    /// Spawns that got no answer: container id → do not ask again before.
-    unknown: HashMap<String, Instant>,
+/// Where the leader's decisions read the time: the system's, or a test's.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Millis;
 }
 
-impl Inflight {
-    /// Forgets a spawn, unless it belongs to an older term (whose late
-    /// task must not clear the new term's bookkeeping).
-    fn spawned(&mut self, term: u64, cid: &str) {
-        if self.term == term {
-            self.spawning.remove(cid);
-        }
+/// The system's wall clock, in milliseconds.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        now_ms()
     }
 }
 
@@ -160,7 +71,8 @@ pub struct Leader<B: Backend> {
     node: Coordinator,
     backend: Arc<B>,
     cfg: Arc<LeaderConfig>,
-    inflight: Arc<Mutex<Inflight>>,
+    clock: Arc<dyn Clock>,
+    memory: Arc<Mutex<Memory>>,
     core_updates: Arc<Mutex<CoreUpdates>>,
 }
 
@@ -170,29 +82,36 @@ impl<B: Backend> Clone for Leader<B> {
             node: self.node.clone(),
             backend: self.backend.clone(),
             cfg: self.cfg.clone(),
-            inflight: self.inflight.clone(),
+            clock: self.clock.clone(),
+            memory: self.memory.clone(),
             core_updates: self.core_updates.clone(),
         }
     }
 }
 
-/// What one pass found to do, collected under one read of the state.
-#[derive(Debug, Default)]
-struct Work {
-    submitted: Vec<ExecutionId>,
-    over_limit: Vec<(ExecutionId, String)>,
-    /// (node, service, container)
-    to_stop: Vec<(String, ServiceId, String)>,
-    /// Placed but not (any more) being started by this leader.
-    to_respawn: Vec<(String, ServiceSpec)>,
-    /// Drain steps and lost nodes.
-    drain: Vec<Command>,
-    plan: Plan,
-}
-
 impl<B: Backend> Leader<B> {
     pub fn new(node: Coordinator, backend: Arc<B>, cfg: LeaderConfig) -> Leader<B> {
-        Leader { node, backend, cfg: Arc::new(cfg), inflight: Arc::default(), core_updates: Arc::default() }
+        Leader {
+            node,
+            backend,
+            cfg: Arc::new(cfg),
+            clock: Arc::new(SystemClock),
+            memory: Arc::default(),
+            core_updates: Arc::default(),
+        }
+    }
+
+    /// The same leader reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Leader<B> {
+        self.clock = clock;
+        self
+    }
+
+    /// The term's memory, if `term` is still the one it is for: work of a
+    /// term that is over must not touch the new term's bookkeeping.
+    fn memory_of(&self, term: u64) -> Option<std::sync::MutexGuard<'_, Memory>> {
+        let m = self.memory.lock().expect("poisoned");
+        (m.term == term).then_some(m)
     }
 
     /// Runs until `shutdown` turns true. Idle while this coordinator is not
@@ -204,23 +123,27 @@ impl<B: Backend> Leader<B> {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms.max(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut led: Option<u64> = None;
-        // Only a new applied entry or a change of leadership can give a
-        // pass something new to do (not openraft's heartbeat metrics); the
-        // entries applied while a pass runs are all handled by the next
-        // one, so passes follow commits at once without spinning.
+        let mut again = false;
+        // Only a new applied entry, a change of leadership or a node's
+        // report can give a pass something new to do (not openraft's
+        // heartbeat metrics); the entries applied while a pass runs are all
+        // handled by the next one, so passes follow commits at once without
+        // spinning.
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                _ = applied.changed() => {}
-                _ = leadership.changed() => {}
-                ev = events.recv() => match ev {
-                    Ok(ev) => { if let Some(term) = self.node.leader_term() { self.on_event(term, ev).await; } }
-                    // Missed events are recovered by reconciliation when
-                    // agents re-register; nothing to do but go on.
-                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "backend events lagged"),
-                    Err(broadcast::error::RecvError::Closed) => events = self.backend.events(),
-                },
-                _ = ticker.tick() => {}
+            if !again {
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = applied.changed() => {}
+                    _ = leadership.changed() => {}
+                    ev = events.recv() => match ev {
+                        Ok(ev) => { if let Some(term) = self.node.leader_term() { self.on_event(term, ev).await; } }
+                        // Missed events are recovered by reconciliation;
+                        // nothing to do but go on.
+                        Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "backend events lagged"),
+                        Err(broadcast::error::RecvError::Closed) => events = self.backend.events(),
+                    },
+                    _ = ticker.tick() => {}
+                }
             }
             applied.borrow_and_update();
             leadership.borrow_and_update();
@@ -232,12 +155,13 @@ impl<B: Backend> Leader<B> {
                 && led != term
             {
                 tracing::info!(term = t, "became leader: resuming executions from the replicated state");
-                *self.inflight.lock().expect("poisoned") = Inflight { term: t, ..Inflight::default() };
+                *self.memory.lock().expect("poisoned") = Memory::new(t, self.clock.now());
             }
             led = term;
-            if let Some(t) = term {
-                self.pass(t).await;
-            }
+            again = match term {
+                Some(t) => self.pass(t).await,
+                None => false,
+            };
         }
     }
 
@@ -271,150 +195,78 @@ impl<B: Backend> Leader<B> {
                 let cmd = Command::ServiceExited { id: service, container_id, exit_code, oom_killed, reason, time };
                 self.write(term, cmd).await;
             }
+            // The pass that follows reconciles its inventory.
+            BackendEvent::NodeRegistered { node } => tracing::debug!(node, "node registered"),
         }
     }
 
-    /// One round: queue new submissions, enforce runtime limits, stop what
-    /// must stop, start what was placed, and schedule.
-    pub async fn pass(&self, term: u64) {
-        let now = now_ms();
-        let platform = self.backend.platform_state();
-        let work = {
-            let inflight = self.inflight.lock().expect("poisoned");
-            self.node.read_local(|st| self.collect(st, &platform, &inflight, now)).0
+    /// One round: decide ([`pass::decide`]) on one read of the state,
+    /// ask nodes what needs no commit first (stops, spawns asked again,
+    /// orphans, network pushes), commit the rest as one write, then start
+    /// what the committed plan placed. Returns whether another pass should
+    /// follow at once (a registration was reconciled: its node is usable).
+    pub async fn pass(&self, term: u64) -> bool {
+        let now = self.clock.now();
+        let mut platform = self.backend.platform_state();
+        let liveness = self.backend.liveness();
+        let mut decided = {
+            let Some(mut mem) = self.memory_of(term) else { return false };
+            self.node.read_local(|st| pass::decide(st, &mut platform, &mut mem, &self.cfg, &liveness, now)).0
         };
-        if !work.submitted.is_empty() {
-            let cmds = work.submitted.iter().map(|id| Command::QueueExecution { id: *id, time: now }).collect();
-            self.write(term, Command::Batch(cmds)).await;
+        for c in &decided.commands {
+            if let Command::SetNodeStatus { name, status: crate::state::NodeStatus::Down, .. } = c {
+                tracing::warn!(node = %name, "no heartbeat for TTL + grace: marking the node down");
+            }
         }
-        if !work.over_limit.is_empty() {
-            let cmds = work
-                .over_limit
-                .iter()
-                .map(|(id, reason)| Command::TerminateExecution {
-                    id: *id,
-                    reason: reason.clone(),
-                    after: AfterCleanup::Terminated,
-                    time: now,
-                })
-                .collect();
-            self.write(term, Command::Batch(cmds)).await;
+        for (execution, reason) in &decided.never_fits {
+            tracing::debug!(execution, %reason, "cannot be placed");
         }
-        if !work.drain.is_empty() {
-            self.write(term, Command::Batch(work.drain)).await;
-        }
-        for (node, service, container) in work.to_stop {
+        for (node, service, container) in std::mem::take(&mut decided.stop) {
             self.stop(term, node, service, container);
         }
-        for (node, spec) in work.to_respawn {
-            self.spawn_group(term, vec![(node, spec)]);
+        for (node, spec) in std::mem::take(&mut decided.respawn) {
+            self.spawn_ordered(term, vec![(0, node, spec)]);
         }
-        if !work.plan.is_empty() {
-            self.commit_plan(term, work.plan).await;
+        for (node, container) in std::mem::take(&mut decided.orphans) {
+            self.remove_orphan(term, node, container);
         }
+        for push in std::mem::take(&mut decided.pushes) {
+            self.push(term, push);
+        }
+        let placed: Vec<ServiceId> = decided.plan.placements.iter().map(|p| p.service).collect();
+        let shares = decided.plan.core_shares.clone();
+        let planned = !decided.plan.is_empty();
+        let registered = std::mem::take(&mut decided.registered);
+        let (committed, plan_applied) = match decided.batch() {
+            None => (true, false),
+            Some(batch) => match self.write(term, batch).await {
+                Some(Applied::Batch(results)) => {
+                    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                        // The state moved on since we looked: the next pass sees it.
+                        tracing::debug!(error = %e, "command refused");
+                    }
+                    (true, planned && results.first().is_some_and(|r| r.is_ok()))
+                }
+                _ => (false, false),
+            },
+        };
+        if committed && !registered.is_empty() {
+            let Some(mut mem) = self.memory_of(term) else { return false };
+            mem.sessions.extend(registered);
+            return true;
+        }
+        if plan_applied {
+            self.start_placed(term, &placed, &shares);
+        }
+        false
     }
 
-    fn collect(&self, st: &State, platform: &Platform, inflight: &Inflight, now: Millis) -> Work {
-        let mut w = Work::default();
-        let connected = |n: &str| platform.connected(n);
-        // Runtime limits by owner, looked up once per pass (not once per
-        // running execution); none at all is the common case.
-        let limits: HashMap<&str, u64> = st
-            .users
-            .values()
-            .map(|u| {
-                let limit = st.quotas.get(&u.quota_id).map(|q| q.runtime_limit);
-                (u.username.as_str(), limit.unwrap_or(self.cfg.default_runtime_limit_s))
-            })
-            .collect();
-        let any_limit = self.cfg.default_runtime_limit_s > 0 || limits.values().any(|l| *l > 0);
-        for e in st.executions.values() {
-            match e.status {
-                ExecutionStatus::Submitted => w.submitted.push(e.id),
-                ExecutionStatus::Running if any_limit => {
-                    let limit_s = limits.get(e.owner.as_str()).copied().unwrap_or(self.cfg.default_runtime_limit_s);
-                    if let Some(start) = e.time_start
-                        && limit_s > 0
-                        && now.saturating_sub(start) > limit_s * 1000
-                    {
-                        w.over_limit.push((e.id, format!("runtime limit of {limit_s} s reached")));
-                    }
-                }
-                _ => {}
-            }
-        }
-        for s in st.services.values() {
-            // Most services are running: only these two statuses need work.
-            if !matches!(s.status, ServiceStatus::Terminating | ServiceStatus::Starting) {
-                continue;
-            }
-            let (Some(node), Some(cid)) = (s.node.as_deref(), s.container_id.as_deref()) else { continue };
-            if !connected(node) {
-                // Wait for the agent to come back (or for the node to be
-                // declared down); asking now would only fail.
-                continue;
-            }
-            match s.status {
-                ServiceStatus::Terminating => {
-                    if inflight.stopping.get(cid).is_none_or(|t| Instant::now() >= *t) {
-                        w.to_stop.push((node.to_string(), s.id, cid.to_string()));
-                    }
-                }
-                ServiceStatus::Starting
-                    if !inflight.spawning.contains(cid)
-                        && inflight.unknown.get(cid).is_none_or(|t| Instant::now() >= *t) =>
-                {
-                    if let Some(e) = st.executions.get(&s.execution_id) {
-                        w.to_respawn.push((node.to_string(), spec::service_spec(st, e, s, &self.cfg.spec_settings())));
-                    }
-                }
-                _ => {}
-            }
-        }
-        w.drain = drain::actions(st, platform, &self.cfg.drain, now);
-        let (plan, waiting) = schedule_explained(st, platform, &self.cfg.scheduler, now);
-        for wt in waiting.iter().filter(|w| w.never_fits) {
-            tracing::debug!(execution = wt.execution, reason = %wt.reason, "cannot be placed");
-        }
-        w.plan = cap_plan(plan, st, MAX_PLAN_EXECUTIONS);
-        w
-    }
-
-    async fn commit_plan(&self, term: u64, plan: Plan) {
-        let shares = plan.core_shares.clone();
-        let placed: Vec<ServiceId> = plan.placements.iter().map(|p| p.service).collect();
-        if self.write(term, Command::ApplyPlan(plan)).await.is_none() {
-            return;
-        }
-        // The plan is committed: now tell the nodes, execution by execution,
-        // in startup order.
-        let (groups, updates) = self
-            .node
-            .read_local(|st| {
-                let mut by_exec: BTreeMap<ExecutionId, Vec<(i64, String, ServiceSpec)>> = BTreeMap::new();
-                for sid in &placed {
-                    let Some(s) = st.services.get(sid) else { continue };
-                    let (Some(e), Some(node)) = (st.executions.get(&s.execution_id), s.node.clone()) else { continue };
-                    if s.status == ServiceStatus::Starting {
-                        by_exec.entry(e.id).or_default().push((
-                            s.startup_order,
-                            node,
-                            spec::service_spec(st, e, s, &self.cfg.spec_settings()),
-                        ));
-                    }
-                }
-                let updates: Vec<(String, ServiceId, String, zoe_common::resources::Millicores)> = shares
-                    .iter()
-                    .filter_map(|(sid, cores)| {
-                        let s = st.services.get(sid)?;
-                        Some((s.node.clone()?, *sid, s.container_id.clone()?, *cores))
-                    })
-                    .collect();
-                (by_exec, updates)
-            })
-            .0;
-        for (_, mut list) in groups {
-            list.sort_by_key(|(order, _, spec)| (*order, spec.service_id));
+    /// The plan is committed: tell the nodes, execution by execution, in
+    /// startup order, and send the new core shares.
+    fn start_placed(&self, term: u64, placed: &[ServiceId], shares: &[(ServiceId, zoe_common::resources::Millicores)]) {
+        let (groups, updates) =
+            self.node.read_local(|st| (pass::starts(st, placed, &self.cfg), pass::share_updates(st, shares))).0;
+        for list in groups {
             self.spawn_ordered(term, list);
         }
         for (node, sid, cid, cores) in updates {
@@ -490,14 +342,11 @@ impl<B: Backend> Leader<B> {
     fn spawn_ordered(&self, term: u64, list: Vec<(i64, String, ServiceSpec)>) {
         let this = self.clone();
         {
-            let mut inflight = self.inflight.lock().expect("poisoned");
-            if inflight.term != term {
-                // Decided in a term that is over: the new leader decides again.
-                return;
-            }
+            // Decided in a term that is over: the new leader decides again.
+            let Some(mut mem) = self.memory_of(term) else { return };
             for (_, _, spec) in &list {
-                inflight.spawning.insert(spec.container_id.clone());
-                inflight.unknown.remove(&spec.container_id);
+                mem.spawning.insert(spec.container_id.clone());
+                mem.unknown.remove(&spec.container_id);
             }
         }
         tokio::spawn(async move {
@@ -523,9 +372,10 @@ impl<B: Backend> Leader<B> {
                         })
                         .0;
                     if !still {
-                        let mut inflight = this.inflight.lock().expect("poisoned");
-                        for (_, s) in &group {
-                            inflight.spawned(term, &s.container_id);
+                        if let Some(mut mem) = this.memory_of(term) {
+                            for (_, s) in &group {
+                                mem.spawned(&s.container_id);
+                            }
                         }
                         continue;
                     }
@@ -547,28 +397,32 @@ impl<B: Backend> Leader<B> {
         });
     }
 
-    fn spawn_group(&self, term: u64, list: Vec<(String, ServiceSpec)>) {
-        self.spawn_ordered(term, list.into_iter().map(|(n, s)| (0, n, s)).collect());
-    }
-
     async fn spawn_one(&self, term: u64, node: String, spec: ServiceSpec) {
         let (sid, cid) = (spec.service_id, spec.container_id.clone());
+        if spec.network.as_deref() == Some(zoe_common::service::NETWORK_BRIDGE) {
+            // The container's /etc/hosts starts with its execution's
+            // instances already running.
+            let execution = spec.execution_id;
+            let entries = self.node.read_local(|st| zoe_model::network::execution_hosts(st, execution)).0;
+            if let Err(e) = self.backend.set_hosts(&node, execution, entries).await {
+                tracing::warn!(node, execution, "sending the host list before a spawn: {e}");
+            }
+        }
         let result = self.backend.spawn_service(term, &node, spec).await;
-        let time = now_ms();
+        let time = self.clock.now();
         let cmd = match result {
             Err(SpawnError::Deposed(_)) => {
-                self.inflight.lock().expect("poisoned").spawned(term, &cid);
+                if let Some(mut mem) = self.memory_of(term) {
+                    mem.spawned(&cid);
+                }
                 return;
             }
             Err(SpawnError::Unknown(m)) => {
                 // The container may run: nothing is committed, and the
                 // next pass asks again for the same container id.
                 tracing::warn!(service = sid, node, container = %cid, error = %m, "spawn outcome unknown; will ask again");
-                let mut inflight = self.inflight.lock().expect("poisoned");
-                if inflight.term == term {
-                    inflight.spawning.remove(&cid);
-                    let again = Instant::now() + Duration::from_millis(self.cfg.spawn_retry_ms);
-                    inflight.unknown.insert(cid, again);
+                if let Some(mut mem) = self.memory_of(term) {
+                    mem.spawn_unknown(&cid, time, self.cfg.spawn_retry_ms);
                 }
                 return;
             }
@@ -579,59 +433,68 @@ impl<B: Backend> Leader<B> {
                 ports: started.ports,
                 time,
             },
-            Err(err) => {
-                let failures = self
-                    .node
-                    .read_local(|st| {
-                        st.services.get(&sid).and_then(|s| st.executions.get(&s.execution_id)).map(|e| e.start_failures)
-                    })
-                    .0
-                    .unwrap_or(0);
-                let (message, retry_at) = match err {
-                    SpawnError::Fatal(m) => (m, None),
-                    SpawnError::Unknown(_) | SpawnError::Deposed(_) => unreachable!("handled above"),
-                    SpawnError::Retryable(m) if failures + 1 >= self.cfg.max_start_attempts => {
-                        (format!("gave up after {} attempts: {m}", failures + 1), None)
-                    }
-                    SpawnError::Retryable(m) => {
-                        let backoff = self
-                            .cfg
-                            .start_retry_base_ms
-                            .saturating_mul(1 << failures.min(20))
-                            .min(self.cfg.start_retry_max_ms);
-                        (m, Some(time + backoff))
-                    }
-                };
-                tracing::warn!(service = sid, node, %message, retry = retry_at.is_some(), "start failed");
-                Command::ServiceStartFailed { id: sid, message, retry_at, time }
-            }
+            Err(SpawnError::Retryable(m)) => self.start_failed(sid, true, m, time),
+            Err(SpawnError::Fatal(m)) => self.start_failed(sid, false, m, time),
         };
         self.write(term, cmd).await;
-        self.inflight.lock().expect("poisoned").spawned(term, &cid);
+        if let Some(mut mem) = self.memory_of(term) {
+            mem.spawned(&cid);
+        }
     }
 
-    fn stop(&self, term: u64, node: String, service: ServiceId, container: String) {
-        let retry = Instant::now() + Duration::from_millis(self.cfg.stop_retry_ms);
-        {
-            let mut inflight = self.inflight.lock().expect("poisoned");
-            if inflight.term != term {
-                return;
-            }
-            inflight.stopping.insert(container.clone(), retry);
+    fn start_failed(&self, sid: ServiceId, retryable: bool, message: String, time: Millis) -> Command {
+        let cmd = self.node.read_local(|st| pass::start_failed(st, &self.cfg, sid, retryable, message, time)).0;
+        if let Command::ServiceStartFailed { message, retry_at, .. } = &cmd {
+            tracing::warn!(service = sid, %message, retry = retry_at.is_some(), "start failed");
         }
+        cmd
+    }
+
+    /// Asks `node` to stop a terminating service's container; asked again
+    /// by a later pass after `stop_retry_ms` if it did not stop.
+    fn stop(&self, term: u64, node: String, service: ServiceId, container: String) {
         let this = self.clone();
         tokio::spawn(async move {
             match this.backend.terminate_service(term, &node, service, &container).await {
                 Ok(()) => {
-                    let cmd = Command::ServiceStopped { id: service, container_id: container.clone(), time: now_ms() };
+                    let time = this.clock.now();
+                    let cmd = Command::ServiceStopped { id: service, container_id: container.clone(), time };
                     this.write(term, cmd).await;
-                    let mut inflight = this.inflight.lock().expect("poisoned");
-                    if inflight.term == term {
-                        inflight.stopping.remove(&container);
+                    if let Some(mut mem) = this.memory_of(term) {
+                        mem.stopping.remove(&container);
                     }
                 }
-                // Asked again after `stop_retry_ms`.
                 Err(e) => tracing::warn!(service, node, error = %e, "stop failed"),
+            }
+        });
+    }
+
+    fn remove_orphan(&self, term: u64, node: String, container: String) {
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            tracing::info!(node = %node, container = %container, "stopping orphan container");
+            if let Err(e) = backend.remove_container(term, &node, &container).await {
+                tracing::warn!(node = %node, container = %container, "stopping orphan failed: {e}");
+            }
+        });
+    }
+
+    /// Sends a network push; one the node did not acknowledge is sent
+    /// again by a later pass.
+    fn push(&self, term: u64, push: Push) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let r = match &push {
+                Push::Network { node, network, .. } => this.backend.configure_network(node, network.clone()).await,
+                Push::Hosts { node, execution, entries, .. } => {
+                    this.backend.set_hosts(node, *execution, entries.clone()).await
+                }
+            };
+            if let Err(e) = r {
+                tracing::warn!(?push, "network push failed: {e}");
+                if let Some(mut mem) = this.memory_of(term) {
+                    mem.push_failed(&push);
+                }
             }
         });
     }

@@ -6,10 +6,11 @@
 use super::*;
 use crate::backend::{BackendError, Spawned};
 use crate::config::{CoordinatorConfig, PeerConfig, TlsFiles};
-use crate::scheduler::LiveNode;
-use crate::state::{Capacity, Registration};
+use crate::scheduler::{LiveNode, Platform};
+use crate::state::{AfterCleanup, Capacity, ExecutionId, ExecutionStatus, Registration, State};
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::time::Instant;
 use zoe_common::resources::Millicores;
 use zoe_common::service::ImageSummary;
 use zoe_net::{CertificateAuthority, Identity, Role};
@@ -87,6 +88,15 @@ impl Backend for RecordingBackend {
         self.calls.lock().unwrap().push(format!("terminate {c} on {node}"));
         async { Ok(()) }
     }
+    fn remove_container(
+        &self,
+        _term: u64,
+        node: &str,
+        c: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.calls.lock().unwrap().push(format!("remove {c} on {node}"));
+        async { Ok(()) }
+    }
     fn update_service(
         &self,
         _term: u64,
@@ -102,7 +112,28 @@ impl Backend for RecordingBackend {
     fn platform_state(&self) -> Platform {
         let mut p = Platform::default();
         p.nodes.insert("n1".into(), LiveNode { connected: true, ..LiveNode::default() });
+        p.seen.insert("n1".into(), now_ms());
         p
+    }
+    fn liveness(&self) -> zoe_model::pass::Liveness {
+        zoe_model::pass::Liveness::default()
+    }
+    fn configure_network(
+        &self,
+        node: &str,
+        _n: zoe_common::proto::NodeNetwork,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.calls.lock().unwrap().push(format!("network on {node}"));
+        async { Ok(()) }
+    }
+    fn set_hosts(
+        &self,
+        node: &str,
+        e: crate::state::ExecutionId,
+        _h: Vec<zoe_common::proto::HostEntry>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.calls.lock().unwrap().push(format!("hosts {e} on {node}"));
+        async { Ok(()) }
     }
     fn list_images(&self, _node: &str) -> impl Future<Output = Result<Vec<ImageSummary>, BackendError>> + Send {
         async { Ok(vec![]) }

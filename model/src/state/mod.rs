@@ -266,6 +266,11 @@ impl State {
             }
             Command::SetNodeStatus { name, status, time } => {
                 let n = self.node_mut(name)?;
+                // Judged on silence before the node registered again: the
+                // judgement is stale (a pass raced the registration).
+                if *status == NodeStatus::Down && *time < n.last_registration {
+                    return Err(StateError::Conflict(format!("node {name} registered again after it was judged down")));
+                }
                 if n.status != *status {
                     n.status = *status;
                     n.status_since = *time;

@@ -389,6 +389,15 @@ fn reregistration_keeps_identity_eligibility_and_first_registration() {
 }
 
 #[test]
+fn a_node_judged_down_before_it_registered_again_stays_ready() {
+    let mut w = World::new();
+    w.ok(Command::RegisterNode { registration: node("n1"), time: 99 });
+    w.refused(Command::SetNodeStatus { name: "n1".into(), status: NodeStatus::Down, time: 98 });
+    w.ok(Command::SetNodeStatus { name: "n1".into(), status: NodeStatus::Down, time: 99 });
+    assert_eq!(w.st.nodes["n1"].status, NodeStatus::Down);
+}
+
+#[test]
 fn users_roles_and_quotas_follow_zoe_rules() {
     let mut w = World::new();
     let user = ada(user::QUOTA_DEFAULT);
