@@ -40,4 +40,4 @@ pub use logs::{LogChunk, LogConfig};
 pub use node::{Advertise, NodeStats, Reserve};
 pub use pull::RegistryConfig;
 pub use runtime::{ExitStatus, Orphan, Runtime, RuntimeConfig, ServiceState, ServiceStatus};
-pub use spec::{BindMount, NetworkMode, Ownership, Resources, ServiceSpec};
+pub use spec::{BindMount, ContainerSpec, NetworkMode, Ownership, Resources};

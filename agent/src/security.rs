@@ -17,7 +17,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::spec::{BindMount, NetworkMode, ServiceSpec};
+use crate::spec::{BindMount, ContainerSpec, NetworkMode};
 use serde::Deserialize;
 use std::path::{Component, Path, PathBuf};
 use zoe_common::service::{HostVolume, ServiceSpec as WireSpec};
@@ -96,7 +96,7 @@ fn bind_allowed(source: &Path, allowed: &[PathBuf]) -> bool {
 
 /// Binds the host volumes `wire` names, as this node defines them: only
 /// those it offers to the container's owner, read-only when the volume is.
-pub fn mount_host_volumes(spec: &mut ServiceSpec, wire: &WireSpec, volumes: &[HostVolume]) -> Result<()> {
+pub fn mount_host_volumes(spec: &mut ContainerSpec, wire: &WireSpec, volumes: &[HostVolume]) -> Result<()> {
     let who = &wire.identity;
     for m in &wire.mounts {
         let Some(name) = &m.host_volume else { continue };
@@ -124,7 +124,7 @@ pub fn mount_host_volumes(spec: &mut ServiceSpec, wire: &WireSpec, volumes: &[Ho
 /// above `pids_max`) and /dev/shm (never above the memory limit: tmpfs
 /// pages are charged to the container, but a bigger size would only end
 /// in an OOM kill).
-pub fn enforce(spec: &mut ServiceSpec, s: &SecuritySettings) -> Result<()> {
+pub fn enforce(spec: &mut ContainerSpec, s: &SecuritySettings) -> Result<()> {
     if !s.registries.is_empty() {
         let r = zoe_common::image::ImageRef::parse(&spec.image).map_err(|e| refused("image", e.to_string()))?;
         if !r.registry_allowed(&s.registries) {
@@ -174,8 +174,8 @@ mod tests {
 
     const MAPPED: Option<IdMapping> = Some(IdMapping { root_uid: 1000, root_gid: 5001, base: 0 });
 
-    fn spec_with(source: &Path) -> ServiceSpec {
-        ServiceSpec {
+    fn spec_with(source: &Path) -> ContainerSpec {
+        ContainerSpec {
             id: "s".into(),
             mounts: vec![BindMount {
                 source: source.into(),
@@ -208,14 +208,14 @@ mod tests {
     #[test]
     fn every_container_gets_memory_and_pids_limits_and_a_bounded_shm() {
         let s = SecuritySettings { pids_max: 100, memory_default_bytes: 64 << 20, ..Default::default() };
-        let mut spec = ServiceSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
+        let mut spec = ContainerSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
         spec.resources.shm_bytes = Some(1 << 40);
         enforce(&mut spec, &s).unwrap();
         assert_eq!(spec.resources.memory_bytes, Some(64 << 20));
         assert_eq!(spec.resources.pids, Some(100));
         assert_eq!(spec.resources.shm_bytes, Some(64 << 20));
 
-        let mut spec = ServiceSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
+        let mut spec = ContainerSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
         spec.resources.memory_bytes = Some(1 << 30);
         spec.resources.pids = Some(1 << 20);
         enforce(&mut spec, &s).unwrap();
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn images_come_from_the_nodes_registries_only() {
         let s = SecuritySettings { registries: vec!["127.0.0.1:5000".into()], ..Default::default() };
-        let mut spec = ServiceSpec {
+        let mut spec = ContainerSpec {
             id: "s".into(),
             image: "127.0.0.1:5000/zoe/busybox:1".into(),
             user_namespace: MAPPED,
@@ -240,7 +240,7 @@ mod tests {
     fn host_network_can_be_refused_by_the_node() {
         let s = SecuritySettings { host_network: false, ..Default::default() };
         let mut spec =
-            ServiceSpec { id: "s".into(), network: NetworkMode::Host, user_namespace: MAPPED, ..Default::default() };
+            ContainerSpec { id: "s".into(), network: NetworkMode::Host, user_namespace: MAPPED, ..Default::default() };
         assert!(enforce(&mut spec, &s).unwrap_err().to_string().contains("host_network"));
         spec.network = NetworkMode::Bridge { ports: vec![] };
         enforce(&mut spec, &s).unwrap();
@@ -248,12 +248,12 @@ mod tests {
 
     #[test]
     fn host_ids_only_where_the_node_allows_them_and_never_root_as_owner() {
-        let mut spec = ServiceSpec { id: "s".into(), ..Default::default() };
+        let mut spec = ContainerSpec { id: "s".into(), ..Default::default() };
         let e = enforce(&mut spec, &SecuritySettings::default()).unwrap_err();
         assert!(e.to_string().contains("host_root"), "{e}");
         enforce(&mut spec, &SecuritySettings { host_root: true, ..Default::default() }).unwrap();
 
-        let mut spec = ServiceSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
+        let mut spec = ContainerSpec { id: "s".into(), user_namespace: MAPPED, ..Default::default() };
         enforce(&mut spec, &SecuritySettings::default()).unwrap();
         assert_eq!(spec.user_namespace.unwrap().base, 2_000_000_000, "the node's range");
         spec.user_namespace = Some(IdMapping { root_uid: 0, root_gid: 5001, base: 0 });

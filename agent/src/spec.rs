@@ -72,7 +72,7 @@ pub struct Ownership {
 
 /// Everything the agent needs to start one service instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ServiceSpec {
+pub struct ContainerSpec {
     /// Container id, unique on the node: `[A-Za-z0-9]` words joined by `.`,
     /// `_` or `-`, at most 76 characters.
     pub id: String,
@@ -260,7 +260,7 @@ fn default_capabilities() -> HashSet<Capability> {
 }
 
 /// The argv: Docker's rule for combining entrypoint and cmd.
-pub fn command_line(spec: &ServiceSpec, image: &ImageConfig) -> Vec<String> {
+pub fn command_line(spec: &ContainerSpec, image: &ImageConfig) -> Vec<String> {
     let entrypoint = spec.entrypoint.clone().or_else(|| image.entrypoint.clone()).unwrap_or_default();
     let cmd = match (&spec.command, &spec.entrypoint) {
         (Some(c), _) => c.clone(),
@@ -275,7 +275,7 @@ pub fn command_line(spec: &ServiceSpec, image: &ImageConfig) -> Vec<String> {
 /// (proc, dev, devpts, shm, mqueue, sysfs, cgroup mounts; masked and
 /// read-only paths; pid, ipc, uts, mount, cgroup namespaces).
 pub fn build_spec(
-    spec: &ServiceSpec,
+    spec: &ContainerSpec,
     image: &ImageConfig,
     cgroups_path: &str,
     accounts: Option<&AccountFiles>,
@@ -502,8 +502,8 @@ mod tests {
 
     const NO_CAP: Millicores = Millicores(u32::MAX);
 
-    fn spec() -> ServiceSpec {
-        ServiceSpec { id: "svc-1".into(), image: "busybox".into(), ..Default::default() }
+    fn spec() -> ContainerSpec {
+        ContainerSpec { id: "svc-1".into(), image: "busybox".into(), ..Default::default() }
     }
 
     #[test]
@@ -514,9 +514,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(command_line(&spec(), &img), vec!["/init", "serve"]);
-        let s = ServiceSpec { command: Some(vec!["x".into()]), ..spec() };
+        let s = ContainerSpec { command: Some(vec!["x".into()]), ..spec() };
         assert_eq!(command_line(&s, &img), vec!["/init", "x"]);
-        let s = ServiceSpec { entrypoint: Some(vec!["/bin/sh".into()]), ..spec() };
+        let s = ContainerSpec { entrypoint: Some(vec!["/bin/sh".into()]), ..spec() };
         assert_eq!(command_line(&s, &img), vec!["/bin/sh"]);
     }
 
@@ -552,10 +552,10 @@ mod tests {
         let linux = o.linux().as_ref().unwrap();
         assert!(!linux.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/zoe/ns-svc-1")));
-        assert!(build_spec(&ServiceSpec { id: "bad id".into(), ..spec() }, &img, "/x", None, NO_CAP).is_err());
+        assert!(build_spec(&ContainerSpec { id: "bad id".into(), ..spec() }, &img, "/x", None, NO_CAP).is_err());
 
         // Bridged: its own namespace, at the agent's path, with its files.
-        let b = ServiceSpec { network: NetworkMode::Bridge { ports: vec![] }, ..spec() };
+        let b = ContainerSpec { network: NetworkMode::Bridge { ports: vec![] }, ..spec() };
         let mut o = build_spec(&b, &img, "/x", None, NO_CAP).unwrap();
         let paths = Paths { netns: "/run/zoe/netns/ns/svc-1".into(), hosts: "/h".into(), resolv: "/r".into() };
         join_network(&mut o, &paths).unwrap();
@@ -574,7 +574,7 @@ mod tests {
         let m = o.mounts().as_ref().unwrap();
         assert!(m.iter().any(|m| m.destination().as_os_str() == "/etc/hosts"
             && m.source().as_deref() == Some(std::path::Path::new("/h"))));
-        assert!(build_spec(&ServiceSpec { user: Some("alice".into()), ..spec() }, &img, "/x", None, NO_CAP).is_err());
+        assert!(build_spec(&ContainerSpec { user: Some("alice".into()), ..spec() }, &img, "/x", None, NO_CAP).is_err());
     }
 
     #[test]

@@ -8,12 +8,12 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 use zoe_agent::network::{Identity, PortMapping};
-use zoe_agent::{NetworkMode, Runtime, ServiceSpec};
+use zoe_agent::{ContainerSpec, NetworkMode, Runtime};
 use zoe_common::proto::{HostEntry, NodeNetwork, PeerSubnet};
 use zoe_testkit::netns::Lan;
 
-fn bridged(id: &str, argv: &[&str], ports: Vec<PortMapping>) -> ServiceSpec {
-    ServiceSpec { network: NetworkMode::Bridge { ports }, ..support::spec(id, argv) }
+fn bridged(id: &str, argv: &[&str], ports: Vec<PortMapping>) -> ContainerSpec {
+    ContainerSpec { network: NetworkMode::Bridge { ports }, ..support::spec(id, argv) }
 }
 
 fn node(lan: &Lan, peers: bool) -> NodeNetwork {
@@ -151,7 +151,7 @@ async fn scenario(lan: &Lan) {
         ],
         vec![],
     );
-    let client = ServiceSpec {
+    let client = ContainerSpec {
         owner: zoe_agent::Ownership { instance_name: "client0".into(), ..client.owner.clone() },
         ..client
     };

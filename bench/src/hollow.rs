@@ -187,10 +187,10 @@ async fn session(
 }
 
 /// What a real agent answers, minus the container.
-fn answer(cmd: proto::Command, counters: &Counters, containers: &Mutex<Vec<ContainerInfo>>) -> CommandReply {
+fn answer(cmd: proto::AgentCommand, counters: &Counters, containers: &Mutex<Vec<ContainerInfo>>) -> CommandReply {
     match cmd {
-        proto::Command::Ping => CommandReply::Pong,
-        proto::Command::Spawn(spec) => {
+        proto::AgentCommand::Ping => CommandReply::Pong,
+        proto::AgentCommand::Spawn(spec) => {
             let spec = spec.0;
             let mut list = containers.lock().expect("lock");
             // Idempotent by container id, as the real agent.
@@ -208,16 +208,16 @@ fn answer(cmd: proto::Command, counters: &Counters, containers: &Mutex<Vec<Conta
             counters.spawned.fetch_add(1, Ordering::Relaxed);
             CommandReply::Started { container_id: spec.container_id, ip_address: Some("127.0.0.1".into()) }
         }
-        proto::Command::Terminate { container_id, .. } => {
+        proto::AgentCommand::Terminate { container_id, .. } => {
             containers.lock().expect("lock").retain(|c| c.container_id != container_id);
             counters.terminated.fetch_add(1, Ordering::Relaxed);
             CommandReply::Done
         }
-        proto::Command::Update { .. } => {
+        proto::AgentCommand::Update { .. } => {
             counters.updated.fetch_add(1, Ordering::Relaxed);
             CommandReply::Done
         }
-        proto::Command::ListImages => CommandReply::Images(vec![]),
+        proto::AgentCommand::ListImages => CommandReply::Images(vec![]),
         _ => CommandReply::Done,
     }
 }

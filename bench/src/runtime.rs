@@ -14,7 +14,7 @@ use crate::common::{pct, round2, sorted};
 use anyhow::{Context, bail};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use zoe_agent::{Runtime, RuntimeConfig, ServiceSpec};
+use zoe_agent::{ContainerSpec, Runtime, RuntimeConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,8 +44,8 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn spec(id: &str, mapped: bool) -> ServiceSpec {
-    ServiceSpec {
+fn spec(id: &str, mapped: bool) -> ContainerSpec {
+    ContainerSpec {
         id: id.to_string(),
         image: zoe_testkit::DEFAULT_REFERENCE.to_string(),
         command: Some(vec!["/bin/true".into()]),

@@ -187,11 +187,11 @@ pub enum LeaderMessage {
 pub struct CommandRequest {
     pub id: u64,
     pub term: u64,
-    pub command: Command,
+    pub command: AgentCommand,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Command {
+pub enum AgentCommand {
     Spawn(WireSpec),
     Terminate {
         container_id: String,
@@ -403,7 +403,7 @@ mod tests {
     #[test]
     fn spec_survives_bincode() {
         let cfg = bincode::config::standard();
-        let cmd = CommandRequest { id: 1, term: 2, command: Command::Spawn(WireSpec(spec())) };
+        let cmd = CommandRequest { id: 1, term: 2, command: AgentCommand::Spawn(WireSpec(spec())) };
         let bytes = bincode::serde::encode_to_vec(&cmd, cfg).unwrap();
         let (back, _): (CommandRequest, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
         assert_eq!(back, cmd);
@@ -413,12 +413,12 @@ mod tests {
     fn network_commands_survive_bincode() {
         let cfg = bincode::config::standard();
         for command in [
-            Command::Network(NodeNetwork {
+            AgentCommand::Network(NodeNetwork {
                 cidr: "10.88.0.0/16".into(),
                 subnet: "10.88.1.0/24".into(),
                 peers: vec![PeerSubnet { subnet: "10.88.0.0/24".into(), address: "192.168.1.5".into() }],
             }),
-            Command::Hosts {
+            AgentCommand::Hosts {
                 execution_id: 9,
                 entries: vec![HostEntry { ip: "10.88.1.2".into(), names: vec!["head0".into(), "head0.9.zoe".into()] }],
             },

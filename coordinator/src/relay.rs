@@ -10,12 +10,12 @@
 //! upload moves as fast as the agents import it. A client that goes away
 //! drops the follower's stream, which stops the leader's.
 //!
-//! The leader answers a relayed call with its local [`Live`] only, never by
+//! The leader answers a relayed call with its local [`AgentLive`] only, never by
 //! relaying again: a member that lost leadership answers "unavailable" and
 //! the client retries, as it does with any 503.
 
-use crate::agents::Live;
-use crate::agents::stats::LiveReport;
+use crate::agents::AgentLive;
+use crate::agents::stats::NodeReport;
 use crate::api::live::{ArchiveStream, ImageLoadResult, LiveError, LiveSource, LogChunk, LogRequest, PreloadProgress};
 use crate::raft::Coordinator;
 use crate::raft::node::{RelayHandler, RelayStream};
@@ -77,7 +77,7 @@ enum Up {
 #[derive(Debug, Serialize, Deserialize)]
 enum Down {
     Nodes(Option<BTreeMap<String, WireNode>>),
-    Reports(Option<BTreeMap<String, LiveReport>>),
+    Reports(Option<BTreeMap<String, NodeReport>>),
     Log {
         data: Vec<u8>,
         next_offset: u64,
@@ -143,12 +143,12 @@ fn lost(e: impl std::fmt::Display) -> LiveError {
 /// The API's live source on every coordinator: the local agents when this
 /// member leads, the leader through a relayed stream otherwise.
 pub struct Relay {
-    local: Live,
+    local: AgentLive,
     coord: Coordinator,
 }
 
 impl Relay {
-    pub fn new(coord: Coordinator, local: Live) -> Relay {
+    pub fn new(coord: Coordinator, local: AgentLive) -> Relay {
         Relay { local, coord }
     }
 
@@ -214,7 +214,7 @@ impl LiveSource for Relay {
         })
     }
 
-    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveReport>>> {
+    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, NodeReport>>> {
         if self.leads() {
             return self.local.live_reports();
         }
@@ -352,11 +352,11 @@ impl LiveSource for Relay {
 // --------------------------------------------------------------- leader
 
 /// Serves relayed calls on the leader from its local agents.
-pub struct RelayServer(pub Live);
+pub struct RelayServer(pub AgentLive);
 
 impl RelayHandler for RelayServer {
     fn serve(&self, open: Vec<u8>, send: quinn::SendStream, recv: quinn::RecvStream) -> BoxFuture<'static, ()> {
-        let live = Live(self.0.0.clone());
+        let live = AgentLive(self.0.0.clone());
         async move {
             if let Err(e) = serve(live, open, send, recv).await {
                 tracing::debug!("relayed call ended: {e}");
@@ -367,7 +367,7 @@ impl RelayHandler for RelayServer {
 }
 
 async fn serve(
-    live: Live,
+    live: AgentLive,
     open: Vec<u8>,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,

@@ -2,7 +2,7 @@
 //! loop over it and the REST API. `zoe coordinator` and `zoe dev` both run
 //! this, so the two cannot drift apart in how the parts are wired.
 
-use crate::agents::{AgentBackend, Live};
+use crate::agents::{AgentBackend, AgentLive};
 use crate::api::live::LiveSource;
 use crate::api::{ApiServer, ServeError};
 use crate::config::CoordinatorConfig;
@@ -60,8 +60,8 @@ impl Server {
         let gc = tokio::spawn(crate::gc::scheduled(coord.clone(), gc_cfg, gc_stopped));
         // Every coordinator serves the live routes: a follower relays them
         // to the leader, whose relay server answers from its agents.
-        coord.set_relay(Arc::new(RelayServer(Live(agents.clone()))));
-        let live: Arc<dyn LiveSource> = Arc::new(Relay::new(coord.clone(), Live(agents.clone())));
+        coord.set_relay(Arc::new(RelayServer(AgentLive(agents.clone()))));
+        let live: Arc<dyn LiveSource> = Arc::new(Relay::new(coord.clone(), AgentLive(agents.clone())));
         let api = match ApiServer::start(coord.clone(), Some(live)).await {
             Ok(a) => Some(a),
             Err(e @ ServeError::Listen { .. }) if coord.config().api.listen.is_none() => {

@@ -666,7 +666,7 @@ mod scripted {
     use std::collections::BTreeMap;
     use zoe_common::proto::{ContainerInfo, ContainerState, LiveStats};
     use zoe_common::resources::Millicores;
-    use zoe_coordinator::agents::stats::LiveReport;
+    use zoe_coordinator::agents::stats::NodeReport;
     use zoe_coordinator::api::live::PreloadProgress;
     use zoe_coordinator::api::{LiveError, LiveSource, LogChunk, LogRequest};
     use zoe_coordinator::scheduler::LiveNode;
@@ -691,7 +691,7 @@ mod scripted {
             Box::pin(async move { Some(BTreeMap::from([("n1".to_string(), n)])) })
         }
 
-        fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveReport>>> {
+        fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, NodeReport>>> {
             // One running container (limit 0.75 core, 256 MiB; using 0.25
             // core, 100 MiB) and one that exited (counts nowhere).
             let running = ContainerInfo {
@@ -709,7 +709,7 @@ mod scripted {
                 ..running.clone()
             };
             let stats = LiveStats { containers: vec![running, exited], ..LiveStats::default() };
-            let r = BTreeMap::from([("n1".to_string(), LiveReport { stats, images: vec![], timestamp: 42 })]);
+            let r = BTreeMap::from([("n1".to_string(), NodeReport { stats, images: vec![], timestamp: 42 })]);
             Box::pin(async move { Some(r) })
         }
 

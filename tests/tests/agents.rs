@@ -223,7 +223,7 @@ async fn orphans_are_reported_and_cleaned() {
         let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, pki.path().join("behind"));
         cfg.namespace = ns.clone();
         let rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
-        let mk = |id: &str, argv: &[&str]| zoe_agent::ServiceSpec {
+        let mk = |id: &str, argv: &[&str]| zoe_agent::ContainerSpec {
             id: id.into(),
             image: DEFAULT_REFERENCE.into(),
             command: Some(argv.iter().map(|s| s.to_string()).collect()),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use zoe_agent::{Runtime, RuntimeConfig, ServiceSpec};
+use zoe_agent::{ContainerSpec, Runtime, RuntimeConfig};
 use zoe_testkit::BusyboxImage;
 
 pub const IMAGE: &str = zoe_testkit::DEFAULT_REFERENCE;
@@ -58,8 +58,8 @@ pub async fn env(name: &str) -> Env {
     e
 }
 
-pub fn spec(id: &str, argv: &[&str]) -> ServiceSpec {
-    ServiceSpec {
+pub fn spec(id: &str, argv: &[&str]) -> ContainerSpec {
+    ContainerSpec {
         id: id.to_string(),
         image: IMAGE.to_string(),
         command: Some(argv.iter().map(|s| s.to_string()).collect()),
@@ -77,7 +77,7 @@ impl Env {
         Env { rt, ns, dir, retried: Default::default() }
     }
 
-    pub async fn run(&self, spec: &ServiceSpec) -> zoe_agent::ExitStatus {
+    pub async fn run(&self, spec: &ContainerSpec) -> zoe_agent::ExitStatus {
         // A retryable start failure is retried as the leader does: under a
         // new container id (a vanished shim can leave its bundle behind
         // under the old one), after tearing the failed attempt down.
@@ -86,7 +86,7 @@ impl Env {
             assert!(e.is_retryable(), "spawn: {e}");
             eprintln!("retrying after a retryable start failure: {e}");
             let _ = self.rt.stop(&spec.id, std::time::Duration::ZERO).await;
-            let retry = ServiceSpec { id: format!("{}-retry", spec.id), ..spec.clone() };
+            let retry = ContainerSpec { id: format!("{}-retry", spec.id), ..spec.clone() };
             self.rt.spawn(&retry).await.expect("spawn (retry)");
             self.retried.lock().unwrap().insert(spec.id.clone(), retry.id.clone());
             id = retry.id;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use zoe_common::proto::{self, Command, CommandReply, CommandRequest, HostEntry, NodeNetwork, WireSpec};
+use zoe_common::proto::{self, AgentCommand, CommandReply, CommandRequest, HostEntry, NodeNetwork, WireSpec};
 use zoe_common::resources::Millicores;
 use zoe_common::service::{ImageSummary, ServiceSpec};
 use zoe_model::pass::Liveness;
@@ -25,7 +25,7 @@ const NETWORK_TIMEOUT: Duration = Duration::from_secs(15);
 impl AgentBackend {
     /// Opens a command stream to `node` and sends the command, stamped
     /// with `term` (0: not a leader's decision).
-    async fn open(&self, node: &str, term: u64, command: Command) -> Result<quinn::RecvStream, BackendError> {
+    async fn open(&self, node: &str, term: u64, command: AgentCommand) -> Result<quinn::RecvStream, BackendError> {
         let (conn, _) = self.connection(node).ok_or_else(|| BackendError::Unreachable(node.to_string()))?;
         let (mut send, recv) = conn.open_bi().await.map_err(|e| BackendError::Unreachable(format!("{node}: {e}")))?;
         let id = self.next_command.fetch_add(1, Ordering::Relaxed);
@@ -38,7 +38,12 @@ impl AgentBackend {
 
     /// Sends a command that is no leader's decision (reads, pings, image
     /// transfers) and waits for its final answer.
-    pub async fn call(&self, node: &str, command: Command, timeout: Duration) -> Result<CommandReply, BackendError> {
+    pub async fn call(
+        &self,
+        node: &str,
+        command: AgentCommand,
+        timeout: Duration,
+    ) -> Result<CommandReply, BackendError> {
         self.call_in_term(0, node, command, timeout).await
     }
 
@@ -50,7 +55,7 @@ impl AgentBackend {
         &self,
         term: u64,
         node: &str,
-        command: Command,
+        command: AgentCommand,
         timeout: Duration,
     ) -> Result<CommandReply, BackendError> {
         if self.coord.leader_term() != Some(term) {
@@ -69,7 +74,7 @@ impl AgentBackend {
         &self,
         term: u64,
         node: &str,
-        command: Command,
+        command: AgentCommand,
         timeout: Duration,
     ) -> Result<CommandReply, BackendError> {
         let fut = async {
@@ -92,7 +97,7 @@ impl AgentBackend {
     /// `term`.
     pub async fn terminate(&self, term: u64, node: &str, container_id: &str) -> Result<(), BackendError> {
         let grace = self.settings.stop_grace_ms;
-        let cmd = Command::Terminate { container_id: container_id.to_string(), grace_ms: grace };
+        let cmd = AgentCommand::Terminate { container_id: container_id.to_string(), grace_ms: grace };
         match self.call_fenced(term, node, cmd, Duration::from_millis(grace + 45_000)).await? {
             CommandReply::Done => Ok(()),
             CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
@@ -102,7 +107,7 @@ impl AgentBackend {
 
     /// One command round trip (the protocol benchmark's RTT).
     pub async fn ping(&self, node: &str) -> Result<(), BackendError> {
-        match self.call(node, Command::Ping, Duration::from_secs(5)).await? {
+        match self.call(node, AgentCommand::Ping, Duration::from_secs(5)).await? {
             CommandReply::Pong => Ok(()),
             other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
         }
@@ -135,7 +140,7 @@ impl AgentBackend {
     }
 
     /// A command answered by `Done`, or why not.
-    async fn done(&self, node: &str, command: Command, timeout: Duration) -> Result<(), BackendError> {
+    async fn done(&self, node: &str, command: AgentCommand, timeout: Duration) -> Result<(), BackendError> {
         match self.call(node, command, timeout).await? {
             CommandReply::Done => Ok(()),
             CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
@@ -150,7 +155,7 @@ impl AgentBackend {
         req: LogRequest,
     ) -> BoxFuture<'static, Result<BoxStream<'static, Result<LogChunk, LiveError>>, LiveError>> {
         Box::pin(async move {
-            let cmd = Command::Logs { container_id, from: req.offset, follow: req.follow };
+            let cmd = AgentCommand::Logs { container_id, from: req.offset, follow: req.follow };
             let recv = self.open(&node, 0, cmd).await.map_err(|e| LiveError::Unavailable(e.to_string()))?;
             let stream = futures::stream::unfold(Some(recv), |state| async move {
                 let mut recv = state?;
@@ -171,7 +176,7 @@ impl AgentBackend {
 impl Backend for AgentBackend {
     async fn spawn_service(&self, term: u64, node: &str, spec: ServiceSpec) -> Result<Spawned, SpawnError> {
         let timeout = Duration::from_millis(self.settings.spawn_timeout_ms);
-        match self.call_fenced(term, node, Command::Spawn(WireSpec(spec)), timeout).await {
+        match self.call_fenced(term, node, AgentCommand::Spawn(WireSpec(spec)), timeout).await {
             // The host ports allocated at placement stand: they are what
             // the agent published (or the container's own, on the host's
             // network).
@@ -211,7 +216,7 @@ impl Backend for AgentBackend {
         cores: Millicores,
         memory: Option<u64>,
     ) -> Result<(), BackendError> {
-        let cmd = Command::Update { container_id: container_id.to_string(), cores_millis: Some(cores.0), memory };
+        let cmd = AgentCommand::Update { container_id: container_id.to_string(), cores_millis: Some(cores.0), memory };
         match self.call_fenced(term, node, cmd, Duration::from_secs(30)).await? {
             CommandReply::Done => Ok(()),
             CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
@@ -232,15 +237,15 @@ impl Backend for AgentBackend {
     }
 
     async fn configure_network(&self, node: &str, network: NodeNetwork) -> Result<(), BackendError> {
-        self.done(node, Command::Network(network), NETWORK_TIMEOUT).await
+        self.done(node, AgentCommand::Network(network), NETWORK_TIMEOUT).await
     }
 
     async fn set_hosts(&self, node: &str, execution: ExecutionId, entries: Vec<HostEntry>) -> Result<(), BackendError> {
-        self.done(node, Command::Hosts { execution_id: execution, entries }, NETWORK_TIMEOUT).await
+        self.done(node, AgentCommand::Hosts { execution_id: execution, entries }, NETWORK_TIMEOUT).await
     }
 
     async fn list_images(&self, node: &str) -> Result<Vec<ImageSummary>, BackendError> {
-        match self.call(node, Command::ListImages, Duration::from_secs(30)).await? {
+        match self.call(node, AgentCommand::ListImages, Duration::from_secs(30)).await? {
             CommandReply::Images(l) => Ok(l),
             CommandReply::Failed { message, .. } => Err(BackendError::Failed(message)),
             other => Err(BackendError::Failed(format!("unexpected answer {other:?}"))),
@@ -248,7 +253,7 @@ impl Backend for AgentBackend {
     }
 
     async fn preload_image(&self, node: &str, reference: &str) -> Result<(), BackendError> {
-        let cmd = Command::Preload { reference: reference.to_string() };
+        let cmd = AgentCommand::Preload { reference: reference.to_string() };
         self.done(node, cmd, Duration::from_millis(self.settings.spawn_timeout_ms)).await
     }
 
@@ -259,15 +264,15 @@ impl Backend for AgentBackend {
 
 /// The API's live view. Implemented on an `Arc` so streams can outlive the
 /// request that started them.
-pub struct Live(pub Arc<AgentBackend>);
+pub struct AgentLive(pub Arc<AgentBackend>);
 
-impl LiveSource for Live {
+impl LiveSource for AgentLive {
     fn live_nodes(&self) -> BoxFuture<'static, Option<BTreeMap<String, LiveNode>>> {
         let nodes = self.0.is_leader().then(|| self.0.platform().nodes);
         Box::pin(async move { nodes })
     }
 
-    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, super::stats::LiveReport>>> {
+    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, super::stats::NodeReport>>> {
         let reports = self.0.live_reports();
         Box::pin(async move { reports })
     }
@@ -301,7 +306,7 @@ impl LiveSource for Live {
             let nodes = if nodes.is_empty() { b.platform().nodes.into_keys().collect() } else { nodes };
             let mut streams = Vec::new();
             for node in nodes {
-                let cmd = Command::Preload { reference: image.clone() };
+                let cmd = AgentCommand::Preload { reference: image.clone() };
                 let s: BoxStream<'static, PreloadProgress> = match b.open(&node, 0, cmd).await {
                     Err(e) => futures::stream::once(async move {
                         PreloadProgress { node, done: true, error: Some(e.to_string()), message: String::new() }
@@ -373,7 +378,7 @@ impl LiveSource for Live {
                     break;
                 }
                 let sends = live.into_iter().map(|node| {
-                    let cmd = Command::ImageChunk { upload: upload.clone(), offset, data: data.clone(), last };
+                    let cmd = AgentCommand::ImageChunk { upload: upload.clone(), offset, data: data.clone(), last };
                     let b = b.clone();
                     async move {
                         let r = match b.call(&node, cmd, timeout).await {

@@ -24,7 +24,7 @@ pub mod client;
 pub use zoe_model::reconcile;
 pub mod stats;
 
-pub use backend::Live;
+pub use backend::AgentLive;
 pub use stats::{ClusterStats, NodeStats};
 
 use crate::backend::BackendEvent;
@@ -501,13 +501,13 @@ impl AgentBackend {
             return None;
         }
         let reg = self.reg.lock().expect("lock");
-        let live: BTreeMap<String, stats::LiveView<'_>> = reg
+        let live: BTreeMap<String, stats::ReportView<'_>> = reg
             .nodes
             .iter()
             .map(|(k, n)| {
                 (
                     k.clone(),
-                    stats::LiveView { connected: true, stats: &n.stats, images: &n.images, timestamp: n.stats_at },
+                    stats::ReportView { connected: true, stats: &n.stats, images: &n.images, timestamp: n.stats_at },
                 )
             })
             .collect();
@@ -516,7 +516,7 @@ impl AgentBackend {
 
     /// Copies of what each connected node last reported (for the API's
     /// statistics): `None` when this coordinator is not the leader.
-    pub fn live_reports(&self) -> Option<BTreeMap<String, stats::LiveReport>> {
+    pub fn live_reports(&self) -> Option<BTreeMap<String, stats::NodeReport>> {
         if !self.is_leader() {
             return None;
         }
@@ -526,7 +526,7 @@ impl AgentBackend {
                 .iter()
                 .map(|(k, n)| {
                     let r =
-                        stats::LiveReport { stats: n.stats.clone(), images: n.images.clone(), timestamp: n.stats_at };
+                        stats::NodeReport { stats: n.stats.clone(), images: n.images.clone(), timestamp: n.stats_at };
                     (k.clone(), r)
                 })
                 .collect(),

@@ -10,7 +10,7 @@ use zoe_common::service::ImageSummary;
 pub use zoe_api::stats::{ClusterStats, NodeStats, ServiceStats};
 
 /// What the leader holds in memory about one node, for the stats.
-pub struct LiveView<'a> {
+pub struct ReportView<'a> {
     pub connected: bool,
     pub stats: &'a LiveStats,
     pub images: &'a [ImageSummary],
@@ -21,15 +21,15 @@ pub struct LiveView<'a> {
 /// without holding the state (the API computes the stats from a state
 /// read of its own). Relayed to followers as it is (`crate::relay`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LiveReport {
+pub struct NodeReport {
     pub stats: LiveStats,
     pub images: Vec<ImageSummary>,
     pub timestamp: u64,
 }
 
-impl LiveReport {
-    pub fn view(&self) -> LiveView<'_> {
-        LiveView { connected: true, stats: &self.stats, images: &self.images, timestamp: self.timestamp }
+impl NodeReport {
+    pub fn view(&self) -> ReportView<'_> {
+        ReportView { connected: true, stats: &self.stats, images: &self.images, timestamp: self.timestamp }
     }
 }
 
@@ -37,7 +37,7 @@ fn cores(m: u32) -> f64 {
     f64::from(m) / 1000.0
 }
 
-pub fn cluster_stats(st: &State, live: &BTreeMap<String, LiveView<'_>>) -> ClusterStats {
+pub fn cluster_stats(st: &State, live: &BTreeMap<String, ReportView<'_>>) -> ClusterStats {
     let reserved = st.reserved_by_node();
     let mut out = ClusterStats::default();
     for n in st.nodes.values() {

@@ -44,7 +44,7 @@ fn agent_protocol_decoder_survives_garbage() {
             &CommandRequest {
                 id: 1,
                 term: 0,
-                command: Command::Logs { container_id: "c".into(), from: 9, follow: true },
+                command: AgentCommand::Logs { container_id: "c".into(), from: 9, follow: true },
             },
             MAX_FRAME,
         )

@@ -69,7 +69,7 @@ impl Ctx {
     }
 
     /// The connected nodes' full reports, `None` without a live source or a leader.
-    pub async fn live_reports(&self) -> Option<std::collections::BTreeMap<String, crate::agents::stats::LiveReport>> {
+    pub async fn live_reports(&self) -> Option<std::collections::BTreeMap<String, crate::agents::stats::NodeReport>> {
         self.live_opt()?.live_reports().await
     }
 

@@ -67,7 +67,7 @@ pub trait LiveSource: Send + Sync + 'static {
     /// What each connected node last reported in full (containers with
     /// their limits and use, images), for Zoe's statistics; `None` where
     /// there is no such source (no leader to ask, a test double).
-    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, crate::agents::stats::LiveReport>>> {
+    fn live_reports(&self) -> BoxFuture<'static, Option<BTreeMap<String, crate::agents::stats::NodeReport>>> {
         Box::pin(async { None })
     }
 

@@ -4,7 +4,7 @@
 use super::context::{Body, Caller, Ctx, Indexed, ReadParams, WriteReply, now_ms, ok};
 use super::error::{HttpError, HttpResult};
 use super::routes::{P, Q};
-use crate::agents::stats::LiveView as AgentLiveView;
+use crate::agents::stats::ReportView as AgentLiveView;
 use crate::scheduler::LiveNode;
 use crate::state::{Command, Drain, ExecutionStatus, Node, State};
 use axum::extract::State as Ax;

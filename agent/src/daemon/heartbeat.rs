@@ -1,0 +1,171 @@
+//! What a heartbeat says: node and container stats, with the slow parts
+//! (orphans, images) refreshed every few beats, and exits as they happen.
+
+use super::*;
+
+impl Agent {
+    /// Lists images and foreign containers (containerd round trips).
+    pub(super) async fn refresh_slow(&self) {
+        let images = match self.rt.images().list().await {
+            Ok(list) => Some(summarize_images(list)),
+            Err(e) => {
+                tracing::warn!("listing images: {e}");
+                None
+            }
+        };
+        let orphans = match self.rt.orphans().await {
+            Ok(list) => Some(
+                list.into_iter()
+                    .map(|o| ContainerInfo {
+                        container_id: o.id,
+                        service_id: None,
+                        state: if o.running {
+                            ContainerState::Running
+                        } else {
+                            ContainerState::Exited { exit_code: None, oom_killed: false }
+                        },
+                        cores_in_use_millis: 0,
+                        memory_in_use: 0,
+                        core_limit_millis: None,
+                        memory_limit: None,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!("listing foreign containers: {e}");
+                None
+            }
+        };
+        let mut slow = self.slow.lock().expect("lock");
+        if let Some(i) = images {
+            slow.images = i;
+        }
+        if let Some(o) = orphans {
+            slow.orphans = o;
+        }
+    }
+
+    pub(super) async fn live_stats(&self, refresh_slow: bool) -> LiveStats {
+        if refresh_slow {
+            self.refresh_slow().await;
+        }
+        let node = self.rt.node_stats();
+        let now = Instant::now();
+        let mut containers = Vec::new();
+        let mut prev = self.cpu_prev.lock().expect("lock");
+        let mut seen = HashSet::new();
+        for s in self.rt.services() {
+            let service_id = s.owner.service_id.parse().ok();
+            let state = match s.state {
+                ServiceState::Starting => ContainerState::Starting,
+                ServiceState::Running { .. } => ContainerState::Running,
+                ServiceState::Exited(e) => {
+                    ContainerState::Exited { exit_code: e.code.map(|c| c as i32), oom_killed: e.oom_killed }
+                }
+            };
+            let (mut cores, mut mem, mut core_limit, mut mem_limit) = (0, 0, None, None);
+            if state.is_running() {
+                if let Ok(u) = self.rt.usage(&s.id) {
+                    mem = u.memory_bytes;
+                    if let Some((ns, at)) = prev.get(&s.id) {
+                        let dt = now.duration_since(*at).as_nanos().max(1) as f64;
+                        cores = ((u.cpu_ns.saturating_sub(*ns)) as f64 / dt * 1000.0) as u32;
+                    }
+                    prev.insert(s.id.clone(), (u.cpu_ns, now));
+                    seen.insert(s.id.clone());
+                }
+                if let Ok(l) = self.rt.limits(&s.id) {
+                    core_limit =
+                        l.cpu_quota_us.filter(|q| *q > 0).map(|q| (q as u64 * 1000 / l.cpu_period_us.max(1)) as u32);
+                    mem_limit = l.memory_limit_bytes;
+                }
+            }
+            containers.push(ContainerInfo {
+                container_id: s.id,
+                service_id,
+                state,
+                cores_in_use_millis: cores,
+                memory_in_use: mem,
+                core_limit_millis: core_limit,
+                memory_limit: mem_limit,
+            });
+        }
+        prev.retain(|k, _| seen.contains(k));
+        drop(prev);
+        let mut slow = self.slow.lock().expect("lock");
+        containers.extend(slow.orphans.iter().cloned());
+        let images = if slow.images_sent.as_ref() != Some(&slow.images) {
+            slow.images_sent = Some(slow.images.clone());
+            Some(slow.images.clone())
+        } else {
+            None
+        };
+        let running = containers.iter().filter(|c| c.state.is_running()).count() as u32;
+        LiveStats {
+            cores_total_millis: node.cores * 1000,
+            memory_total: node.memory_total_bytes,
+            cores_in_use_millis: (f64::from(node.cpu_usage_percent) / 100.0 * f64::from(node.cores) * 1000.0) as u32,
+            memory_in_use: node.memory_total_bytes.saturating_sub(node.memory_available_bytes),
+            container_count: running,
+            containers,
+            images,
+        }
+    }
+
+    pub(super) fn watch_exit(self: &Arc<Self>, id: &str) {
+        if !self.watched.lock().expect("lock").insert(id.to_string()) {
+            return;
+        }
+        let me = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let r = me.rt.wait(&id).await;
+            me.watched.lock().expect("lock").remove(&id);
+            let Ok(exit) = r else { return };
+            if me.stopping.lock().expect("lock").contains(&id) {
+                return;
+            }
+            let Ok(status) = me.rt.status(&id) else { return };
+            let Ok(service_id) = status.owner.service_id.parse::<u64>() else { return };
+            let reason = match (exit.oom_killed, exit.code) {
+                (true, _) => "out of memory".to_string(),
+                (false, Some(c)) => format!("exited with code {c}"),
+                (false, None) => "exited (code unknown)".to_string(),
+            };
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            me.outbox.lock().expect("lock").push_back(AgentEvent::Exited {
+                service_id,
+                container_id: id,
+                exit_code: exit.code.map(|c| c as i32),
+                oom_killed: exit.oom_killed,
+                reason,
+                time_ms,
+            });
+            me.outbox_ready.notify_one();
+        });
+    }
+}
+
+#[derive(Default)]
+pub(super) struct SlowCache {
+    pub(super) images: Vec<ImageSummary>,
+    pub(super) orphans: Vec<ContainerInfo>,
+    /// Images already sent to the current session.
+    pub(super) images_sent: Option<Vec<ImageSummary>>,
+}
+
+pub(super) fn summarize_images(list: Vec<crate::image::ImageInfo>) -> Vec<ImageSummary> {
+    let mut by_digest: std::collections::BTreeMap<String, ImageSummary> = Default::default();
+    for i in list {
+        let e = by_digest.entry(i.digest.clone()).or_insert_with(|| ImageSummary {
+            names: Vec::new(),
+            digest: i.digest.clone(),
+            size: i.size,
+        });
+        e.names.push(i.name);
+    }
+    by_digest.into_values().collect()
+}
