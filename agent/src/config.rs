@@ -56,24 +56,9 @@
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use zoe_common::config::Settings;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: String,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("{path}: {msg}")]
-    Invalid { path: String, msg: String },
-}
+pub use zoe_common::config::{ConfigError, Invalid};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,72 +153,78 @@ fn default_namespace() -> String {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-        let mut cfg: AgentConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.clone(), source })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for f in [
-            &mut cfg.data_dir,
-            &mut cfg.tls.ca,
-            &mut cfg.tls.cert,
-            &mut cfg.tls.key,
-            &mut cfg.containerd.socket,
-            &mut cfg.network.cni_path,
-            &mut cfg.network.netns_dir,
-        ] {
-            if f.is_relative() {
-                *f = base.join(&*f);
-            }
-        }
-        cfg.validate().map_err(|msg| ConfigError::Invalid { path: p, msg })?;
-        Ok(cfg)
+        zoe_common::config::load(path)
+    }
+}
+
+impl Settings for AgentConfig {
+    fn paths(&mut self) -> Vec<&mut PathBuf> {
+        vec![
+            &mut self.data_dir,
+            &mut self.tls.ca,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.containerd.socket,
+            &mut self.network.cni_path,
+            &mut self.network.netns_dir,
+        ]
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.coordinators.is_empty() {
-            return Err("coordinators: list at least one coordinator address".into());
+            return Err(Invalid::new("coordinators", "list at least one coordinator address"));
         }
         for c in &self.coordinators {
-            CoordinatorAddr::parse(c).map_err(|e| format!("coordinators: {e}"))?;
+            CoordinatorAddr::parse(c).map_err(|e| Invalid::new("coordinators", e.to_string()))?;
         }
         self.security.validate()?;
         let mut names = BTreeSet::new();
         for v in &self.host_volumes {
-            let what = format!("host_volume {:?}", v.name);
+            let what = || format!("host_volume {:?}", v.name);
             if !zoe_common::zapp::is_plain_name(&v.name) {
-                return Err(format!("{what}: a name of letters, digits, `-`, `_` and `.`"));
+                return Err(Invalid::new(what(), "a name of letters, digits, `-`, `_` and `.`"));
             }
             if !names.insert(v.name.as_str()) {
-                return Err(format!("{what}: defined twice"));
+                return Err(Invalid::new(what(), "defined twice"));
             }
             if !crate::security::plain_absolute(Path::new(&v.path)) {
-                return Err(format!("{what}: path {} must be absolute, without `..`", v.path));
+                return Err(Invalid::new(what(), format!("path {} must be absolute, without `..`", v.path)));
             }
         }
         if self.heartbeat_ms < 100 {
-            return Err("heartbeat_ms: at least 100".into());
+            return Err(Invalid::new("heartbeat_ms", "at least 100"));
         }
         if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
-            return Err("reconnect_min_ms must be > 0 and <= reconnect_max_ms".into());
+            return Err(Invalid::new("reconnect_min_ms", "must be > 0 and <= reconnect_max_ms"));
         }
         let b = &self.network.bridge;
         if b.is_empty() || b.len() > 15 || b.contains(['/', ' ']) {
-            return Err(format!("network.bridge: {b:?} is not a valid interface name (1 to 15 characters)"));
+            return Err(Invalid::new(
+                "network.bridge",
+                format!("{b:?} is not a valid interface name (1 to 15 characters)"),
+            ));
         }
         if !(self.reserve.cores >= 0.0 && self.reserve.cores.is_finite()) {
-            return Err("reserve.cores: a non-negative number".into());
+            return Err(Invalid::new("reserve.cores", "a non-negative number"));
         }
         if let Some(c) = self.advertise.cores
             && !(c > 0.0 && c.is_finite())
         {
-            return Err("advertise.cores: a positive number".into());
+            return Err(Invalid::new("advertise.cores", "a positive number"));
         }
         if self.advertise.memory_bytes == Some(0) {
-            return Err("advertise.memory_bytes: a positive number".into());
+            return Err(Invalid::new("advertise.memory_bytes", "a positive number"));
         }
         Ok(())
     }
+}
+
+/// An address of a coordinator that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{addr:?}: {why}")]
+pub struct AddrError {
+    pub addr: String,
+    pub why: String,
 }
 
 /// A coordinator's agent listener, with the TLS server name to verify.
@@ -248,19 +239,20 @@ pub struct CoordinatorAddr {
 
 impl CoordinatorAddr {
     /// `host:port` or `name@host:port`.
-    pub fn parse(s: &str) -> Result<CoordinatorAddr, String> {
+    pub fn parse(s: &str) -> Result<CoordinatorAddr, AddrError> {
+        let bad = |why: String| AddrError { addr: s.to_string(), why };
         let (name, addr) = match s.split_once('@') {
             Some((n, a)) => (Some(n), a),
             None => (None, s),
         };
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected host:port"))?;
-        port.parse::<u16>().map_err(|_| format!("{s:?}: bad port"))?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("expected host:port".into()))?;
+        port.parse::<u16>().map_err(|_| bad("bad port".into()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("{s:?}: empty host"));
+            return Err(bad("empty host".into()));
         }
         let server_name = match name {
-            Some(n) => zoe_net::Identity::new(zoe_net::Role::Coordinator, n).map_err(|e| e.to_string())?.san(),
+            Some(n) => zoe_net::Identity::new(zoe_net::Role::Coordinator, n).map_err(|e| bad(e.to_string()))?.san(),
             None => host.to_string(),
         };
         Ok(CoordinatorAddr { addr: addr.to_string(), server_name })

@@ -42,24 +42,32 @@ pub struct IdMapping {
     pub base: u32,
 }
 
+/// Why an id mapping cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("the subordinate range {start}..{end} does not fit in 32 bits")]
+    RangeOverflow { start: u64, end: u64 },
+    #[error("{what} 0 would make the container's root the host's root")]
+    HostRoot { what: &'static str },
+    #[error("{what} {id} lies in this node's subordinate id range {start}..{end} ([security] id_base)")]
+    SubordinateId { what: &'static str, id: u32, start: u64, end: u64 },
+}
+
 impl IdMapping {
     /// Why this mapping cannot be used: root would be the host's root, or
     /// the container's root would share ids with other tenants' non-root
     /// users (the subordinate range).
-    pub fn check(&self) -> Result<(), String> {
-        let sub = u64::from(self.base)..u64::from(self.base) + u64::from(RANGE);
-        if u64::from(self.base) + u64::from(RANGE) > u64::from(u32::MAX) {
-            return Err(format!("the subordinate range {}..{} does not fit in 32 bits", sub.start, sub.end));
+    pub fn check(&self) -> Result<(), MappingError> {
+        let (start, end) = (u64::from(self.base), u64::from(self.base) + u64::from(RANGE));
+        if end > u64::from(u32::MAX) {
+            return Err(MappingError::RangeOverflow { start, end });
         }
         for (what, id) in [("fs_uid", self.root_uid), ("fs_gid", self.root_gid)] {
             if id == 0 {
-                return Err(format!("{what} 0 would make the container's root the host's root"));
+                return Err(MappingError::HostRoot { what });
             }
-            if sub.contains(&u64::from(id)) {
-                return Err(format!(
-                    "{what} {id} lies in this node's subordinate id range {}..{} ([security] id_base)",
-                    sub.start, sub.end
-                ));
+            if (start..end).contains(&u64::from(id)) {
+                return Err(MappingError::SubordinateId { what, id, start, end });
             }
         }
         Ok(())
@@ -338,7 +346,7 @@ mod tests {
             [(0, 5001, "fs_uid 0"), (1000, 0, "fs_gid 0"), (100_001, 5001, "subordinate"), (1000, 165_535, "fs_gid")]
         {
             let e = IdMapping { root_uid: uid, root_gid: gid, base }.check().unwrap_err();
-            assert!(e.contains(says), "{uid}:{gid}: {e}");
+            assert!(e.to_string().contains(says), "{uid}:{gid}: {e}");
         }
         assert!(IdMapping { root_uid: 1, root_gid: 1, base: u32::MAX - 10 }.check().is_err());
     }

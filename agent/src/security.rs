@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::spec::{BindMount, ContainerSpec, NetworkMode};
 use serde::Deserialize;
 use std::path::{Component, Path, PathBuf};
+use zoe_common::config::Invalid;
 use zoe_common::service::{HostVolume, ServiceSpec as WireSpec};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,21 +57,24 @@ impl Default for SecuritySettings {
 }
 
 impl SecuritySettings {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), Invalid> {
         if self.pids_max < 16 {
-            return Err("security.pids_max: at least 16".into());
+            return Err(Invalid::new("security.pids_max", "at least 16"));
         }
         if self.memory_default_bytes < 6 << 20 {
-            return Err("security.memory_default_bytes: at least 6 MiB".into());
+            return Err(Invalid::new("security.memory_default_bytes", "at least 6 MiB"));
         }
         if self.id_base < 65_536 {
-            return Err("security.id_base: at least 65536, above ordinary users' ids".into());
+            return Err(Invalid::new("security.id_base", "at least 65536, above ordinary users' ids"));
         }
         let probe = crate::idmap::IdMapping { root_uid: 1, root_gid: 1, base: self.id_base };
-        probe.check().map_err(|e| format!("security.id_base: {e}"))?;
+        probe.check().map_err(|e| Invalid::new("security.id_base", e.to_string()))?;
         for p in &self.host_paths {
             if !plain_absolute(p) {
-                return Err(format!("security.host_paths: {} must be absolute, without `..`", p.display()));
+                return Err(Invalid::new(
+                    "security.host_paths",
+                    format!("{} must be absolute, without `..`", p.display()),
+                ));
             }
         }
         Ok(())
@@ -152,7 +156,7 @@ pub fn enforce(spec: &mut ContainerSpec, s: &SecuritySettings) -> Result<()> {
         None => {}
         Some(m) => {
             m.base = s.id_base;
-            m.check().map_err(|e| refused("user_namespace", e))?;
+            m.check().map_err(|e| refused("user_namespace", e.to_string()))?;
         }
     }
     if matches!(spec.network, NetworkMode::Host) && !s.host_network {

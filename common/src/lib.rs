@@ -3,6 +3,7 @@
 //! image references, and the wire protocol between agents and
 //! coordinators. Nothing here does I/O.
 
+pub mod config;
 pub mod image;
 pub mod proto;
 pub mod resources;

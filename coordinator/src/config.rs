@@ -71,24 +71,9 @@ use crate::raft::{CoordNode, NodeId};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use zoe_common::config::Settings;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: String,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("{path}: {msg}")]
-    Invalid { path: String, msg: String },
-}
+pub use zoe_common::config::{ConfigError, Invalid};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,69 +227,7 @@ impl CoordinatorConfig {
     /// relative to the file's directory, so a config and its certificates
     /// can move together.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-        let mut cfg: CoordinatorConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.clone(), source })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for f in [&mut cfg.data_dir, &mut cfg.tls.ca, &mut cfg.tls.cert, &mut cfg.tls.key] {
-            if f.is_relative() {
-                *f = base.join(&*f);
-            }
-        }
-        let api = &mut cfg.api;
-        for f in [&mut api.tls_cert, &mut api.tls_key, &mut api.auth_file, &mut api.web.shop_dir].into_iter().flatten()
-        {
-            if f.is_relative() {
-                *f = base.join(&*f);
-            }
-        }
-        cfg.validate().map_err(|msg| ConfigError::Invalid { path: p, msg })?;
-        Ok(cfg)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        let r = &self.raft;
-        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
-            return Err("raft.election_timeout_min_ms must exceed raft.heartbeat_ms (> 0)".into());
-        }
-        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            return Err("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into());
-        }
-        let mut ids = std::collections::BTreeSet::new();
-        for p in &self.peers {
-            if !ids.insert(p.id) {
-                return Err(format!("peers: id {} listed twice", p.id));
-            }
-            if p.id == self.id && p.name != self.name {
-                return Err(format!(
-                    "peers: entry for this node (id {}) names {:?}, not {:?}",
-                    p.id, p.name, self.name
-                ));
-            }
-        }
-        if !self.peers.is_empty() && !ids.contains(&self.id) {
-            return Err(format!("peers must include this node (id {})", self.id));
-        }
-        let api = &self.api;
-        if api.tls_cert.is_some() != api.tls_key.is_some() {
-            return Err("api.tls_cert and api.tls_key go together".into());
-        }
-        // Tokens and passwords travel in headers: plain HTTP only where no
-        // one else can listen (Nomad's dev mode does the same).
-        if api.tls_cert.is_none() && !api.listen_addr().ip().is_loopback() {
-            return Err(format!(
-                "api.listen {} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS",
-                api.listen_addr()
-            ));
-        }
-        if api.body_limit_bytes < 1024 {
-            return Err("api.body_limit_bytes must be at least 1024".into());
-        }
-        if api.memory_default_bytes < 6 << 20 {
-            return Err("api.memory_default_bytes must be at least 6 MiB (runc's minimum)".into());
-        }
-        Ok(())
+        zoe_common::config::load(path)
     }
 
     /// The address other members use to reach this node.
@@ -314,5 +237,61 @@ impl CoordinatorConfig {
 
     pub fn self_node(&self) -> CoordNode {
         CoordNode { addr: self.advertised_addr(), name: self.name.clone() }
+    }
+}
+
+/// Relative paths inside the file are taken relative to the file's
+/// directory, so a config and its certificates can move together.
+impl Settings for CoordinatorConfig {
+    fn paths(&mut self) -> Vec<&mut PathBuf> {
+        let api = &mut self.api;
+        let mut v = vec![&mut self.data_dir, &mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key];
+        v.extend(
+            [&mut api.tls_cert, &mut api.tls_key, &mut api.auth_file, &mut api.web.shop_dir].into_iter().flatten(),
+        );
+        v
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
+            return Err(Invalid::new("raft.election_timeout_min_ms", "must exceed raft.heartbeat_ms (> 0)"));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(Invalid::new("raft.election_timeout_max_ms", "must exceed raft.election_timeout_min_ms"));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for p in &self.peers {
+            if !ids.insert(p.id) {
+                return Err(Invalid::new("peers", format!("id {} listed twice", p.id)));
+            }
+            if p.id == self.id && p.name != self.name {
+                let why = format!("entry for this node (id {}) names {:?}, not {:?}", p.id, p.name, self.name);
+                return Err(Invalid::new("peers", why));
+            }
+        }
+        if !self.peers.is_empty() && !ids.contains(&self.id) {
+            return Err(Invalid::new("peers", format!("must include this node (id {})", self.id)));
+        }
+        let api = &self.api;
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            return Err(Invalid::new("api.tls_cert", "goes with api.tls_key"));
+        }
+        // Tokens and passwords travel in headers: plain HTTP only where no
+        // one else can listen (Nomad's dev mode does the same).
+        if api.tls_cert.is_none() && !api.listen_addr().ip().is_loopback() {
+            let why = format!(
+                "{} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS",
+                api.listen_addr()
+            );
+            return Err(Invalid::new("api.listen", why));
+        }
+        if api.body_limit_bytes < 1024 {
+            return Err(Invalid::new("api.body_limit_bytes", "must be at least 1024"));
+        }
+        if api.memory_default_bytes < 6 << 20 {
+            return Err(Invalid::new("api.memory_default_bytes", "must be at least 6 MiB (runc's minimum)"));
+        }
+        Ok(())
     }
 }

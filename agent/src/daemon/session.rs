@@ -4,24 +4,45 @@
 
 use super::*;
 
+/// Why no connection to a coordinator was made.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectError {
+    #[error("resolving {addr}: {source}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} resolves to nothing")]
+    NoAddress(String),
+    #[error("{0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("handshake timed out")]
+    Timeout,
+    #[error("handshake: {0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    #[error("{0}")]
+    Identity(#[from] zoe_net::NetError),
+    #[error("{addr} presented a {role} certificate")]
+    NotCoordinator { addr: String, role: Role },
+}
+
 impl Agent {
-    pub(super) async fn connect(&self, target: &CoordinatorAddr) -> Result<quinn::Connection, String> {
+    pub(super) async fn connect(&self, target: &CoordinatorAddr) -> Result<quinn::Connection, ConnectError> {
         let addr = tokio::net::lookup_host(&target.addr)
             .await
-            .map_err(|e| format!("resolving {}: {e}", target.addr))?
+            .map_err(|source| ConnectError::Resolve { addr: target.addr.clone(), source })?
             .next()
-            .ok_or_else(|| format!("{} resolves to nothing", target.addr))?;
-        let connecting = self.endpoint.connect(addr, &target.server_name).map_err(|e| e.to_string())?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
-            .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(|e| format!("handshake: {e}"))?;
+            .ok_or_else(|| ConnectError::NoAddress(target.addr.clone()))?;
+        let connecting = self.endpoint.connect(addr, &target.server_name)?;
+        let conn =
+            tokio::time::timeout(Duration::from_secs(5), connecting).await.map_err(|_| ConnectError::Timeout)??;
         // The server name may have been an address: the role must be
         // checked too, or any certificate of the CA with that IP would do.
-        let id = zoe_net::peer_identity(&conn).map_err(|e| e.to_string())?;
+        let id = zoe_net::peer_identity(&conn)?;
         if id.role != Role::Coordinator {
             conn.close(0u32.into(), b"not a coordinator");
-            return Err(format!("{} presented a {} certificate", target.addr, id.role));
+            return Err(ConnectError::NotCoordinator { addr: target.addr.clone(), role: id.role });
         }
         Ok(conn)
     }
@@ -29,7 +50,7 @@ impl Agent {
     pub(super) async fn session(self: Arc<Self>, target: &CoordinatorAddr) -> Outcome {
         let conn = match self.connect(target).await {
             Ok(c) => c,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
         let open = match self.registration().await {
             Ok(o) => o,

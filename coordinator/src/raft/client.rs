@@ -64,7 +64,7 @@ impl CoordinatorClient {
 
     /// One write attempt through member `i`.
     pub async fn write_via(&self, i: usize, cmd: &Command) -> Result<Written, ClientError> {
-        let command = codec::json(cmd).map_err(ApiError::Internal)?;
+        let command = codec::json(cmd).map_err(ApiError::from)?;
         match self.call(i, &Request::Write { command, forwarded: false }).await? {
             Response::Write(Ok(w)) => Ok(Written { index: w.index, result: w.result()? }),
             Response::Write(Err(e)) => Err(e.into()),

@@ -85,20 +85,37 @@ pub(crate) mod codec {
         bincode::config::standard()
     }
 
-    pub fn bin<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-        bincode::serde::encode_to_vec(v, cfg()).map_err(|e| e.to_string())
+    /// A value that could not be encoded or decoded.
+    #[derive(Debug, thiserror::Error)]
+    pub enum CodecError {
+        #[error("bincode: {0}")]
+        Encode(#[from] bincode::error::EncodeError),
+        #[error("bincode: {0}")]
+        Decode(#[from] bincode::error::DecodeError),
+        #[error("json: {0}")]
+        Json(#[from] serde_json::Error),
     }
 
-    pub fn unbin<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-        bincode::serde::decode_from_slice(b, cfg()).map(|(v, _)| v).map_err(|e| e.to_string())
+    impl From<CodecError> for super::ApiError {
+        fn from(e: CodecError) -> Self {
+            super::ApiError::Internal(e.to_string())
+        }
     }
 
-    pub fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(v).map_err(|e| e.to_string())
+    pub fn bin<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
+        Ok(bincode::serde::encode_to_vec(v, cfg())?)
     }
 
-    pub fn unjson<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-        serde_json::from_slice(b).map_err(|e| e.to_string())
+    pub fn unbin<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
+        Ok(bincode::serde::decode_from_slice(b, cfg()).map(|(v, _)| v)?)
+    }
+
+    pub fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
+        Ok(serde_json::to_vec(v)?)
+    }
+
+    pub fn unjson<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
+        Ok(serde_json::from_slice(b)?)
     }
 }
 
@@ -118,7 +135,7 @@ pub(crate) enum WirePayload {
 }
 
 impl WireEntry {
-    pub fn from_entry(e: &Entry) -> Result<Self, String> {
+    pub fn from_entry(e: &Entry) -> Result<Self, codec::CodecError> {
         let payload = match &e.payload {
             openraft::EntryPayload::Blank => WirePayload::Blank,
             openraft::EntryPayload::Normal(cmd) => WirePayload::Normal(codec::json(cmd)?),
@@ -127,7 +144,7 @@ impl WireEntry {
         Ok(WireEntry { log_id: e.log_id, payload })
     }
 
-    pub fn into_entry(self) -> Result<Entry, String> {
+    pub fn into_entry(self) -> Result<Entry, codec::CodecError> {
         let payload = match self.payload {
             WirePayload::Blank => openraft::EntryPayload::Blank,
             WirePayload::Normal(b) => openraft::EntryPayload::Normal(codec::unjson(&b)?),

@@ -108,7 +108,7 @@ pub struct WriteReply {
 
 impl WriteReply {
     pub fn result(&self) -> Result<super::CommandResult, ApiError> {
-        super::codec::unjson(&self.result).map_err(ApiError::Internal)
+        super::codec::unjson(&self.result).map_err(ApiError::from)
     }
 }
 
@@ -123,7 +123,7 @@ pub struct ReadReply {
 
 impl ReadReply {
     pub fn state(&self) -> Result<crate::state::State, ApiError> {
-        super::codec::unjson(&self.state).map_err(ApiError::Internal)
+        super::codec::unjson(&self.state).map_err(ApiError::from)
     }
 }
 

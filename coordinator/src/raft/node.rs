@@ -505,7 +505,7 @@ impl Coordinator {
                 };
                 let r = if forwarded { self.write_as_leader(cmd).await } else { self.write(cmd).await };
                 Response::Write(r.and_then(|w| {
-                    Ok(WriteReply { index: w.index, result: codec::json(&w.result).map_err(ApiError::Internal)? })
+                    Ok(WriteReply { index: w.index, result: codec::json(&w.result).map_err(ApiError::from)? })
                 }))
             }
             Request::Read { linearizable } => {
@@ -514,9 +514,9 @@ impl Coordinator {
                 } else {
                     Ok(self.read_local(codec::json))
                 };
-                Response::Read(r.and_then(|(state, staleness)| {
-                    Ok(ReadReply { state: state.map_err(ApiError::Internal)?, staleness })
-                }))
+                Response::Read(
+                    r.and_then(|(state, staleness)| Ok(ReadReply { state: state.map_err(ApiError::from)?, staleness })),
+                )
             }
             Request::Status => Response::Status(Box::new(self.status().await)),
             Request::AddMember { id, node } => Response::Admin(self.add_member(id, node).await),
@@ -709,7 +709,7 @@ impl Coordinator {
             return Err(ApiError::ShuttingDown);
         }
         // Keeps every log value below sled's blob threshold (see store.rs).
-        let size = codec::json(&cmd).map_err(ApiError::Internal)?.len();
+        let size = codec::json(&cmd).map_err(ApiError::from)?.len();
         if size > MAX_COMMAND_BYTES {
             return Err(ApiError::Invalid(format!("command of {size} bytes exceeds {MAX_COMMAND_BYTES}")));
         }
@@ -722,7 +722,7 @@ impl Coordinator {
 
     async fn forward_write(&self, leader: NodeId, cmd: &Command, deadline: Instant) -> Result<Written, ApiError> {
         let node = self.node_of(leader).ok_or(ApiError::NoLeader)?;
-        let command = codec::json(cmd).map_err(ApiError::Internal)?;
+        let command = codec::json(cmd).map_err(ApiError::from)?;
         let req = Request::Write { command, forwarded: true };
         let ttl = deadline.saturating_duration_since(Instant::now());
         let call = self.inner.pool.call(leader, &node, &req, ttl);

@@ -173,50 +173,85 @@ pub fn load(dir: &Path) -> Catalogue {
             Ok(mut entries) => cat.entries.append(&mut entries),
             Err(e) => {
                 tracing::warn!("ZApp shop: {e}");
-                cat.problems.push(e);
+                cat.problems.push(e.to_string());
             }
         }
     }
     cat
 }
 
+/// Why a package was skipped: the file, where in the manifest (a JSON
+/// pointer, when the problem is one entry's), and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {at}{reason}")]
+struct PackageProblem {
+    file: String,
+    /// `/zapps/0/description: `, or empty.
+    at: String,
+    reason: String,
+}
+
+impl PackageProblem {
+    fn new(file: &Path, at: &str, reason: impl std::fmt::Display) -> PackageProblem {
+        let at = if at.is_empty() { String::new() } else { format!("{at}: ") };
+        PackageProblem { file: file.display().to_string(), at, reason: reason.to_string() }
+    }
+}
+
+/// Why a parameter of a shop entry cannot be offered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ParameterProblem {
+    #[error("an int parameter needs min, max and step")]
+    NoRange,
+    #[error("needs min <= max and step > 0")]
+    BadRange,
+    #[error("default must be an integer between {0} and {1}")]
+    BadDefault(i64, i64),
+    #[error("the ZApp has no service group `{0}`")]
+    NoGroup(String),
+    #[error("a service_count parameter must be an int")]
+    CountNotInt,
+}
+
 /// A file named by a manifest, which must stay inside its package.
-fn package_file(pkg: &Path, name: &str) -> Result<PathBuf, String> {
+fn package_file(pkg: &Path, name: &str) -> Result<PathBuf, PackageProblem> {
     let p = Path::new(name);
     if p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-        return Err(format!("{}: `{name}` must be a path inside the package", pkg.display()));
+        return Err(PackageProblem::new(pkg, "", format!("`{name}` must be a path inside the package")));
     }
     Ok(pkg.join(p))
 }
 
-fn load_package(pkg: &Path, dirname: &str) -> Result<Vec<Entry>, String> {
+fn load_package(pkg: &Path, dirname: &str) -> Result<Vec<Entry>, PackageProblem> {
     let mpath = pkg.join("manifest.json");
-    let text = std::fs::read_to_string(&mpath).map_err(|e| format!("{}: {e}", mpath.display()))?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", mpath.display()))?;
+    let text = std::fs::read_to_string(&mpath).map_err(|e| PackageProblem::new(&mpath, "", e))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| PackageProblem::new(&mpath, "", e))?;
     if m.version != 1 {
-        return Err(format!("{}: /version: must be 1", mpath.display()));
+        return Err(PackageProblem::new(&mpath, "/version", "must be 1"));
     }
     let mut out = Vec::new();
     for (i, z) in m.zapps.into_iter().enumerate() {
-        let at = format!("{}: /zapps/{i}", mpath.display());
+        let at = |field: &str| format!("/zapps/{i}/{field}");
         let zpath = package_file(pkg, &z.description)?;
-        let ztext =
-            std::fs::read_to_string(&zpath).map_err(|e| format!("{at}/description: {}: {e}", zpath.display()))?;
-        let v: Value =
-            serde_json::from_str(&ztext).map_err(|e| format!("{at}/description: {}: {e}", zpath.display()))?;
+        let in_file = |e: &dyn std::fmt::Display, f: &Path| format!("{}: {e}", f.display());
+        let ztext = std::fs::read_to_string(&zpath)
+            .map_err(|e| PackageProblem::new(&mpath, &at("description"), in_file(&e, &zpath)))?;
+        let v: Value = serde_json::from_str(&ztext)
+            .map_err(|e| PackageProblem::new(&mpath, &at("description"), in_file(&e, &zpath)))?;
         let (app, report) = validate_value(&v);
         let zapp = app.ok_or_else(|| {
             let first = report.errors.first().map(|i| format!("{}: {}", i.path, i.message)).unwrap_or_default();
-            format!("{at}/description: {} is not a valid ZApp: {first}", zpath.display())
+            let why = format!("{} is not a valid ZApp: {first}", zpath.display());
+            PackageProblem::new(&mpath, &at("description"), why)
         })?;
         for (pi, p) in z.parameters.iter().enumerate() {
-            check_parameter(p, &zapp).map_err(|e| format!("{at}/parameters/{pi}: {e}"))?;
+            check_parameter(p, &zapp).map_err(|e| PackageProblem::new(&mpath, &at(&format!("parameters/{pi}")), e))?;
         }
         let readme_html = match &z.readable_descr {
             Some(f) => {
                 let rp = package_file(pkg, f)?;
-                let md =
-                    std::fs::read_to_string(&rp).map_err(|e| format!("{at}/readable_descr: {}: {e}", rp.display()))?;
+                let md = std::fs::read_to_string(&rp)
+                    .map_err(|e| PackageProblem::new(&mpath, &at("readable_descr"), in_file(&e, &rp)))?;
                 markdown(&md)
             }
             None => String::new(),
@@ -241,23 +276,23 @@ fn load_package(pkg: &Path, dirname: &str) -> Result<Vec<Entry>, String> {
     Ok(out)
 }
 
-fn check_parameter(p: &Parameter, app: &ZApp) -> Result<(), String> {
+fn check_parameter(p: &Parameter, app: &ZApp) -> Result<(), ParameterProblem> {
     if p.ty == ParamType::Int {
         let (Some(min), Some(max), Some(step)) = (p.min, p.max, p.step) else {
-            return Err("an int parameter needs min, max and step".into());
+            return Err(ParameterProblem::NoRange);
         };
         if min > max || step <= 0 {
-            return Err("needs min <= max and step > 0".into());
+            return Err(ParameterProblem::BadRange);
         }
         if !p.default.as_i64().is_some_and(|d| (min..=max).contains(&d)) {
-            return Err(format!("default must be an integer between {min} and {max}"));
+            return Err(ParameterProblem::BadDefault(min, max));
         }
     }
     match p.kind {
         ParamKind::Command | ParamKind::ServiceCount if !app.services.iter().any(|g| g.name == p.name) => {
-            Err(format!("the ZApp has no service group `{}`", p.name))
+            Err(ParameterProblem::NoGroup(p.name.clone()))
         }
-        ParamKind::ServiceCount if p.ty != ParamType::Int => Err("a service_count parameter must be an int".into()),
+        ParamKind::ServiceCount if p.ty != ParamType::Int => Err(ParameterProblem::CountNotInt),
         _ => Ok(()),
     }
 }
