@@ -223,3 +223,23 @@ mod tests {
         assert_eq!(got, want);
     }
 }
+
+crate::api_type! {
+    /// The token a call was made with.
+    pub struct TokenRef {
+        pub id: String,
+        /// `api` (long-lived) or `session` (a login's).
+        pub kind: String,
+        pub expires: Option<u64>,
+    }
+}
+
+crate::api_type! {
+    /// `GET /whoami`.
+    pub struct WhoAmI {
+        pub user_id: u64,
+        pub username: String,
+        pub role: Role,
+        pub token: TokenRef,
+    }
+}

@@ -10,6 +10,7 @@
 pub mod schema;
 
 pub mod acl;
+pub mod cluster;
 pub mod error;
 pub mod execution;
 pub mod node;

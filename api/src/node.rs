@@ -142,3 +142,97 @@ mod tests {
         assert_eq!(props, v.as_object().unwrap().keys().collect::<Vec<_>>());
     }
 }
+
+crate::api_type! {
+    /// `GET /nodes/{name}/images`.
+    pub struct NodeImages {
+        pub node: String,
+        /// Canonical references.
+        pub images: Vec<String>,
+    }
+}
+
+crate::api_type! {
+    /// The outcome of an image load on one node.
+    pub struct ImageLoaded {
+        pub node: String,
+        /// Why the node did not import the archive; `null` when it did.
+        pub error: Option<String>,
+    }
+}
+
+crate::api_type! {
+    /// `POST /images/load`.
+    pub struct ImagesLoaded {
+        /// Every node imported the archive.
+        pub ok: bool,
+        pub nodes: Vec<ImageLoaded>,
+    }
+}
+
+crate::api_type! {
+    /// One instance a drain moved, and where it is now.
+    pub struct MovedView {
+        pub service: u64,
+        /// `<execution id>/<instance name>`.
+        pub instance: String,
+        /// `null`: not placed yet, or ended.
+        pub node: Option<String>,
+        pub status: String,
+    }
+}
+
+crate::api_type! {
+    /// What is left of a drain.
+    pub struct DrainProgressView {
+        /// Instances zoe still has on the node.
+        pub remaining: Vec<String>,
+        /// Instances moved off the node (stopped there, waiting for or placed on another).
+        pub moving: Vec<String>,
+        pub moved: Vec<MovedView>,
+        /// Executions left to finish on their own until the deadline.
+        pub waiting_to_finish: Vec<u64>,
+        pub deadline_in_ms: Option<i64>,
+        /// zoe containers the agent last reported on the node; `null` while
+        /// it is not connected.
+        pub containers_reported: Option<u32>,
+    }
+}
+
+impl DrainProgressView {
+    pub fn of(p: &zoe_model::drain::DrainProgress) -> DrainProgressView {
+        DrainProgressView {
+            remaining: p.remaining.clone(),
+            moving: p.moving.clone(),
+            moved: p
+                .moved
+                .iter()
+                .map(|m| MovedView {
+                    service: m.service,
+                    instance: m.instance.clone(),
+                    node: m.node.clone(),
+                    status: m.status.as_str().to_string(),
+                })
+                .collect(),
+            waiting_to_finish: p.waiting_to_finish.clone(),
+            deadline_in_ms: p.deadline_in_ms,
+            containers_reported: p.containers_reported,
+        }
+    }
+}
+
+crate::api_type! {
+    /// `GET /nodes/{name}/drain`.
+    pub struct DrainStatus {
+        pub node: String,
+        pub draining: bool,
+        pub eligible: bool,
+        pub status: String,
+        pub drain: Option<DrainView>,
+        /// `null` when nothing is draining.
+        pub progress: Option<DrainProgressView>,
+        pub last_drain: Option<DrainView>,
+        /// When the last drain completed (epoch ms).
+        pub completed_at: Option<u64>,
+    }
+}

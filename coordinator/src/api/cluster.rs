@@ -7,22 +7,22 @@ use crate::raft::{CoordNode, Status};
 use axum::extract::State as Ax;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use zoe_api::acl::AddMember;
+use zoe_api::cluster::{CoordinatorRef, Info, Restored};
 
 /// Public facts about this cluster (no token needed).
-pub async fn info(Ax(ctx): Ax<Ctx>) -> axum::Json<Value> {
+pub async fn info(Ax(ctx): Ax<Ctx>) -> axum::Json<Info> {
     let st = ctx.coord().status().await;
     let (cluster, _) = ctx.coord().read_local(|s| s.meta.get("cluster.name").cloned());
-    axum::Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "api_version": super::API_VERSION,
-        "application_format_version": zoe_common::zapp::FORMAT_VERSION,
-        "deployment_name": cluster.unwrap_or_else(|| "zoe".into()),
-        "coordinator": { "id": st.id, "name": st.name, "role": st.role },
-        "leader": st.leader,
-        "applied_index": st.applied_index,
-    }))
+    axum::Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        api_version: super::API_VERSION.into(),
+        application_format_version: zoe_common::zapp::FORMAT_VERSION,
+        deployment_name: cluster.unwrap_or_else(|| "zoe".into()),
+        coordinator: CoordinatorRef { id: st.id, name: st.name, role: st.role },
+        leader: st.leader,
+        applied_index: st.applied_index,
+    })
 }
 
 pub async fn members(Ax(ctx): Ax<Ctx>, caller: Caller) -> HttpResult<axum::Json<Status>> {
@@ -84,7 +84,7 @@ pub async fn restore(
     caller: Caller,
     super::routes::Q(q): super::routes::Q<RestoreParams>,
     body: axum::body::Body,
-) -> HttpResult<axum::Json<Value>> {
+) -> HttpResult<axum::Json<Restored>> {
     use crate::state::{Command, backup};
     caller.require_config()?;
     let bytes = axum::body::to_bytes(body, MAX_SNAPSHOT_BYTES).await.map_err(|e| {
@@ -114,13 +114,13 @@ pub async fn restore(
     }
     let w = ctx.coord().write(Command::RestoreCommit { upload }).await?;
     w.result?;
-    Ok(axum::Json(json!({
-        "restored": true,
-        "index": w.index,
-        "snapshot_index": file.index,
-        "snapshot_time": file.time,
-        "executions": file.state.executions.len(),
-        "users": file.state.users.len(),
-        "nodes": file.state.nodes.len(),
-    })))
+    Ok(axum::Json(Restored {
+        restored: true,
+        index: w.index,
+        snapshot_index: file.index,
+        snapshot_time: file.time,
+        executions: file.state.executions.len(),
+        users: file.state.users.len(),
+        nodes: file.state.nodes.len(),
+    }))
 }

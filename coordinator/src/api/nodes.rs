@@ -10,8 +10,8 @@ use crate::state::{Command, Drain, ExecutionStatus, Node, State};
 use axum::extract::State as Ax;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use zoe_api::node::{DrainProgressView, DrainStatus, ImageLoaded, ImagesLoaded, NodeImages};
 pub use zoe_api::node::{DrainView, NodeChanged, NodeLoad, NodeView, PreloadImage, SetDrain, SetEligibility};
 use zoe_api::stats::SchedulerStats;
 
@@ -105,9 +105,13 @@ pub async fn images(
     caller: Caller,
     P(name): P<String>,
     Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<Value>> {
+) -> HttpResult<Indexed<NodeImages>> {
     caller.require_status()?;
-    let r = ctx.read(&q, |s| find(s, &name).map(|n| json!({ "node": n.name, "images": n.images }))).await?;
+    let r = ctx
+        .read(&q, |s| {
+            find(s, &name).map(|n| NodeImages { node: n.name.clone(), images: n.images.iter().cloned().collect() })
+        })
+        .await?;
     r.checked()
 }
 
@@ -173,7 +177,7 @@ pub async fn drain_status(
     caller: Caller,
     P(name): P<String>,
     Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<Value>> {
+) -> HttpResult<Indexed<DrainStatus>> {
     caller.require_status()?;
     // Wait first, then take the live view, then read: the agent's count is
     // as fresh as the state (and no agent lock is taken under the state's).
@@ -183,17 +187,15 @@ pub async fn drain_status(
     let now = now_ms();
     let r = ctx
         .read(&ReadParams { consistent: q.consistent, index: None, wait: None }, |s| {
-            find(s, &name).map(|n| {
-                json!({
-                    "node": n.name,
-                    "draining": n.drain.is_some(),
-                    "eligible": n.eligible,
-                    "status": n.status.as_str(),
-                    "drain": n.drain,
-                    "progress": crate::drain::progress(s, &platform, &n.name, now),
-                    "last_drain": n.last_drain,
-                    "completed_at": n.drain_completed_at,
-                })
+            find(s, &name).map(|n| DrainStatus {
+                node: n.name.clone(),
+                draining: n.drain.is_some(),
+                eligible: n.eligible,
+                status: n.status.as_str().into(),
+                drain: n.drain.as_ref().map(DrainView::of),
+                progress: crate::drain::progress(s, &platform, &n.name, now).as_ref().map(DrainProgressView::of),
+                last_drain: n.last_drain.as_ref().map(DrainView::of),
+                completed_at: n.drain_completed_at,
             })
         })
         .await?;
@@ -241,7 +243,7 @@ pub async fn load_image(
     caller: Caller,
     Q(q): Q<LoadParams>,
     body: axum::body::Body,
-) -> HttpResult<axum::Json<Value>> {
+) -> HttpResult<axum::Json<ImagesLoaded>> {
     caller.require_config()?;
     let nodes: Vec<String> =
         q.nodes.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
@@ -259,7 +261,8 @@ pub async fn load_image(
         .await
         .map_err(|e| HttpError::unavailable("agent_unavailable", e.to_string()))?;
     let ok = results.iter().all(|r| r.error.is_none());
-    Ok(axum::Json(json!({ "ok": ok, "nodes": results })))
+    let nodes = results.into_iter().map(|r| ImageLoaded { node: r.node, error: r.error }).collect();
+    Ok(axum::Json(ImagesLoaded { ok, nodes }))
 }
 
 /// Zoe's `/statistics/scheduler`: the scheduler's three queues in the order

@@ -14,14 +14,17 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use zoe_api::acl::{
     AddMember, Bootstrap, CreateToken, CreateUser, Created, Login, QuotaFields, QuotaView, RoleFields, TokenCreated,
-    TokenView, UpdateUser, UserView,
+    TokenView, UpdateUser, UserView, WhoAmI,
 };
+use zoe_api::cluster::{Info, Restored, Status};
 use zoe_api::error::ErrorBody;
 use zoe_api::execution::{
     Discovery, Endpoints, ExecutionCreated, ExecutionPage, ExecutionResubmitted, ExecutionView, ResubmitExecution,
     ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
 };
-use zoe_api::node::{NodeChanged, NodeView, PreloadImage, SetDrain, SetEligibility};
+use zoe_api::node::{
+    DrainStatus, ImagesLoaded, NodeChanged, NodeImages, NodeView, PreloadImage, SetDrain, SetEligibility,
+};
 use zoe_api::schema::{Doc, Schema, Schemas};
 use zoe_api::stats::SchedulerStats;
 use zoe_common::zapp::ZApp;
@@ -108,11 +111,11 @@ macro_rules! routes {
 }
 
 routes! {
-    get "/api/v1/info" => cluster::info, None, "cluster", false, (), Value, "Version, API version, ZApp format, cluster name, this coordinator and the leader";
+    get "/api/v1/info" => cluster::info, None, "cluster", false, (), Info, "Version, API version, ZApp format, cluster name, this coordinator and the leader";
     get "/api/v1/openapi.json" => openapi_handler, None, "cluster", false, (), Value, "This document";
     post "/api/v1/acl/bootstrap" => admin::bootstrap, Bootstrap, "auth", false, Bootstrap, TokenCreated, "Exchange the one-time bootstrap token for the first admin's API token";
     post "/api/v1/login" => admin::login, Password, "auth", false, Login, TokenCreated, "Exchange a username and password (HTTP Basic or JSON) for a session token";
-    get "/api/v1/whoami" => admin::whoami, Token, "auth", false, (), Value, "The caller's user, role and token";
+    get "/api/v1/whoami" => admin::whoami, Token, "auth", false, (), WhoAmI, "The caller's user, role and token";
     post "/api/v1/zapp/validate" => executions::validate, Token, "executions", false, ZApp, ZAppValid, "Validate a ZApp; errors carry JSON pointers";
     get "/api/v1/executions" => executions::list, Token, "executions", true, (), ExecutionPage, "List executions (filters, cursor pagination, newest first)";
     post "/api/v1/executions" => executions::submit, Token, "executions", false, StartExecution, ExecutionCreated, "Submit {name, application}; quotas are checked";
@@ -129,10 +132,10 @@ routes! {
     get "/api/v1/nodes/{name}" => nodes::get, Token, "nodes", true, (), NodeView, "One node (can_see_status)";
     post "/api/v1/nodes/{name}/eligibility" => nodes::eligibility, Token, "nodes", false, SetEligibility, NodeChanged, "Set {eligible} (can_change_config)";
     post "/api/v1/nodes/{name}/drain" => nodes::drain, Token, "nodes", false, SetDrain, NodeChanged, "Start or update {enable: true, deadline_s, force}, or cancel {enable: false, keep_ineligible} a drain (can_change_config)";
-    get "/api/v1/nodes/{name}/drain" => nodes::drain_status, Token, "nodes", true, (), Value, "A drain's progress: what is left, what moved, time to the deadline; the last completed drain (can_see_status)";
-    get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, (), Value, "Images the node reported (can_see_status)";
+    get "/api/v1/nodes/{name}/drain" => nodes::drain_status, Token, "nodes", true, (), DrainStatus, "A drain's progress: what is left, what moved, time to the deadline; the last completed drain (can_see_status)";
+    get "/api/v1/nodes/{name}/images" => nodes::images, Token, "nodes", true, (), NodeImages, "Images the node reported (can_see_status)";
     post "/api/v1/images/preload" => nodes::preload, Token, "nodes", false, PreloadImage, (), "Pull {image} on {nodes} (all when absent), streaming progress; needs the agents";
-    post "/api/v1/images/load" => nodes::load_image, Token, "nodes", false, (), Value, "Load the image archive in the body (OCI layout or docker save tarball) on ?nodes=a,b (all connected when absent), streamed to the agents in pieces; answers each node's outcome (can_change_config)";
+    post "/api/v1/images/load" => nodes::load_image, Token, "nodes", false, (), ImagesLoaded, "Load the image archive in the body (OCI layout or docker save tarball) on ?nodes=a,b (all connected when absent), streamed to the agents in pieces; answers each node's outcome (can_change_config)";
     get "/api/v1/statistics/scheduler" => nodes::stats, Token, "nodes", true, (), SchedulerStats, "Zoe's scheduler statistics: queues and platform per node (can_see_status)";
     get "/api/v1/users" => admin::list_users, Token, "users", true, (), Vec<UserView>, "List users (can_change_config)";
     post "/api/v1/users" => admin::create_user, Token, "users", false, CreateUser, Created, "Create a user (can_change_config)";
@@ -152,11 +155,11 @@ routes! {
     get "/api/v1/tokens" => admin::list_tokens, Token, "auth", true, (), Vec<TokenView>, "List API tokens and sessions (own; admins: all)";
     post "/api/v1/tokens" => admin::create_token, Token, "auth", false, CreateToken, TokenCreated, "Create an API token {name, ttl_s, user_id (admins)}; the secret is shown once";
     delete "/api/v1/tokens/{id}" => admin::revoke_token, Token, "auth", false, (), (), "Revoke a token (own; admins: any)";
-    get "/api/v1/cluster/members" => cluster::members, Token, "cluster", false, (), Value, "Coordinators, leader, term and Raft indexes (can_see_status)";
+    get "/api/v1/cluster/members" => cluster::members, Token, "cluster", false, (), Status, "Coordinators, leader, term and Raft indexes (can_see_status)";
     post "/api/v1/cluster/members" => cluster::add_member, Token, "cluster", false, AddMember, AddMember, "Add a coordinator {id, addr, name} (can_change_config)";
     delete "/api/v1/cluster/members/{id}" => cluster::remove_member, Token, "cluster", false, (), (), "Remove a coordinator (can_change_config)";
     get "/api/v1/cluster/snapshot" => cluster::snapshot, Token, "cluster", false, (), Value, "The whole replicated state as a checksummed snapshot file (can_change_config)";
-    post "/api/v1/cluster/snapshot/restore" => cluster::restore, Token, "cluster", false, (), Value, "Replace the state with a snapshot file (body); ?force=true on a cluster that is not fresh (can_change_config)";
+    post "/api/v1/cluster/snapshot/restore" => cluster::restore, Token, "cluster", false, (), Restored, "Replace the state with a snapshot file (body); ?force=true on a cluster that is not fresh (can_change_config)";
     get "/metrics" => metrics::handler, None, "cluster", false, (), (), "Prometheus metrics (text format)";
 }
 

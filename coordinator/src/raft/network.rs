@@ -161,43 +161,8 @@ impl ApiError {
     }
 }
 
-/// One member as seen in the status view.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberStatus {
-    pub id: NodeId,
-    pub name: String,
-    pub addr: String,
-    pub voter: bool,
-    /// Leader only: highest log index known replicated on this member.
-    pub matched_index: Option<u64>,
-}
-
-/// The health view of one coordinator.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub id: NodeId,
-    pub name: String,
-    /// Leader, Follower, Candidate, Learner or Shutdown.
-    pub role: String,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub commit_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub members: Vec<MemberStatus>,
-    /// Follower: ms since the leader was last heard; leader: ms since a
-    /// quorum last acknowledged it.
-    pub last_contact_ms: Option<u64>,
-    pub snapshots_installed: u64,
-    pub initialized: bool,
-    /// Log entries appended, `append` calls and log syncs since start:
-    /// entries per sync is the group-commit batch size.
-    pub log_entries: u64,
-    pub log_appends: u64,
-    pub log_syncs: u64,
-}
+/// The health view of a coordinator and of its members: the API's types.
+pub use zoe_api::cluster::{MemberStatus, Status};
 
 // ------------------------------------------------------------- connections
 

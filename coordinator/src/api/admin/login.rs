@@ -102,13 +102,17 @@ pub async fn login(
     Ok(created(v, index))
 }
 
-pub async fn whoami(caller: Caller) -> axum::Json<Value> {
-    axum::Json(json!({
-        "user_id": caller.user.id,
-        "username": caller.user.username,
-        "role": caller.role,
-        "token": { "id": caller.token.id, "kind": caller.token.kind, "expires": caller.token.expires },
-    }))
+use zoe_api::acl::{TokenRef, WhoAmI};
+
+pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
+    let t = &caller.token;
+    let token = TokenRef { id: t.id.clone(), kind: t.kind.as_str().into(), expires: t.expires };
+    axum::Json(WhoAmI {
+        user_id: caller.user.id,
+        username: caller.user.username.clone(),
+        role: caller.role.clone(),
+        token,
+    })
 }
 
 /// Exchanges the one-time bootstrap token (as the bearer token, or

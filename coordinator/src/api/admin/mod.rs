@@ -24,7 +24,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
 pub use zoe_api::acl::{
     Bootstrap, CreateToken, CreateUser, Created, Login, QuotaFields, QuotaView, RoleFields, TokenCreated, TokenView,
     UpdateUser, UserView,
