@@ -19,35 +19,39 @@ crate::api_type! {
     }
 }
 
-crate::api_type! {
-    /// `POST /users`. Left out: role `user`, the default quota, the next
-    /// free `fs_uid` from 1000, enabled, priority 0, auth source `internal`.
-    pub struct CreateUser {
-        pub username: String,
-        pub email: Option<String>,
-        pub password: Option<String>,
-        pub role_id: Option<u64>,
-        pub quota_id: Option<u64>,
-        pub auth_source: Option<String>,
-        pub fs_uid: Option<u64>,
-        pub enabled: Option<bool>,
-        pub priority: Option<i64>,
-    }
+/// `CreateUser` and `UpdateUser` from one list of the user's settable
+/// fields (a user is created with a name and any of them).
+macro_rules! user_types {
+    ($($f:ident: $t:ty),* $(,)?) => {
+        crate::api_type! {
+            /// `POST /users`. Left out: role `user`, the default quota, the
+            /// next free `fs_uid` from 1000, enabled, priority 0, auth source
+            /// `internal`.
+            pub struct CreateUser {
+                pub username: String,
+                $(pub $f: Option<$t>),*
+            }
+        }
+
+        crate::api_type! {
+            /// `PATCH /users/{id}`: what is given changes.
+            #[derive(Default)]
+            pub struct UpdateUser {
+                $(pub $f: Option<$t>),*
+            }
+        }
+    };
 }
 
-crate::api_type! {
-    /// `PATCH /users/{id}`: what is given changes.
-    #[derive(Default)]
-    pub struct UpdateUser {
-        pub email: Option<String>,
-        pub password: Option<String>,
-        pub role_id: Option<u64>,
-        pub quota_id: Option<u64>,
-        pub auth_source: Option<String>,
-        pub fs_uid: Option<u64>,
-        pub enabled: Option<bool>,
-        pub priority: Option<i64>,
-    }
+user_types! {
+    email: String,
+    password: String,
+    role_id: u64,
+    quota_id: u64,
+    auth_source: String,
+    fs_uid: u64,
+    enabled: bool,
+    priority: i64,
 }
 
 crate::api_type! {

@@ -3,7 +3,6 @@
 //! per second on one core (the pass is single-threaded).
 
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 use std::time::Instant;
 use zoe_common::resources::Millicores;
 use zoe_common::zapp::{CoresRange, MemoryRange, Resources, ServiceGroup, ZApp};
@@ -66,15 +65,10 @@ fn cluster(nodes: u32) -> (State, Platform) {
     let mut platform = Platform::default();
     for i in 0..nodes {
         let name = format!("node-{i:05}");
+        let capacity = Capacity { cores: Millicores::from_whole_cores(32), memory: 128 * GIB };
         let registration = Registration {
-            name: name.clone(),
             addresses: vec![format!("10.0.{}.{}", i / 250, i % 250)],
-            capacity: Capacity { cores: Millicores::from_whole_cores(32), memory: 128 * GIB },
-            labels: BTreeSet::new(),
-            host_volumes: Default::default(),
-            containerd_version: "1.6".into(),
-            cgroup_mode: "v1".into(),
-            images: BTreeSet::new(),
+            ..Registration::bare(name.clone(), capacity)
         };
         st.apply(&Command::RegisterNode { registration, time: 1 }).expect("register");
         platform.nodes.insert(name, LiveNode { connected: true, ..LiveNode::default() });

@@ -33,23 +33,27 @@ enum Action {
         json: bool,
     },
     /// Add a coordinator to the cluster (it catches up as a learner, then votes).
-    Join {
-        /// The new member's node id.
-        #[arg(long)]
-        id: u64,
-        /// Its address (host:port), as the other members will reach it.
-        #[arg(long)]
-        addr: String,
-        /// The name in its certificate (coordinator.NAME.zoe).
-        #[arg(long)]
-        name: String,
-    },
+    Join(NewMember),
     /// Remove a coordinator from the cluster.
     Remove {
         /// The member's node id.
         #[arg(long)]
         id: u64,
     },
+}
+
+/// A coordinator to add to the cluster (`zoe coordinator join`, `zoe operator add`).
+#[derive(Debug, Args)]
+pub struct NewMember {
+    /// The new member's node id.
+    #[arg(long)]
+    pub id: u64,
+    /// Its address (host:port of its Raft listener), as the other members will reach it.
+    #[arg(long)]
+    pub addr: String,
+    /// The name in its certificate (coordinator.NAME.zoe).
+    #[arg(long)]
+    pub name: String,
 }
 
 pub fn run(args: CoordinatorArgs) -> Result<ExitCode> {
@@ -108,7 +112,7 @@ async fn admin(config: CoordinatorConfig, action: Action) -> Result<ExitCode> {
                 print_status(&s);
             }
         }
-        Action::Join { id, addr, name } => {
+        Action::Join(NewMember { id, addr, name }) => {
             if config.peers.iter().any(|p| p.id == id && p.name != name) {
                 bail!("id {id} is configured as another coordinator");
             }

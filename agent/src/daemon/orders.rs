@@ -79,15 +79,7 @@ impl Agent {
                 Err(e) => CommandReply::Failed { retryable: true, message: e.to_string() },
             },
             AgentCommand::Preload { reference } => {
-                let ptx = tx.clone();
-                let progress: crate::image::ProgressFn = Arc::new(move |p: &crate::image::Progress| {
-                    let _ = ptx.try_send(CommandReply::Progress(ImageProgress {
-                        image: p.image.clone(),
-                        phase: format!("{:?}", p.phase).to_lowercase(),
-                        done: p.done,
-                        total: p.total,
-                    }));
-                });
+                let progress = progress_to(&tx);
                 match self.rt.images().pull(&reference, Some(progress)).await {
                     Ok(_) => {
                         self.refresh_slow().await;
@@ -159,15 +151,7 @@ impl Agent {
         if !last {
             return CommandReply::Done;
         }
-        let ptx = tx.clone();
-        let progress: crate::image::ProgressFn = Arc::new(move |p: &crate::image::Progress| {
-            let _ = ptx.try_send(CommandReply::Progress(ImageProgress {
-                image: p.image.clone(),
-                phase: format!("{:?}", p.phase).to_lowercase(),
-                done: p.done,
-                total: p.total,
-            }));
-        });
+        let progress = progress_to(tx);
         let result = self.rt.images().import_archive(&path, None, Some(progress)).await;
         let _ = tokio::fs::remove_file(&path).await;
         match result {
@@ -270,6 +254,20 @@ impl Agent {
         self.rt.images().pull(image, None).await?;
         Ok(())
     }
+}
+
+/// Image progress as replies on the command's stream; dropped when the
+/// stream is behind (progress is advisory, the final reply is not).
+fn progress_to(tx: &tokio::sync::mpsc::Sender<CommandReply>) -> crate::image::ProgressFn {
+    let tx = tx.clone();
+    Arc::new(move |p: &crate::image::Progress| {
+        let _ = tx.try_send(CommandReply::Progress(ImageProgress {
+            image: p.image.clone(),
+            phase: format!("{:?}", p.phase).to_lowercase(),
+            done: p.done,
+            total: p.total,
+        }));
+    })
 }
 
 /// The leader's wire spec as the runtime's spec. The leader has resolved

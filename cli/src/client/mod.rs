@@ -214,16 +214,7 @@ pub enum OperatorCmd {
     /// Coordinators, leader and Raft indexes.
     Members,
     /// Add a coordinator (it catches up as a learner, then votes).
-    Add {
-        #[arg(long)]
-        id: u64,
-        /// host:port of its Raft (QUIC) listener.
-        #[arg(long)]
-        addr: String,
-        /// The name in its certificate.
-        #[arg(long)]
-        name: String,
-    },
+    Add(crate::coordinator::NewMember),
     /// Remove a coordinator.
     Remove { id: u64 },
     /// Backups of the whole replicated state (executions, users, tokens, nodes).
@@ -823,8 +814,8 @@ async fn operator(conn: &Conn, cmd: OperatorCmd) -> Result<()> {
                 cell(&v["applied_index"])
             );
         }
-        OperatorCmd::Add { id, addr, name } => {
-            let v = c.post("/api/v1/cluster/members", &json!({"id": id, "addr": addr, "name": name})).await?;
+        OperatorCmd::Add(crate::coordinator::NewMember { id, addr, name }) => {
+            let v = c.post("/api/v1/cluster/members", &json!(zoe_api::acl::AddMember { id, addr, name })).await?;
             done(conn, &v, || format!("coordinator {id} is now a voting member"));
         }
         OperatorCmd::Remove { id } => {

@@ -8,7 +8,6 @@ use crate::backend::{BackendError, Spawned};
 use crate::config::{CoordinatorConfig, PeerConfig, TlsFiles};
 use crate::scheduler::{LiveNode, Platform};
 use crate::state::{AfterCleanup, Capacity, ExecutionId, ExecutionStatus, Registration, State};
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Instant;
 use zoe_common::resources::Millicores;
@@ -186,16 +185,8 @@ async fn fixture(cfg: LeaderConfig) -> Fixture {
         gc: Default::default(),
     };
     let node = Coordinator::start(config).await.unwrap();
-    let registration = Registration {
-        name: "n1".into(),
-        addresses: vec!["127.0.0.1".into()],
-        capacity: Capacity { cores: Millicores::from_whole_cores(2), memory: 4 << 30 },
-        labels: BTreeSet::new(),
-        host_volumes: Default::default(),
-        containerd_version: "test".into(),
-        cgroup_mode: "v1".into(),
-        images: BTreeSet::new(),
-    };
+    let capacity = Capacity { cores: Millicores::from_whole_cores(2), memory: 4 << 30 };
+    let registration = Registration { addresses: vec!["127.0.0.1".into()], ..Registration::bare("n1", capacity) };
     node.write(Command::RegisterNode { registration, time: now_ms() }).await.unwrap().result.unwrap();
     let backend = Arc::new(RecordingBackend::default());
     let (stop, rx) = watch::channel(false);

@@ -272,14 +272,11 @@ pub async fn running_on_n1(
     use zoe_coordinator::state::{Capacity, Command, Placement, Plan, Registration};
     let coord = &c.members[0].coord;
     let registration = Registration {
-        name: "n1".into(),
         addresses: vec!["10.0.0.5".into()],
-        capacity: Capacity { cores: Millicores(4000), memory: 8 << 30 },
-        labels: Default::default(),
-        host_volumes: Default::default(),
         containerd_version: "1.6".into(),
         cgroup_mode: "v2".into(),
         images: ["zoe.local/busybox:1".to_string()].into(),
+        ..Registration::bare("n1", Capacity { cores: Millicores(4000), memory: 8 << 30 })
     };
     coord.write(Command::RegisterNode { registration, time: 1 }).await.unwrap();
     let body = json!({"name": name, "application": hello_zapp()});

@@ -4,7 +4,6 @@
 use super::*;
 use crate::scheduler::{LiveNode, SchedulerConfig, schedule};
 use crate::state::{Applied, Capacity, Drain, Registration};
-use std::collections::BTreeSet;
 use zoe_common::resources::Millicores;
 use zoe_common::zapp::parse;
 
@@ -34,16 +33,8 @@ impl World {
         let mut w =
             World { st: State::default(), platform: Platform::default(), cfg: DrainConfig::default(), now: 1_000 };
         for name in ["a", "b"] {
-            let registration = Registration {
-                name: name.into(),
-                addresses: vec![],
-                capacity: Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 },
-                labels: BTreeSet::new(),
-                host_volumes: Default::default(),
-                containerd_version: "t".into(),
-                cgroup_mode: "v1".into(),
-                images: BTreeSet::new(),
-            };
+            let registration =
+                Registration::bare(name, Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 });
             w.st.apply(&Command::RegisterNode { registration, time: w.now }).unwrap();
             w.platform.nodes.insert(name.into(), LiveNode { connected: true, ..LiveNode::default() });
         }
@@ -380,16 +371,7 @@ fn a_lost_node_coming_back_stops_what_was_replaced() {
     assert!(w.nodes_of(lr).iter().all(|(_, n)| n == "b"));
     assert_eq!(w.st.executions[&batch].status, ExecutionStatus::Error);
     // The agent re-registers: ready again, and every old container goes now.
-    let registration = Registration {
-        name: "a".into(),
-        addresses: vec![],
-        capacity: Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 },
-        host_volumes: Default::default(),
-        labels: BTreeSet::new(),
-        containerd_version: "t".into(),
-        cgroup_mode: "v1".into(),
-        images: BTreeSet::new(),
-    };
+    let registration = Registration::bare("a", Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 });
     w.ok(Command::RegisterNode { registration, time: w.now });
     assert_eq!(w.st.nodes["a"].status, NodeStatus::Ready);
     let acts = reconcile(&w.st, "a", &old, true, w.now);

@@ -4,7 +4,6 @@
 use super::*;
 use crate::scheduler::LiveNode;
 use crate::state::{Applied, Capacity, ClusterNetwork, Registration};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use zoe_common::proto::{ContainerInfo, ContainerState};
 
@@ -51,15 +50,10 @@ impl World {
             w.ok(Command::SetClusterNetwork { network });
         }
         for name in ["n1", "n2"] {
+            let capacity = Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 };
             let registration = Registration {
-                name: name.into(),
                 addresses: vec![format!("192.0.2.{}", name.len())],
-                capacity: Capacity { cores: Millicores::from_whole_cores(4), memory: 1 << 30 },
-                labels: BTreeSet::new(),
-                host_volumes: Default::default(),
-                containerd_version: "t".into(),
-                cgroup_mode: "v1".into(),
-                images: BTreeSet::new(),
+                ..Registration::bare(name, capacity)
             };
             w.ok(Command::RegisterNode { registration, time: w.now });
             w.connect(name, 1, vec![]);

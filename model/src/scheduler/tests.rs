@@ -59,15 +59,11 @@ impl World {
             World { st: State::default(), platform: Platform::default(), cfg: SchedulerConfig::default(), now: 1_000 };
         w.cfg.core_sharing = false;
         for (name, cores, mib, labels) in nodes {
+            let capacity = Capacity { cores: Millicores::from_whole_cores(*cores), memory: mib * MIB };
             let registration = Registration {
-                name: name.to_string(),
                 addresses: vec!["127.0.0.1".into()],
-                capacity: Capacity { cores: Millicores::from_whole_cores(*cores), memory: mib * MIB },
                 labels: labels.iter().map(|l| l.to_string()).collect(),
-                host_volumes: Default::default(),
-                containerd_version: "1.6".into(),
-                cgroup_mode: "v1".into(),
-                images: BTreeSet::new(),
+                ..Registration::bare(*name, capacity)
             };
             w.st.apply(&Command::RegisterNode { registration, time: 1 }).unwrap();
             w.platform.nodes.insert(name.to_string(), LiveNode { connected: true, ..LiveNode::default() });
@@ -536,16 +532,7 @@ fn nodes_get_stable_subnets_and_the_network_is_fixed_once_nodes_exist() {
     let mut w = World::new(&[("n1", 1, 64, &[]), ("n2", 1, 64, &[])]);
     assert_eq!(w.st.nodes["n1"].subnet.as_deref(), Some("10.88.0.0/24"));
     assert_eq!(w.st.nodes["n2"].subnet.as_deref(), Some("10.88.1.0/24"));
-    let r = Registration {
-        name: "n1".into(),
-        addresses: vec![],
-        capacity: Capacity { cores: Millicores(1000), memory: 1 },
-        host_volumes: Default::default(),
-        labels: BTreeSet::new(),
-        containerd_version: "x".into(),
-        cgroup_mode: "v1".into(),
-        images: BTreeSet::new(),
-    };
+    let r = Registration::bare("n1", Capacity { cores: Millicores(1000), memory: 1 });
     w.st.apply(&Command::RegisterNode { registration: r, time: 99 }).unwrap();
     assert_eq!(w.st.nodes["n1"].subnet.as_deref(), Some("10.88.0.0/24"), "kept across re-registration");
     let net = crate::state::ClusterNetwork { cidr: "10.99.0.0/16".into(), ..Default::default() };

@@ -110,3 +110,21 @@ pub struct Registration {
     pub cgroup_mode: String,
     pub images: BTreeSet<String>,
 }
+
+impl Registration {
+    /// A node of `capacity` with nothing more to say (no address, label,
+    /// host volume or image): what tests and the scheduler benchmark start
+    /// from, adding what they need.
+    pub fn bare(name: impl Into<String>, capacity: Capacity) -> Registration {
+        Registration {
+            name: name.into(),
+            addresses: vec![],
+            capacity,
+            labels: BTreeSet::new(),
+            host_volumes: BTreeMap::new(),
+            containerd_version: "test".into(),
+            cgroup_mode: "v1".into(),
+            images: BTreeSet::new(),
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! The lifecycle through commands, as the leader will issue them.
 
 use super::*;
-use std::collections::BTreeSet;
 use zoe_common::zapp::parse;
 
 fn app(text: &str) -> ZApp {
@@ -17,16 +16,8 @@ fn spark() -> ZApp {
 }
 
 fn node(name: &str) -> Registration {
-    Registration {
-        name: name.into(),
-        addresses: vec!["127.0.0.1".into()],
-        capacity: Capacity { cores: Millicores::from_whole_cores(4), memory: 8 << 30 },
-        labels: BTreeSet::new(),
-        host_volumes: Default::default(),
-        containerd_version: "1.6.20".into(),
-        cgroup_mode: "v1".into(),
-        images: BTreeSet::new(),
-    }
+    let capacity = Capacity { cores: Millicores::from_whole_cores(4), memory: 8 << 30 };
+    Registration { addresses: vec!["127.0.0.1".into()], ..Registration::bare(name, capacity) }
 }
 
 /// User `ada` with the `user` role and the given quota.
