@@ -1,0 +1,204 @@
+//! zoe's scheduler in virtual time (issue #21's first step): the very
+//! `schedule()` and `State::apply` the leader runs, driven by a
+//! discrete-event loop instead of Raft and agents.
+//!
+//! The loop: at each event time, applications that arrive are submitted
+//! and queued; the scheduler runs until its plan is empty, and what it
+//! placed starts at once (a simulated node answers every spawn); every
+//! running application then progresses at its speed until the next
+//! arrival or completion. An application's work is its runtime at full
+//! width; with `k` of its `n` instances running it goes at `k / n` of that
+//! speed (the linear model of Pace et al., CCGrid 2017), or at Amdahl's
+//! `1 / (s + (1 - s) · n / k)` with a serial fraction `s`. When its work
+//! is done its first essential instance exits with code 0, which ends the
+//! execution as a batch job ends, and the rest are stopped.
+//!
+//! Times are milliseconds of virtual time; nothing here reads a clock.
+
+use std::collections::BTreeMap;
+use zoe_common::zapp::ZApp;
+use zoe_model::scheduler::{LiveNode, Platform, SchedulerConfig, schedule};
+use zoe_model::state::{Applied, Command, ExecutionId, ExecutionStatus, Millis, Registration, ServiceStatus, State};
+
+/// One application of a workload.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub arrival: Millis,
+    pub zapp: ZApp,
+    /// Runtime with every instance running, in ms.
+    pub work_ms: f64,
+}
+
+/// How an application's speed depends on how many of its instances run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// `k / n`.
+    Linear,
+    /// Amdahl's law with this serial fraction.
+    Amdahl(f64),
+}
+
+impl Speed {
+    /// The fraction of full speed with `k` of `n` instances running.
+    pub fn rate(self, k: usize, n: usize) -> f64 {
+        if k == 0 || n == 0 {
+            return 0.0;
+        }
+        let f = k as f64 / n as f64;
+        match self {
+            Speed::Linear => f,
+            Speed::Amdahl(s) => 1.0 / (s + (1.0 - s) / f),
+        }
+    }
+}
+
+/// What happened to one application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub app: usize,
+    pub execution: ExecutionId,
+    pub arrival: Millis,
+    /// When its first instances started.
+    pub start: Option<Millis>,
+    /// When its work was done.
+    pub end: Option<Millis>,
+}
+
+impl Outcome {
+    pub fn turnaround_ms(&self) -> Option<Millis> {
+        Some(self.end? - self.arrival)
+    }
+}
+
+/// An application in the simulation.
+struct Running {
+    execution: ExecutionId,
+    /// Work left, in ms at full speed.
+    left: f64,
+    width: usize,
+}
+
+/// Runs `apps` on `nodes` under `cfg` until every application is done or
+/// nothing more can happen (what never fits never starts).
+pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: Speed) -> Vec<Outcome> {
+    let mut st = State::default();
+    let mut platform = Platform::default();
+    for r in nodes {
+        st.apply(&Command::RegisterNode { registration: r.clone(), time: 0 }).expect("a registration applies");
+        platform.nodes.insert(r.name.clone(), LiveNode { connected: true, ..LiveNode::default() });
+    }
+    let mut order: Vec<usize> = (0..apps.len()).collect();
+    order.sort_by_key(|&i| (apps[i].arrival, i));
+    let mut next_arrival = 0;
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(apps.len());
+    let mut live: BTreeMap<ExecutionId, Running> = BTreeMap::new();
+    let mut now: f64 = order.first().map(|&i| apps[i].arrival as f64).unwrap_or(0.0);
+    loop {
+        let t = now.round() as Millis;
+        // Arrivals.
+        while next_arrival < order.len() && apps[order[next_arrival]].arrival <= t {
+            let i = order[next_arrival];
+            next_arrival += 1;
+            let submit = Command::SubmitExecution {
+                idempotency_key: None,
+                name: format!("app-{i}"),
+                owner: "sim".into(),
+                description: apps[i].zapp.clone(),
+                size: 0.0,
+                time: t,
+            };
+            let Ok(Applied::Created(id)) = st.apply(&submit) else { continue };
+            st.apply(&Command::QueueExecution { id, time: t }).expect("a new execution queues");
+            let width = apps[i].zapp.services.iter().map(|g| g.total_count as usize).sum();
+            live.insert(id, Running { execution: id, left: apps[i].work_ms, width });
+            outcomes.push(Outcome { app: i, execution: id, arrival: apps[i].arrival, start: None, end: None });
+        }
+        // Placements, until the scheduler has nothing more to place now.
+        for _ in 0..64 {
+            let plan = schedule(&st, &platform, cfg, t);
+            if plan.is_empty() {
+                break;
+            }
+            let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
+            if st.apply(&Command::ApplyPlan(plan)).is_err() {
+                break;
+            }
+            for sid in placed {
+                let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) else { continue };
+                let started =
+                    Command::ServiceStarted { id: sid, container_id: cid, ip_address: None, ports: vec![], time: t };
+                let _ = st.apply(&started);
+            }
+        }
+        for o in outcomes.iter_mut().filter(|o| o.start.is_none()) {
+            o.start = st.executions.get(&o.execution).and_then(|e| e.time_start);
+        }
+        // The next event: an arrival or a completion.
+        let rates: Vec<(ExecutionId, f64)> = live
+            .values()
+            .map(|r| {
+                let k = st.services_of(r.execution).filter(|s| s.status == ServiceStatus::Active).count();
+                (r.execution, speed.rate(k, r.width))
+            })
+            .collect();
+        let next_done =
+            rates.iter().filter(|(_, v)| *v > 0.0).map(|(id, v)| now + live[id].left / v).fold(f64::INFINITY, f64::min);
+        let next_in = order.get(next_arrival).map(|&i| apps[i].arrival as f64).unwrap_or(f64::INFINITY);
+        let next = next_done.min(next_in);
+        if !next.is_finite() {
+            break;
+        }
+        let dt = next - now;
+        now = next;
+        let t = now.round() as Millis;
+        let mut done = Vec::new();
+        for (id, v) in rates {
+            let r = live.get_mut(&id).expect("listed");
+            r.left -= dt * v;
+            if v > 0.0 && r.left <= 1e-6 {
+                done.push(id);
+            }
+        }
+        for id in done {
+            let r = live.remove(&id).expect("listed");
+            finish(&mut st, r.execution, t);
+            if let Some(o) = outcomes.iter_mut().find(|o| o.execution == id) {
+                o.end = Some(t);
+            }
+        }
+    }
+    outcomes.sort_by_key(|o| o.app);
+    outcomes
+}
+
+/// The application's work is done: its first essential instance exits
+/// with 0 (a batch job's end), and what is stopped then is stopped.
+fn finish(st: &mut State, id: ExecutionId, t: Millis) {
+    let first = st
+        .services_of(id)
+        .find(|s| s.essential && s.status == ServiceStatus::Active)
+        .and_then(|s| Some((s.id, s.container_id.clone()?)));
+    if let Some((sid, cid)) = first {
+        let exited = Command::ServiceExited {
+            id: sid,
+            container_id: cid,
+            exit_code: Some(0),
+            oom_killed: false,
+            reason: "work done".into(),
+            time: t,
+        };
+        let _ = st.apply(&exited);
+    }
+    let stopping: Vec<_> = st
+        .services_of(id)
+        .filter(|s| s.status == ServiceStatus::Terminating)
+        .filter_map(|s| Some((s.id, s.container_id.clone()?)))
+        .collect();
+    for (sid, cid) in stopping {
+        let _ = st.apply(&Command::ServiceStopped { id: sid, container_id: cid, time: t });
+    }
+    debug_assert!(st.executions.get(&id).is_none_or(|e| e.status != ExecutionStatus::Running));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! Scenarios whose outcome is known by hand.
+
+use super::*;
+use zoe_common::resources::Millicores;
+use zoe_model::scheduler::StopRule;
+use zoe_model::state::Capacity;
+
+const GIB: u64 = 1 << 30;
+
+/// A batch ZApp of one group: `essential` of `total` instances of one core
+/// and 1 GiB each.
+fn zapp(name: &str, essential: u32, total: u32) -> ZApp {
+    let text = format!(
+        r#"{{"name":"{name}","version":3,"will_end":true,"size":1,"services":[
+ {{"name":"worker","image":"zoe.local/busybox:1","monitor":true,"essential_count":{essential},"total_count":{total},
+   "startup_order":0,"resources":{{"memory":{{"min":{GIB},"max":{GIB}}},"cores":{{"min":1,"max":1}}}},
+   "environment":[],"volumes":[],"command":null,"ports":[]}}]}}"#
+    );
+    zoe_common::zapp::parse(&text).unwrap().0
+}
+
+fn one_node(cores: u32) -> Vec<Registration> {
+    vec![Registration::bare("n1", Capacity { cores: Millicores::from_whole_cores(cores), memory: 256 * GIB })]
+}
+
+fn cfg() -> SchedulerConfig {
+    // Instances get exactly their cores: the speed model counts instances.
+    SchedulerConfig { core_sharing: false, stop_rule: StopRule::EssentialFits, ..SchedulerConfig::default() }
+}
+
+/// The issue's scenario: one node of 32 cores; C, rigid (8 essential), runs
+/// 50 s from t = 0; A, 4 essential + 28 elastic, needs 100 s at full width
+/// and arrives at t = 0 too. Flexible (zoe's) starts A at once on the 24
+/// free cores, grows it to 32 when C ends, and finishes it at 112.5 s;
+/// rigid (A all essential) waits for C and finishes at 150 s.
+#[test]
+fn flexible_starts_the_elastic_application_at_once_rigid_waits() {
+    let c = App { arrival: 0, zapp: zapp("app-c", 8, 8), work_ms: 50_000.0 };
+    let flexible = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0 };
+    let out = run(&[c.clone(), flexible], &one_node(32), &cfg(), Speed::Linear);
+    assert_eq!((out[0].start, out[0].end), (Some(0), Some(50_000)));
+    assert_eq!((out[1].start, out[1].end), (Some(0), Some(112_500)));
+
+    let rigid = App { arrival: 0, zapp: zapp("app-a", 32, 32), work_ms: 100_000.0 };
+    let out = run(&[c, rigid], &one_node(32), &cfg(), Speed::Linear);
+    assert_eq!((out[1].start, out[1].end), (Some(50_000), Some(150_000)));
+    assert_eq!(out[1].turnaround_ms(), Some(150_000));
+}
+
+#[test]
+fn what_never_fits_never_starts_and_the_rest_still_runs() {
+    let huge = App { arrival: 0, zapp: zapp("huge", 64, 64), work_ms: 1_000.0 };
+    let small = App { arrival: 10, zapp: zapp("small", 2, 2), work_ms: 1_000.0 };
+    let out = run(&[huge, small], &one_node(32), &cfg(), Speed::Linear);
+    assert_eq!((out[0].start, out[0].end), (None, None));
+    assert_eq!((out[1].start, out[1].end), (Some(10), Some(1_010)));
+}
+
+#[test]
+fn speed_models() {
+    assert_eq!(Speed::Linear.rate(24, 32), 0.75);
+    assert_eq!(Speed::Linear.rate(0, 32), 0.0);
+    // Amdahl with a serial fraction of 0.5 at half width: 1 / (0.5 + 0.5 * 2).
+    assert!((Speed::Amdahl(0.5).rate(16, 32) - 1.0 / 1.5).abs() < 1e-12);
+    assert_eq!(Speed::Amdahl(0.5).rate(32, 32), 1.0);
+}
