@@ -9,6 +9,7 @@ mod protocol;
 mod raft;
 mod runtime;
 mod scheduler;
+mod sim;
 mod storage;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Bench {
     Storage(storage::Args),
     /// Submit → running of a busybox ZApp on a real agent vs `ctr run -d` on the same containerd.
     Latency(latency::Args),
+    /// zoe-sim's speed on the paper's workload (20,000 applications on 25 nodes), with its turnarounds per class.
+    Sim(sim::Args),
     /// (internal) The hollow-agent load generator `protocol` runs as a child process.
     #[command(hide = true)]
     ProtocolHollow(protocol::HollowArgs),
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Protocol(args) => rt.block_on(protocol::run(args))?,
         Bench::E2e(args) => rt.block_on(e2e::run(args))?,
         Bench::Latency(args) => rt.block_on(latency::run(args))?,
+        Bench::Sim(args) => sim::run(args)?,
         Bench::Storage(args) => rt.block_on(storage::run(args))?,
         Bench::ProtocolHollow(args) => rt.block_on(protocol::hollow(args))?,
     };

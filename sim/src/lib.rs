@@ -15,6 +15,8 @@
 //!
 //! Times are milliseconds of virtual time; nothing here reads a clock.
 
+pub mod workload;
+
 use std::collections::BTreeMap;
 use zoe_common::zapp::ZApp;
 use zoe_model::scheduler::{LiveNode, Platform, SchedulerConfig, schedule};
@@ -27,6 +29,16 @@ pub struct App {
     pub zapp: ZApp,
     /// Runtime with every instance running, in ms.
     pub work_ms: f64,
+    /// The workload's class of the application (results are per class).
+    pub class: Class,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    /// Some components elastic (Zoe's "elastic batch").
+    Elastic,
+    /// Every component essential.
+    Rigid,
 }
 
 /// How an application's speed depends on how many of its instances run.
@@ -197,7 +209,11 @@ fn finish(st: &mut State, id: ExecutionId, t: Millis) {
     for (sid, cid) in stopping {
         let _ = st.apply(&Command::ServiceStopped { id: sid, container_id: cid, time: t });
     }
-    debug_assert!(st.executions.get(&id).is_none_or(|e| e.status != ExecutionStatus::Running));
+    // Ended executions leave the state, so a pass costs what is queued and
+    // running, not the whole history.
+    if st.executions.get(&id).is_some_and(|e| e.status == ExecutionStatus::Terminated) {
+        let _ = st.apply(&Command::DeleteExecution { id });
+    }
 }
 
 #[cfg(test)]

@@ -7,16 +7,8 @@ use zoe_model::state::Capacity;
 
 const GIB: u64 = 1 << 30;
 
-/// A batch ZApp of one group: `essential` of `total` instances of one core
-/// and 1 GiB each.
 fn zapp(name: &str, essential: u32, total: u32) -> ZApp {
-    let text = format!(
-        r#"{{"name":"{name}","version":3,"will_end":true,"size":1,"services":[
- {{"name":"worker","image":"zoe.local/busybox:1","monitor":true,"essential_count":{essential},"total_count":{total},
-   "startup_order":0,"resources":{{"memory":{{"min":{GIB},"max":{GIB}}},"cores":{{"min":1,"max":1}}}},
-   "environment":[],"volumes":[],"command":null,"ports":[]}}]}}"#
-    );
-    zoe_common::zapp::parse(&text).unwrap().0
+    crate::workload::batch_zapp(name, essential, total, GIB)
 }
 
 fn one_node(cores: u32) -> Vec<Registration> {
@@ -35,13 +27,13 @@ fn cfg() -> SchedulerConfig {
 /// rigid (A all essential) waits for C and finishes at 150 s.
 #[test]
 fn flexible_starts_the_elastic_application_at_once_rigid_waits() {
-    let c = App { arrival: 0, zapp: zapp("app-c", 8, 8), work_ms: 50_000.0 };
-    let flexible = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0 };
+    let c = App { arrival: 0, zapp: zapp("app-c", 8, 8), work_ms: 50_000.0, class: Class::Rigid };
+    let flexible = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic };
     let out = run(&[c.clone(), flexible], &one_node(32), &cfg(), Speed::Linear);
     assert_eq!((out[0].start, out[0].end), (Some(0), Some(50_000)));
     assert_eq!((out[1].start, out[1].end), (Some(0), Some(112_500)));
 
-    let rigid = App { arrival: 0, zapp: zapp("app-a", 32, 32), work_ms: 100_000.0 };
+    let rigid = App { arrival: 0, zapp: zapp("app-a", 32, 32), work_ms: 100_000.0, class: Class::Rigid };
     let out = run(&[c, rigid], &one_node(32), &cfg(), Speed::Linear);
     assert_eq!((out[1].start, out[1].end), (Some(50_000), Some(150_000)));
     assert_eq!(out[1].turnaround_ms(), Some(150_000));
@@ -49,8 +41,8 @@ fn flexible_starts_the_elastic_application_at_once_rigid_waits() {
 
 #[test]
 fn what_never_fits_never_starts_and_the_rest_still_runs() {
-    let huge = App { arrival: 0, zapp: zapp("huge", 64, 64), work_ms: 1_000.0 };
-    let small = App { arrival: 10, zapp: zapp("small", 2, 2), work_ms: 1_000.0 };
+    let huge = App { arrival: 0, zapp: zapp("huge", 64, 64), work_ms: 1_000.0, class: Class::Rigid };
+    let small = App { arrival: 10, zapp: zapp("small", 2, 2), work_ms: 1_000.0, class: Class::Rigid };
     let out = run(&[huge, small], &one_node(32), &cfg(), Speed::Linear);
     assert_eq!((out[0].start, out[0].end), (None, None));
     assert_eq!((out[1].start, out[1].end), (Some(10), Some(1_010)));

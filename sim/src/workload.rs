@@ -1,0 +1,157 @@
+//! The paper's workload (Pace et al., CCGrid 2017, §V): 80 % elastic batch
+//! applications (1–4 essential components with probabilities 0.4, 0.2,
+//! 0.2, 0.2, the rest elastic) and 20 % rigid ones (every component
+//! essential); components per application from a bounded Pareto (α 1.2,
+//! 1 to 2,000), runtimes lognormal (median 10 min, σ 2), arrivals in
+//! bursts of 5 at the rate that offers load ρ of the cluster's cores.
+//! Seeded: the same parameters give the same workload.
+
+use crate::{App, Class};
+use zoe_common::zapp::ZApp;
+use zoe_model::state::Millis;
+
+/// The generator's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub applications: usize,
+    pub seed: u64,
+    /// Offered load: Σ components × runtime over cores × time.
+    pub load: f64,
+    pub cores: u64,
+    pub elastic_share: f64,
+    pub pareto_alpha: f64,
+    pub max_components: u32,
+    pub runtime_median_s: f64,
+    pub runtime_sigma: f64,
+    pub burst: usize,
+    /// Memory of one component (one core each).
+    pub component_memory: u64,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape {
+            applications: 20_000,
+            seed: 1,
+            load: 0.9,
+            cores: 25 * 32,
+            elastic_share: 0.8,
+            pareto_alpha: 1.2,
+            max_components: 2_000,
+            runtime_median_s: 600.0,
+            runtime_sigma: 2.0,
+            burst: 5,
+            component_memory: 2 << 30,
+        }
+    }
+}
+
+/// SplitMix64: small, seeded, and enough for a workload.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1).
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        (-2.0 * self.unit().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unit()).cos()
+    }
+
+    /// Bounded Pareto on [lo, hi] by inversion.
+    fn pareto(&mut self, alpha: f64, lo: f64, hi: f64) -> f64 {
+        let u = self.unit();
+        let r = (lo / hi).powf(alpha);
+        lo / (1.0 - u * (1.0 - r)).powf(1.0 / alpha)
+    }
+}
+
+/// A batch ZApp of one group: `essential` of `total` one-core components.
+pub fn batch_zapp(name: &str, essential: u32, total: u32, memory: u64) -> ZApp {
+    let text = format!(
+        r#"{{"name":"{name}","version":3,"will_end":true,"size":1,"services":[
+ {{"name":"worker","image":"zoe.local/busybox:1","monitor":true,"essential_count":{essential},"total_count":{total},
+   "startup_order":0,"resources":{{"memory":{{"min":{memory},"max":{memory}}},"cores":{{"min":1,"max":1}}}},
+   "environment":[],"volumes":[],"command":null,"ports":[]}}]}}"#
+    );
+    zoe_common::zapp::parse(&text).expect("a generated ZApp is valid").0
+}
+
+/// The workload of `shape`.
+pub fn generate(shape: &Shape) -> Vec<App> {
+    let mut rng = Rng(shape.seed);
+    let mut apps = Vec::with_capacity(shape.applications);
+    let mut offered = 0.0;
+    for i in 0..shape.applications {
+        let total = rng.pareto(shape.pareto_alpha, 1.0, shape.max_components as f64).floor().max(1.0) as u32;
+        let elastic = rng.unit() < shape.elastic_share;
+        let essential = if elastic {
+            let u = rng.unit();
+            let e = if u < 0.4 {
+                1
+            } else if u < 0.6 {
+                2
+            } else if u < 0.8 {
+                3
+            } else {
+                4
+            };
+            e.min(total)
+        } else {
+            total
+        };
+        let runtime_s = shape.runtime_median_s * (shape.runtime_sigma * rng.normal()).exp();
+        offered += total as f64 * runtime_s;
+        let name = if elastic { format!("elastic-{i}") } else { format!("rigid-{i}") };
+        let class = if elastic { Class::Elastic } else { Class::Rigid };
+        let zapp = batch_zapp(&name, essential, total, shape.component_memory);
+        apps.push(App { arrival: 0, zapp, work_ms: runtime_s * 1e3, class });
+    }
+    // Arrivals spread so that the offered core-seconds are `load` of what
+    // the cluster has over the span, in bursts of `burst`.
+    let span_s = offered / (shape.load * shape.cores as f64);
+    let bursts = apps.len().div_ceil(shape.burst.max(1));
+    let gap_s = span_s / bursts.max(1) as f64;
+    let mut t = 0.0;
+    for chunk in apps.chunks_mut(shape.burst.max(1)) {
+        for a in chunk {
+            a.arrival = (t * 1e3) as Millis;
+        }
+        // Exponential gaps between bursts (Poisson bursts).
+        t += -gap_s * rng.unit().ln();
+    }
+    apps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workload_follows_the_shape_and_the_seed() {
+        let shape = Shape { applications: 2_000, ..Shape::default() };
+        let a = generate(&shape);
+        assert_eq!(a.len(), 2_000);
+        let elastic = a.iter().filter(|x| x.class == Class::Elastic).count() as f64 / 2_000.0;
+        assert!((0.7..0.9).contains(&elastic), "{elastic}");
+        let widths: Vec<u32> = a.iter().map(|x| x.zapp.services[0].total_count).collect();
+        assert!(widths.iter().all(|w| (1..=2_000).contains(w)));
+        let mut runtimes: Vec<f64> = a.iter().map(|x| x.work_ms / 1e3).collect();
+        runtimes.sort_by(f64::total_cmp);
+        let median = runtimes[runtimes.len() / 2];
+        assert!((400.0..900.0).contains(&median), "median runtime {median} s");
+        assert!(a.windows(2).all(|w| w[0].arrival <= w[1].arrival));
+        assert_eq!(a[0].arrival, a[4].arrival, "bursts of 5");
+        let b = generate(&shape);
+        assert_eq!(a.iter().map(|x| x.arrival).collect::<Vec<_>>(), b.iter().map(|x| x.arrival).collect::<Vec<_>>());
+    }
+}
