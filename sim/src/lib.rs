@@ -149,7 +149,13 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
         let rates: Vec<(ExecutionId, f64)> = live
             .values()
             .map(|r| {
-                let k = st.services_of(r.execution).filter(|s| s.status == ServiceStatus::Active).count();
+                // Queued executions (most of a long queue) run nothing.
+                let running = st.executions.get(&r.execution).is_some_and(|e| e.status == ExecutionStatus::Running);
+                let k = if running {
+                    st.services_of(r.execution).filter(|s| s.status == ServiceStatus::Active).count()
+                } else {
+                    0
+                };
                 (r.execution, speed.rate(k, r.width))
             })
             .collect();
