@@ -8,7 +8,7 @@ use zoe_common::resources::Millicores;
 use zoe_coordinator::scheduler::{Policy, SchedulerConfig, StopRule};
 use zoe_coordinator::state::{Capacity, Registration};
 use zoe_sim::workload::{Shape, generate};
-use zoe_sim::{Class, Speed, run as simulate};
+use zoe_sim::{Speed, run as simulate};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,13 +22,6 @@ pub struct Args {
     /// Nodes of 32 cores and 128 GiB.
     #[arg(long, default_value_t = 25)]
     nodes: u32,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
@@ -59,20 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let t = Instant::now();
     let out = simulate(&apps, &nodes, &cfg, Speed::Linear);
     let wall = t.elapsed().as_secs_f64();
-    let mut by_class = serde_json::Map::new();
-    for (class, name) in [(Class::Elastic, "elastic"), (Class::Rigid, "rigid")] {
-        let mut ta: Vec<f64> = out
-            .iter()
-            .filter(|o| apps[o.app].class == class)
-            .filter_map(|o| o.turnaround_ms())
-            .map(|ms| ms as f64 / 1e3)
-            .collect();
-        ta.sort_by(f64::total_cmp);
-        by_class.insert(
-            name.into(),
-            json!({ "done": ta.len(), "turnaround_s_p50": pct(&ta, 0.5), "turnaround_s_p95": pct(&ta, 0.95) }),
-        );
-    }
+    let classes = zoe_sim::report::by_class(&apps, &out);
     let done = out.iter().filter(|o| o.end.is_some()).count();
     eprintln!("{done} of {} done in {wall:.2} s of wall time", out.len());
     Ok(json!({
@@ -83,6 +63,6 @@ pub fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "seed": args.seed,
         "done": done,
         "wall_s": (wall * 100.0).round() / 100.0,
-        "classes": by_class,
+        "classes": classes,
     }))
 }

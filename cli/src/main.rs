@@ -8,6 +8,7 @@ mod coordinator;
 mod dev;
 mod logs;
 mod signals;
+mod sim;
 mod systemd;
 mod zapp;
 
@@ -40,6 +41,8 @@ enum Command {
     /// The cluster's certificates: create a CA, issue coordinator/agent/client certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Run the scheduler in virtual time on a generated workload (no cluster needed).
+    Sim(sim::SimArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
     /// Print a shell completion script (e.g. `zoe completions bash > /etc/bash_completion.d/zoe`).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => agent::run(a),
         Command::Dev(d) => dev::run(d),
         Command::Certs(c) => certs::run(c),
+        Command::Sim(s) => sim::run(s),
         Command::Client(c) => client::run(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "zoe", &mut std::io::stdout());

@@ -1,0 +1,103 @@
+//! `zoe sim`: the scheduler in virtual time on a generated workload.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde_json::json;
+use std::process::ExitCode;
+use zoe_common::resources::Millicores;
+use zoe_coordinator::scheduler::{Policy, SchedulerConfig, StopRule};
+use zoe_coordinator::state::{Capacity, Registration};
+use zoe_sim::workload::{Shape, generate};
+use zoe_sim::{Speed, report, run as simulate};
+
+/// Run zoe's scheduler, unchanged, in virtual time on the paper's workload
+/// (Pace et al., CCGrid 2017): no cluster, no containers.
+///
+/// Prints the turnaround and queue time per class of application
+/// (elastic, rigid), with the seed and parameters.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Applications to generate.
+    #[arg(long, default_value_t = 2_000)]
+    applications: usize,
+    /// Offered load ρ (core-seconds asked over core-seconds available).
+    #[arg(long, default_value_t = 0.9)]
+    load: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Nodes of 32 cores and 128 GiB.
+    #[arg(long, default_value_t = 25)]
+    nodes: u32,
+    /// Queue policy: fifo, size or dynsize.
+    #[arg(long, default_value = "fifo")]
+    policy: String,
+    /// Serial fraction for Amdahl's speed model (0: linear).
+    #[arg(long, default_value_t = 0.0)]
+    serial: f64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: SimArgs) -> Result<ExitCode> {
+    let policy = match a.policy.as_str() {
+        "fifo" => Policy::Fifo,
+        "size" => Policy::Size,
+        "dynsize" => Policy::Dynsize,
+        other => bail!("--policy {other:?}: one of fifo, size, dynsize"),
+    };
+    if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
+        bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
+    }
+    let shape = Shape {
+        applications: a.applications,
+        seed: a.seed,
+        load: a.load,
+        cores: a.nodes as u64 * 32,
+        ..Shape::default()
+    };
+    let apps = generate(&shape);
+    let nodes: Vec<Registration> = (0..a.nodes)
+        .map(|i| {
+            Registration::bare(
+                format!("node-{i:02}"),
+                Capacity { cores: Millicores::from_whole_cores(32), memory: 128 << 30 },
+            )
+        })
+        .collect();
+    let cfg = SchedulerConfig {
+        policy,
+        stop_rule: StopRule::EssentialFits,
+        core_sharing: false,
+        ..SchedulerConfig::default()
+    };
+    let speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
+    eprintln!(
+        "simulating {} applications on {} nodes (seed {}, load {}, {})",
+        a.applications, a.nodes, a.seed, a.load, a.policy
+    );
+    let out = simulate(&apps, &nodes, &cfg, speed);
+    let reports = report::by_class(&apps, &out);
+    if a.json {
+        let params = json!({ "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "policy": a.policy, "serial": a.serial });
+        println!("{}", serde_json::to_string_pretty(&json!({ "parameters": params, "classes": reports }))?);
+    } else {
+        println!(
+            "{:<8} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "CLASS", "APPS", "DONE", "TA MEAN", "TA P50", "TA P95", "TA P99", "QUEUE MAX"
+        );
+        for r in &reports {
+            println!(
+                "{:<8} {:>6} {:>6} {:>9.0}s {:>9.0}s {:>9.0}s {:>9.0}s {:>9.0}s",
+                r.class,
+                r.applications,
+                r.done,
+                r.turnaround_s_mean,
+                r.turnaround_s_p50,
+                r.turnaround_s_p95,
+                r.turnaround_s_p99,
+                r.queue_s_max
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
