@@ -8,7 +8,7 @@ use zoe_common::resources::Millicores;
 use zoe_coordinator::scheduler::{Policy, SchedulerConfig, StopRule};
 use zoe_coordinator::state::{Capacity, Registration};
 use zoe_sim::workload::{Shape, generate};
-use zoe_sim::{Speed, report, run as simulate};
+use zoe_sim::{Speed, Style, report, run as simulate};
 
 /// Run zoe's scheduler, unchanged, in virtual time on the paper's workload
 /// (Pace et al., CCGrid 2017): no cluster, no containers.
@@ -31,6 +31,10 @@ pub struct SimArgs {
     /// Queue policy: fifo, size or dynsize.
     #[arg(long, default_value = "fifo")]
     policy: String,
+    /// Allocation: flexible (zoe's), literal (Zoe's stop rule) or rigid
+    /// (every component essential, the head of the queue blocks).
+    #[arg(long, default_value = "flexible")]
+    style: String,
     /// Serial fraction for Amdahl's speed model (0: linear).
     #[arg(long, default_value_t = 0.0)]
     serial: f64,
@@ -44,6 +48,12 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         "size" => Policy::Size,
         "dynsize" => Policy::Dynsize,
         other => bail!("--policy {other:?}: one of fifo, size, dynsize"),
+    };
+    let style = match a.style.as_str() {
+        "flexible" => Style::Flexible,
+        "literal" => Style::Literal,
+        "rigid" => Style::Rigid,
+        other => bail!("--style {other:?}: one of flexible, literal, rigid"),
     };
     if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
         bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
@@ -64,21 +74,23 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             )
         })
         .collect();
-    let cfg = SchedulerConfig {
+    let base = SchedulerConfig {
         policy,
         stop_rule: StopRule::EssentialFits,
         core_sharing: false,
         ..SchedulerConfig::default()
     };
+    // The style decides the stop rule and, for rigid, the workload's essentials.
+    let (styled, cfg) = style.prepare(&apps, &base);
     let speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
     eprintln!(
-        "simulating {} applications on {} nodes (seed {}, load {}, {})",
-        a.applications, a.nodes, a.seed, a.load, a.policy
+        "simulating {} applications on {} nodes (seed {}, load {}, {} {})",
+        a.applications, a.nodes, a.seed, a.load, a.style, a.policy
     );
-    let out = simulate(&apps, &nodes, &cfg, speed);
+    let out = simulate(&styled, &nodes, &cfg, speed);
     let reports = report::by_class(&apps, &out);
     if a.json {
-        let params = json!({ "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "policy": a.policy, "serial": a.serial });
+        let params = json!({ "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "policy": a.policy, "style": a.style, "serial": a.serial });
         println!("{}", serde_json::to_string_pretty(&json!({ "parameters": params, "classes": reports }))?);
     } else {
         println!(

@@ -65,6 +65,38 @@ impl Speed {
     }
 }
 
+/// How applications are allocated (the paper's comparison).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// zoe's scheduler: every execution whose essential part fits is
+    /// admitted, elastic parts fill what is left (`StopRule::EssentialFits`).
+    Flexible,
+    /// Zoe's literal rule: the pass stops at the first execution that does
+    /// not lower free memory (`StopRule::Literal`).
+    Literal,
+    /// Every component essential, and the head of the queue blocks the rest
+    /// (the literal rule on all-essential applications).
+    Rigid,
+}
+
+impl Style {
+    /// The workload and scheduler configuration of this style.
+    pub fn prepare(self, apps: &[App], cfg: &SchedulerConfig) -> (Vec<App>, SchedulerConfig) {
+        use zoe_model::scheduler::StopRule;
+        let mut cfg = cfg.clone();
+        cfg.stop_rule = if self == Style::Flexible { StopRule::EssentialFits } else { StopRule::Literal };
+        let mut apps = apps.to_vec();
+        if self == Style::Rigid {
+            for a in &mut apps {
+                for g in &mut a.zapp.services {
+                    g.essential_count = g.total_count;
+                }
+            }
+        }
+        (apps, cfg)
+    }
+}
+
 /// What happened to one application.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {

@@ -56,3 +56,18 @@ fn speed_models() {
     assert!((Speed::Amdahl(0.5).rate(16, 32) - 1.0 / 1.5).abs() < 1e-12);
     assert_eq!(Speed::Amdahl(0.5).rate(32, 32), 1.0);
 }
+
+#[test]
+fn the_rigid_style_makes_every_component_essential_and_blocks_the_queue() {
+    let c = App { arrival: 0, zapp: zapp("app-c", 8, 8), work_ms: 50_000.0, class: Class::Rigid };
+    let a = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic };
+    // Small and later: it would fit beside C, but the rigid head (A) blocks it.
+    let b = App { arrival: 1_000, zapp: zapp("app-b", 2, 2), work_ms: 1_000.0, class: Class::Rigid };
+    let (apps, rigid) = Style::Rigid.prepare(&[c.clone(), a.clone(), b.clone()], &cfg());
+    let out = run(&apps, &one_node(32), &rigid, Speed::Linear);
+    assert_eq!(out[1].end, Some(150_000));
+    assert_eq!(out[2].start, Some(150_000), "behind the blocked head");
+    let (apps, flexible) = Style::Flexible.prepare(&[c, a, b], &cfg());
+    let out = run(&apps, &one_node(32), &flexible, Speed::Linear);
+    assert_eq!(out[1].start, Some(0));
+}
