@@ -4,11 +4,9 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 use std::process::ExitCode;
-use zoe_common::resources::Millicores;
-use zoe_coordinator::scheduler::{Policy, SchedulerConfig, StopRule};
-use zoe_coordinator::state::{Capacity, Registration};
-use zoe_sim::workload::{Shape, generate};
-use zoe_sim::{Speed, Style, report, run as simulate};
+use zoe_coordinator::scheduler::Policy;
+use zoe_sim::workload::Experiment;
+use zoe_sim::{Speed, Style, report};
 
 /// Run zoe's scheduler, unchanged, in virtual time on the paper's workload
 /// (Pace et al., CCGrid 2017): no cluster, no containers.
@@ -58,36 +56,15 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
         bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
     }
-    let shape = Shape {
-        applications: a.applications,
-        seed: a.seed,
-        load: a.load,
-        cores: a.nodes as u64 * 32,
-        ..Shape::default()
-    };
-    let apps = generate(&shape);
-    let nodes: Vec<Registration> = (0..a.nodes)
-        .map(|i| {
-            Registration::bare(
-                format!("node-{i:02}"),
-                Capacity { cores: Millicores::from_whole_cores(32), memory: 128 << 30 },
-            )
-        })
-        .collect();
-    let base = SchedulerConfig {
-        policy,
-        stop_rule: StopRule::EssentialFits,
-        core_sharing: false,
-        ..SchedulerConfig::default()
-    };
-    // The style decides the stop rule and, for rigid, the workload's essentials.
-    let (styled, cfg) = style.prepare(&apps, &base);
-    let speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
+    let mut x = Experiment::new(a.applications, a.load, a.seed, a.nodes);
+    x.policy = policy;
+    x.style = style;
+    x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
     eprintln!(
         "simulating {} applications on {} nodes (seed {}, load {}, {} {})",
         a.applications, a.nodes, a.seed, a.load, a.style, a.policy
     );
-    let out = simulate(&styled, &nodes, &cfg, speed);
+    let (apps, out) = x.run();
     let reports = report::by_class(&apps, &out);
     if a.json {
         let params = json!({ "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "policy": a.policy, "style": a.style, "serial": a.serial });

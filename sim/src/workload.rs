@@ -155,3 +155,44 @@ mod tests {
         assert_eq!(a.iter().map(|x| x.arrival).collect::<Vec<_>>(), b.iter().map(|x| x.arrival).collect::<Vec<_>>());
     }
 }
+
+/// One run of the paper's setup: `nodes` of 32 cores and 128 GiB, the
+/// workload of `shape`, one queue policy, allocation style and speed model
+/// (no core sharing: the speed model counts instances).
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub shape: Shape,
+    pub nodes: u32,
+    pub policy: zoe_model::scheduler::Policy,
+    pub style: crate::Style,
+    pub speed: crate::Speed,
+}
+
+impl Experiment {
+    pub fn new(applications: usize, load: f64, seed: u64, nodes: u32) -> Experiment {
+        let shape = Shape { applications, seed, load, cores: nodes as u64 * 32, ..Shape::default() };
+        Experiment {
+            shape,
+            nodes,
+            policy: zoe_model::scheduler::Policy::Fifo,
+            style: crate::Style::Flexible,
+            speed: crate::Speed::Linear,
+        }
+    }
+
+    /// The workload, as generated (unstyled), and what happened to each
+    /// application.
+    pub fn run(&self) -> (Vec<App>, Vec<crate::Outcome>) {
+        use zoe_common::resources::Millicores;
+        use zoe_model::scheduler::SchedulerConfig;
+        use zoe_model::state::{Capacity, Registration};
+        let apps = generate(&self.shape);
+        let capacity = Capacity { cores: Millicores::from_whole_cores(32), memory: 128 << 30 };
+        let nodes: Vec<Registration> =
+            (0..self.nodes).map(|i| Registration::bare(format!("node-{i:02}"), capacity)).collect();
+        let base = SchedulerConfig { policy: self.policy, core_sharing: false, ..SchedulerConfig::default() };
+        let (styled, cfg) = self.style.prepare(&apps, &base);
+        let out = crate::run(&styled, &nodes, &cfg, self.speed);
+        (apps, out)
+    }
+}
