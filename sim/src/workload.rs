@@ -113,7 +113,10 @@ pub fn generate(shape: &Shape) -> Vec<App> {
         offered += total as f64 * runtime_s;
         let name = if elastic { format!("elastic-{i}") } else { format!("rigid-{i}") };
         let class = if elastic { Class::Elastic } else { Class::Rigid };
-        let zapp = batch_zapp(&name, essential, total, shape.component_memory);
+        let mut zapp = batch_zapp(&name, essential, total, shape.component_memory);
+        // The size SIZE orders by: the work, in core-seconds at full width
+        // (the paper's known-size assumption).
+        zapp.size = (total as f64 * runtime_s).round().max(1.0) as u64;
         apps.push(App { arrival: 0, zapp, work_ms: runtime_s * 1e3, class });
     }
     // Arrivals spread so that the offered core-seconds are `load` of what
