@@ -3,7 +3,7 @@
 //! discrete-event loop instead of Raft and agents.
 //!
 //! The loop: at each event time, applications that arrive are submitted
-//! and queued; the scheduler runs until its plan is empty, and what it
+//! and queued; the scheduler makes one pass, and what it
 //! placed starts at once (a simulated node answers every spawn); every
 //! running application then progresses at its speed until the next
 //! arrival or completion. An application's work is its runtime at full
@@ -158,21 +158,24 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
             live.insert(id, Running { execution: id, left: apps[i].work_ms, width });
             outcomes.push(Outcome { app: i, execution: id, arrival: apps[i].arrival, start: None, end: None });
         }
-        // Placements, until the scheduler has nothing more to place now.
-        for _ in 0..64 {
-            let plan = schedule(&st, &platform, cfg, t);
-            if plan.is_empty() {
-                break;
-            }
+        // One pass per event, as the leader runs one per state change: a
+        // pass places essential and elastic parts alike, so a second one at
+        // the same instant finds nothing more (checked: the same results).
+        let plan = schedule(&st, &platform, cfg, t);
+        if !plan.is_empty() {
             let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
-            if st.apply(&Command::ApplyPlan(plan)).is_err() {
-                break;
-            }
-            for sid in placed {
-                let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) else { continue };
-                let started =
-                    Command::ServiceStarted { id: sid, container_id: cid, ip_address: None, ports: vec![], time: t };
-                let _ = st.apply(&started);
+            if st.apply(&Command::ApplyPlan(plan)).is_ok() {
+                for sid in placed {
+                    let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) else { continue };
+                    let started = Command::ServiceStarted {
+                        id: sid,
+                        container_id: cid,
+                        ip_address: None,
+                        ports: vec![],
+                        time: t,
+                    };
+                    let _ = st.apply(&started);
+                }
             }
         }
         for o in outcomes.iter_mut().filter(|o| o.start.is_none()) {
