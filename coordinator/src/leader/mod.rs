@@ -250,13 +250,13 @@ impl<B: Backend> Leader<B> {
                 _ => (false, false),
             },
         };
+        if plan_applied {
+            self.start_placed(term, &placed, &shares);
+        }
         if committed && !registered.is_empty() {
             let Some(mut mem) = self.memory_of(term) else { return false };
             mem.sessions.extend(registered);
             return true;
-        }
-        if plan_applied {
-            self.start_placed(term, &placed, &shares);
         }
         false
     }

@@ -25,6 +25,8 @@ struct RecordingBackend {
     /// container ids whose spawn gets no answer this many times (the
     /// container starts, the answer is lost).
     unanswered: Mutex<HashMap<String, u32>>,
+    /// A second connected node and its session (none by default).
+    other: Mutex<Option<(String, u64)>>,
     events: Mutex<Option<broadcast::Sender<BackendEvent>>>,
 }
 
@@ -112,6 +114,10 @@ impl Backend for RecordingBackend {
         let mut p = Platform::default();
         p.nodes.insert("n1".into(), LiveNode { connected: true, ..LiveNode::default() });
         p.seen.insert("n1".into(), now_ms());
+        if let Some((name, session)) = self.other.lock().unwrap().clone() {
+            p.nodes.insert(name.clone(), LiveNode { connected: true, session, ..LiveNode::default() });
+            p.seen.insert(name, now_ms());
+        }
         p
     }
     fn liveness(&self) -> zoe_model::pass::Liveness {
@@ -156,7 +162,8 @@ fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn fixture(cfg: LeaderConfig) -> Fixture {
+/// A single-member coordinator, leading, with node `n1` registered.
+async fn coordinator() -> (Coordinator, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::generate("leader-test").unwrap();
     ca.write(dir.path()).unwrap();
@@ -188,6 +195,11 @@ async fn fixture(cfg: LeaderConfig) -> Fixture {
     let capacity = Capacity { cores: Millicores::from_whole_cores(2), memory: 4 << 30 };
     let registration = Registration { addresses: vec!["127.0.0.1".into()], ..Registration::bare("n1", capacity) };
     node.write(Command::RegisterNode { registration, time: now_ms() }).await.unwrap().result.unwrap();
+    (node, dir)
+}
+
+async fn fixture(cfg: LeaderConfig) -> Fixture {
+    let (node, dir) = coordinator().await;
     let backend = Arc::new(RecordingBackend::default());
     let (stop, rx) = watch::channel(false);
     tokio::spawn(Leader::new(node.clone(), backend.clone(), cfg).run(rx));
@@ -371,4 +383,34 @@ async fn runtime_limit_terminates_running_executions() {
     let msg = f.node.read_local(|st| st.executions[&id].error_message.clone()).0.unwrap();
     assert!(msg.contains("runtime limit"), "{msg}");
     f.stop.send(true).unwrap();
+}
+
+/// A pass that both reconciles a node's new session and commits a plan
+/// starts what the plan placed, in startup order, at once (it once left
+/// them to the next pass's respawns, which ignore startup order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_that_reconciles_a_registration_still_starts_its_plan() {
+    let (node, _dir) = coordinator().await;
+    let backend = Arc::new(RecordingBackend::default());
+    let mut cfg = fast();
+    cfg.scheduler.core_sharing = false;
+    let leader = Leader::new(node.clone(), backend.clone(), cfg);
+    let term = node.leader_term().expect("leads");
+    *leader.memory.lock().unwrap() = Memory::new(term, now_ms());
+    *backend.other.lock().unwrap() = Some(("n2".into(), 1));
+    let f = Fixture { node: node.clone(), backend: backend.clone(), stop: watch::channel(false).0, _dir };
+    let id = f.submit(SPARK).await;
+    // Queues the execution and reconciles both sessions (n1's and n2's).
+    assert!(leader.pass(term).await);
+    assert_eq!(f.status(id), ExecutionStatus::Queued);
+    // n2 comes back in a new session while the plan is made.
+    *backend.other.lock().unwrap() = Some(("n2".into(), 2));
+    assert!(leader.pass(term).await, "the registration asks for another pass");
+    assert_eq!(f.status(id), ExecutionStatus::Starting);
+    // No further pass: only the plan's own start can spawn.
+    f.wait_for("all six active", |st| st.services_of(id).all(|s| s.status == ServiceStatus::Active)).await;
+    let calls = backend.calls();
+    let head = calls.iter().position(|c| c.starts_with("spawn head0")).unwrap();
+    let first_worker = calls.iter().position(|c| c.starts_with("spawn worker")).unwrap();
+    assert!(head < first_worker, "head (startup_order 0) before workers (1): {calls:#?}");
 }
