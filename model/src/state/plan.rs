@@ -42,6 +42,11 @@ impl super::State {
     /// plan applier re-checks a node's resources: a plan computed on a
     /// snapshot the log has since moved past is refused, not over-commits.
     fn check_capacity(&self, plan: &Plan) -> Result<(), StateError> {
+        if plan.placements.is_empty() {
+            // Core shares only: nothing new is reserved (and the scan of
+            // every service below is the costly part).
+            return Ok(());
+        }
         let mut load: BTreeMap<&str, (Millicores, u64)> = self.reserved_by_node();
         for p in &plan.placements {
             let s = self.service(p.service)?;
