@@ -117,7 +117,8 @@ impl Outcome {
 
 /// An application in the simulation.
 struct Running {
-    execution: ExecutionId,
+    /// Its entry in the outcomes.
+    outcome: usize,
     /// Work left, in ms at full speed.
     left: f64,
     width: usize,
@@ -155,7 +156,7 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
             let Ok(Applied::Created(id)) = st.apply(&submit) else { continue };
             st.apply(&Command::QueueExecution { id, time: t }).expect("a new execution queues");
             let width = apps[i].zapp.services.iter().map(|g| g.total_count as usize).sum();
-            live.insert(id, Running { execution: id, left: apps[i].work_ms, width });
+            live.insert(id, Running { outcome: outcomes.len(), left: apps[i].work_ms, width });
             outcomes.push(Outcome { app: i, execution: id, arrival: apps[i].arrival, start: None, end: None });
         }
         // One pass per event, as the leader runs one per state change: a
@@ -178,23 +179,25 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
                 }
             }
         }
-        for o in outcomes.iter_mut().filter(|o| o.start.is_none()) {
-            o.start = st.executions.get(&o.execution).and_then(|e| e.time_start);
-        }
-        // The next event: an arrival or a completion.
+        // Each live application's speed now (and its start, once it has one).
         let rates: Vec<(ExecutionId, f64)> = live
-            .values()
-            .map(|r| {
+            .iter()
+            .map(|(&id, r)| {
+                let e = st.executions.get(&id);
+                let o = &mut outcomes[r.outcome];
+                if o.start.is_none() {
+                    o.start = e.and_then(|e| e.time_start);
+                }
                 // Queued executions (most of a long queue) run nothing.
-                let running = st.executions.get(&r.execution).is_some_and(|e| e.status == ExecutionStatus::Running);
-                let k = if running {
-                    st.services_of(r.execution).filter(|s| s.status == ServiceStatus::Active).count()
+                let k = if e.is_some_and(|e| e.status == ExecutionStatus::Running) {
+                    st.services_of(id).filter(|s| s.status == ServiceStatus::Active).count()
                 } else {
                     0
                 };
-                (r.execution, speed.rate(k, r.width))
+                (id, speed.rate(k, r.width))
             })
             .collect();
+        // The next event: an arrival or a completion.
         let next_done =
             rates.iter().filter(|(_, v)| *v > 0.0).map(|(id, v)| now + live[id].left / v).fold(f64::INFINITY, f64::min);
         let next_in = order.get(next_arrival).map(|&i| apps[i].arrival as f64).unwrap_or(f64::INFINITY);
@@ -215,10 +218,8 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
         }
         for id in done {
             let r = live.remove(&id).expect("listed");
-            finish(&mut st, r.execution, t);
-            if let Some(o) = outcomes.iter_mut().find(|o| o.execution == id) {
-                o.end = Some(t);
-            }
+            finish(&mut st, id, t);
+            outcomes[r.outcome].end = Some(t);
         }
     }
     outcomes.sort_by_key(|o| o.app);
