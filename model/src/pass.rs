@@ -94,12 +94,6 @@ pub struct Liveness {
     pub orphan_grace_ms: u64,
 }
 
-impl Default for Liveness {
-    fn default() -> Liveness {
-        Liveness { down_after_ms: 20_000, failover_grace_ms: 30_000, orphan_grace_ms: 60_000 }
-    }
-}
-
 /// Every connected node's inventory is reconciled this often.
 pub const RECONCILE_EVERY_MS: Millis = 5_000;
 

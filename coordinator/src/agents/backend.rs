@@ -229,11 +229,7 @@ impl Backend for AgentBackend {
     }
 
     fn liveness(&self) -> Liveness {
-        Liveness {
-            down_after_ms: self.settings.ttl_ms + self.settings.grace_ms,
-            failover_grace_ms: self.settings.failover_grace_ms,
-            orphan_grace_ms: self.settings.orphan_grace_ms,
-        }
+        self.settings.liveness()
     }
 
     async fn configure_network(&self, node: &str, network: NodeNetwork) -> Result<(), BackendError> {

@@ -91,6 +91,17 @@ impl Default for AgentSettings {
     }
 }
 
+impl AgentSettings {
+    /// How the leader judges nodes under these settings.
+    pub fn liveness(&self) -> zoe_model::pass::Liveness {
+        zoe_model::pass::Liveness {
+            down_after_ms: self.ttl_ms + self.grace_ms,
+            failover_grace_ms: self.failover_grace_ms,
+            orphan_grace_ms: self.orphan_grace_ms,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("agent listener on {addr}: {source}")]

@@ -121,7 +121,7 @@ impl Backend for RecordingBackend {
         p
     }
     fn liveness(&self) -> zoe_model::pass::Liveness {
-        zoe_model::pass::Liveness::default()
+        crate::agents::AgentSettings::default().liveness()
     }
     fn configure_network(
         &self,
