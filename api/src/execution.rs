@@ -195,6 +195,9 @@ crate::api_type! {
         pub port: String,
         pub protocol: String,
         pub url: String,
+        /// The same port through the coordinators' service proxy (TCP
+        /// ports, when `[api.proxy]` is on): login with the UI, or a token.
+        pub proxy_url: Option<String>,
     }
 }
 

@@ -28,6 +28,14 @@ pub struct DevArgs {
     /// REST API address (plain HTTP, so loopback only).
     #[arg(long, default_value = "127.0.0.1:5001", value_name = "ADDR")]
     api: SocketAddr,
+    /// Service proxy address: services' web ports at
+    /// http://localhost:PORT/{execution}/{service}/{port}/ [default: the API's
+    /// port + 1].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_proxy")]
+    proxy: Option<SocketAddr>,
+    /// Run without the service proxy.
+    #[arg(long)]
+    no_proxy: bool,
     /// containerd socket to use [default: the system one if it answers, else a
     /// private containerd started under DIR/containerd].
     #[arg(long, value_name = "SOCKET")]
@@ -87,8 +95,14 @@ async fn serve(args: DevArgs, layout: DevLayout) -> Result<()> {
         Some(d) => Some(d.canonicalize().with_context(|| format!("--shop {}", d.display()))?),
         None => Path::new("examples/shop").canonicalize().ok().filter(|p| p.is_dir()),
     };
-    let opts =
-        DevOptions { api: args.api, containerd_socket: socket.clone(), namespace: args.namespace, shop_dir: shop };
+    let opts = DevOptions {
+        api: args.api,
+        containerd_socket: socket.clone(),
+        namespace: args.namespace,
+        shop_dir: shop,
+        proxy: (!args.no_proxy)
+            .then(|| args.proxy.unwrap_or_else(|| SocketAddr::new(args.api.ip(), args.api.port().wrapping_add(1)))),
+    };
     let result = run_cluster(&opts, &layout, &mut signals).await;
     if let Some(p) = private {
         p.stop().await;
@@ -143,7 +157,10 @@ fn print_banner(server: &Server, layout: &DevLayout, token: &str, new: bool, soc
     let url = server.api_url().unwrap_or_else(|| "(no API)".into());
     let token_file = layout.admin_token_file();
     println!("\nzoe dev is up ({}):", layout.dir.display());
-    println!("  API          {url}");
+    println!("  API          {url}  (web UI: {url}/ui/)");
+    if let Some(p) = server.proxy_url() {
+        println!("  proxy        {p}/<execution>/<service>/<port>/  (services' web pages)");
+    }
     println!("  admin token  {token}{}", if new { "  (new)" } else { "" });
     println!("               saved in {} (mode 0600)", token_file.display());
     println!("  node         {NODE_NAME}: containerd {} namespace {ns}", socket.display());

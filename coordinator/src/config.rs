@@ -43,6 +43,11 @@
 //! enabled = true
 //! shop_dir = "/var/lib/zoe/shop"   # ZApp shop packages (Zoe's manifest format); unset = empty shop
 //!
+//! [api.proxy]                      # optional reverse proxy to services' web ports (off when unset)
+//! listen = "0.0.0.0:5002"          # its own listener: a separate origin from the UI and API
+//! url = "https://proxy.zoe.example:5002"   # how browsers reach it; default: from listen
+//! ui_url = "https://zoe.example:5001"      # how browsers reach the UI (for logins); default: from [api] listen
+//!
 //! [agents]                         # optional agent protocol settings, defaults shown
 //! listen = "0.0.0.0:4648"          # default: the Raft listen address, port + 1
 //! advertise = "10.0.0.1:4648"      # what followers redirect agents to; default = listen
@@ -122,6 +127,8 @@ pub struct ApiSettings {
     pub auth_file: Option<PathBuf>,
     /// The web UI (`[api.web]`).
     pub web: WebSettings,
+    /// The reverse proxy to services (`[api.proxy]`).
+    pub proxy: ProxySettings,
     /// Login throttling (`[api.login]`).
     pub login: crate::auth::throttle::LoginLimits,
     /// Registries whose images ZApps may name (`host` or `host:port`);
@@ -142,6 +149,7 @@ impl Default for ApiSettings {
             body_limit_bytes: 4 * 1024 * 1024,
             auth_file: None,
             web: WebSettings::default(),
+            proxy: ProxySettings::default(),
             login: Default::default(),
             registries: Vec::new(),
             memory_default_bytes: 4 << 30,
@@ -171,6 +179,24 @@ impl Default for WebSettings {
     fn default() -> Self {
         WebSettings { enabled: true, shop_dir: None }
     }
+}
+
+/// The authenticating reverse proxy to services' web ports
+/// (`/{execution}/{service}/{port}/...`), on a listener of its own so that
+/// a service's pages never share an origin with the UI (see
+/// `docs/security.md`). It serves HTTPS with `[api] tls_cert` when set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// Unset: no proxy.
+    pub listen: Option<SocketAddr>,
+    /// The proxy's base URL as browsers reach it (links, redirects).
+    /// Default: `http(s)://<listen>`. Its host name must differ from the
+    /// UI's: browsers send a host's cookies to all its ports.
+    pub url: Option<String>,
+    /// The UI's base URL as browsers reach it, where the proxy sends a
+    /// visitor without a proxy cookie to log in. Default: `http(s)://<[api] listen>`.
+    pub ui_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +311,20 @@ impl Settings for CoordinatorConfig {
                 api.listen_addr()
             );
             return Err(Invalid::new("api.listen", why));
+        }
+        if let Some(p) = api.proxy.listen
+            && api.tls_cert.is_none()
+            && !p.ip().is_loopback()
+        {
+            let why = format!("{p} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS");
+            return Err(Invalid::new("api.proxy.listen", why));
+        }
+        for (field, url) in [("api.proxy.url", &api.proxy.url), ("api.proxy.ui_url", &api.proxy.ui_url)] {
+            if let Some(u) = url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(Invalid::new(field, format!("`{u}` is not an http:// or https:// URL")));
+            }
         }
         if api.body_limit_bytes < 1024 {
             return Err(Invalid::new("api.body_limit_bytes", "must be at least 1024"));

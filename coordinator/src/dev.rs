@@ -62,6 +62,10 @@ pub struct DevOptions {
     pub namespace: String,
     /// ZApp shop packages the web UI serves (`[api.web] shop_dir`).
     pub shop_dir: Option<PathBuf>,
+    /// The service proxy's address (`[api.proxy] listen`); `None`: off.
+    /// Browsers reach it as `localhost`, the UI as `127.0.0.1`: two host
+    /// names, so the UI's cookie never goes to a service's pages.
+    pub proxy: Option<SocketAddr>,
 }
 
 /// The layout of a dev data directory.
@@ -125,8 +129,15 @@ impl DevLayout {
              id = 1\nname = \"{COORDINATOR_NAME}\"\nlisten = \"{raft}\"\ndata_dir = \"coordinator\"\n\n\
              [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{COORDINATOR_NAME}.pem\"\nkey = \"tls/{COORDINATOR_NAME}-key.pem\"\n\n\
              [[peers]]\nid = 1\naddr = \"{raft}\"\nname = \"{COORDINATOR_NAME}\"\n\n\
-             [api]\nlisten = \"{api}\"\n\n{web}[agents]\nlisten = \"{agents}\"\n\n[leader]\ndeployment = \"dev\"\n",
+             [api]\nlisten = \"{api}\"\n\n{proxy}{web}[agents]\nlisten = \"{agents}\"\n\n[leader]\ndeployment = \"dev\"\n",
             api = opts.api,
+            proxy = opts.proxy.map_or(String::new(), |p| {
+                format!(
+                    "[api.proxy]\nlisten = \"{p}\"\nurl = \"http://localhost:{}\"\nui_url = \"http://{}\"\n\n",
+                    p.port(),
+                    opts.api
+                )
+            }),
             web = opts
                 .shop_dir
                 .as_ref()
@@ -214,6 +225,7 @@ mod tests {
         assert!(!l.ensure_certs().unwrap());
         let opts = DevOptions {
             api: "127.0.0.1:5999".parse().unwrap(),
+            proxy: Some("127.0.0.1:5998".parse().unwrap()),
             containerd_socket: "/run/containerd/containerd.sock".into(),
             namespace: DEFAULT_NAMESPACE.into(),
             shop_dir: Some("/srv/shop".into()),
@@ -221,6 +233,8 @@ mod tests {
         l.write_configs(&opts).unwrap();
         let a = CoordinatorConfig::load(&l.coordinator_config()).unwrap();
         assert_eq!(a.api.listen, Some(opts.api));
+        assert_eq!(a.api.proxy.listen, opts.proxy);
+        assert_eq!(a.api.proxy.url.as_deref(), Some("http://localhost:5998"));
         assert_eq!(a.api.web.shop_dir.as_deref(), Some(Path::new("/srv/shop")));
         assert_eq!(a.data_dir, dir.path().join("coordinator"));
         l.write_configs(&DevOptions { api: "127.0.0.1:6000".parse().unwrap(), ..opts }).unwrap();

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod gc;
 pub mod leader;
+pub mod proxy;
 pub mod raft;
 pub mod relay;
 pub mod server;

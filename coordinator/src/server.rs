@@ -94,6 +94,11 @@ impl Server {
         self.api.as_ref().map(|a| a.url())
     }
 
+    /// The service proxy's base URL as browsers reach it, when it serves.
+    pub fn proxy_url(&self) -> Option<String> {
+        self.api.as_ref().and_then(|a| a.proxy_url())
+    }
+
     /// Hands leadership over if this member leads (meanwhile the API goes
     /// on serving; once writes stop here they answer a retryable 503
     /// `shutting_down`, which clients retry on another member), then stops

@@ -35,6 +35,7 @@ pub fn service_spec(st: &State, e: &Execution, s: &Service, cfg: &SpecSettings) 
         execution_name: &e.name,
         deployment_name: cfg.deployment,
         instance: &s.name,
+        proxy_port: g.proxy_port(),
     };
     // Zoe's injected variables first, so a ZApp can read them; ZApp values
     // with the same name win, as a later `-e` does in Docker.

@@ -112,6 +112,12 @@ impl BusyboxImage {
     }
 
     pub fn build_named(reference: &str) -> Result<BusyboxImage, OciError> {
+        Self::build_with(reference, &[])
+    }
+
+    /// The busybox image with more executables, each `(path, bytes)`
+    /// (mode 0755), e.g. a static test server.
+    pub fn build_with(reference: &str, extra: &[(&str, &[u8])]) -> Result<BusyboxImage, OciError> {
         let busybox = std::fs::read(HOST_BUSYBOX)
             .map_err(io_err(format!("reading {HOST_BUSYBOX} (apt-get install busybox-static)")))?;
         let mut b = tar::Builder::new(Vec::new());
@@ -119,6 +125,9 @@ impl BusyboxImage {
             append_dir(&mut b, d, if d == "tmp/" { 0o1777 } else { 0o755 });
         }
         append_file(&mut b, "bin/busybox", 0o755, &busybox);
+        for (path, data) in extra {
+            append_file(&mut b, path.trim_start_matches('/'), 0o755, data);
+        }
         for a in APPLETS {
             append_symlink(&mut b, &format!("bin/{a}"), "busybox");
         }

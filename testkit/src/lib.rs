@@ -9,9 +9,11 @@
 //!   busybox-static, as an OCI image layout tarball and as a `docker save`
 //!   archive, byte-for-byte deterministic;
 //! * [`registry`]: a local `docker-registry` on 127.0.0.1 and a push helper;
-//! * [`netns`]: network namespaces and veths acting as hosts on one LAN.
+//! * [`netns`]: network namespaces and veths acting as hosts on one LAN;
+//! * [`echo`]: a static HTTP and WebSocket test server, and an image of it.
 
 pub mod containerd;
+pub mod echo;
 pub mod netns;
 pub mod registry;
 

@@ -25,17 +25,6 @@ fn zapp(command: &str, extra: Value) -> Value {
     json!({ "name": "probe", "version": 3, "will_end": true, "size": 1, "services": [g] })
 }
 
-/// A user-role client (the built-in role of a new user).
-async fn user_api(z: &ZoeCluster, name: &str) -> Api {
-    let password = format!("{name}-password-1");
-    z.api().ok(Method::POST, "/api/v1/users", Some(json!({ "username": name, "password": password }))).await;
-    let mut api = z.api().clone();
-    api.token = None;
-    let r = api.ok(Method::POST, "/api/v1/login", Some(json!({ "username": name, "password": password }))).await;
-    api.token = Some(r["token"].as_str().expect("a session token").to_string());
-    api
-}
-
 async fn refused(api: &Api, app: Value, pointer: &str, says: &str) {
     let r = api.call(Method::POST, "/api/v1/executions", Some(json!({ "name": "escape", "application": app }))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
@@ -53,7 +42,7 @@ async fn a_user_cannot_reach_the_host_and_what_it_runs_is_confined() {
         .agent(AgentSpec::new("n1").cores(2.0).memory_mib(1024).toml(&format!("[security]\nhost_paths = [{base:?}]")))
         .start()
         .await;
-    let eve = user_api(&z, "eve").await;
+    let eve = z.user_api("eve").await;
     let users = z.api().ok(Method::GET, "/api/v1/users", None).await;
     let fs_uid = users
         .as_array()
@@ -153,7 +142,7 @@ async fn host_volumes_are_offered_by_nodes_to_whom_their_admin_says() {
         .agent(AgentSpec::new("n2").cores(2.0).memory_mib(1024).toml(&volumes))
         .start()
         .await;
-    let eve = user_api(&z, "eve").await;
+    let eve = z.user_api("eve").await;
     let vol = |name: &str, ro: bool| json!({ "volumes": [{ "name": "d", "host_volume": name, "read_only": ro }] });
 
     // A raw path still needs the role flag; a volume nobody offers is a 400,

@@ -606,9 +606,12 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|e| vec![cell(&e["service"]), cell(&e["port"]), cell(&e["protocol"]), cell(&e["url"])])
+                .map(|e| {
+                    let via = if e["proxy_url"].is_string() { cell(&e["proxy_url"]) } else { "-".into() };
+                    vec![cell(&e["service"]), cell(&e["port"]), cell(&e["protocol"]), via, cell(&e["url"])]
+                })
                 .collect();
-            table(&["SERVICE", "PORT", "PROTOCOL", "URL"], &rows);
+            table(&["SERVICE", "PORT", "PROTOCOL", "PROXY", "DIRECT"], &rows);
             Ok(())
         }
         ExecCmd::App { id } => {

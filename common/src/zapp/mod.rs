@@ -218,6 +218,16 @@ impl ZApp {
 }
 
 impl ServiceGroup {
+    /// The TCP ports the service proxy serves (all but `proxy: false`).
+    pub fn proxied_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().filter(|p| p.protocol == Protocol::Tcp && p.proxy != Some(false)).map(|p| p.port_number)
+    }
+
+    /// The port `{proxy_path}` in an environment value stands for.
+    pub fn proxy_port(&self) -> Option<u16> {
+        self.proxied_ports().next()
+    }
+
     /// Cores the scheduler reserves for one instance.
     pub fn cores_min(&self) -> Millicores {
         self.resources.cores.min.unwrap_or(DEFAULT_CORES_MIN)

@@ -149,6 +149,9 @@ pub struct EnvContext<'a> {
     pub deployment_name: &'a str,
     /// The instance the variable is for.
     pub instance: &'a str,
+    /// The instance's port the service proxy serves `{proxy_path}` for
+    /// (its group's first proxied TCP port).
+    pub proxy_port: Option<u16>,
 }
 
 impl EnvContext<'_> {
@@ -160,10 +163,21 @@ impl EnvContext<'_> {
             Placeholder::DeploymentName => self.deployment_name.to_string(),
             Placeholder::DnsNameSelf => dns_name(self.instance, self.execution_id),
             Placeholder::DnsName(i) => dns_name(i, self.execution_id),
-            // Not valid in environment values; validation rejects them there.
-            Placeholder::IpPort | Placeholder::ProxyPath => String::new(),
+            Placeholder::ProxyPath => match self.proxy_port {
+                Some(port) => proxy_path(self.execution_id, self.instance, port),
+                None => String::new(),
+            },
+            // Not valid in environment values; validation rejects it there.
+            Placeholder::IpPort => String::new(),
         }
     }
+}
+
+/// The path the service proxy serves one port of one instance under (no
+/// trailing slash): `/<execution-id>/<instance>/<port>`. A notebook told
+/// it at start (Jupyter's `base_url`) builds its links under it.
+pub fn proxy_path(execution_id: u64, instance: &str, port: u16) -> String {
+    format!("/{execution_id}/{instance}/{port}")
 }
 
 /// The cluster-wide DNS name of an instance: `<instance>.<execution-id>.zoe`.
@@ -185,10 +199,12 @@ mod tests {
             execution_name: "e",
             deployment_name: "prod",
             instance: "worker0",
+            proxy_port: Some(8888),
         };
         assert_eq!(t.render(|p| ctx.value(p)), "spark://master0.42.zoe:7077 by ada {x}");
         let t = Template::parse("{dns_name#self}/{execution_id}/{execution_name}/{deployment_name}").unwrap();
         assert_eq!(t.render(|p| ctx.value(p)), "worker0.42.zoe/42/e/prod");
+        assert_eq!(Template::parse("{proxy_path}/").unwrap().render(|p| ctx.value(p)), "/42/worker0/8888/");
         assert_eq!(Template::parse("héllo wörld").unwrap().render(|_| String::new()), "héllo wörld");
     }
 

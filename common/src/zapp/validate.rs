@@ -848,7 +848,10 @@ impl Checker {
                                 ),
                             );
                         }
-                        Placeholder::IpPort | Placeholder::ProxyPath => {
+                        Placeholder::ProxyPath if g.proxy_port().is_none() => {
+                            self.err(p, format!("{ph} needs a TCP port (not `proxy: false`) in this service's ports"));
+                        }
+                        Placeholder::IpPort => {
                             self.err(p, format!("{ph} is only known in a port's url_template"));
                         }
                         _ => {}

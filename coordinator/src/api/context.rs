@@ -31,6 +31,17 @@ pub(crate) struct Inner {
     pub body_limit: usize,
     /// Turns true when the server stops: blocking queries return at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Where browsers reach this coordinator's UI and its service proxy
+    /// (set once the listeners are bound; see [`Ctx::with_urls`]).
+    pub urls: std::sync::OnceLock<Urls>,
+}
+
+/// Base URLs as browsers reach them, without a trailing slash.
+#[derive(Debug, Clone, Default)]
+pub struct Urls {
+    pub ui: String,
+    /// `None`: no proxy (`[api.proxy] listen` unset).
+    pub proxy: Option<String>,
 }
 
 impl Ctx {
@@ -43,7 +54,17 @@ impl Ctx {
         let sources = AuthSources::new(api.auth_file.clone());
         let body_limit = api.body_limit_bytes;
         let throttle = crate::auth::throttle::LoginThrottle::new(api.login.clone());
-        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), throttle, body_limit, stopping }))
+        let urls = std::sync::OnceLock::new();
+        Ctx(Arc::new(Inner { coord, sources, live, metrics: Metrics::default(), throttle, body_limit, stopping, urls }))
+    }
+
+    /// Records the public URLs (once; later calls are ignored).
+    pub fn set_urls(&self, urls: Urls) {
+        let _ = self.0.urls.set(urls);
+    }
+
+    pub fn urls(&self) -> Urls {
+        self.0.urls.get().cloned().unwrap_or_default()
     }
 
     pub fn coord(&self) -> &Coordinator {
@@ -179,6 +200,22 @@ impl Ctx {
     /// cookies) does not, as in Zoe, where that flag is about the API only.
     pub async fn caller(&self, token: &str) -> HttpResult<Caller> {
         let (token, user, role) = self.authenticate(token).await?;
+        if token.kind.is_proxy() {
+            return Err(HttpError::unauthorized("a proxy ticket or cookie is not an API token"));
+        }
+        self.enabled(token, user, role)
+    }
+
+    /// The caller a proxy token (ticket or cookie) stands for.
+    pub async fn proxy_caller(&self, token: &str) -> HttpResult<Caller> {
+        let (token, user, role) = self.authenticate(token).await?;
+        if !token.kind.is_proxy() {
+            return Err(HttpError::unauthorized("not a proxy ticket or cookie"));
+        }
+        self.enabled(token, user, role)
+    }
+
+    fn enabled(&self, token: TokenRecord, user: User, role: Role) -> HttpResult<Caller> {
         if !user.enabled {
             return Err(HttpError::unauthorized(format!("user {} is disabled", user.username)));
         }

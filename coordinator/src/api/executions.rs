@@ -432,7 +432,7 @@ pub async fn app(
 
 /// URLs from each port's `url_template`, filled with the address and port
 /// the container is published at. Ports not published (yet) are left out.
-fn endpoints(s: &State, e: &Execution) -> Vec<Endpoint> {
+fn endpoints(s: &State, e: &Execution, proxy: Option<&str>) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for svc in s.services_of(e.id) {
         let Some(group) = e.description.services.get(svc.group_index) else { continue };
@@ -442,16 +442,21 @@ fn endpoints(s: &State, e: &Execution) -> Vec<Endpoint> {
             let ip_port = format!("{}:{}", published.host_ip, published.host_port);
             let url = t.render(|p| match p {
                 Placeholder::IpPort => ip_port.clone(),
-                // zoe has no reverse proxy: the path part is empty, the
-                // template still formats (Zoe failed on it without Træfik).
+                // `url` is the direct address; `proxy_url` the proxied one
+                // (Zoe failed on this placeholder without Træfik).
                 Placeholder::ProxyPath => String::new(),
                 other => other.to_string(),
             });
+            let proxied = group.proxied_ports().any(|p| p == port.port_number);
+            let proxy_url = proxy
+                .filter(|_| proxied)
+                .map(|base| format!("{base}{}/", crate::proxy::target::proxy_path(e.id, &svc.name, port.port_number)));
             out.push(Endpoint {
                 service: svc.name.clone(),
                 port: port.name.clone(),
                 protocol: port.protocol.as_str().to_string(),
                 url,
+                proxy_url,
             });
         }
     }
@@ -464,11 +469,12 @@ pub async fn get_endpoints(
     P(id): P<ExecutionId>,
     Q(q): Q<ReadParams>,
 ) -> HttpResult<Indexed<Endpoints>> {
+    let proxy = ctx.urls().proxy;
     read_checked(&ctx, &q, |s| {
         visible(s, &caller, id).map(|e| Endpoints {
             execution_id: id,
             status: e.status.as_str().to_string(),
-            endpoints: endpoints(s, e),
+            endpoints: endpoints(s, e, proxy.as_deref()),
         })
     })
     .await

@@ -2,7 +2,7 @@
 //! HTTPS with the coordinator's certificate; clean shutdown; and the
 //! one-time bootstrap token on the first leader of a new cluster.
 
-use super::context::Ctx;
+use super::context::{Ctx, Urls};
 use super::live::LiveSource;
 use crate::auth;
 use crate::raft::Coordinator;
@@ -23,6 +23,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("service proxy: listen on {addr}: {source}")]
+    ProxyListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("API TLS: {0}")]
     Tls(String),
 }
@@ -31,9 +37,39 @@ pub enum ServeError {
 pub struct ApiServer {
     addr: SocketAddr,
     https: bool,
+    proxy_addr: Option<SocketAddr>,
+    urls: Urls,
     stop: watch::Sender<bool>,
     serve: JoinHandle<()>,
+    proxy: Option<JoinHandle<()>>,
     bootstrap: JoinHandle<()>,
+}
+
+/// Serves `app` on `tcp` (through TLS when `acceptor` is set) until
+/// `stopped` turns true.
+fn spawn_serve(
+    tcp: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+    what: &'static str,
+) -> JoinHandle<()> {
+    let signal = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let app = app.into_make_service_with_connect_info::<super::context::Peer>();
+    match acceptor {
+        Some(acceptor) => tokio::spawn(async move {
+            if let Err(e) = axum::serve(TlsListener::new(tcp, acceptor), app).with_graceful_shutdown(signal).await {
+                tracing::error!("{what} server: {e}");
+            }
+        }),
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(signal).await {
+                tracing::error!("{what} server: {e}");
+            }
+        }),
+    }
 }
 
 impl ApiServer {
@@ -43,38 +79,43 @@ impl ApiServer {
         let settings = coord.config().api.clone();
         let (stop, stopped) = watch::channel(false);
         let ctx = Ctx::new(coord.clone(), live, stopped.clone());
-        // The web UI shares the listener and origin: its session cookie and
-        // forms never cross origins.
-        let app = super::routes::router(ctx.clone()).merge(crate::web::router(ctx));
         let listen = settings.listen_addr();
         let tcp = TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { addr: listen, source })?;
         let addr = tcp.local_addr().map_err(|source| ServeError::Listen { addr: listen, source })?;
-        let mut stopped = stopped;
-        let signal = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
         let https = settings.tls_cert.is_some();
-        let serve = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => {
-                let acceptor = tls_acceptor(cert, key)?;
-                let listener = TlsListener::new(tcp, acceptor);
-                tokio::spawn(async move {
-                    let app = app.into_make_service_with_connect_info::<super::context::Peer>();
-                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
-                        tracing::error!("API server: {e}");
-                    }
-                })
-            }
-            _ => tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<super::context::Peer>();
-                if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(signal).await {
-                    tracing::error!("API server: {e}");
-                }
-            }),
+        let scheme = if https { "https" } else { "http" };
+        let proxy_tcp = match settings.proxy.listen {
+            Some(p) => Some(TcpListener::bind(p).await.map_err(|source| ServeError::ProxyListen { addr: p, source })?),
+            None => None,
         };
+        let proxy_addr = proxy_tcp.as_ref().and_then(|t| t.local_addr().ok());
+        let urls = Urls {
+            ui: settings.proxy.ui_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")),
+            proxy: proxy_addr.map(|a| settings.proxy.url.clone().unwrap_or_else(|| format!("{scheme}://{a}"))),
+        };
+        ctx.set_urls(urls.clone());
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        };
+        // The web UI shares the listener and origin: its session cookie and
+        // forms never cross origins.
+        let app = super::routes::router(ctx.clone()).merge(crate::web::router(ctx.clone()));
+        let acceptor = |alpn: &[&[u8]]| tls.as_ref().map(|(c, k)| tls_acceptor(c, k, alpn)).transpose();
+        let serve = spawn_serve(tcp, acceptor(&[b"http/1.1"])?, app, stopped.clone(), "API");
         tracing::info!(%addr, https, "API listening");
+        // The service proxy takes HTTP/2 too: notebooks open many streams.
+        let proxy = match proxy_tcp {
+            Some(t) => {
+                let app = crate::proxy::router(ctx.clone(), https);
+                let handle = spawn_serve(t, acceptor(&[b"h2", b"http/1.1"])?, app, stopped.clone(), "service proxy");
+                tracing::info!(addr = ?proxy_addr, https, "service proxy listening");
+                Some(handle)
+            }
+            None => None,
+        };
         let bootstrap = tokio::spawn(bootstrap_token(coord));
-        Ok(ApiServer { addr, https, stop, serve, bootstrap })
+        Ok(ApiServer { addr, https, proxy_addr, urls, stop, serve, proxy, bootstrap })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -86,14 +127,27 @@ impl ApiServer {
         format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
     }
 
+    /// The service proxy's bound address, when it serves.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy_addr
+    }
+
+    /// The service proxy's public base URL, when it serves.
+    pub fn proxy_url(&self) -> Option<String> {
+        self.urls.proxy.clone()
+    }
+
     /// Stops accepting, answers blocking queries at once, lets requests in
     /// flight finish (up to 3 s: a followed log may never end), then returns.
     pub async fn shutdown(self) {
         self.bootstrap.abort();
         let _ = self.stop.send(true);
-        let mut serve = self.serve;
-        if tokio::time::timeout(Duration::from_secs(3), &mut serve).await.is_err() {
-            serve.abort();
+        // Both listeners drain at once, within the same 3 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        for mut serve in std::iter::once(self.serve).chain(self.proxy) {
+            if tokio::time::timeout_at(deadline, &mut serve).await.is_err() {
+                serve.abort();
+            }
         }
         tracing::info!("API stopped");
     }
@@ -142,7 +196,7 @@ async fn bootstrap_token(coord: Coordinator) {
 
 // --------------------------------------------------------------------- TLS
 
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())));
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
@@ -164,7 +218,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Se
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| ServeError::Tls(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 

@@ -208,6 +208,11 @@ pub enum TokenKind {
     Api,
     /// Short-lived, created by a login.
     Session,
+    /// One use within a minute, for one execution: what the UI hands the
+    /// service proxy so that it can set its own cookie.
+    ProxyTicket,
+    /// The service proxy's cookie, for one execution.
+    Proxy,
 }
 
 impl TokenKind {
@@ -216,7 +221,14 @@ impl TokenKind {
         match self {
             TokenKind::Api => "api",
             TokenKind::Session => "session",
+            TokenKind::ProxyTicket => "proxy_ticket",
+            TokenKind::Proxy => "proxy",
         }
+    }
+
+    /// Good for the service proxy only, never for the API or the UI.
+    pub fn is_proxy(self) -> bool {
+        matches!(self, TokenKind::ProxyTicket | TokenKind::Proxy)
     }
 }
 
@@ -237,6 +249,9 @@ pub struct TokenRecord {
     /// change or by a login that checked the old password just before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,
+    /// The one execution a proxy token opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<u64>,
 }
 
 /// What a user's credentials are now, in a few bytes: it changes with the
@@ -272,6 +287,7 @@ pub fn mint(user_id: u64, name: &str, kind: TokenKind, now: u64, ttl_ms: Option<
             created: now,
             expires: ttl_ms.map(|t| now + t),
             credentials: None,
+            execution: None,
         },
         secret,
     }

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod layout;
 pub mod pages;
+pub mod proxy;
 pub mod session;
 pub mod shop;
 pub mod shop_pages;
@@ -137,6 +138,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/ui/static/zoe.js", get(js))
         .route("/ui/login", get(session::login_page).post(session::login))
         .route("/ui/logout", post(session::logout))
+        .route("/ui/proxy", get(proxy::open))
         .route("/ui/shop", get(shop_pages::catalogue))
         .route("/ui/shop/{id}", get(shop_pages::form).post(shop_pages::start))
         .route("/ui/shop/{id}/logo", get(shop_pages::logo))

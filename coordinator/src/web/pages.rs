@@ -306,6 +306,12 @@ fn actions_part(s: &Session, d: &ExecutionView) -> Markup {
     }
 }
 
+/// The path of a proxy URL (`https://proxy:5002/7/nb0/8888/` → `/7/nb0/8888/`).
+fn proxy_path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/".to_string(), |i| rest[i..].to_string())
+}
+
 fn endpoints_part(eps: &[Endpoint]) -> Markup {
     html! {
         @if eps.is_empty() {
@@ -313,7 +319,14 @@ fn endpoints_part(eps: &[Endpoint]) -> Markup {
         } @else {
             ul.endpoints {
                 @for ep in eps {
-                    li { (ep.service) " · " (ep.port) " (" (ep.protocol) "): " (layout::link(&ep.url)) }
+                    li {
+                        (ep.service) " · " (ep.port) " (" (ep.protocol) "): "
+                        @if let Some(p) = &ep.proxy_url {
+                            a.button href=(super::proxy::link(&proxy_path_of(p))) target="_blank" rel="noopener" { "Open" }
+                            " · direct: "
+                        }
+                        (layout::link(&ep.url))
+                    }
                 }
             }
         }

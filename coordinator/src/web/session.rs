@@ -187,17 +187,42 @@ impl FromRequest<Web> for Form {
 
 // ------------------------------------------------------------ login/logout
 
-pub async fn login_page(State(web): State<Web>, headers: HeaderMap) -> Response {
-    // Already logged in: go home.
+/// Where a login goes on to: a page of the UI named by `next`, else home.
+/// Only this origin's `/ui/` paths: never an open redirect.
+fn after_login(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with("/ui/") && !n.contains("//") && !n.contains('\\') => n,
+        _ => "/ui/",
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+pub async fn login_page(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    let next = after_login(q.next.as_deref());
+    // Already logged in: go on.
     if let Some(t) = cookie(&headers, SESSION_COOKIE)
         && web.ctx().caller(t).await.is_ok()
     {
-        return see_other("/ui/");
+        return see_other(next);
     }
-    login_form(&web, &headers, None, axum::http::StatusCode::OK)
+    login_form(&web, &headers, None, axum::http::StatusCode::OK, next)
 }
 
-fn login_form(web: &Web, headers: &HeaderMap, error: Option<&str>, status: axum::http::StatusCode) -> Response {
+fn login_form(
+    web: &Web,
+    headers: &HeaderMap,
+    error: Option<&str>,
+    status: axum::http::StatusCode,
+    next: &str,
+) -> Response {
     let token = cookie(headers, LOGIN_CSRF_COOKIE)
         .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_string)
@@ -213,6 +238,7 @@ fn login_form(web: &Web, headers: &HeaderMap, error: Option<&str>, status: axum:
                     h2 #pw-title { "Username and password" }
                     form method="post" action="/ui/login" {
                         input type="hidden" name=(CSRF_FIELD) value=(token);
+                        input type="hidden" name="next" value=(next);
                         label for="username" { "Username" }
                         input #username name="username" autocomplete="username" required autofocus;
                         label for="password" { "Password" }
@@ -224,6 +250,7 @@ fn login_form(web: &Web, headers: &HeaderMap, error: Option<&str>, status: axum:
                     h2 #tok-title { "API token" }
                     form method="post" action="/ui/login" {
                         input type="hidden" name=(CSRF_FIELD) value=(token);
+                        input type="hidden" name="next" value=(next);
                         label for="token" { "Token" }
                         input #token name="token" type="password" autocomplete="off" required;
                         p.hint { "A token from " code { "zoe acl token create" } " or the admin page." }
@@ -244,6 +271,7 @@ pub async fn login(State(web): State<Web>, req: Request) -> Response {
         Ok(f) => f,
         Err(e) => return WebError::Http(e).into_response(),
     };
+    let next = after_login(fields.get("next")).to_string();
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
     if expected.is_empty() || fields.check_csrf(expected).is_err() {
         return login_form(
@@ -251,12 +279,13 @@ pub async fn login(State(web): State<Web>, req: Request) -> Response {
             &headers,
             Some("The login form expired (or cookies are off); please try again."),
             axum::http::StatusCode::FORBIDDEN,
+            &next,
         );
     }
     let token = if let Some(t) = fields.get("token") {
         let t = t.trim().to_string();
         if let Err(e) = web.ctx().caller(&t).await {
-            return login_form(&web, &headers, Some(&e.message), e.status);
+            return login_form(&web, &headers, Some(&e.message), e.status, &next);
         }
         t
     } else {
@@ -264,11 +293,11 @@ pub async fn login(State(web): State<Web>, req: Request) -> Response {
         let body = crate::api::context::Body(body.as_object().cloned().unwrap_or_default());
         match admin::login(State(web.ctx().clone()), client, HeaderMap::new(), body).await {
             Ok(r) => r.value.token,
-            Err(e) => return login_form(&web, &headers, Some(&e.message), e.status),
+            Err(e) => return login_form(&web, &headers, Some(&e.message), e.status, &next),
         }
     };
     let max_age = admin::SESSION_TTL_MS / 1000;
-    let mut resp = see_other("/ui/");
+    let mut resp = see_other(&next);
     let h = resp.headers_mut();
     if let Ok(v) = set_cookie(&web, SESSION_COOKIE, &token, max_age).parse() {
         h.append(header::SET_COOKIE, v);

@@ -451,6 +451,11 @@ pub struct Api {
 }
 
 pub fn http_client() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// What [`http_client`] is built from, for a test that changes a setting.
+pub fn http_builder() -> reqwest::ClientBuilder {
     // reqwest is built without a default crypto provider; plain HTTP still
     // needs a TLS configuration to build the client.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -459,7 +464,7 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(30))
 }
 
 impl Api {
@@ -600,9 +605,17 @@ pub struct ZoeClusterBuilder {
     leader: String,
     orphan_grace_ms: u64,
     extra: String,
+    proxy: bool,
 }
 
 impl ZoeClusterBuilder {
+    /// Every coordinator runs the service proxy, reached as `localhost`
+    /// (its UI as `127.0.0.1`: another host, so other cookies).
+    pub fn proxy(mut self) -> Self {
+        self.proxy = true;
+        self
+    }
+
     /// Number of coordinators (default 1).
     pub fn coordinators(mut self, n: usize) -> Self {
         self.coordinators = n;
@@ -636,10 +649,18 @@ impl ZoeClusterBuilder {
     /// is connected to the leader.
     pub async fn start(self) -> ZoeCluster {
         let api_ports: Vec<Port> = (0..self.coordinators).map(|_| reserve_port()).collect();
+        let proxy_ports: Vec<Port> =
+            if self.proxy { (0..self.coordinators).map(|_| reserve_port()).collect() } else { Vec::new() };
         let extra = |nd: &Node| {
             let api = &api_ports[(nd.id - 1) as usize];
+            let proxy = proxy_ports.get((nd.id - 1) as usize).map_or(String::new(), |p| {
+                format!(
+                    "[api.proxy]\nlisten = \"127.0.0.1:{0}\"\nurl = \"http://localhost:{0}\"\nui_url = \"http://127.0.0.1:{1}\"\n\n",
+                    p.port, api.port
+                )
+            });
             format!(
-                "[api]\nlisten = \"127.0.0.1:{}\"\n\n[leader]\ntick_ms = 200\n{}\n{}\n{}",
+                "[api]\nlisten = \"127.0.0.1:{}\"\n\n{proxy}[leader]\ntick_ms = 200\n{}\n{}\n{}",
                 api.port,
                 self.leader,
                 agent_section(&format!("127.0.0.1:{}", nd.port.port + 1), self.orphan_grace_ms),
@@ -651,8 +672,15 @@ impl ZoeClusterBuilder {
         let agent_addrs: Vec<String> =
             coords.nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.name, n.port.port + 1)).collect();
         let urls: Vec<String> = api_ports.iter().map(|p| format!("http://127.0.0.1:{}", p.port)).collect();
-        let mut z =
-            ZoeCluster { agents: Vec::new(), api: Api::new(urls), _api_ports: api_ports, coords, dir: dir.clone() };
+        let proxy_urls = proxy_ports.iter().map(|p| format!("http://localhost:{}", p.port)).collect();
+        let mut z = ZoeCluster {
+            agents: Vec::new(),
+            api: Api::new(urls),
+            proxy_urls,
+            _ports: (api_ports, proxy_ports),
+            coords,
+            dir: dir.clone(),
+        };
         let namespaces: Vec<String> =
             self.agents.iter().map(|a| zoe_testkit::unique_namespace(&format!("zc-{}", a.name))).collect();
         for ns in &namespaces {
@@ -676,7 +704,10 @@ pub struct ZoeCluster {
     /// The agent processes, in the builder's order.
     pub agents: Vec<AgentProc>,
     pub api: Api,
-    _api_ports: Vec<Port>,
+    /// The service proxy of coordinator index `i` (with [`ZoeClusterBuilder::proxy`]).
+    pub proxy_urls: Vec<String>,
+    /// Held so no other test takes them: the API's, the proxy's.
+    _ports: (Vec<Port>, Vec<Port>),
     /// The coordinator processes (index `i` is coordinator id `i + 1`).
     pub coords: Cluster,
     dir: PathBuf,
@@ -690,7 +721,19 @@ impl ZoeCluster {
             leader: String::new(),
             orphan_grace_ms: 600_000,
             extra: String::new(),
+            proxy: false,
         }
+    }
+
+    /// A new user of the built-in `user` role, and a client as them.
+    pub async fn user_api(&self, name: &str) -> Api {
+        let password = format!("{name}-password-1");
+        self.api.ok(Method::POST, "/api/v1/users", Some(json!({ "username": name, "password": password }))).await;
+        let mut api = self.api.clone();
+        api.token = None;
+        let r = api.ok(Method::POST, "/api/v1/login", Some(json!({ "username": name, "password": password }))).await;
+        api.token = Some(r["token"].as_str().expect("a session token").to_string());
+        api
     }
 
     /// The admin REST client.

@@ -97,8 +97,16 @@ pub async fn login(
     // Stamped with the credentials the password was checked against (read
     // before the check): a password changed meanwhile makes it invalid.
     let stamp = Some(auth::credentials_stamp(&user));
-    let (v, index) =
-        issue_token(&ctx, user.id, "login", TokenKind::Session, Some(SESSION_TTL_MS), stamp, evict).await?;
+    let (v, index) = issue_token(
+        &ctx,
+        user.id,
+        "login",
+        TokenKind::Session,
+        Some(SESSION_TTL_MS),
+        Scope { credentials: stamp, execution: None },
+        evict,
+    )
+    .await?;
     Ok(created(v, index))
 }
 
@@ -174,7 +182,7 @@ pub async fn exchange_bootstrap_token(ctx: &Ctx, token: &str) -> HttpResult<(Tok
             created_id(ctx.write(Command::CreateUser { user }).await?.0)?
         }
     };
-    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None, None, Vec::new()).await?;
+    let (v, _) = issue_token(ctx, admin_id, "bootstrap", TokenKind::Api, None, Scope::default(), Vec::new()).await?;
     ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAP.into(), value: String::new() }).await?;
     let (_, index) =
         ctx.write(Command::SetMeta { key: auth::META_BOOTSTRAPPED.into(), value: now_ms().to_string() }).await?;

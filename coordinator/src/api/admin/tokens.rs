@@ -20,18 +20,28 @@ pub(super) fn remove_token(id: &str, value: String) -> Command {
 
 /// Stores a new token and returns its one-time secret, together with
 /// `also` (removals of other tokens) in the same log entry.
-pub(super) async fn issue_token(
+/// What a new token is tied to besides its user.
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    /// The owner's credentials stamp: a new password ends the token.
+    pub credentials: Option<String>,
+    /// The one execution a proxy token opens.
+    pub execution: Option<u64>,
+}
+
+pub(crate) async fn issue_token(
     ctx: &Ctx,
     user_id: u64,
     name: &str,
     kind: TokenKind,
     ttl_ms: Option<u64>,
-    credentials: Option<String>,
+    scope: Scope,
     also: Vec<Command>,
 ) -> HttpResult<(TokenCreated, u64)> {
     let now = now_ms();
     let mut t = auth::mint(user_id, name, kind, now, ttl_ms);
-    t.record.credentials = credentials;
+    t.record.credentials = scope.credentials;
+    t.record.execution = scope.execution;
     let value = serde_json::to_string(&t.record).map_err(|e| HttpError::internal(e.to_string()))?;
     let store = Command::SetMeta { key: TokenRecord::meta_key(&t.record.id), value };
     let cmd = if also.is_empty() { store } else { Command::Batch(also.into_iter().chain([store]).collect()) };
@@ -104,7 +114,9 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
     let stamped =
         user_id == caller.user.id && (caller.token.kind == TokenKind::Session || caller.token.credentials.is_some());
     let credentials = stamped.then(|| auth::credentials_stamp(&caller.user));
-    let (v, index) = issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, credentials, Vec::new()).await?;
+    let (v, index) =
+        issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, Scope { credentials, execution: None }, Vec::new())
+            .await?;
     Ok(created(v, index))
 }
 
