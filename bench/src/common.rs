@@ -241,6 +241,8 @@ impl Drop for Cluster {
 pub struct Api {
     client: std::sync::Arc<zoe_client::Client>,
     pub base: String,
+    /// The token the client sends, if any.
+    pub token: Option<String>,
 }
 
 impl Api {
@@ -251,17 +253,25 @@ impl Api {
             timeout: Some(Duration::from_secs(120)),
             ..Default::default()
         };
-        Ok(Api { client: std::sync::Arc::new(zoe_client::Client::new(&config)?), base })
+        Ok(Api { client: std::sync::Arc::new(zoe_client::Client::new(&config)?), base, token: None })
     }
 
     /// The same connection pool, against another coordinator.
     pub fn at(&self, addr: &str) -> Api {
         let base = format!("http://{addr}");
-        Api { client: std::sync::Arc::new(self.client.at(std::slice::from_ref(&base))), base }
+        Api {
+            client: std::sync::Arc::new(self.client.at(std::slice::from_ref(&base))),
+            base,
+            token: self.token.clone(),
+        }
     }
 
     pub fn with_token(&self, token: String) -> Api {
-        Api { client: std::sync::Arc::new(self.client.with_token(Some(token))), base: self.base.clone() }
+        Api {
+            client: std::sync::Arc::new(self.client.with_token(Some(token.clone()))),
+            base: self.base.clone(),
+            token: Some(token),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<(Value, Option<u64>)> {
@@ -346,14 +356,60 @@ pub fn busybox_app(command: &str) -> Value {
 
 /// Imports the test busybox image into `ns` of the test containerd.
 pub async fn import_busybox(socket: &Path, ns: &str, scratch: &Path) -> Result<()> {
+    import_image(socket, ns, scratch, &zoe_testkit::BusyboxImage::build()?).await
+}
+
+/// Imports `image` into `ns` of the test containerd.
+pub async fn import_image(socket: &Path, ns: &str, scratch: &Path, image: &zoe_testkit::BusyboxImage) -> Result<()> {
     let mut rc = zoe_agent::RuntimeConfig::new(socket, scratch.join("prep"));
     rc.namespace = ns.to_string();
     let rt = zoe_agent::Runtime::connect(rc).await?;
-    let archive = scratch.join("busybox.tar");
-    zoe_testkit::BusyboxImage::build()?.write_oci_archive(&archive)?;
+    let archive = scratch.join(format!("image-{}.tar", image.manifest_digest().trim_start_matches("sha256:")));
+    image.write_oci_archive(&archive)?;
     rt.images().import_archive(&archive, None, None).await?;
     rt.shutdown().await;
     Ok(())
+}
+
+/// Starts a real `zoe agent` (node `real`) on `ns` of the test containerd,
+/// connected to the first member, and waits until the node is ready.
+pub async fn start_agent(cluster: &Cluster, zoe: &Path, socket: &Path, ns: &str, api: &Api) -> Result<Kill> {
+    let dir = &cluster.dir;
+    cluster.ca.issue(&Identity::new(Role::Agent, "real")?, &[], &[])?.write(dir, "real")?;
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "coordinators = [\"{}\"]\ndata_dir = \"agent-data\"\n[containerd]\nsocket = \"{}\"\nnamespace = \"{ns}\"\n\
+             [tls]\nca = \"ca.pem\"\ncert = \"real.pem\"\nkey = \"real-key.pem\"\n",
+            cluster.members[0].agents,
+            socket.display()
+        ),
+    )?;
+    let agent = Kill(
+        Command::new(zoe)
+            .args(["agent", "--config"])
+            .arg(dir.join("agent.toml"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (nodes, _) = api.get("/api/v1/nodes").await?;
+        let ready = nodes
+            .as_array()
+            .or_else(|| nodes["nodes"].as_array())
+            .is_some_and(|l| l.iter().any(|n| n["name"] == "real" && n["status"] == "ready"));
+        if ready {
+            return Ok(agent);
+        }
+        if Instant::now() > deadline {
+            bail!("the agent never registered: {nodes}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Stops every container of `ns`, removes the image and the namespace.

@@ -15,14 +15,14 @@
 //! `ctr` appears here only as the baseline: product code never runs it.
 
 use crate::common::{
-    Api, Cluster, Kill, bootstrap_admin, busybox_app, cleanup_namespace, import_busybox, pct, round2, sorted, zoe_bin,
+    Api, Cluster, bootstrap_admin, busybox_app, cleanup_namespace, import_busybox, pct, round2, sorted, start_agent,
+    zoe_bin,
 };
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use zoe_net::{Identity, Role};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -129,43 +129,8 @@ async fn bench(
     ns: &str,
     ctr_ns: &str,
 ) -> Result<serde_json::Value> {
-    let dir = &cluster.dir;
     let api = bootstrap_admin(cluster, &Api::new(&cluster.members[0].api)?, Duration::from_secs(60)).await?;
-    cluster.ca.issue(&Identity::new(Role::Agent, "real")?, &[], &[])?.write(dir, "real")?;
-    std::fs::write(
-        dir.join("agent.toml"),
-        format!(
-            "coordinators = [\"{}\"]\ndata_dir = \"agent-data\"\n[containerd]\nsocket = \"{}\"\nnamespace = \"{ns}\"\n\
-             [tls]\nca = \"ca.pem\"\ncert = \"real.pem\"\nkey = \"real-key.pem\"\n",
-            cluster.members[0].agents,
-            socket.display()
-        ),
-    )?;
-    let _agent = Kill(
-        Command::new(zoe)
-            .args(["agent", "--config"])
-            .arg(dir.join("agent.toml"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (nodes, _) = api.get("/api/v1/nodes").await?;
-        let ready = nodes
-            .as_array()
-            .or_else(|| nodes["nodes"].as_array())
-            .is_some_and(|l| l.iter().any(|n| n["name"] == "real" && n["status"] == "ready"));
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the agent never registered: {nodes}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _agent = start_agent(cluster, zoe, socket, ns, &api).await?;
     eprintln!("agent registered; {} warm-up and {} timed runs of each", args.warmup, args.runs);
 
     for i in 0..args.warmup {

@@ -6,6 +6,7 @@ mod e2e;
 mod hollow;
 mod latency;
 mod protocol;
+mod proxy;
 mod raft;
 mod runtime;
 mod scheduler;
@@ -37,6 +38,8 @@ enum Bench {
     Storage(storage::Args),
     /// Submit → running of a busybox ZApp on a real agent vs `ctr run -d` on the same containerd.
     Latency(latency::Args),
+    /// The service proxy vs direct to the service: a large download and many small requests, side by side.
+    Proxy(proxy::Args),
     /// zoe-sim's speed on the paper's workload (20,000 applications on 25 nodes), with its turnarounds per class.
     Sim(sim::Args),
     /// (internal) The hollow-agent load generator `protocol` runs as a child process.
@@ -62,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Bench::E2e(args) => rt.block_on(e2e::run(args))?,
         Bench::Latency(args) => rt.block_on(latency::run(args))?,
         Bench::Sim(args) => sim::run(args)?,
+        Bench::Proxy(args) => rt.block_on(proxy::run(args))?,
         Bench::Storage(args) => rt.block_on(storage::run(args))?,
         Bench::ProtocolHollow(args) => rt.block_on(protocol::hollow(args))?,
     };

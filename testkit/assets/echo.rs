@@ -27,8 +27,11 @@ fn main() {
 }
 
 fn serve(s: TcpStream) -> std::io::Result<()> {
+    // Answers go out in several writes: without this, Nagle's algorithm
+    // and the client's delayed ACK hold each small answer for ~40 ms.
+    s.set_nodelay(true)?;
     let mut r = BufReader::new(s.try_clone()?);
-    let mut w = s;
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, s);
     loop {
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
@@ -53,7 +56,8 @@ fn serve(s: TcpStream) -> std::io::Result<()> {
         if path.ends_with("/ws") && get("upgrade").eq_ignore_ascii_case("websocket") {
             let accept = base64(&sha1(format!("{}258EAFA5-E914-47DA-95CA-C5AB0DC85B11", get("sec-websocket-key")).as_bytes()));
             write!(w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")?;
-            return websocket(r, w);
+            w.flush()?;
+            return websocket(r, w.into_inner().map_err(|e| e.into_error())?);
         }
         if method == "POST" {
             let n: usize = get("content-length").parse().unwrap_or(0);

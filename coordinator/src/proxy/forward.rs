@@ -13,6 +13,9 @@ use tokio::net::TcpStream;
 /// Connecting to a service that does not answer gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most the proxy reads from a service at once.
+const READ_BUF_MAX: usize = 1 << 20;
+
 /// Cookies of zoe's own, never passed to a service.
 pub const COOKIE_PREFIX: &str = "zoe_";
 
@@ -141,7 +144,10 @@ pub async fn forward(
         Err(_) => return Err(ForwardError::ConnectTimeout(upstream.to_string())),
     };
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    // Large reads: a download then crosses the proxy in few, big chunks.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(READ_BUF_MAX)
+        .handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| ForwardError::Http(upstream.to_string(), e))?;
     let name = upstream.to_string();

@@ -1,0 +1,172 @@
+//! `zoe-bench proxy`: the service proxy against going to the service
+//! directly, side by side in the same run. One `zoe coordinator` with
+//! `[api.proxy]`, one real `zoe agent` on the test containerd, one
+//! execution of `zoe-echo` (the testkit's static HTTP server); the client
+//! is this process, over keep-alive connections, on the same machine.
+//!
+//! - download: `--download-mb` MB streamed, `--downloads` times each way,
+//!   interleaved; MB/s per transfer;
+//! - small requests: `--requests` sequential GETs of a ~200-byte page each
+//!   way, interleaved in blocks of 100; latency per request.
+
+use crate::common::{
+    Api, Cluster, bootstrap_admin, cleanup_namespace, free_tcp_port, import_image, pct, round2, sorted, start_agent,
+    zoe_bin,
+};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Size of one download, in MB.
+    #[arg(long, default_value_t = 100)]
+    download_mb: usize,
+    /// Timed downloads each way.
+    #[arg(long, default_value_t = 5)]
+    downloads: usize,
+    /// Timed small requests each way.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// The zoe binary.
+    #[arg(long, env = "ZOE_BIN")]
+    zoe: Option<PathBuf>,
+}
+
+const IMAGE: &str = "zoe.local/echo:1";
+
+fn http() -> Result<reqwest::Client> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(120)).build()?)
+}
+
+pub async fn run(args: Args) -> Result<serde_json::Value> {
+    let zoe = zoe_bin(args.zoe.clone())?;
+    let socket = zoe_testkit::containerd().socket.clone();
+    let ns = zoe_testkit::unique_namespace("bench-proxy");
+    let proxy_port = free_tcp_port()?;
+    let extra = format!("stop_grace_ms = 500\n\n[api.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n");
+    let mut cluster = Cluster::new(1, zoe.clone(), "zoe-bench-proxy-", &extra)?;
+    let dir = cluster.dir.clone();
+    let image = zoe_testkit::echo::image(&dir, IMAGE).context("building the zoe-echo image")?;
+    import_image(&socket, &ns, &dir, &image).await?;
+    cluster.spawn_all()?;
+    let r = bench(&args, &cluster, &zoe, &socket, &ns).await;
+    if r.is_err() {
+        cluster.dump_logs();
+    }
+    drop(cluster);
+    cleanup_namespace(&socket, &ns, &dir).await;
+    r
+}
+
+async fn bench(
+    args: &Args,
+    cluster: &Cluster,
+    zoe: &std::path::Path,
+    socket: &std::path::Path,
+    ns: &str,
+) -> Result<serde_json::Value> {
+    let api = bootstrap_admin(cluster, &Api::new(&cluster.members[0].api)?, Duration::from_secs(60)).await?;
+    let _agent = start_agent(cluster, zoe, socket, ns, &api).await?;
+    let token = api.token.clone().context("an admin token")?;
+    let app = json!({ "name": "echo", "version": 3, "will_end": false, "size": 1, "services": [{
+        "name": "web", "image": IMAGE, "monitor": true, "essential_count": 1, "total_count": 1, "startup_order": 0,
+        "resources": { "memory": {"min": 67108864, "max": null}, "cores": {"min": 0.5, "max": null} },
+        "environment": [], "volumes": [], "command": "/bin/zoe-echo 8080",
+        "ports": [{ "name": "web", "port_number": 8080, "protocol": "tcp", "url_template": "http://{ip_port}" }]
+    }]});
+    let id = api.submit("echo", &app).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (direct, proxied) = loop {
+        let (eps, _) = api.get(&format!("/api/v1/executions/{id}/endpoints")).await?;
+        let ep = &eps["endpoints"][0];
+        if let (Some(d), Some(p)) = (ep["url"].as_str(), ep["proxy_url"].as_str())
+            && eps["status"] == "running"
+        {
+            // The same path both ways: the service sees the proxy's prefix.
+            let path = p.split_once("://").and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string())).unwrap();
+            break (format!("{}{path}", d.trim_end_matches('/')), p.to_string());
+        }
+        if Instant::now() > deadline {
+            bail!("the echo service never ran: {eps}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let c = http()?;
+    let get = |base: &str, what: &str| c.get(format!("{base}{what}")).bearer_auth(&token);
+    // Up, both ways.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(get(&direct, "up").send().await.is_ok_and(|r| r.status().is_success())
+        && get(&proxied, "up").send().await.is_ok_and(|r| r.status().is_success()))
+    {
+        if Instant::now() > deadline {
+            bail!("zoe-echo does not answer at {direct} and {proxied}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("echo running: direct {direct}, proxied {proxied}");
+
+    let bytes = args.download_mb * 1_000_000;
+    let (mut d_mbs, mut p_mbs) = (Vec::new(), Vec::new());
+    for i in 0..args.downloads + 1 {
+        for (base, out) in [(&direct, &mut d_mbs), (&proxied, &mut p_mbs)] {
+            let t = Instant::now();
+            let mut r = get(base, &format!("bytes/{bytes}")).send().await?.error_for_status()?;
+            let mut n = 0;
+            while let Some(chunk) = r.chunk().await? {
+                n += chunk.len();
+            }
+            if n != bytes {
+                bail!("{base}: {n} bytes of {bytes}");
+            }
+            // The first round warms both paths up.
+            if i > 0 {
+                out.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let (d_mbs, p_mbs) = (sorted(d_mbs), sorted(p_mbs));
+    eprintln!("download: direct {:.0} MB/s, proxied {:.0} MB/s (medians)", pct(&d_mbs, 0.5), pct(&p_mbs, 0.5));
+
+    let (mut d_ms, mut p_ms) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < args.requests + 200 {
+        for (base, out) in [(&direct, &mut d_ms), (&proxied, &mut p_ms)] {
+            for k in 0..100 {
+                let t = Instant::now();
+                let r = get(base, "page").send().await?.error_for_status()?;
+                r.bytes().await?;
+                // 200 requests each way warm up first.
+                if done + k >= 200 {
+                    out.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        done += 100;
+    }
+    let (d_ms, p_ms) = (sorted(d_ms), sorted(p_ms));
+    let (d50, p50) = (pct(&d_ms, 0.5), pct(&p_ms, 0.5));
+    eprintln!("small requests: direct p50 {d50:.3} ms, proxied p50 {p50:.3} ms");
+    api.post(&format!("/api/v1/executions/{id}/terminate"), &json!({})).await?;
+    Ok(json!({
+        "bench": "proxy",
+        "download_mb": args.download_mb,
+        "downloads": args.downloads,
+        "direct_mb_s_p50": round2(pct(&d_mbs, 0.5)),
+        "proxy_mb_s_p50": round2(pct(&p_mbs, 0.5)),
+        "throughput_ratio": round2(pct(&p_mbs, 0.5) / pct(&d_mbs, 0.5)),
+        "requests": d_ms.len(),
+        "direct_ms_p50": round2(d50),
+        "direct_ms_p99": round2(pct(&d_ms, 0.99)),
+        "proxy_ms_p50": round2(p50),
+        "proxy_ms_p99": round2(pct(&p_ms, 0.99)),
+        "added_ms_p50": round2(p50 - d50),
+    }))
+}
