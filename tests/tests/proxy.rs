@@ -3,10 +3,13 @@
 //! processes and a `zoe agent`; the service is `zoe-echo` (a static HTTP
 //! and WebSocket server the testkit builds) in a container on the tests'
 //! containerd. The proxy is reached as `localhost`, the UI as `127.0.0.1`.
+//! The first test speaks HTTP and WebSocket by hand; the second is a user
+//! in headless Chromium.
 
 mod harness;
+mod webdriver;
 
-use harness::zoe::{AgentSpec, ZoeCluster};
+use harness::zoe::{AgentSpec, Api, ZoeCluster};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -15,14 +18,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &str = "zoe.local/echo:1";
 
-fn echo_app() -> Value {
+/// Tests run side by side on host networking: each its own port.
+fn echo_app(port: u16) -> Value {
     json!({ "name": "notebook", "version": 3, "will_end": false, "size": 1, "services": [{
         "name": "web", "image": IMAGE, "monitor": true,
         "essential_count": 1, "total_count": 1, "startup_order": 0,
         "resources": { "memory": {"min": 33554432, "max": null}, "cores": {"min": 0.1, "max": null} },
         "environment": [["PROXY_PATH", "{proxy_path}"]], "volumes": [],
-        "command": "/bin/zoe-echo 8080",
-        "ports": [{ "name": "notebook", "port_number": 8080, "protocol": "tcp", "url_template": "http://{ip_port}/" }]
+        "command": format!("/bin/zoe-echo {port}"),
+        "ports": [{ "name": "notebook", "port_number": port, "protocol": "tcp", "url_template": "http://{ip_port}/" }]
     }]})
 }
 
@@ -55,8 +59,9 @@ fn ws_frame(text: &str) -> Vec<u8> {
     f
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notebook_page_through_a_follower_with_the_owners_login_only() {
+/// Three coordinators with the proxy, one agent with the zoe-echo image;
+/// and the index of a follower.
+async fn echo_cluster() -> (ZoeCluster, usize) {
     let t0 = Instant::now();
     let z = ZoeCluster::builder()
         .coordinators(3)
@@ -66,20 +71,31 @@ async fn a_notebook_page_through_a_follower_with_the_owners_login_only() {
         .await;
     let leader = z.leader().await;
     let f = (leader + 1) % 3;
-    let proxy = z.proxy_urls[f].clone();
-    let ui = z.api().urls[f].clone();
     let archive = z.dir().join("echo-oci.tar");
     zoe_testkit::echo::image(z.dir(), IMAGE).unwrap().write_oci_archive(&archive).unwrap();
     let out = z.cli_on(f, &["image", "load", archive.to_str().unwrap(), "--node", "n1"]);
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     eprintln!("cluster and image up after {:?}; leader {leader}, follower {f}", t0.elapsed());
+    (z, f)
+}
 
+/// Submits the echo notebook as `owner`; returns its id once it runs.
+async fn start_notebook(owner: &Api, port: u16) -> u64 {
+    let id = owner.submit("nb", &echo_app(port)).await;
+    owner.wait_status(id, "running", Duration::from_secs(60)).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_page_through_a_follower_with_the_owners_login_only() {
+    let (z, f) = echo_cluster().await;
+    let proxy = z.proxy_urls[f].clone();
+    let ui = z.api().urls[f].clone();
     let ada = z.user_api("ada").await;
     let eve = z.user_api("eve").await;
     let (ada_t, eve_t) = (ada.token.clone().unwrap(), eve.token.clone().unwrap());
-    let id = ada.submit("nb", &echo_app()).await;
-    ada.wait_status(id, "running", Duration::from_secs(60)).await;
-    let prefix = format!("/{id}/web0/8080");
+    let id = start_notebook(&ada, 18_471).await;
+    let prefix = format!("/{id}/web0/18471");
     let eps = ada.call_on(f, Method::GET, &format!("/api/v1/executions/{id}/endpoints"), None).await.unwrap();
     assert_eq!(eps.body["endpoints"][0]["proxy_url"], format!("{proxy}{prefix}/"), "{}", eps.body);
     let page = format!("{proxy}{prefix}/tree?x=1");
@@ -185,4 +201,63 @@ async fn a_notebook_page_through_a_follower_with_the_owners_login_only() {
     let text = r.text().await.unwrap();
     assert!(text.contains(&format!("execution {id}")) && text.contains("terminated"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_through_the_proxy_in_chromium() {
+    let (z, f) = echo_cluster().await;
+    let (proxy, ui) = (z.proxy_urls[f].clone(), z.api().urls[f].clone());
+    let ada = z.user_api("ada").await;
+    z.user_api("eve").await;
+    let id = start_notebook(&ada, 18_472).await;
+    let prefix = format!("/{id}/web0/18472");
+    let port = harness::reserve_port();
+    let driver = webdriver::Driver::start(port.port, harness::zoe::http_client()).await;
+
+    // Ada logs in on a follower's UI and opens her notebook from its page.
+    let b = driver.session().await;
+    b.goto(&format!("{ui}/ui/login")).await;
+    log_in(&b, "ada").await;
+    b.wait_text("main h1", Duration::from_secs(10), |t| t == "Welcome, ada").await;
+    b.goto(&format!("{ui}/ui/executions/{id}")).await;
+    let open = b.wait_for("[data-part=endpoints] a[href^='/ui/proxy']", Duration::from_secs(10)).await;
+    let href = b.eval("return document.querySelector(\"[data-part=endpoints] a[href^='/ui/proxy']\").href;").await;
+    drop(open);
+    b.goto(href.as_str().unwrap()).await;
+    let page = b.wait_text("body", Duration::from_secs(10), |t| t.contains("path=")).await;
+    assert!(b.url().await.starts_with(&format!("{proxy}{prefix}/")), "{}", b.url().await);
+    assert!(page.contains(&format!("prefix={prefix}")), "{page}");
+    assert!(page.contains("cookie=\n"), "no cookie reaches the service, and the UI's never reaches the proxy: {page}");
+    // Its WebSocket, from the page, through the proxy.
+    let echoed = b
+        .eval_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             const ws = new WebSocket('ws://' + location.host + '{prefix}/ws');\
+             ws.onopen = () => ws.send('hello from chromium');\
+             ws.onmessage = (e) => {{ done(e.data); ws.close(); }};\
+             ws.onerror = () => done('websocket error');"
+        ))
+        .await;
+    assert_eq!(echoed, "hello from chromium");
+    b.close().await;
+
+    // Someone without a session is sent to log in first; eve then gets a 403.
+    let b = driver.session().await;
+    b.goto(&format!("{proxy}{prefix}/")).await;
+    let go_on = b.wait_for("a.button", Duration::from_secs(10)).await;
+    assert!(b.url().await.starts_with(&format!("{ui}/ui/proxy")), "{}", b.url().await);
+    b.click(&go_on).await;
+    log_in(&b, "eve").await;
+    let said = b.wait_text("body", Duration::from_secs(10), |t| t.contains("may not")).await;
+    assert!(said.contains("eve") && said.contains("ada"), "{said}");
+    assert!(b.url().await.starts_with(&format!("{ui}/ui/proxy")), "{}", b.url().await);
+    b.close().await;
+}
+
+/// Fills the UI's login form as `who` (the password `z.user_api` gave).
+async fn log_in(b: &webdriver::Session, who: &str) {
+    b.wait_for("#username", Duration::from_secs(10)).await;
+    b.type_text(&b.find("#username").await, who).await;
+    b.type_text(&b.find("#password").await, &format!("{who}-password-1")).await;
+    b.click(&b.find("form[action='/ui/login'] button[type=submit]").await).await;
 }

@@ -30,13 +30,13 @@ pub struct Driver {
     child: Child,
     pub url: String,
     http: reqwest::Client,
-    _profile: tempfile::TempDir,
 }
 
-/// One browser session.
+/// One browser session, with a profile (cookies) of its own.
 pub struct Session {
     http: reqwest::Client,
     base: String,
+    _profile: tempfile::TempDir,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ impl Driver {
             .spawn()
             .expect("start chromedriver");
         let url = format!("http://127.0.0.1:{port}");
-        let d = Driver { child, url, http, _profile: tempfile::tempdir().unwrap() };
+        let d = Driver { child, url, http };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = d.http.get(format!("{}/status", d.url)).send().await
@@ -72,19 +72,20 @@ impl Driver {
     /// A new headless Chromium session with a fresh profile.
     pub async fn session(&self) -> Session {
         let browser = find_program(&["chromium", "chromium-browser"]).expect("chromium not found");
+        let profile = tempfile::tempdir().unwrap();
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": browser,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1280,1100", "--no-first-run", "--disable-extensions",
-                    format!("--user-data-dir={}", self._profile.path().display())],
+                    format!("--user-data-dir={}", profile.path().display())],
             }
         } } });
         let r = self.http.post(format!("{}/session", self.url)).json(&caps).send().await.unwrap();
         let v: Value = r.json().await.unwrap();
         let id = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("new session: {v}")).to_string();
-        Session { http: self.http.clone(), base: format!("{}/session/{id}", self.url) }
+        Session { http: self.http.clone(), base: format!("{}/session/{id}", self.url), _profile: profile }
     }
 }
 
@@ -183,6 +184,12 @@ impl Session {
     /// Runs a script in the page and returns its result.
     pub async fn eval(&self, script: &str) -> Value {
         self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [] }))).await
+    }
+
+    /// Runs an asynchronous script: it ends by calling its last argument
+    /// (`arguments[arguments.length - 1]`) with the result.
+    pub async fn eval_async(&self, script: &str) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/async", Some(json!({ "script": script, "args": [] }))).await
     }
 
     /// Waits up to `within` until the text of the first `css` element
