@@ -78,19 +78,25 @@ fi
 "$ZOE" exec get "$WEB"
 "$ZOE" exec endpoints "$WEB"
 URL=$("$ZOE" exec endpoints "$WEB" | awk 'NR == 2 { print $NF }')
+PROXIED=$("$ZOE" exec endpoints "$WEB" | awk 'NR == 2 { print $(NF - 1) }')
 if [ -n "$URL" ]; then
   for _ in $(seq 1 20); do
     if page=$(busybox wget -qO- "$URL" 2>/dev/null); then echo "GET $URL: $page"; break; fi
     sleep 0.5
   done
 fi
+case "$PROXIED" in
+  http*) # through the service proxy, as a script does: with the token
+    page=$(busybox wget -qO- --header "Authorization: Bearer $ZOE_TOKEN" "$PROXIED" 2>/dev/null) &&
+      echo "GET $PROXIED (service proxy): $page" ;;
+esac
 
 cat >&2 <<MSG
 
 ==> the cluster is up: API $ZOE_ADDR, state in $DIR/data, log $LOG
 
     export PATH="$(dirname "$ZOE"):\$PATH" ZOE_ADDR=$ZOE_ADDR ZOE_TOKEN=\$(${SUDO:+sudo }cat $TOKEN_FILE)
-    web UI: $ZOE_ADDR/ui/ (log in with the admin token)
+    web UI: $ZOE_ADDR/ui/ (log in with the admin token); a service's page: its execution's "Open" link
     zoe exec ls                      # executions (demo-web keeps running)
     zoe node ls; zoe stats           # the node and the scheduler
     zoe exec terminate $WEB --wait     # stop the web example

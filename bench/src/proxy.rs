@@ -10,8 +10,8 @@
 //!   way, interleaved in blocks of 100; latency per request.
 
 use crate::common::{
-    Api, Cluster, bootstrap_admin, cleanup_namespace, free_tcp_port, import_image, pct, round2, sorted, start_agent,
-    zoe_bin,
+    Api, Cluster, bootstrap_admin, cleanup_namespace, cpu_s, free_tcp_port, import_image, pct, round2, sorted,
+    start_agent, zoe_bin,
 };
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -115,8 +115,11 @@ async fn bench(
 
     let bytes = args.download_mb * 1_000_000;
     let (mut d_mbs, mut p_mbs) = (Vec::new(), Vec::new());
+    // CPU the coordinator (the proxy) and this client spend per proxied GB.
+    let (mut proxy_cpu, mut client_cpu, mut client_direct_cpu) = (0.0, 0.0, 0.0);
     for i in 0..args.downloads + 1 {
         for (base, out) in [(&direct, &mut d_mbs), (&proxied, &mut p_mbs)] {
+            let (c0, s0) = (cluster.cpu_s(0), cpu_s("self"));
             let t = Instant::now();
             let mut r = get(base, &format!("bytes/{bytes}")).send().await?.error_for_status()?;
             let mut n = 0;
@@ -129,9 +132,16 @@ async fn bench(
             // The first round warms both paths up.
             if i > 0 {
                 out.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+                if base == &proxied {
+                    proxy_cpu += cluster.cpu_s(0) - c0;
+                    client_cpu += cpu_s("self") - s0;
+                } else {
+                    client_direct_cpu += cpu_s("self") - s0;
+                }
             }
         }
     }
+    let gb = (bytes * args.downloads) as f64 / 1e9;
     let (d_mbs, p_mbs) = (sorted(d_mbs), sorted(p_mbs));
     eprintln!("download: direct {:.0} MB/s, proxied {:.0} MB/s (medians)", pct(&d_mbs, 0.5), pct(&p_mbs, 0.5));
 
@@ -162,6 +172,9 @@ async fn bench(
         "direct_mb_s_p50": round2(pct(&d_mbs, 0.5)),
         "proxy_mb_s_p50": round2(pct(&p_mbs, 0.5)),
         "throughput_ratio": round2(pct(&p_mbs, 0.5) / pct(&d_mbs, 0.5)),
+        "proxy_cpu_s_per_gb": round2(proxy_cpu / gb),
+        "client_cpu_s_per_gb_proxied": round2(client_cpu / gb),
+        "client_cpu_s_per_gb_direct": round2(client_direct_cpu / gb),
         "requests": d_ms.len(),
         "direct_ms_p50": round2(d50),
         "direct_ms_p99": round2(pct(&d_ms, 0.99)),
