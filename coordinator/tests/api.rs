@@ -4,7 +4,7 @@
 
 mod api_support;
 
-use api_support::{Cluster, call, expect_error, hello_zapp, http_client};
+use api_support::{Cluster, call, expect_error, hello_zapp, http_client, web_client};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -613,10 +613,24 @@ async fn followers_forward_writes_and_serve_consistent_reads() {
 async fn https_and_text_file_auth() {
     let c = Cluster::start_with(1, &|i, dir| {
         std::fs::write(dir.join("zoepass.csv"), "# users\ncarol,carol-secret,user\n").unwrap();
-        format!("tls_cert = \"c{n}.pem\"\ntls_key = \"c{n}-key.pem\"\nauth_file = \"zoepass.csv\"\n", n = i + 1)
+        format!(
+            "tls_cert = \"c{n}.pem\"\ntls_key = \"c{n}-key.pem\"\nauth_file = \"zoepass.csv\"\n\n\
+             [api.proxy]\nlisten = \"127.0.0.1:0\"\n",
+            n = i + 1
+        )
     })
     .await;
     assert!(c.url(0).starts_with("https://127.0.0.1:"));
+    // The service proxy serves HTTPS with the same certificate; a visitor
+    // without credentials goes to the UI's own origin to log in.
+    let proxy = c.members[0].api.as_ref().and_then(|a| a.proxy_addr()).expect("the proxy listens");
+    let browser = web_client(Some(c.ca.cert_pem()));
+    let r = browser.get(format!("https://127.0.0.1:{}/7/web0/8080/", proxy.port())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to, format!("{}/ui/proxy?to=%2F7%2Fweb0%2F8080%2F", c.url(0)));
+    let r = browser.get(format!("https://127.0.0.1:{}/not-a-service", proxy.port())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = c.call(0, Method::GET, "/api/v1/info", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     // A client that does not trust the cluster CA is refused at the handshake.
