@@ -245,24 +245,24 @@ pub fn schedule_explained(
     (plan, waiting)
 }
 
-/// Requests of every instance the pass may place, computed once.
+/// Requests of every instance the pass may place, computed once per
+/// service group (the instances of a group ask the same), so a pass over a
+/// long queue of wide executions allocates per group, not per instance.
 struct Requests<'a> {
-    by_service: BTreeMap<ServiceId, Request<'a>>,
+    /// Each instance's group request, an index into `groups`.
+    slot: BTreeMap<ServiceId, u32>,
+    groups: Vec<Request<'a>>,
     /// Smallest cores and memory asked for.
     floor: (u32, u64),
 }
 
 impl<'a> Requests<'a> {
     fn new(state: &'a State, queue: &[Candidate<'a>]) -> Requests<'a> {
-        let mut by_service = BTreeMap::new();
+        let mut slot = BTreeMap::new();
+        let mut groups = Vec::new();
         let mut floor = (u32::MAX, u64::MAX);
         for c in queue {
             let app = &c.exec.description;
-            let images: Vec<String> = app
-                .services
-                .iter()
-                .map(|g| ImageRef::parse(&g.image).map(|r| r.canonical()).unwrap_or_else(|_| g.image.clone()))
-                .collect();
             let owner = c.exec.owner.as_str();
             // Only host volumes ask who the owner is; finding the user scans
             // them all, once per queued execution per pass otherwise.
@@ -271,8 +271,8 @@ impl<'a> Requests<'a> {
                 .then(|| state.user_by_name(owner).and_then(|u| state.roles.get(&u.role_id)))
                 .flatten()
                 .map_or("", |r| r.name.as_str());
-            for s in state.services_of(c.exec.id) {
-                let g = &app.services[s.group_index];
+            let base = groups.len() as u32;
+            for g in &app.services {
                 let host = state.network.uses_host(g.network.as_deref());
                 let mut host_ports: Vec<u16> =
                     if host { g.ports.iter().map(|p| p.port_number).collect() } else { Vec::new() };
@@ -281,25 +281,30 @@ impl<'a> Requests<'a> {
                     cores: g.cores_min().0,
                     memory: g.memory_min(),
                     labels: g.labels(),
-                    image: images[s.group_index].clone(),
+                    image: ImageRef::parse(&g.image).map(|r| r.canonical()).unwrap_or_else(|_| g.image.clone()),
                     host_ports,
                     range_ports: if host { 0 } else { g.ports.len() },
                     host_volumes: g.volumes.iter().filter_map(|v| v.host_volume.as_deref()).collect(),
                     owner,
                     role,
                 };
-                floor = (floor.0.min(r.cores), floor.1.min(r.memory));
-                by_service.insert(s.id, r);
+                if g.total_count > 0 {
+                    floor = (floor.0.min(r.cores), floor.1.min(r.memory));
+                }
+                groups.push(r);
+            }
+            for s in state.services_of(c.exec.id) {
+                slot.insert(s.id, base + s.group_index as u32);
             }
         }
-        if by_service.is_empty() {
+        if slot.is_empty() {
             floor = (0, 0);
         }
-        Requests { by_service, floor }
+        Requests { slot, groups, floor }
     }
 
     fn get(&self, id: ServiceId) -> Option<&Request<'a>> {
-        self.by_service.get(&id)
+        self.slot.get(&id).map(|&i| &self.groups[i as usize])
     }
 }
 
