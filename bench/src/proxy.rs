@@ -91,8 +91,8 @@ async fn bench(
             && eps["status"] == "running"
         {
             // The same path both ways: the service sees the proxy's prefix.
-            let path = p.split_once("://").and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string())).unwrap();
-            break (format!("{}{path}", d.trim_end_matches('/')), p.to_string());
+            let path = zoe_common::zapp::template::proxy_path(id, "web0", 8080);
+            break (format!("{}{path}/", d.trim_end_matches('/')), p.to_string());
         }
         if Instant::now() > deadline {
             bail!("the echo service never ran: {eps}");

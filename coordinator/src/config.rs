@@ -304,20 +304,16 @@ impl Settings for CoordinatorConfig {
             return Err(Invalid::new("api.tls_cert", "goes with api.tls_key"));
         }
         // Tokens and passwords travel in headers: plain HTTP only where no
-        // one else can listen (Nomad's dev mode does the same).
-        if api.tls_cert.is_none() && !api.listen_addr().ip().is_loopback() {
-            let why = format!(
-                "{} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS",
-                api.listen_addr()
-            );
-            return Err(Invalid::new("api.listen", why));
-        }
-        if let Some(p) = api.proxy.listen
-            && api.tls_cert.is_none()
-            && !p.ip().is_loopback()
-        {
-            let why = format!("{p} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS");
-            return Err(Invalid::new("api.proxy.listen", why));
+        // one else can listen (Nomad's dev mode does the same). The service
+        // proxy carries the same tokens, and cookies besides.
+        for (field, addr) in [("api.listen", Some(api.listen_addr())), ("api.proxy.listen", api.proxy.listen)] {
+            if let Some(a) = addr
+                && api.tls_cert.is_none()
+                && !a.ip().is_loopback()
+            {
+                let why = format!("{a} is not a loopback address: set api.tls_cert and api.tls_key to serve HTTPS");
+                return Err(Invalid::new(field, why));
+            }
         }
         for (field, url) in [("api.proxy.url", &api.proxy.url), ("api.proxy.ui_url", &api.proxy.ui_url)] {
             if let Some(u) = url

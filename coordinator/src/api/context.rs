@@ -32,7 +32,7 @@ pub(crate) struct Inner {
     /// Turns true when the server stops: blocking queries return at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Where browsers reach this coordinator's UI and its service proxy
-    /// (set once the listeners are bound; see [`Ctx::with_urls`]).
+    /// (set once the listeners are bound; see [`Ctx::set_urls`]).
     pub urls: std::sync::OnceLock<Urls>,
 }
 
@@ -358,8 +358,8 @@ impl Caller {
     }
 }
 
-pub fn bearer(parts: &Parts) -> HttpResult<Option<String>> {
-    let Some(v) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
+pub fn bearer(headers: &HeaderMap) -> HttpResult<Option<String>> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let v = v.to_str().map_err(|_| HttpError::unauthorized("the Authorization header is not text"))?;
     match v.split_once(' ') {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
@@ -373,7 +373,7 @@ impl FromRequestParts<Ctx> for Caller {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Caller, HttpError> {
-        let token = bearer(parts)?.ok_or_else(|| {
+        let token = bearer(&parts.headers)?.ok_or_else(|| {
             HttpError::unauthorized("this route needs a token: `Authorization: Bearer <token>` (see `zoe login`)")
         })?;
         let caller = ctx.caller(&token).await?;

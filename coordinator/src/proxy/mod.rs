@@ -95,10 +95,8 @@ async fn ticket(State(p): State<Proxy>, Query(q): Query<TicketQuery>) -> Respons
 }
 
 async fn exchange(p: &Proxy, q: &TicketQuery) -> Result<(String, Route), HttpError> {
+    // A route starts with `/` and a number: `to` is a path on this origin.
     let route = Route::parse(&q.to).ok_or_else(|| HttpError::invalid_field("/to", "not a service path"))?;
-    if !q.to.starts_with('/') || q.to.starts_with("//") {
-        return Err(HttpError::invalid_field("/to", "not a path on this proxy"));
-    }
     let caller = p.ctx.proxy_caller(&q.ticket).await?;
     if caller.token.kind != TokenKind::ProxyTicket || caller.token.execution != Some(route.execution) {
         return Err(HttpError::unauthorized("this ticket is not for that execution; open the link from the UI again"));
@@ -131,9 +129,7 @@ async fn exchange(p: &Proxy, q: &TicketQuery) -> Result<(String, Route), HttpErr
 /// The caller of a proxied request: its API token, else its proxy cookie
 /// for the route's execution; `None` when it brings neither.
 async fn caller_of(p: &Proxy, headers: &HeaderMap, route: &Route) -> Result<Option<Caller>, HttpError> {
-    let (mut parts, _) = Request::new(()).into_parts();
-    parts.headers = headers.clone();
-    if let Some(token) = bearer(&parts)? {
+    if let Some(token) = bearer(headers)? {
         let caller = p.ctx.caller(&token).await?;
         caller.require(caller.caps().can_access_api, "use tokens (can_access_api is off)")?;
         return Ok(Some(caller));
@@ -169,9 +165,11 @@ async fn handle(State(p): State<Proxy>, req: Request) -> Response {
     let found = p.ctx.coord().read_local(|s| {
         target::find(s, &route).map(|(e, svc)| (e.owner.clone(), e.name.clone(), target::upstream(e, svc, &route)))
     });
+    let not_found =
+        |u: Unreachable| page(StatusCode::NOT_FOUND, "Not found", &format!("Execution {}: {u}.", route.execution));
     let (owner, name, upstream) = match found.0 {
         Ok(f) => f,
-        Err(u) => return page(StatusCode::NOT_FOUND, "Not found", &format!("Execution {}: {u}.", route.execution)),
+        Err(u) => return not_found(u),
     };
     if !caller.may_touch(&owner) {
         let why = format!("User {} may not open services of {owner}'s executions.", caller.user.username);
@@ -183,7 +181,7 @@ async fn handle(State(p): State<Proxy>, req: Request) -> Response {
             let why = format!("{} of execution {} ({name}): {u}.", route.service, route.execution);
             return page(StatusCode::BAD_GATEWAY, "Service not running", &why);
         }
-        Err(u) => return page(StatusCode::NOT_FOUND, "Not found", &format!("Execution {}: {u}.", route.execution)),
+        Err(u) => return not_found(u),
     };
     let prefix = route.prefix();
     let fwd = forward::Forwarded {

@@ -28,7 +28,7 @@ pub fn link(to: &str) -> String {
 }
 
 pub async fn open(State(web): State<Web>, headers: HeaderMap, Query(q): Query<OpenQuery>) -> Response {
-    let Some(route) = target::Route::parse(&q.to).filter(|_| q.to.starts_with('/') && !q.to.starts_with("//")) else {
+    let Some(route) = target::Route::parse(&q.to) else {
         return WebError::Http(HttpError::invalid_field("/to", "not a service path /{execution}/{service}/{port}/"))
             .into_response();
     };

@@ -196,7 +196,7 @@ pub struct HeaderParts(pub Option<String>);
 impl axum::extract::FromRequestParts<Ctx> for HeaderParts {
     type Rejection = HttpError;
     async fn from_request_parts(parts: &mut Parts, _: &Ctx) -> Result<HeaderParts, HttpError> {
-        Ok(HeaderParts(bearer(parts)?))
+        Ok(HeaderParts(bearer(&parts.headers)?))
     }
 }
 

@@ -18,8 +18,6 @@ pub(super) fn remove_token(id: &str, value: String) -> Command {
     auth::remove_record(TokenRecord::meta_key(id), value)
 }
 
-/// Stores a new token and returns its one-time secret, together with
-/// `also` (removals of other tokens) in the same log entry.
 /// What a new token is tied to besides its user.
 #[derive(Debug, Default)]
 pub(crate) struct Scope {
@@ -29,6 +27,8 @@ pub(crate) struct Scope {
     pub execution: Option<u64>,
 }
 
+/// Stores a new token and returns its one-time secret, together with
+/// `also` (removals of other tokens) in the same log entry.
 pub(crate) async fn issue_token(
     ctx: &Ctx,
     user_id: u64,
