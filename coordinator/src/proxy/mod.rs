@@ -107,10 +107,15 @@ async fn exchange(p: &Proxy, q: &TicketQuery) -> Result<(String, Route), HttpErr
     let Some(stored) = stored else {
         return Err(HttpError::unauthorized("this ticket was used already; open the link from the UI again"));
     };
-    p.ctx
-        .write(auth::remove_record(key, stored))
-        .await
-        .map_err(|_| HttpError::unauthorized("this ticket was used already; open the link from the UI again"))?;
+    // Only a lost race means "used": a write whose outcome is unknown (a
+    // timeout, no leader) stays the retryable error it is.
+    p.ctx.write(auth::remove_record(key, stored)).await.map_err(|e| {
+        if e.status == StatusCode::CONFLICT {
+            HttpError::unauthorized("this ticket was used already; open the link from the UI again")
+        } else {
+            e
+        }
+    })?;
     let scope =
         crate::api::admin::Scope { credentials: caller.token.credentials.clone(), execution: Some(route.execution) };
     let (made, _) = crate::api::admin::issue_token(
