@@ -315,35 +315,34 @@ fn executions(st: &State, cfg: &LeaderConfig, now: Millis, p: &mut Pass) {
         })
         .collect();
     let any_limit = cfg.default_runtime_limit_s > 0 || limits.values().any(|l| *l > 0);
-    for e in st.executions.values() {
-        match e.status {
-            ExecutionStatus::Submitted => p.commands.push(Command::QueueExecution { id: e.id, time: now }),
-            ExecutionStatus::Running if any_limit => {
-                let limit_s = limits.get(e.owner.as_str()).copied().unwrap_or(cfg.default_runtime_limit_s);
-                if let Some(start) = e.time_start
-                    && limit_s > 0
-                    && now.saturating_sub(start) > limit_s * 1000
-                {
-                    p.commands.push(Command::TerminateExecution {
-                        id: e.id,
-                        reason: format!("runtime limit of {limit_s} s reached"),
-                        after: AfterCleanup::Terminated,
-                        time: now,
-                    });
-                }
-            }
-            _ => {}
+    let ix = st.index();
+    for id in ix.executions(ExecutionStatus::Submitted) {
+        p.commands.push(Command::QueueExecution { id, time: now });
+    }
+    if !any_limit {
+        return;
+    }
+    for e in ix.executions(ExecutionStatus::Running).filter_map(|id| st.executions.get(&id)) {
+        let limit_s = limits.get(e.owner.as_str()).copied().unwrap_or(cfg.default_runtime_limit_s);
+        if let Some(start) = e.time_start
+            && limit_s > 0
+            && now.saturating_sub(start) > limit_s * 1000
+        {
+            p.commands.push(Command::TerminateExecution {
+                id: e.id,
+                reason: format!("runtime limit of {limit_s} s reached"),
+                after: AfterCleanup::Terminated,
+                time: now,
+            });
         }
     }
 }
 
 /// Services waiting on a node: stops to ask (again), spawns to ask again.
 fn services(st: &State, platform: &Platform, mem: &mut Memory, cfg: &LeaderConfig, now: Millis, p: &mut Pass) {
-    for s in st.services.values() {
-        // Most services are running: only these two statuses need work.
-        if !matches!(s.status, Terminating | Starting) {
-            continue;
-        }
+    // Most services are running: only those starting or terminating need
+    // work, and the state's index lists them.
+    for s in st.index().waiting().filter_map(|id| st.services.get(&id)) {
         let (Some(node), Some(cid)) = (s.node.as_deref(), s.container_id.as_deref()) else { continue };
         if !platform.connected(node) {
             // Wait for the agent to come back (or for the node to be

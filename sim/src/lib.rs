@@ -122,6 +122,9 @@ struct Running {
     /// Work left, in ms at full speed.
     left: f64,
     width: usize,
+    /// Its active instances while it runs (0 while it waits): kept as
+    /// plans start instances, instead of counted at every event.
+    active: usize,
 }
 
 /// Runs `apps` on `nodes` under `cfg` until every application is done or
@@ -156,7 +159,7 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
             let Ok(Applied::Created(id)) = st.apply(&submit) else { continue };
             st.apply(&Command::QueueExecution { id, time: t }).expect("a new execution queues");
             let width = apps[i].zapp.services.iter().map(|g| g.total_count as usize).sum();
-            live.insert(id, Running { outcome: outcomes.len(), left: apps[i].work_ms, width });
+            live.insert(id, Running { outcome: outcomes.len(), left: apps[i].work_ms, width, active: 0 });
             outcomes.push(Outcome { app: i, execution: id, arrival: apps[i].arrival, start: None, end: None });
         }
         // One pass per event, as the leader runs one per state change: a
@@ -167,7 +170,8 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
             let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
             if st.apply(&Command::ApplyPlan(plan)).is_ok() {
                 for sid in placed {
-                    let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) else { continue };
+                    let Some(s) = st.services.get(&sid) else { continue };
+                    let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
                     let started = Command::ServiceStarted {
                         id: sid,
                         container_id: cid,
@@ -175,25 +179,25 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
                         ports: vec![],
                         time: t,
                     };
-                    let _ = st.apply(&started);
+                    if st.apply(&started).is_ok()
+                        && let Some(r) = live.get_mut(&exec)
+                    {
+                        r.active += 1;
+                        let o = &mut outcomes[r.outcome];
+                        if o.start.is_none() {
+                            o.start = st.executions.get(&exec).and_then(|e| e.time_start);
+                        }
+                    }
                 }
             }
         }
-        // Each live application's speed now (and its start, once it has one).
+        // Each live application's speed now: its instances only count once
+        // it runs (all its essential ones are up; in the simulation they
+        // start together), and queued ones (most of a long queue) run nothing.
         let rates: Vec<(ExecutionId, f64)> = live
             .iter()
             .map(|(&id, r)| {
-                let e = st.executions.get(&id);
-                let o = &mut outcomes[r.outcome];
-                if o.start.is_none() {
-                    o.start = e.and_then(|e| e.time_start);
-                }
-                // Queued executions (most of a long queue) run nothing.
-                let k = if e.is_some_and(|e| e.status == ExecutionStatus::Running) {
-                    st.services_of(id).filter(|s| s.status == ServiceStatus::Active).count()
-                } else {
-                    0
-                };
+                let k = if outcomes[r.outcome].start.is_some() { r.active } else { 0 };
                 (id, speed.rate(k, r.width))
             })
             .collect();

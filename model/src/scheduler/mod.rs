@@ -230,7 +230,7 @@ pub fn schedule_explained(
     let placed: Vec<(ServiceId, usize)> = essential.into_iter().chain(elastic).collect();
     let shares = if cfg.core_sharing { core_shares(state, &sim, &placed) } else { BTreeMap::new() };
     for (sid, i) in &placed {
-        let base = requests.get(*sid).map(|r| r.cores).unwrap_or(0);
+        let base = state.services.get(sid).map_or(0, |s| requests.get(s).cores);
         let cores = shares.get(sid).copied().unwrap_or(Millicores(base));
         plan.placements.push(Placement { service: *sid, node: sim.nodes[*i].node.name.clone(), cores });
     }
@@ -249,8 +249,8 @@ pub fn schedule_explained(
 /// service group (the instances of a group ask the same), so a pass over a
 /// long queue of wide executions allocates per group, not per instance.
 struct Requests<'a> {
-    /// Each instance's group request, an index into `groups`.
-    slot: BTreeMap<ServiceId, u32>,
+    /// Where each execution's groups start in `groups`.
+    first: BTreeMap<ExecutionId, u32>,
     groups: Vec<Request<'a>>,
     /// Smallest cores and memory asked for.
     floor: (u32, u64),
@@ -258,7 +258,7 @@ struct Requests<'a> {
 
 impl<'a> Requests<'a> {
     fn new(state: &'a State, queue: &[Candidate<'a>]) -> Requests<'a> {
-        let mut slot = BTreeMap::new();
+        let mut first = BTreeMap::new();
         let mut groups = Vec::new();
         let mut floor = (u32::MAX, u64::MAX);
         for c in queue {
@@ -271,7 +271,7 @@ impl<'a> Requests<'a> {
                 .then(|| state.user_by_name(owner).and_then(|u| state.roles.get(&u.role_id)))
                 .flatten()
                 .map_or("", |r| r.name.as_str());
-            let base = groups.len() as u32;
+            first.insert(c.exec.id, groups.len() as u32);
             for g in &app.services {
                 let host = state.network.uses_host(g.network.as_deref());
                 let mut host_ports: Vec<u16> =
@@ -293,18 +293,17 @@ impl<'a> Requests<'a> {
                 }
                 groups.push(r);
             }
-            for s in state.services_of(c.exec.id) {
-                slot.insert(s.id, base + s.group_index as u32);
-            }
         }
-        if slot.is_empty() {
+        if floor == (u32::MAX, u64::MAX) {
             floor = (0, 0);
         }
-        Requests { slot, groups, floor }
+        Requests { first, groups, floor }
     }
 
-    fn get(&self, id: ServiceId) -> Option<&Request<'a>> {
-        self.slot.get(&id).map(|&i| &self.groups[i as usize])
+    /// The request of an instance of a queued execution.
+    fn get(&self, s: &Service) -> &Request<'a> {
+        let first = self.first.get(&s.execution_id).expect("request of a queued execution");
+        &self.groups[*first as usize + s.group_index]
     }
 }
 
@@ -317,12 +316,12 @@ fn place_essentials(
 ) -> Result<Vec<(ServiceId, usize)>, Waiting> {
     let mut placed: Vec<(ServiceId, usize)> = Vec::new();
     for s in state.services_of(e.id).filter(|s| s.essential) {
-        let r = requests.get(s.id).expect("request of a queued execution");
+        let r = requests.get(s);
         match sim.place(r) {
             Some(i) => placed.push((s.id, i)),
             None => {
                 for (sid, i) in placed.iter().rev() {
-                    sim.unplace(*i, requests.get(*sid).expect("placed"));
+                    sim.unplace(*i, requests.get(&state.services[sid]));
                 }
                 let never = !sim.could_ever_fit(r);
                 let need =
@@ -351,7 +350,7 @@ fn place_moving_essentials(
 ) -> Vec<(ServiceId, usize)> {
     let mut placed = Vec::new();
     for s in state.services_of(e.id).filter(|s| s.essential && s.moving && !s.status.may_hold_container()) {
-        let r = requests.get(s.id).expect("request of a queued execution");
+        let r = requests.get(s);
         if let Some(i) = sim.place(r) {
             placed.push((s.id, i));
         }
@@ -374,7 +373,7 @@ fn place_elastics(
             if !queue::instance_ready(s, cfg, now) {
                 continue;
             }
-            let r = requests.get(s.id).expect("request of a queued execution");
+            let r = requests.get(s);
             if let Some(i) = sim.place(r) {
                 placed.push((s.id, i));
             }

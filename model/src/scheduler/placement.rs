@@ -11,8 +11,8 @@
 
 use super::platform::Platform;
 use super::{PlacementPolicy, SchedulerConfig};
-use crate::state::{Node, State};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::state::{Node, State, Usage};
+use std::collections::BTreeSet;
 
 /// What one instance needs.
 #[derive(Debug, Clone)]
@@ -117,30 +117,24 @@ impl<'a> Sim<'a> {
         now: u64,
         floor: (u32, u64),
     ) -> Sim<'a> {
-        let reserved = state.reserved_by_node();
-        // One pass over the services for all nodes: per node it would cost
-        // nodes × services, every pass of the leader.
-        let mut ports = state.used_ports_by_node();
-        let mut containers: BTreeMap<&str, u32> = BTreeMap::new();
-        for s in state.services.values() {
-            if let (Some(n), true) = (s.node.as_deref(), s.status.may_hold_container()) {
-                *containers.entry(n).or_default() += 1;
-            }
-        }
+        // What nodes have reserved is kept by the state's index: no scan of
+        // the services, every pass of the leader.
+        let usage = state.index().usage();
+        let none = Usage::default();
         let nodes: Vec<SimNode<'a>> = state
             .nodes
             .values()
             .filter(|n| n.schedulable() && platform.connected(&n.name))
             .map(|n| {
-                let (rc, rm) = reserved.get(n.name.as_str()).copied().unwrap_or_default();
-                let used_ports = ports.remove(n.name.as_str()).unwrap_or_default();
+                let u = usage.get(&n.name).unwrap_or(&none);
+                let used_ports: BTreeSet<u16> = u.ports().collect();
                 let range_used = used_ports.range(state.network.port_min..=state.network.port_max).count();
                 SimNode {
                     node: n,
                     images: platform.nodes.get(&n.name).map(|l| &l.images),
-                    free_cores: i64::from(n.capacity.cores.0) - i64::from(rc.0),
-                    free_memory: n.capacity.memory as i64 - rm as i64,
-                    containers: containers.get(n.name.as_str()).copied().unwrap_or(0),
+                    free_cores: i64::from(n.capacity.cores.0) - i64::from(u.cores.0),
+                    free_memory: n.capacity.memory as i64 - u.memory as i64,
+                    containers: u.containers,
                     used_ports,
                     range_used,
                     indexed: false,

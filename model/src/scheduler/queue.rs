@@ -59,21 +59,22 @@ pub(super) fn ordered<'a>(
     now: Millis,
     with_retry_waits: bool,
 ) -> Vec<Candidate<'a>> {
+    let ix = state.index();
     let mut out: Vec<(f64, Candidate<'a>)> = Vec::new();
-    for e in state.executions.values() {
-        let candidate = match e.status {
-            ExecutionStatus::Queued if with_retry_waits || e.not_before.is_none_or(|t| now >= t) => {
-                Candidate { exec: e, running: false }
-            }
-            ExecutionStatus::Running => {
-                if !state.services_of(e.id).any(|s| instance_ready(s, cfg, now)) {
-                    continue;
-                }
-                Candidate { exec: e, running: true }
-            }
-            _ => continue,
-        };
-        out.push((effective_size(e, cfg, now), candidate));
+    for e in ix.executions(ExecutionStatus::Queued).filter_map(|id| state.executions.get(&id)) {
+        if with_retry_waits || e.not_before.is_none_or(|t| now >= t) {
+            out.push((effective_size(e, cfg, now), Candidate { exec: e, running: false }));
+        }
+    }
+    for e in ix.executions(ExecutionStatus::Running).filter_map(|id| state.executions.get(&id)) {
+        // Every instance holding a container (most running executions):
+        // nothing to place, and no need to look at each.
+        if ix.holding(e.id) as usize == e.services.len()
+            || !state.services_of(e.id).any(|s| instance_ready(s, cfg, now))
+        {
+            continue;
+        }
+        out.push((effective_size(e, cfg, now), Candidate { exec: e, running: true }));
     }
     out.sort_by(|(sa, a), (sb, b)| {
         sa.total_cmp(sb).then(a.exec.time_submit.cmp(&b.exec.time_submit)).then(a.exec.id.cmp(&b.exec.id))

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod command;
 pub mod execution;
+pub mod index;
 pub mod network;
 pub mod node;
 pub mod plan;
@@ -15,6 +16,7 @@ pub mod user;
 
 pub use command::{Applied, Command, StateError};
 pub use execution::{AfterCleanup, Execution, ExecutionId, ExecutionStatus};
+pub use index::{Index, Usage};
 pub use network::ClusterNetwork;
 pub use node::{Capacity, Drain, Node, NodeStatus, Registration};
 pub use plan::{Placement, Plan};
@@ -52,6 +54,9 @@ pub struct State {
     /// A snapshot restore being uploaded (`backup.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<backup::RestoreUpload>,
+    /// Derived from the records above, never replicated (`index.rs`).
+    #[serde(skip)]
+    index: index::Derived,
 }
 
 /// How long a submission's `Idempotency-Key` is remembered (a day, as
@@ -73,6 +78,7 @@ impl Default for State {
             network: ClusterNetwork::default(),
             idempotency: BTreeMap::new(),
             restore: None,
+            index: index::Derived::default(),
         }
     }
 }
@@ -99,6 +105,14 @@ fn not_found(what: impl std::fmt::Display) -> StateError {
 
 impl State {
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, StateError> {
+        let applied = self.apply_command(cmd);
+        // Refused commands too: a handler may have changed records before
+        // it found a reason to refuse.
+        self.index.refresh(&self.executions, &self.services);
+        applied
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> Result<Applied, StateError> {
         match cmd {
             Command::Batch(cmds) => {
                 if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
@@ -168,8 +182,10 @@ impl State {
                         e.status
                     )));
                 }
+                self.index.touch_execution(*id);
                 let e = self.executions.remove(id).expect("checked");
                 for s in e.services {
+                    self.index.touch_service(s);
                     self.services.remove(&s);
                 }
                 Ok(Applied::Done)
@@ -282,6 +298,7 @@ impl State {
                     self.service(*id)?;
                 }
                 for id in ids {
+                    self.index.touch_service(*id);
                     let s = self.services.get_mut(id).expect("checked");
                     // Only running instances move; one already stopping or
                     // not running has nothing to move.
@@ -461,7 +478,9 @@ impl State {
         self.executions.get(&id).ok_or_else(|| not_found(format!("execution {id}")))
     }
 
+    /// An execution to change (its index entry is refreshed after the command).
     fn execution_mut(&mut self, id: ExecutionId) -> Result<&mut Execution, StateError> {
+        self.index.touch_execution(id);
         self.executions.get_mut(&id).ok_or_else(|| not_found(format!("execution {id}")))
     }
 
@@ -469,7 +488,9 @@ impl State {
         self.services.get(&id).ok_or_else(|| not_found(format!("service {id}")))
     }
 
+    /// A service to change (its index entry is refreshed after the command).
     fn service_mut(&mut self, id: ServiceId) -> Result<&mut Service, StateError> {
+        self.index.touch_service(id);
         self.services.get_mut(&id).ok_or_else(|| not_found(format!("service {id}")))
     }
 
@@ -571,6 +592,7 @@ impl State {
         for inst in expand(app) {
             let sid = self.take_id();
             let group = &app.services[inst.group];
+            self.index.touch_service(sid);
             self.services.insert(
                 sid,
                 Service {
@@ -600,6 +622,7 @@ impl State {
             );
             services.push(sid);
         }
+        self.index.touch_execution(id);
         self.executions.insert(
             id,
             Execution {
@@ -645,6 +668,7 @@ impl State {
         let idle: Vec<ServiceId> =
             self.services_of(id).filter(|s| s.status == ServiceStatus::Created).map(|s| s.id).collect();
         for sid in holders {
+            self.index.touch_service(sid);
             let s = self.services.get_mut(&sid).expect("listed");
             if s.status == ServiceStatus::Error && s.container_id.is_none() {
                 s.set_status(ServiceStatus::Inactive)?;
@@ -653,6 +677,7 @@ impl State {
             }
         }
         for sid in idle {
+            self.index.touch_service(sid);
             self.services.get_mut(&sid).expect("listed").set_status(ServiceStatus::Inactive)?;
         }
         let e = self.execution_mut(id)?;
@@ -776,6 +801,7 @@ impl State {
             let requeue = e.description.requeue_on_eviction(requeue_batch);
             let active_exec = matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running);
             let (essential, exec_id, inst) = (s.essential, s.execution_id, s.name.clone());
+            self.index.touch_service(sid);
             let s = self.services.get_mut(&sid).expect("listed");
             // The container cannot be stopped from here: when the node comes
             // back, its agent stops what zoe no longer expects.
@@ -809,6 +835,7 @@ impl State {
     /// `starting` → `running` once every essential instance is active.
     fn maybe_running(&mut self, id: ExecutionId, time: Millis) {
         let all_up = self.services_of(id).filter(|s| s.essential).all(|s| s.status == ServiceStatus::Active);
+        self.index.touch_execution(id);
         if let Some(e) = self.executions.get_mut(&id)
             && e.status == ExecutionStatus::Starting
             && all_up
@@ -822,6 +849,7 @@ impl State {
     /// `cleaning up` ends once no instance may hold a container.
     fn maybe_cleaned_up(&mut self, id: ExecutionId, time: Millis) {
         let busy = self.services_of(id).any(|s| s.status.may_hold_container());
+        self.index.touch_execution(id);
         let Some(e) = self.executions.get_mut(&id) else { return };
         if e.status != ExecutionStatus::CleaningUp || busy {
             return;
@@ -833,6 +861,7 @@ impl State {
             e.time_start = None;
             let ids = e.services.clone();
             for sid in ids {
+                self.index.touch_service(sid);
                 if let Some(s) = self.services.get_mut(&sid) {
                     s.status = ServiceStatus::Created;
                     s.moving = false;
@@ -848,16 +877,7 @@ impl State {
     /// Cores and memory reserved on each node: Σ of `min` of every instance
     /// placed there that may hold a container.
     pub fn reserved_by_node(&self) -> BTreeMap<&str, (Millicores, u64)> {
-        let mut out: BTreeMap<&str, (Millicores, u64)> = BTreeMap::new();
-        for s in self.services.values() {
-            let (Some(node), true) = (s.node.as_deref(), s.status.may_hold_container()) else { continue };
-            let Some(e) = self.executions.get(&s.execution_id) else { continue };
-            let g = &e.description.services[s.group_index];
-            let r = out.entry(node).or_default();
-            r.0 += g.cores_min();
-            r.1 += g.memory_min();
-        }
-        out
+        self.index().usage().iter().map(|(n, u)| (n.as_str(), (u.cores, u.memory))).collect()
     }
 }
 

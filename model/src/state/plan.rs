@@ -112,6 +112,7 @@ impl super::State {
             e.not_before = None;
         }
         for p in &plan.placements {
+            self.index.touch_service(p.service);
             let s = self.services.get_mut(&p.service).expect("verified");
             if s.time_start.is_some() {
                 s.restart_count += 1;
@@ -138,22 +139,7 @@ impl super::State {
 
     /// Host ports in use on a node: those of instances that may hold a container.
     pub fn used_ports(&self, node: &str) -> std::collections::BTreeSet<u16> {
-        self.services
-            .values()
-            .filter(|s| s.node.as_deref() == Some(node) && s.status.may_hold_container())
-            .flat_map(|s| s.ports.iter().map(|p| p.host_port))
-            .collect()
-    }
-
-    /// [`State::used_ports`] of every node, in one pass over the services.
-    pub fn used_ports_by_node(&self) -> BTreeMap<&str, std::collections::BTreeSet<u16>> {
-        let mut out: BTreeMap<&str, std::collections::BTreeSet<u16>> = BTreeMap::new();
-        for s in self.services.values() {
-            if let (Some(node), true) = (s.node.as_deref(), s.status.may_hold_container()) {
-                out.entry(node).or_default().extend(s.ports.iter().map(|p| p.host_port));
-            }
-        }
-        out
+        self.index().usage().get(node).map(|u| u.ports().collect()).unwrap_or_default()
     }
 
     /// Host ports for every placement of a plan: a host-network service
