@@ -228,7 +228,9 @@ pub fn schedule_explained(
 
     plan.starting = admitted.iter().filter(|c| !c.running).map(|c| c.exec.id).collect();
     let placed: Vec<(ServiceId, usize)> = essential.into_iter().chain(elastic).collect();
-    let shares = if cfg.core_sharing { core_shares(state, &sim, &placed) } else { BTreeMap::new() };
+    let (shares, node_shares) =
+        if cfg.core_sharing { core_shares(state, &sim, &placed) } else { (BTreeMap::new(), Vec::new()) };
+    plan.node_shares = node_shares;
     for (sid, i) in &placed {
         let base = state.services.get(sid).map_or(0, |s| requests.get(s).cores);
         let cores = shares.get(sid).copied().unwrap_or(Millicores(base));
@@ -387,26 +389,42 @@ fn place_elastics(
 /// share (capped by `cores.max` and the node). Services labelled `gpu` keep
 /// their minimum (their runtime does not take live CPU updates well), but
 /// still count in the split, as in Zoe.
-fn core_shares(state: &State, sim: &Sim, placed: &[(ServiceId, usize)]) -> BTreeMap<ServiceId, Millicores> {
-    let mut on_node: BTreeMap<&str, Vec<&Service>> = BTreeMap::new();
-    for s in state.services.values() {
-        if matches!(s.status, ServiceStatus::Active | ServiceStatus::Starting)
-            && let Some(n) = s.node.as_deref()
-        {
-            on_node.entry(n).or_default().push(s);
-        }
-    }
+///
+/// An instance's allocation depends on its node's share alone, so a node
+/// that takes no placement in this pass and whose share is the one its
+/// allocations were computed with (`State::core_shares`) is skipped: a pass
+/// costs the nodes that changed, not every running instance. Returns the
+/// allocations and the share of each node computed.
+fn core_shares(
+    state: &State,
+    sim: &Sim,
+    placed: &[(ServiceId, usize)],
+) -> (BTreeMap<ServiceId, Millicores>, Vec<(String, Millicores)>) {
+    let mut placed_on: BTreeMap<usize, Vec<&Service>> = BTreeMap::new();
     for (sid, i) in placed {
         if let Some(s) = state.services.get(sid) {
-            on_node.entry(sim.nodes[*i].node.name.as_str()).or_default().push(s);
+            placed_on.entry(*i).or_default().push(s);
         }
     }
+    let usage = state.index().usage();
     let mut out = BTreeMap::new();
-    for n in &sim.nodes {
-        let Some(services) = on_node.get(n.node.name.as_str()) else { continue };
+    let mut node_shares = Vec::new();
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let name = n.node.name.as_str();
+        let new = placed_on.get(&i).map_or(&[][..], |v| v.as_slice());
+        let sharing = usage.get(name).map(|u| u.sharing());
+        let count = sharing.map_or(0, |s| s.len()) + new.len();
+        if count == 0 {
+            continue;
+        }
         let free = n.free_cores.max(0) as u64;
-        let share = (free / services.len() as u64) as u32;
-        for s in services {
+        let share = (free / count as u64) as u32;
+        if new.is_empty() && state.core_shares.get(name) == Some(&Millicores(share)) {
+            continue;
+        }
+        node_shares.push((name.to_string(), Millicores(share)));
+        let running = sharing.into_iter().flatten().filter_map(|id| state.services.get(id));
+        for s in running.chain(new.iter().copied()) {
             let Some(e) = state.executions.get(&s.execution_id) else { continue };
             let g = &e.description.services[s.group_index];
             let min = g.cores_min();
@@ -419,7 +437,7 @@ fn core_shares(state: &State, sim: &Sim, placed: &[(ServiceId, usize)]) -> BTree
             out.insert(s.id, cores);
         }
     }
-    out
+    (out, node_shares)
 }
 
 #[cfg(test)]

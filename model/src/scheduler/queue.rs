@@ -66,15 +66,12 @@ pub(super) fn ordered<'a>(
             out.push((effective_size(e, cfg, now), Candidate { exec: e, running: false }));
         }
     }
-    for e in ix.executions(ExecutionStatus::Running).filter_map(|id| state.executions.get(&id)) {
-        // Every instance holding a container (most running executions):
-        // nothing to place, and no need to look at each.
-        if ix.holding(e.id) as usize == e.services.len()
-            || !state.services_of(e.id).any(|s| instance_ready(s, cfg, now))
-        {
-            continue;
+    // Running executions whose every instance holds a container (most of
+    // them) have nothing to place: the index lists only the others.
+    for e in ix.incomplete().filter_map(|id| state.executions.get(&id)) {
+        if state.services_of(e.id).any(|s| instance_ready(s, cfg, now)) {
+            out.push((effective_size(e, cfg, now), Candidate { exec: e, running: true }));
         }
-        out.push((effective_size(e, cfg, now), Candidate { exec: e, running: true }));
     }
     out.sort_by(|(sa, a), (sb, b)| {
         sa.total_cmp(sb).then(a.exec.time_submit.cmp(&b.exec.time_submit)).then(a.exec.id.cmp(&b.exec.id))

@@ -396,6 +396,45 @@ fn idle_cores_are_shared_among_services_except_gpu_ones() {
 }
 
 #[test]
+fn shares_are_recomputed_only_on_nodes_where_something_changed() {
+    let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
+    w.cfg.core_sharing = true;
+    let a = w.submit(zapp(&[("a", 2, 2, 1000, 64, &[])], 0));
+    let plan = w.run_pass();
+    // One instance on each node, each alone there: min 1 + all 3 idle cores.
+    assert_eq!(plan.placements.iter().map(|p| p.cores.0).collect::<Vec<_>>(), vec![4000, 4000]);
+    let recorded = |w: &World| w.st.core_shares.clone().into_iter().collect::<Vec<_>>();
+    assert_eq!(recorded(&w), vec![("n1".into(), Millicores(3000)), ("n2".into(), Millicores(3000))]);
+    // A second execution lands on n1 only: n2 is not looked at again.
+    let b = w.submit(zapp(&[("b", 1, 1, 1000, 64, &[])], 0));
+    let plan = w.run_pass();
+    let b_node = plan.placements[0].node.clone();
+    let other = if b_node == "n1" { "n2" } else { "n1" };
+    assert_eq!(plan.node_shares, vec![(b_node.clone(), Millicores(1000))], "{plan:?}");
+    let a_there = w.st.services_of(a).find(|s| s.node.as_deref() == Some(b_node.as_str())).unwrap().id;
+    assert_eq!(plan.core_shares, vec![(a_there, Millicores(2000))], "a's instance on {b_node} gives up half");
+    assert_eq!(w.st.core_shares[other], Millicores(3000));
+    // b ends: its node's share grows back on the next pass, and only there.
+    let sid = w.st.services_of(b).next().unwrap().id;
+    let cid = w.st.services[&sid].container_id.clone().unwrap();
+    w.st.apply(&Command::ServiceExited {
+        id: sid,
+        container_id: cid,
+        exit_code: Some(0),
+        oom_killed: false,
+        reason: "done".into(),
+        time: w.now,
+    })
+    .unwrap();
+    let (plan, _) = w.pass();
+    assert_eq!(plan.node_shares, vec![(b_node, Millicores(3000))], "{plan:?}");
+    assert_eq!(plan.core_shares, vec![(a_there, Millicores(4000))]);
+    w.st.apply(&Command::ApplyPlan(plan)).unwrap();
+    let (plan, _) = w.pass();
+    assert!(plan.is_empty(), "nothing changed since: {plan:?}");
+}
+
+#[test]
 fn elastic_restarts_wait_for_their_backoff() {
     let mut w = World::new(&[("n1", 4, 4096, &[])]);
     let a = w.submit(zapp(&[("a", 1, 2, 1000, 64, &[])], 0));

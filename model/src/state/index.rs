@@ -28,12 +28,20 @@ pub struct Usage {
     /// Host ports those instances publish, each with how many publish it
     /// (two only after a fault, but then both are in use).
     ports: BTreeMap<u16, u32>,
+    /// Instances `starting` or `active` there: those idle cores are shared
+    /// among (dynamic core sharing).
+    sharing: BTreeSet<ServiceId>,
 }
 
 impl Usage {
     /// The host ports in use.
     pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
         self.ports.keys().copied()
+    }
+
+    /// The instances idle cores are shared among, by id.
+    pub fn sharing(&self) -> &BTreeSet<ServiceId> {
+        &self.sharing
     }
 
     fn is_empty(&self) -> bool {
@@ -53,6 +61,7 @@ struct Holds {
 /// What one service counts for in the indexes.
 #[derive(Debug, Clone, PartialEq)]
 struct Footprint {
+    id: ServiceId,
     execution: ExecutionId,
     status: ServiceStatus,
     holds: Option<Holds>,
@@ -72,12 +81,16 @@ impl Footprint {
             }
             _ => None,
         };
-        Footprint { execution: s.execution_id, status: s.status, holds }
+        Footprint { id: s.id, execution: s.execution_id, status: s.status, holds }
     }
 
     /// A node owes an answer about it: a start or a stop.
     fn waits(&self) -> bool {
         matches!(self.status, ServiceStatus::Starting | ServiceStatus::Terminating)
+    }
+
+    fn shares(&self) -> bool {
+        matches!(self.status, ServiceStatus::Starting | ServiceStatus::Active)
     }
 }
 
@@ -88,7 +101,10 @@ pub struct Index {
     /// Services `starting` or `terminating`: a node owes an answer.
     waiting: BTreeSet<ServiceId>,
     /// Instances of each execution that may hold a container (absent: none).
-    holding: HashMap<ExecutionId, u32>,
+    holding: BTreeMap<ExecutionId, u32>,
+    /// Running executions with an instance that holds no container: the
+    /// queue looks at these, not at every running execution.
+    incomplete: BTreeSet<ExecutionId>,
     /// What each record was counted as, to take it out again.
     counted_services: HashMap<ServiceId, Footprint>,
     counted_executions: HashMap<ExecutionId, ExecutionStatus>,
@@ -110,8 +126,21 @@ impl Index {
         for e in st.executions.values() {
             ix.executions.entry(e.status).or_default().insert(e.id);
             ix.counted_executions.insert(e.id, e.status);
+            ix.judge_complete(e.id, &st.executions);
         }
         ix
+    }
+
+    /// Keeps `incomplete` right for one execution.
+    fn judge_complete(&mut self, id: ExecutionId, executions: &BTreeMap<ExecutionId, Execution>) {
+        let incomplete = executions
+            .get(&id)
+            .is_some_and(|e| e.status == ExecutionStatus::Running && (self.holding(id) as usize) < e.services.len());
+        if incomplete {
+            self.incomplete.insert(id);
+        } else {
+            self.incomplete.remove(&id);
+        }
     }
 
     fn count_service(&mut self, f: &Footprint, add: bool) {
@@ -121,6 +150,9 @@ impl Index {
             u.cores = Millicores(u.cores.0 + h.cores.0);
             u.memory += h.memory;
             u.containers += 1;
+            if f.shares() {
+                u.sharing.insert(f.id);
+            }
             for p in &h.ports {
                 *u.ports.entry(*p).or_default() += 1;
             }
@@ -129,6 +161,7 @@ impl Index {
             u.cores = Millicores(u.cores.0 - h.cores.0);
             u.memory -= h.memory;
             u.containers -= 1;
+            u.sharing.remove(&f.id);
             for p in &h.ports {
                 let n = u.ports.get_mut(p).expect("a counted port");
                 *n -= 1;
@@ -148,6 +181,8 @@ impl Index {
     }
 
     fn refresh(&mut self, executions: &BTreeMap<ExecutionId, Execution>, services: &BTreeMap<ServiceId, Service>) {
+        // Executions whose completeness may have changed.
+        let mut judge: BTreeSet<ExecutionId> = self.dirty_executions.iter().copied().collect();
         for id in std::mem::take(&mut self.dirty_executions) {
             let now = executions.get(&id).map(|e| e.status);
             let before = match now {
@@ -178,6 +213,7 @@ impl Index {
             if before == now {
                 continue;
             }
+            judge.extend(before.iter().chain(&now).map(|f| f.execution));
             if let Some(old) = &before {
                 self.count_service(old, false);
             }
@@ -190,6 +226,9 @@ impl Index {
                 self.waiting.remove(&id);
             }
         }
+        for id in judge {
+            self.judge_complete(id, executions);
+        }
     }
 
     /// The same indexes as a rebuild would give (the bookkeeping aside).
@@ -198,6 +237,7 @@ impl Index {
             && self.executions == other.executions
             && self.waiting == other.waiting
             && self.holding == other.holding
+            && self.incomplete == other.incomplete
     }
 
     pub fn usage(&self) -> &BTreeMap<String, Usage> {
@@ -217,6 +257,11 @@ impl Index {
     /// Instances of the execution that may hold a container.
     pub fn holding(&self, id: ExecutionId) -> u32 {
         self.holding.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Running executions with an instance that holds no container, by id.
+    pub fn incomplete(&self) -> impl Iterator<Item = ExecutionId> + '_ {
+        self.incomplete.iter().copied()
     }
 }
 
@@ -273,15 +318,17 @@ impl State {
             assert!(
                 ix.agrees_with(&fresh),
                 "the state's index disagrees with its records (a change did not mark what it touched):\n\
-                 kept: {:?} {:?} {:?} {:?}\nrebuilt: {:?} {:?} {:?} {:?}",
+                 kept: {:?} {:?} {:?} {:?} {:?}\nrebuilt: {:?} {:?} {:?} {:?} {:?}",
                 ix.usage,
                 ix.executions,
                 ix.waiting,
                 ix.holding,
+                ix.incomplete,
                 fresh.usage,
                 fresh.executions,
                 fresh.waiting,
-                fresh.holding
+                fresh.holding,
+                fresh.incomplete
             );
         }
         ix

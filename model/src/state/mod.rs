@@ -54,6 +54,12 @@ pub struct State {
     /// A snapshot restore being uploaded (`backup.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<backup::RestoreUpload>,
+    /// Dynamic core sharing: the share of idle cores (per instance) that
+    /// the allocations of each node's instances were last computed with. A
+    /// node whose share is still the same needs no new allocation, so a
+    /// pass recomputes only the nodes where something changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub core_shares: BTreeMap<String, Millicores>,
     /// Derived from the records above, never replicated (`index.rs`).
     #[serde(skip)]
     index: index::Derived,
@@ -78,6 +84,7 @@ impl Default for State {
             network: ClusterNetwork::default(),
             idempotency: BTreeMap::new(),
             restore: None,
+            core_shares: BTreeMap::new(),
             index: index::Derived::default(),
         }
     }

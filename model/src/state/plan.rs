@@ -27,11 +27,20 @@ pub struct Plan {
     pub placements: Vec<Placement>,
     /// New core allocations of running instances (dynamic core sharing).
     pub core_shares: Vec<(ServiceId, Millicores)>,
+    /// The share of idle cores each node's allocations were computed with
+    /// in this plan (recorded in `State::core_shares`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_shares: Vec<(String, Millicores)>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.starting.is_empty() && self.placements.is_empty() && self.core_shares.is_empty()
+        // New shares alone are worth a write: once recorded, later passes
+        // skip those nodes.
+        self.starting.is_empty()
+            && self.placements.is_empty()
+            && self.core_shares.is_empty()
+            && self.node_shares.is_empty()
     }
 }
 
@@ -133,6 +142,14 @@ impl super::State {
             if s.status == ServiceStatus::Active {
                 s.cores_allocated = Some(*cores);
             }
+        }
+        // A node's recorded share holds only while every instance placed
+        // there since was given its cores under it.
+        for p in &plan.placements {
+            self.core_shares.remove(&p.node);
+        }
+        for (node, share) in &plan.node_shares {
+            self.core_shares.insert(node.clone(), *share);
         }
         Ok(Applied::Done)
     }

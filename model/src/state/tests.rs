@@ -54,7 +54,11 @@ impl World {
     }
 
     fn ok(&mut self, c: Command) -> Applied {
-        self.st.apply(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"))
+        let applied = self.st.apply(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        // Debug builds check the derived index against a rebuild on every
+        // read: every test here checks it after every command.
+        self.st.index();
+        applied
     }
 
     fn refused(&mut self, c: Command) -> StateError {
@@ -437,6 +441,42 @@ fn reserved_resources_count_placed_instances_only() {
     let r = w.st.reserved_by_node();
     // head0 (0.2 core, 32 MiB) + worker0 + worker1 (0.1 core, 16 MiB each)
     assert_eq!(r["n1"], (Millicores(400), (32 + 16 + 16) << 20));
+}
+
+#[test]
+fn the_index_follows_placements_exits_node_loss_and_deletion() {
+    let mut w = World::new();
+    let id = w.submit(spark());
+    let ix = |w: &World| {
+        let i = w.st.index();
+        let n1 = i.usage().get("n1").cloned().unwrap_or_default();
+        (n1.containers, n1.cores, i.incomplete().collect::<Vec<_>>(), i.waiting().count())
+    };
+    assert_eq!(w.st.index().executions(ExecutionStatus::Queued).collect::<Vec<_>>(), vec![id]);
+    let essential = w.place(id, |s| s.essential, true);
+    assert_eq!(ix(&w), (3, Millicores(400), vec![], 3), "three starting, none running yet");
+    for s in &essential {
+        w.started(*s);
+    }
+    // Running with its elastic instance unplaced: the queue must see it.
+    assert_eq!(ix(&w), (3, Millicores(400), vec![id], 0));
+    let elastic = w.place(id, |s| !s.essential, false);
+    for s in &elastic {
+        w.started(*s);
+    }
+    assert_eq!(ix(&w), (6, Millicores(700), vec![], 0));
+    w.exited(elastic[0], 137);
+    assert_eq!(ix(&w), (5, Millicores(600), vec![id], 0));
+    let time = w.tick();
+    w.ok(Command::NodeLost { name: "n1".into(), requeue_batch: true, time });
+    assert_eq!(ix(&w), (0, Millicores(0), vec![id], 0), "nothing held on a lost node; all to move");
+    let time = w.tick();
+    w.ok(Command::TerminateExecution { id, reason: "done".into(), after: AfterCleanup::Terminated, time });
+    w.ok(Command::DeleteExecution { id });
+    assert_eq!(w.st.index().executions(ExecutionStatus::Terminated).count(), 0);
+    // A state read back from JSON (a snapshot) builds its index afresh.
+    let back: State = serde_json::from_slice(&serde_json::to_vec(&w.st).unwrap()).unwrap();
+    assert!(back.index().usage().is_empty());
 }
 
 #[test]
