@@ -288,7 +288,7 @@ pub async fn submit(
     let req: StartExecution = body.parse()?;
     let name = non_empty("/name", req.name)?;
     let (app, warnings) = validate_app(Some(&req.application), "/application")?;
-    let (id, index) = submit_app(&ctx, &caller, name, app, key, "/application").await?;
+    let (id, index) = submit_app(ctx, &caller, name, app, key, "/application").await?;
     Ok(created(ExecutionCreated { id, warnings }, index))
 }
 
@@ -308,7 +308,7 @@ pub async fn resubmit(
     let (old_name, app) =
         ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await??;
     let name = req.name.unwrap_or(old_name);
-    let (new_id, index) = submit_app(&ctx, &caller, name, app, None, "").await?;
+    let (new_id, index) = submit_app(ctx, &caller, name, app, None, "").await?;
     Ok(created(ExecutionResubmitted { id: new_id, resubmitted_from: id }, index))
 }
 

@@ -194,7 +194,7 @@ pub async fn preload(caller: Caller, body: Body) -> HttpResult<Response> {
         return Err(HttpError::invalid_field("/image", e.to_string()));
     }
     let nodes = req.nodes.unwrap_or_default();
-    known(&ctx, &nodes).await?;
+    known(ctx, &nodes).await?;
     let live = ctx.live("preloading images")?;
     let stream =
         live.preload(image, nodes).await.map_err(|e| HttpError::unavailable("agent_unavailable", e.to_string()))?;
@@ -227,7 +227,7 @@ pub async fn load_image(
     caller.require_config()?;
     let nodes: Vec<String> =
         q.nodes.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
-    known(&ctx, &nodes).await?;
+    known(ctx, &nodes).await?;
     let live = ctx.live("loading images")?;
     let archive = body
         .into_data_stream()

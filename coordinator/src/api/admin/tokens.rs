@@ -116,7 +116,7 @@ pub async fn create_token(caller: Caller, body: Body) -> HttpResult<WriteReply<T
         user_id == caller.user.id && (caller.token.kind == TokenKind::Session || caller.token.credentials.is_some());
     let credentials = stamped.then(|| auth::credentials_stamp(&caller.user));
     let (v, index) =
-        issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, Scope { credentials, execution: None }, Vec::new())
+        issue_token(ctx, user_id, &name, TokenKind::Api, ttl, Scope { credentials, execution: None }, Vec::new())
             .await?;
     Ok(created(v, index))
 }
