@@ -47,6 +47,17 @@ impl std::fmt::Debug for Containerd {
     }
 }
 
+/// An accessor per containerd service client, each on the one channel.
+macro_rules! clients {
+    ($($name:ident: $client:ident),* $(,)?) => {
+        $(
+            pub fn $name(&self) -> $client<Channel> {
+                $client::new(self.channel.clone())
+            }
+        )*
+    };
+}
+
 impl Containerd {
     pub async fn connect(socket: &Path, namespace: &str) -> Result<Containerd> {
         let channel = containerd_client::connect(socket)
@@ -82,32 +93,16 @@ impl Containerd {
         r
     }
 
-    pub fn containers(&self) -> ContainersClient<Channel> {
-        ContainersClient::new(self.channel.clone())
-    }
-    pub fn content(&self) -> ContentClient<Channel> {
-        ContentClient::new(self.channel.clone())
-    }
-    pub fn diff(&self) -> DiffClient<Channel> {
-        DiffClient::new(self.channel.clone())
-    }
-    pub fn events(&self) -> EventsClient<Channel> {
-        EventsClient::new(self.channel.clone())
-    }
-    pub fn images(&self) -> ImagesClient<Channel> {
-        ImagesClient::new(self.channel.clone())
-    }
-    pub fn leases(&self) -> LeasesClient<Channel> {
-        LeasesClient::new(self.channel.clone())
-    }
-    pub fn namespaces(&self) -> NamespacesClient<Channel> {
-        NamespacesClient::new(self.channel.clone())
-    }
-    pub fn snapshots(&self) -> SnapshotsClient<Channel> {
-        SnapshotsClient::new(self.channel.clone())
-    }
-    pub fn tasks(&self) -> TasksClient<Channel> {
-        TasksClient::new(self.channel.clone())
+    clients! {
+        containers: ContainersClient,
+        content: ContentClient,
+        diff: DiffClient,
+        events: EventsClient,
+        images: ImagesClient,
+        leases: LeasesClient,
+        namespaces: NamespacesClient,
+        snapshots: SnapshotsClient,
+        tasks: TasksClient,
     }
 
     pub async fn version(&self) -> Result<DaemonVersion> {
@@ -250,18 +245,19 @@ impl Containerd {
             }
         };
         let stat = next(responses.next().await)?;
-        let commit = |offset: i64, data: Vec<u8>, labels: HashMap<String, String>| WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            r#ref: reference.clone(),
-            total: size,
-            expected: digest.to_string(),
-            offset,
-            data,
-            labels,
-        };
+        let request =
+            |action: WriteAction, offset: i64, data: Vec<u8>, labels: HashMap<String, String>| WriteContentRequest {
+                action: action as i32,
+                r#ref: reference.clone(),
+                total: size,
+                expected: digest.to_string(),
+                offset,
+                data,
+                labels,
+            };
         if stat.offset == size && size > 0 {
             progress(size as u64);
-            let _ = tx.send(commit(size, Vec::new(), labels)).await;
+            let _ = tx.send(request(WriteAction::Commit, size, Vec::new(), labels)).await;
             next(responses.next().await)?;
             return Ok(());
         }
@@ -278,15 +274,7 @@ impl Containerd {
                 let n = buf.len().min(WRITE_CHUNK);
                 let data: Vec<u8> = buf.drain(..n).collect();
                 let len = data.len() as i64;
-                let req = WriteContentRequest {
-                    action: WriteAction::Write as i32,
-                    r#ref: reference.clone(),
-                    total: size,
-                    expected: digest.to_string(),
-                    offset,
-                    data,
-                    labels: HashMap::new(),
-                };
+                let req = request(WriteAction::Write, offset, data, HashMap::new());
                 if tx.send(req).await.is_err() {
                     // The server closed the stream: its status says why.
                     next(responses.next().await)?;
@@ -309,7 +297,7 @@ impl Containerd {
                 reason: format!("blob has {offset} bytes, its descriptor says {size}"),
             });
         }
-        let _ = tx.send(commit(offset, Vec::new(), labels)).await;
+        let _ = tx.send(request(WriteAction::Commit, offset, Vec::new(), labels)).await;
         next(responses.next().await)?;
         Ok(())
     }

@@ -99,6 +99,24 @@ pub struct ContainerSpec {
     pub user_namespace: Option<IdMapping>,
 }
 
+impl ContainerSpec {
+    /// Container `id` of `image` running `argv`, instance `id` of service
+    /// `service_id` of execution `execution_id`; nothing else set.
+    pub fn running(id: &str, image: &str, argv: &[&str], execution_id: &str, service_id: &str) -> ContainerSpec {
+        ContainerSpec {
+            id: id.into(),
+            image: image.into(),
+            command: Some(argv.iter().map(|a| a.to_string()).collect()),
+            owner: Ownership {
+                execution_id: execution_id.into(),
+                service_id: service_id.into(),
+                instance_name: id.into(),
+            },
+            ..ContainerSpec::default()
+        }
+    }
+}
+
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::InvalidSpec { field: field.to_string(), reason: reason.into() }
 }

@@ -9,6 +9,11 @@ use support::{TIMEOUT, env, spec};
 use zoe_agent::{BindMount, Resources, ServiceState};
 use zoe_common::resources::Millicores;
 
+/// `source` on the host at `target` in the container.
+fn mount(source: &std::path::Path, target: &str, read_only: bool) -> BindMount {
+    BindMount { source: source.to_path_buf(), target: target.into(), read_only, host_volume: None }
+}
+
 #[tokio::test]
 async fn exit_codes_are_reported() {
     let e = env("exit").await;
@@ -64,10 +69,7 @@ async fn read_only_bind_mounts_are_enforced() {
     let rw = tempfile::tempdir().unwrap();
     let mut s =
         spec("bind", &["sh", "-c", "cat /ro/f; (echo x > /ro/g) 2>/dev/null; echo ro=$?; echo y > /rw/h; echo rw=$?"]);
-    s.mounts = vec![
-        BindMount { source: host.path().to_path_buf(), target: "/ro".into(), read_only: true, host_volume: None },
-        BindMount { source: rw.path().to_path_buf(), target: "/rw".into(), read_only: false, host_volume: None },
-    ];
+    s.mounts = vec![mount(host.path(), "/ro", true), mount(rw.path(), "/rw", false)];
     assert_eq!(e.run(&s).await.code, Some(0));
     let log = e.log("bind").await;
     // One stream (stdout) only, so the order is the program's.
@@ -206,12 +208,7 @@ async fn a_new_runtime_reattaches_without_restarting_anything() {
         "long",
         &["sh", "-c", "echo ready; while [ ! -f /x/go ]; do sleep 0.05; done; echo after-go; exec sleep 1000"],
     );
-    long.mounts = vec![BindMount {
-        source: shared.path().to_path_buf(),
-        target: "/x".into(),
-        read_only: false,
-        host_volume: None,
-    }];
+    long.mounts = vec![mount(shared.path(), "/x", false)];
     e.rt.spawn(&long).await.unwrap();
     e.wait_for_log("long", "ready").await;
     let pid = match e.rt.status("long").unwrap().state {
@@ -221,12 +218,7 @@ async fn a_new_runtime_reattaches_without_restarting_anything() {
     assert_eq!(e.run(&spec("done", &["sh", "-c", "exit 4"])).await.code, Some(4));
     let mut waiter =
         spec("waiter", &["sh", "-c", "echo ready; while [ ! -f /x/go ]; do sleep 0.05; done; echo bye; exit 5"]);
-    waiter.mounts = vec![BindMount {
-        source: shared.path().to_path_buf(),
-        target: "/x".into(),
-        read_only: false,
-        host_volume: None,
-    }];
+    waiter.mounts = vec![mount(shared.path(), "/x", false)];
     e.rt.spawn(&waiter).await.unwrap();
     e.wait_for_log("waiter", "ready").await;
 
@@ -360,8 +352,7 @@ async fn a_user_namespace_makes_root_the_owner_and_the_image_still_roots() {
              echo mine > /ws/root-file; ls /sys/class >/dev/null && echo sys=ok",
         ],
     );
-    s.mounts =
-        vec![BindMount { source: ws.path().to_path_buf(), target: "/ws".into(), read_only: false, host_volume: None }];
+    s.mounts = vec![mount(ws.path(), "/ws", false)];
     s.user_namespace = Some(ids);
     assert_eq!(e.run(&s).await.code, Some(0), "log: {}", e.log("root").await);
     let log = e.log("root").await;
@@ -374,8 +365,7 @@ async fn a_user_namespace_makes_root_the_owner_and_the_image_still_roots() {
 
     // Another id inside is the node's subordinate range outside.
     let mut s = spec("other", &["sh", "-c", "echo theirs > /ws/other-file"]);
-    s.mounts =
-        vec![BindMount { source: ws.path().to_path_buf(), target: "/ws".into(), read_only: false, host_volume: None }];
+    s.mounts = vec![mount(ws.path(), "/ws", false)];
     s.user_namespace = Some(ids);
     std::fs::set_permissions(ws.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     s.user = Some("1000:1000".into());

@@ -54,23 +54,40 @@ user_types! {
     priority: i64,
 }
 
-crate::api_type! {
-    /// `POST /quotas` (every limit required: a forgotten one must not mean
-    /// unlimited) and `PATCH /quotas/{id}` (what is given changes). 0 is
-    /// unlimited, as in Zoe.
-    #[derive(Default)]
-    pub struct QuotaFields {
-        pub name: Option<String>,
-        pub concurrent_executions: Option<u64>,
-        /// Bytes of reserved memory over all active executions.
-        pub memory: Option<u64>,
-        pub cores: Option<f64>,
-        /// Seconds an execution may run.
-        pub runtime_limit: Option<u64>,
-        /// Per-instance ceilings for users without can_customize_resources.
-        pub service_cores: Option<f64>,
-        pub service_memory: Option<u64>,
-    }
+/// `QuotaView` and `QuotaFields` from one list of a quota's limits (0 is
+/// unlimited, as in Zoe): a quota answers all of them, a body gives any.
+macro_rules! quota_types {
+    ($($(#[$fm:meta])* $f:ident: $t:ty),* $(,)?) => {
+        crate::api_type! {
+            pub struct QuotaView {
+                pub id: u64,
+                pub name: String,
+                $($(#[$fm])* pub $f: $t),*
+            }
+        }
+
+        crate::api_type! {
+            /// `POST /quotas` (every limit required: a forgotten one must not
+            /// mean unlimited) and `PATCH /quotas/{id}` (what is given changes).
+            #[derive(Default)]
+            pub struct QuotaFields {
+                pub name: Option<String>,
+                $($(#[$fm])* pub $f: Option<$t>),*
+            }
+        }
+    };
+}
+
+quota_types! {
+    concurrent_executions: u64,
+    /// Bytes of reserved memory over all active executions.
+    memory: u64,
+    cores: f64,
+    /// Seconds an execution may run.
+    runtime_limit: u64,
+    /// Per-instance ceilings for users without can_customize_resources (0: none).
+    service_cores: f64,
+    service_memory: u64,
 }
 
 crate::api_type! {
@@ -116,26 +133,12 @@ crate::api_type! {
     }
 }
 
-crate::api_type! {
-    pub struct QuotaView {
-        pub id: u64,
-        pub name: String,
-        pub concurrent_executions: u32,
-        pub memory: u64,
-        pub cores: f64,
-        pub runtime_limit: u64,
-        /// Per-instance ceilings for users without can_customize_resources (0: none).
-        pub service_cores: f64,
-        pub service_memory: u64,
-    }
-}
-
 impl QuotaView {
     pub fn of(q: &Quota) -> QuotaView {
         QuotaView {
             id: q.id,
             name: q.name.clone(),
-            concurrent_executions: q.concurrent_executions,
+            concurrent_executions: q.concurrent_executions.into(),
             memory: q.memory,
             cores: q.cores.as_cores(),
             runtime_limit: q.runtime_limit,

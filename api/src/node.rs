@@ -1,7 +1,8 @@
 //! Nodes, their eligibility and drains, and images.
 
 use zoe_common::service::HostVolume;
-use zoe_model::state::Drain;
+use zoe_model::drain::{DrainProgress, Moved};
+use zoe_model::state::{Drain, ServiceStatus};
 
 crate::api_type! {
     /// `POST /nodes/{name}/eligibility`.
@@ -38,36 +39,11 @@ crate::api_type! {
         pub eligible: Option<bool>,
         /// The drain now in force (`null`: none, after a cancel).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub drain: Option<Option<DrainView>>,
+        pub drain: Option<Option<Drain>>,
     }
 }
 
-crate::api_type! {
-    /// A drain in progress, as the admin asked for it.
-    pub struct DrainView {
-        pub requested_by: String,
-        /// Epoch milliseconds.
-        pub requested_at: u64,
-        /// After this, work that would end on its own is stopped too.
-        pub deadline: Option<u64>,
-        /// Stop everything now.
-        pub force: bool,
-        /// Instances this drain has moved off the node so far.
-        pub moved: Vec<u64>,
-    }
-}
-
-impl DrainView {
-    pub fn of(d: &Drain) -> DrainView {
-        DrainView {
-            requested_by: d.requested_by.clone(),
-            requested_at: d.requested_at,
-            deadline: d.deadline,
-            force: d.force,
-            moved: d.moved.clone(),
-        }
-    }
-}
+crate::model_schema!(Drain { requested_by: String, requested_at: u64, deadline: Option<u64>, force: bool, moved: Vec<u64> });
 
 crate::api_type! {
     /// What the node's agent reports now.
@@ -86,7 +62,7 @@ crate::api_type! {
         pub status: String,
         pub eligible: bool,
         pub schedulable: bool,
-        pub drain: Option<DrainView>,
+        pub drain: Option<Drain>,
         pub labels: Vec<String>,
         /// What the node offers ZApps by name, and to whom.
         pub host_volumes: Vec<HostVolume>,
@@ -141,6 +117,36 @@ mod tests {
         .unwrap();
         assert_eq!(props, v.as_object().unwrap().keys().collect::<Vec<_>>());
     }
+
+    /// The model's drain types, served as they are: each schema names
+    /// exactly the keys the type serializes to, and a status is one of the
+    /// statuses' serde names.
+    #[test]
+    fn drain_schemas_name_what_the_model_serializes() {
+        let moved = Moved { service: 1, instance: "1/w0".into(), node: None, status: ServiceStatus::Inactive };
+        let progress = DrainProgress { moved: vec![moved.clone()], ..DrainProgress::default() };
+        let drain = Drain { requested_by: "a".into(), requested_at: 1, deadline: None, force: false, moved: vec![] };
+        let mut s = crate::schema::Schemas::default();
+        <DrainProgress as crate::schema::Schema>::schema(&mut s);
+        <Drain as crate::schema::Schema>::schema(&mut s);
+        let m = s.into_map();
+        let values = [
+            ("DrainProgress", serde_json::to_value(&progress).unwrap()),
+            ("Moved", serde_json::to_value(&moved).unwrap()),
+            ("Drain", serde_json::to_value(&drain).unwrap()),
+        ];
+        for (name, v) in &values {
+            let mut props: Vec<&String> = m[*name]["properties"].as_object().unwrap().keys().collect();
+            let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+            props.sort();
+            keys.sort();
+            assert_eq!(props, keys, "{name}");
+        }
+        let statuses = m["Moved"]["properties"]["status"]["enum"].as_array().unwrap();
+        for st in ServiceStatus::ALL {
+            assert!(statuses.contains(&serde_json::to_value(st).unwrap()), "{st:?}");
+        }
+    }
 }
 
 crate::api_type! {
@@ -170,54 +176,20 @@ crate::api_type! {
     }
 }
 
-crate::api_type! {
-    /// One instance a drain moved, and where it is now.
-    pub struct MovedView {
-        pub service: u64,
-        /// `<execution id>/<instance name>`.
-        pub instance: String,
-        /// `null`: not placed yet, or ended.
-        pub node: Option<String>,
-        pub status: String,
-    }
-}
+crate::model_schema!(Moved { service: u64, instance: String, node: Option<String>, status: ServiceStatus });
 
-crate::api_type! {
-    /// What is left of a drain.
-    pub struct DrainProgressView {
-        /// Instances zoe still has on the node.
-        pub remaining: Vec<String>,
-        /// Instances moved off the node (stopped there, waiting for or placed on another).
-        pub moving: Vec<String>,
-        pub moved: Vec<MovedView>,
-        /// Executions left to finish on their own until the deadline.
-        pub waiting_to_finish: Vec<u64>,
-        pub deadline_in_ms: Option<i64>,
-        /// zoe containers the agent last reported on the node; `null` while
-        /// it is not connected.
-        pub containers_reported: Option<u32>,
-    }
-}
+crate::model_schema!(DrainProgress {
+    remaining: Vec<String>,
+    moving: Vec<String>,
+    moved: Vec<Moved>,
+    waiting_to_finish: Vec<u64>,
+    deadline_in_ms: Option<i64>,
+    containers_reported: Option<u32>,
+});
 
-impl DrainProgressView {
-    pub fn of(p: &zoe_model::drain::DrainProgress) -> DrainProgressView {
-        DrainProgressView {
-            remaining: p.remaining.clone(),
-            moving: p.moving.clone(),
-            moved: p
-                .moved
-                .iter()
-                .map(|m| MovedView {
-                    service: m.service,
-                    instance: m.instance.clone(),
-                    node: m.node.clone(),
-                    status: m.status.as_str().to_string(),
-                })
-                .collect(),
-            waiting_to_finish: p.waiting_to_finish.clone(),
-            deadline_in_ms: p.deadline_in_ms,
-            containers_reported: p.containers_reported,
-        }
+impl crate::schema::Schema for ServiceStatus {
+    fn schema(_: &mut crate::schema::Schemas) -> serde_json::Value {
+        serde_json::json!({ "type": "string", "enum": ServiceStatus::ALL.map(ServiceStatus::as_str) })
     }
 }
 
@@ -228,10 +200,10 @@ crate::api_type! {
         pub draining: bool,
         pub eligible: bool,
         pub status: String,
-        pub drain: Option<DrainView>,
+        pub drain: Option<Drain>,
         /// `null` when nothing is draining.
-        pub progress: Option<DrainProgressView>,
-        pub last_drain: Option<DrainView>,
+        pub progress: Option<DrainProgress>,
+        pub last_drain: Option<Drain>,
         /// When the last drain completed (epoch ms).
         pub completed_at: Option<u64>,
     }

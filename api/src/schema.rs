@@ -151,6 +151,15 @@ macro_rules! api_type {
             }
         }
 
+        $crate::struct_schema!($name { $($f: $t),* });
+    };
+}
+
+/// The [`Schema`] of struct `$name` from its fields: an object naming each,
+/// required unless it is an `Option`.
+#[macro_export]
+macro_rules! struct_schema {
+    ($name:ident { $($f:ident : $t:ty),* $(,)? }) => {
         impl $crate::schema::Schema for $name {
             fn schema(s: &mut $crate::schema::Schemas) -> serde_json::Value {
                 s.named(stringify!($name), |_s| {
@@ -160,6 +169,21 @@ macro_rules! api_type {
                 })
             }
         }
+    };
+}
+
+/// The [`Schema`] of a struct of another crate that the API answers as it
+/// is (its serde form is the answer, field for field: none renamed,
+/// flattened or skipped), from its fields and their types: every one of
+/// them, or this fails to compile.
+#[macro_export]
+macro_rules! model_schema {
+    ($name:ident { $($f:ident : $t:ty),* $(,)? }) => {
+        const _: fn(&$name) = |v| {
+            let $name { $($f),* } = v;
+            $( let _: &$t = $f; )*
+        };
+        $crate::struct_schema!($name { $($f: $t),* });
     };
 }
 

@@ -27,53 +27,55 @@ crate::api_type! {
     }
 }
 
-crate::api_type! {
-    #[derive(Default)]
-    pub struct ClusterStats {
-        pub nodes: Vec<NodeStats>,
-        pub container_count: u32,
-        pub cores_total: f64,
-        pub memory_total: u64,
-        pub cores_reserved: f64,
-        pub memory_reserved: u64,
-        pub cores_allocated: f64,
-        pub memory_allocated: u64,
-        pub cores_in_use: f64,
-        pub memory_in_use: u64,
-    }
+/// `ClusterStats` and `NodeStats` from one list of the numbers both give,
+/// for the whole cluster and for one node.
+macro_rules! stats_types {
+    ($($(#[$fm:meta])* $f:ident: $t:ty),* $(,)?) => {
+        crate::api_type! {
+            #[derive(Default)]
+            pub struct ClusterStats {
+                pub nodes: Vec<NodeStats>,
+                $($(#[$fm])* pub $f: $t),*
+            }
+        }
+
+        crate::api_type! {
+            #[derive(Default)]
+            pub struct NodeStats {
+                pub name: String,
+                /// `online` when its agent is connected to the leader, else `offline`.
+                pub status: String,
+                /// The replicated node status (`ready` / `down`).
+                pub node_status: String,
+                $($(#[$fm])* pub $f: $t,)*
+                /// Whole-host measured use (includes non-zoe processes).
+                pub host_cores_in_use: f64,
+                pub host_memory_in_use: u64,
+                pub labels: BTreeSet<String>,
+                /// Keyed by container id.
+                pub service_stats: BTreeMap<String, ServiceStats>,
+                pub images: Vec<ImageSummary>,
+                /// When the numbers were measured (ms since the epoch); 0 = never.
+                pub timestamp: u64,
+            }
+        }
+    };
 }
 
-crate::api_type! {
-    #[derive(Default)]
-    pub struct NodeStats {
-        pub name: String,
-        /// `online` when its agent is connected to the leader, else `offline`.
-        pub status: String,
-        /// The replicated node status (`ready` / `down`).
-        pub node_status: String,
-        pub container_count: u32,
-        /// What zoe may hand out (capacity after the agent's reserve).
-        pub cores_total: f64,
-        pub memory_total: u64,
-        /// Σ ZApp minimums of the services placed here.
-        pub cores_reserved: f64,
-        pub memory_reserved: u64,
-        /// Σ current container limits.
-        pub cores_allocated: f64,
-        pub memory_allocated: u64,
-        /// Σ measured use of zoe's containers.
-        pub cores_in_use: f64,
-        pub memory_in_use: u64,
-        /// Whole-host measured use (includes non-zoe processes).
-        pub host_cores_in_use: f64,
-        pub host_memory_in_use: u64,
-        pub labels: BTreeSet<String>,
-        /// Keyed by container id.
-        pub service_stats: BTreeMap<String, ServiceStats>,
-        pub images: Vec<ImageSummary>,
-        /// When the numbers were measured (ms since the epoch); 0 = never.
-        pub timestamp: u64,
-    }
+stats_types! {
+    container_count: u32,
+    /// What zoe may hand out (capacity after the agents' reserve).
+    cores_total: f64,
+    memory_total: u64,
+    /// Σ ZApp minimums of the services placed.
+    cores_reserved: f64,
+    memory_reserved: u64,
+    /// Σ current container limits.
+    cores_allocated: f64,
+    memory_allocated: u64,
+    /// Σ measured use of zoe's containers.
+    cores_in_use: f64,
+    memory_in_use: u64,
 }
 
 crate::api_type! {

@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use zoe_common::resources::Millicores;
 use zoe_common::service::ServiceSpec;
 use zoe_coordinator::agents::AgentBackend;
 use zoe_coordinator::backend::Backend;
@@ -155,25 +154,17 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     let mut ids = Vec::new();
     for i in 0..args.containers {
         let id = format!("bench-{i}");
+        let instance = format!("s{i}");
         let spec = ServiceSpec {
-            service_id: 100_000 + i as u64,
-            execution_id: 1,
-            container_id: id.clone(),
-            instance: format!("s{i}"),
-            image: zoe_testkit::DEFAULT_REFERENCE.into(),
-            command: Some(vec!["sleep".into(), "600".into()]),
-            env: vec![],
-            working_dir: None,
-            hostname: format!("s{i}"),
-            mounts: vec![],
-            labels: Default::default(),
-            cores: Millicores(100),
-            cores_min: Millicores(100),
             memory_limit: Some(16 << 20),
-            shm: None,
-            ports: vec![],
-            network: None,
-            identity: zoe_common::service::Identity { fs_uid: 1000, fs_gid: 1000, ..Default::default() },
+            ..ServiceSpec::plain(
+                100_000 + i as u64,
+                1,
+                &id,
+                &instance,
+                zoe_testkit::DEFAULT_REFERENCE,
+                &["sleep", "600"],
+            )
         };
         backend.spawn_service(term, "real", spec).await.map_err(|e| anyhow::anyhow!("spawn {id}: {e}"))?;
         ids.push(id);

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use std::time::Instant;
 use zoe_common::resources::Millicores;
-use zoe_common::zapp::{CoresRange, MemoryRange, Resources, ServiceGroup, ZApp};
+use zoe_common::zapp::ZApp;
 use zoe_coordinator::scheduler::{LiveNode, Platform, Policy, SchedulerConfig, schedule};
 use zoe_coordinator::state::{Applied, Capacity, Command, Registration, State};
 
@@ -29,35 +29,19 @@ pub struct Args {
 
 const GIB: u64 = 1 << 30;
 
+/// A batch ZApp of one group: `essential` of `total` instances of one core
+/// and 1 GiB each (at least).
 fn app(essential: u32, total: u32, size: u64) -> ZApp {
-    ZApp {
-        name: "bench".into(),
-        version: 3,
-        will_end: true,
-        size,
-        services: vec![ServiceGroup {
-            name: "task".into(),
-            image: "zoe.local/busybox:1".into(),
-            monitor: true,
-            essential_count: essential,
-            total_count: total,
-            startup_order: 0,
-            resources: Resources {
-                memory: MemoryRange { min: Some(GIB), max: None },
-                cores: CoresRange { min: Some(Millicores(1000)), max: None },
-                shm: None,
-            },
-            environment: vec![],
-            volumes: vec![],
-            command: None,
-            ports: vec![],
-            replicas: None,
-            work_dir: None,
-            labels: None,
-            network: None,
-        }],
-        on_eviction: None,
-    }
+    serde_json::from_value(json!({
+        "name": "bench", "version": 3, "will_end": true, "size": size,
+        "services": [{
+            "name": "task", "image": "zoe.local/busybox:1", "monitor": true,
+            "essential_count": essential, "total_count": total, "startup_order": 0,
+            "resources": { "memory": { "min": GIB, "max": null }, "cores": { "min": 1, "max": null } },
+            "environment": [], "volumes": [], "command": null, "ports": []
+        }]
+    }))
+    .expect("a ZApp")
 }
 
 fn cluster(nodes: u32) -> (State, Platform) {

@@ -379,24 +379,11 @@ mod tests {
 
     fn spec() -> ServiceSpec {
         ServiceSpec {
-            service_id: 7,
-            execution_id: 3,
-            container_id: "zoe-3-w1-0".into(),
-            instance: "w1".into(),
-            image: "docker.io/library/busybox:latest".into(),
-            command: Some(vec!["sleep".into(), "1".into()]),
             env: vec![("A".into(), "b".into())],
-            working_dir: None,
-            hostname: "w1".into(),
-            mounts: vec![],
-            labels: Default::default(),
             cores: Millicores(1500),
             cores_min: Millicores(1000),
             memory_limit: Some(64 << 20),
-            shm: None,
-            ports: vec![],
-            network: None,
-            identity: crate::service::Identity { fs_uid: 1000, fs_gid: 1000, ..Default::default() },
+            ..ServiceSpec::plain(7, 3, "zoe-3-w1-0", "w1", "docker.io/library/busybox:latest", &["sleep", "1"])
         }
     }
 

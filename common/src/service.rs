@@ -42,6 +42,43 @@ pub struct ServiceSpec {
     pub identity: Identity,
 }
 
+impl ServiceSpec {
+    /// Instance `instance` of execution `execution_id` running `command` in
+    /// `image`, and nothing more: no environment, working directory,
+    /// mounts, labels, ports, memory limit, shm or network of its own; a
+    /// tenth of a core; uid and gid 1000. What tests and benchmarks start
+    /// from, setting what they need.
+    pub fn plain(
+        service_id: u64,
+        execution_id: u64,
+        container_id: impl Into<String>,
+        instance: &str,
+        image: &str,
+        command: &[&str],
+    ) -> ServiceSpec {
+        ServiceSpec {
+            service_id,
+            execution_id,
+            container_id: container_id.into(),
+            instance: instance.into(),
+            image: image.into(),
+            command: Some(command.iter().map(|a| a.to_string()).collect()),
+            env: vec![],
+            working_dir: None,
+            hostname: instance.into(),
+            mounts: vec![],
+            labels: BTreeMap::new(),
+            cores: Millicores(100),
+            cores_min: Millicores(100),
+            memory_limit: None,
+            shm: None,
+            ports: vec![],
+            network: None,
+            identity: Identity { fs_uid: 1000, fs_gid: 1000, ..Identity::default() },
+        }
+    }
+}
+
 /// The owner of a container as a node judges it: its `[security]` section
 /// has the last word on what the owner's role says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -166,15 +166,16 @@ impl Relay {
         })
     }
 
-    /// One answer frame, within `VIEW_TIMEOUT`; `None` when anything fails.
-    fn view(&self, call: Call) -> BoxFuture<'static, Option<Down>> {
+    /// One answer frame, within `VIEW_TIMEOUT`, as `pick` reads it; `None`
+    /// when anything fails.
+    fn view<T: Send + 'static>(&self, call: Call, pick: fn(Down) -> Option<T>) -> BoxFuture<'static, Option<T>> {
         let open = self.open(call);
         Box::pin(async move {
             let once = async move {
                 let mut s = open.await.ok()?;
                 read_frame::<_, Down>(&mut s.recv, MAX_FRAME).await.ok()?
             };
-            tokio::time::timeout(VIEW_TIMEOUT, once).await.ok()?
+            pick(tokio::time::timeout(VIEW_TIMEOUT, once).await.ok()??)
         })
     }
 
@@ -205,12 +206,9 @@ impl LiveSource for Relay {
         if self.leads() {
             return self.local.live_nodes();
         }
-        let v = self.view(Call::Nodes);
-        Box::pin(async move {
-            match v.await? {
-                Down::Nodes(n) => n.map(|m| m.into_iter().map(|(k, v)| (k, v.into())).collect()),
-                _ => None,
-            }
+        self.view(Call::Nodes, |d| match d {
+            Down::Nodes(n) => n.map(|m| m.into_iter().map(|(k, v)| (k, v.into())).collect()),
+            _ => None,
         })
     }
 
@@ -218,12 +216,9 @@ impl LiveSource for Relay {
         if self.leads() {
             return self.local.live_reports();
         }
-        let v = self.view(Call::Reports);
-        Box::pin(async move {
-            match v.await? {
-                Down::Reports(r) => r,
-                _ => None,
-            }
+        self.view(Call::Reports, |d| match d {
+            Down::Reports(r) => r,
+            _ => None,
         })
     }
 

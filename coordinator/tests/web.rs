@@ -50,6 +50,15 @@ async fn start() -> (Cluster, tempfile::TempDir) {
     (Cluster::start_with(1, &extra).await, root)
 }
 
+/// [`start`], then the admin's token and a user `ada` (password
+/// `ada-password`).
+async fn start_with_ada() -> (Cluster, tempfile::TempDir, String) {
+    let (c, root) = start().await;
+    let admin = c.admin().await;
+    c.user(&admin, "ada", json!({})).await;
+    (c, root, admin)
+}
+
 struct Page {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
@@ -187,9 +196,7 @@ fn execution_id(p: &Page) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_session_cookie_and_csrf() {
-    let (c, _root) = start().await;
-    let admin = c.admin().await;
-    c.user(&admin, "ada", json!({})).await;
+    let (c, _root, admin) = start_with_ada().await;
     let mut b = Browser::new(&c);
 
     // The root redirects to the UI; pages need a session.
@@ -275,9 +282,7 @@ async fn login_session_cookie_and_csrf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop_and_executions() {
-    let (c, _root) = start().await;
-    let admin = c.admin().await;
-    c.user(&admin, "ada", json!({})).await;
+    let (c, _root, admin) = start_with_ada().await;
     c.user(&admin, "bob", json!({ "role_id": 2 })).await; // superuser: customize resources, full shop
     let mut ada = Browser::login(&c, "ada", "ada-password").await;
     let mut bob = Browser::login(&c, "bob", "bob-password").await;
@@ -424,9 +429,7 @@ async fn shop_and_executions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_admin_pages() {
-    let (c, _root) = start().await;
-    let admin = c.admin().await;
-    c.user(&admin, "ada", json!({})).await;
+    let (c, _root, admin) = start_with_ada().await;
     let mut ada = Browser::login(&c, "ada", "ada-password").await;
     let mut adm = Browser::with_token(&c, &admin).await;
 

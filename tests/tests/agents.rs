@@ -35,25 +35,11 @@ fn online(s: &ClusterStats, node: &str) -> bool {
 }
 
 fn spec(service_id: u64, container_id: &str, argv: &[&str]) -> ServiceSpec {
+    let instance = format!("s{service_id}");
     ServiceSpec {
-        service_id,
-        execution_id: 1,
-        container_id: container_id.into(),
-        instance: format!("s{service_id}"),
-        image: DEFAULT_REFERENCE.into(),
-        command: Some(argv.iter().map(|s| s.to_string()).collect()),
-        env: vec![],
-        working_dir: None,
-        hostname: format!("s{service_id}"),
-        mounts: vec![],
-        labels: Default::default(),
         cores: Millicores(500),
-        cores_min: Millicores(100),
         memory_limit: Some(64 << 20),
-        shm: None,
-        ports: vec![],
-        network: None,
-        identity: zoe_common::service::Identity { fs_uid: 1000, fs_gid: 1000, ..Default::default() },
+        ..ServiceSpec::plain(service_id, 1, container_id, &instance, DEFAULT_REFERENCE, argv)
     }
 }
 
@@ -223,17 +209,7 @@ async fn orphans_are_reported_and_cleaned() {
         let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, pki.path().join("behind"));
         cfg.namespace = ns.clone();
         let rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
-        let mk = |id: &str, argv: &[&str]| zoe_agent::ContainerSpec {
-            id: id.into(),
-            image: DEFAULT_REFERENCE.into(),
-            command: Some(argv.iter().map(|s| s.to_string()).collect()),
-            owner: zoe_agent::Ownership {
-                execution_id: "77".into(),
-                service_id: "7777".into(),
-                instance_name: id.into(),
-            },
-            ..Default::default()
-        };
+        let mk = |id: &str, argv: &[&str]| zoe_agent::ContainerSpec::running(id, DEFAULT_REFERENCE, argv, "77", "7777");
         rt.spawn(&mk("orphan-run", &["sleep", "300"])).await.unwrap();
         rt.spawn(&mk("orphan-done", &["true"])).await.unwrap();
         rt.wait("orphan-done").await.unwrap();

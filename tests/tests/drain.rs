@@ -127,6 +127,18 @@ async fn wait_drain_complete(z: &ZoeCluster, within: Duration) -> Value {
     }
 }
 
+/// Waits until the requeued batch execution runs again, on b, and then
+/// until the long-running one has its three instances on b; returns the
+/// long-running one.
+async fn wait_moved_to_b(z: &ZoeCluster, requeued: u64, lr: u64, within: Duration) -> Value {
+    let e = z
+        .api()
+        .wait_execution(requeued, |e| e["status"] == "running" && on_node(e, "b").len() == 1, Duration::from_secs(40))
+        .await;
+    assert_eq!(e["service_details"][0]["node"], "b");
+    z.api().wait_execution(lr, |e| on_node(e, "b").len() == 3, within).await
+}
+
 fn on_node<'a>(e: &'a Value, node: &str) -> Vec<&'a Value> {
     e["service_details"].as_array().unwrap().iter().filter(|s| s["node"] == node && s["status"] == "active").collect()
 }
@@ -204,12 +216,7 @@ async fn at_a_short_deadline_batch_work_ends_or_requeues_per_zapp() {
 
     let e = z.api().wait_status(ended, "terminated", Duration::from_secs(40)).await;
     assert_eq!(e["error_message"], "node drain deadline on a", "{e:#}");
-    let e = z
-        .api()
-        .wait_execution(requeued, |e| e["status"] == "running" && on_node(e, "b").len() == 1, Duration::from_secs(40))
-        .await;
-    assert_eq!(e["service_details"][0]["node"], "b");
-    let e = z.api().wait_execution(lr, |e| on_node(e, "b").len() == 3, Duration::from_secs(30)).await;
+    let e = wait_moved_to_b(&z, requeued, lr, Duration::from_secs(30)).await;
     assert_eq!(e["status"], "running");
     wait_drain_complete(&z, Duration::from_secs(30)).await;
     assert_eq!(node(&z, "a").await["eligible"], false);
@@ -265,12 +272,7 @@ async fn node_loss(stop_containers: bool) {
     assert!(t0.elapsed() >= Duration::from_secs(4), "replaced after only {:?}", t0.elapsed());
     assert!(e["error_message"].as_str().unwrap().contains("node a lost"), "{e:#}");
     assert_eq!(node(&z, "a").await["status"], "down");
-    let e = z
-        .api()
-        .wait_execution(requeued, |e| e["status"] == "running" && on_node(e, "b").len() == 1, Duration::from_secs(40))
-        .await;
-    assert_eq!(e["service_details"][0]["node"], "b");
-    let e = z.api().wait_execution(lr, |e| on_node(e, "b").len() == 3, Duration::from_secs(40)).await;
+    let e = wait_moved_to_b(&z, requeued, lr, Duration::from_secs(40)).await;
     assert_eq!(e["status"], "running", "the long-running execution moved without ending");
     let old: Vec<&str> =
         before["service_details"].as_array().unwrap().iter().map(|s| s["container_id"].as_str().unwrap()).collect();

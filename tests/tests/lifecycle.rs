@@ -70,6 +70,18 @@ async fn assert_consistent(z: &ZoeCluster) {
     assert!(problems.is_empty(), "containerd and the replicated state disagree:\n{}", problems.join("\n"));
 }
 
+/// Terminates execution `id` and waits until it is and its containers are gone.
+async fn terminate_and_wait(z: &ZoeCluster, id: u64) {
+    z.api().terminate(id).await;
+    z.api().wait_status(id, "terminated", MINUTE).await;
+    wait_no_containers(z, id).await;
+}
+
+/// The nodes the execution's instances are on.
+fn nodes(e: &Value) -> BTreeSet<&str> {
+    e["service_details"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect()
+}
+
 /// Waits until no container of execution `id` runs on any agent.
 async fn wait_no_containers(z: &ZoeCluster, id: u64) {
     harness::zoe::wait_until("the execution's containers to stop", MINUTE, || async {
@@ -177,9 +189,7 @@ async fn a_larger_execution_queues_until_resources_free() {
     let e = z.api().wait_execution(second, |e| e["status"] == "running" && active(e) == 1, MINUTE).await;
     assert_eq!(e["service_details"][0]["node"], "n1");
     assert_consistent(&z).await;
-    z.api().terminate(second).await;
-    z.api().wait_status(second, "terminated", MINUTE).await;
-    wait_no_containers(&z, second).await;
+    terminate_and_wait(&z, second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,9 +198,7 @@ async fn elastic_services_start_on_two_agents_when_room_frees() {
     // A blocker takes 1.25 of each node's 2 cores.
     let blocker = z.api().submit("blocker", &zapp("blocker", false, vec![group("blk", 2, 2, 1.25, "sleep 600")])).await;
     let b = z.api().wait_execution(blocker, |e| e["status"] == "running" && active(e) == 2, MINUTE).await;
-    let nodes: BTreeSet<&str> =
-        b["service_details"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
-    assert_eq!(nodes.len(), 2, "the blocker spreads over both nodes: {b:#}");
+    assert_eq!(nodes(&b).len(), 2, "the blocker spreads over both nodes: {b:#}");
 
     // 2 essential + 3 elastic instances of 0.5 core: the essentials fit
     // (0.75 free per node), the elastic ones do not.
@@ -208,15 +216,11 @@ async fn elastic_services_start_on_two_agents_when_room_frees() {
     z.api().terminate(blocker).await;
     let e = z.api().wait_execution(id, |e| active(e) == 5, MINUTE).await;
     assert_eq!(e["status"], "running");
-    let nodes: BTreeSet<&str> =
-        e["service_details"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
-    assert_eq!(nodes, BTreeSet::from(["n1", "n2"]), "{e:#}");
+    assert_eq!(nodes(&e), BTreeSet::from(["n1", "n2"]), "{e:#}");
     z.api().wait_status(blocker, "terminated", MINUTE).await;
     wait_no_containers(&z, blocker).await;
     assert_consistent(&z).await;
-    z.api().terminate(id).await;
-    z.api().wait_status(id, "terminated", MINUTE).await;
-    wait_no_containers(&z, id).await;
+    terminate_and_wait(&z, id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

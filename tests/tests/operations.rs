@@ -110,50 +110,68 @@ fn stop_dev(mut child: Child, signal: i32) {
     }
 }
 
-fn node_list(api: u16, token: &str) -> serde_json::Value {
-    let out = Command::new(harness::zoe_bin())
-        .args(["node", "ls", "--json", "--addr", &format!("http://127.0.0.1:{api}")])
-        .env("ZOE_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "zoe node ls: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+/// A `zoe dev` data directory, with the API port and containerd namespace
+/// its cluster uses.
+struct Dev {
+    dir: tempfile::TempDir,
+    api: harness::Port,
+    ns: String,
+}
+
+impl Dev {
+    fn new(prefix: &str, ns: &str) -> Dev {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap();
+        Dev { dir, api: harness::reserve_port(), ns: zoe_testkit::unique_namespace(ns) }
+    }
+
+    fn start(&self) -> (Child, String) {
+        start_dev(self.dir.path(), self.api.port, &self.ns)
+    }
+
+    /// The admin token `zoe dev` wrote.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin.token")).unwrap().trim().to_string()
+    }
+
+    /// Runs the `zoe` CLI against this cluster (and no config file).
+    fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
+        Command::new(harness::zoe_bin())
+            .args(args)
+            .env("ZOE_ADDR", format!("http://127.0.0.1:{}", self.api.port))
+            .env("ZOE_TOKEN", token)
+            .env("ZOE_CONFIG", "/nonexistent/zoe-config.toml")
+            .output()
+            .unwrap()
+    }
+
+    fn node_list(&self, token: &str) -> serde_json::Value {
+        let out = self.cli(token, &["node", "ls", "--json"]);
+        assert!(out.status.success(), "zoe node ls: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
 }
 
 #[test]
 fn dev_cluster_starts_serves_restarts_and_stops_cleanly() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix("zoe-dev-").tempdir_in("/tmp").unwrap();
-    let api = harness::reserve_port();
-    let ns = zoe_testkit::unique_namespace("dev");
-
-    let (child, banner) = start_dev(dir.path(), api.port, &ns);
-    let token_file = dir.path().join("admin.token");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let dev = Dev::new("zoe-dev-", "dev");
+    let (child, banner) = dev.start();
+    let token = dev.token();
+    let token_file = dev.dir.path().join("admin.token");
     assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(banner.contains(&format!("{token}  (new)")), "{banner}");
-    let nodes = node_list(api.port, &token);
+    let nodes = dev.node_list(&token);
     assert!(nodes.to_string().contains("\"local\""), "{nodes}");
     // The written configs are the ones the standalone binaries load.
-    zoe_coordinator::config::CoordinatorConfig::load(&dir.path().join("coordinator.toml")).unwrap();
-    zoe_agent::config::AgentConfig::load(&dir.path().join("agent.toml")).unwrap();
+    zoe_coordinator::config::CoordinatorConfig::load(&dev.dir.path().join("coordinator.toml")).unwrap();
+    zoe_agent::config::AgentConfig::load(&dev.dir.path().join("agent.toml")).unwrap();
     stop_dev(child, libc::SIGINT);
 
     // A restart keeps the state: the same token still works.
-    let (child, banner) = start_dev(dir.path(), api.port, &ns);
+    let (child, banner) = dev.start();
     assert!(banner.contains(&token) && !banner.contains("(new)"), "{banner}");
-    assert!(node_list(api.port, &token).to_string().contains("\"local\""));
+    assert!(dev.node_list(&token).to_string().contains("\"local\""));
     stop_dev(child, libc::SIGTERM);
-}
-
-fn zoe_cli(api: u16, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(harness::zoe_bin())
-        .args(args)
-        .env("ZOE_ADDR", format!("http://127.0.0.1:{api}"))
-        .env("ZOE_TOKEN", token)
-        .env("ZOE_CONFIG", "/nonexistent/zoe-config.toml")
-        .output()
-        .unwrap()
 }
 
 /// `zoe image load` streams an archive through the API to the agent,
@@ -161,36 +179,34 @@ fn zoe_cli(api: u16, token: &str, args: &[&str]) -> std::process::Output {
 /// image archive is refused with the agent's reason and a non-zero exit.
 #[test]
 fn image_load_streams_an_archive_to_the_node_and_a_zapp_runs_from_it() {
-    let dir = tempfile::Builder::new().prefix("zoe-img-").tempdir_in("/tmp").unwrap();
-    let api = harness::reserve_port();
-    let ns = zoe_testkit::unique_namespace("imgload");
-    let (child, _) = start_dev(dir.path(), api.port, &ns);
-    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+    let dev = Dev::new("zoe-img-", "imgload");
+    let dir = &dev.dir;
+    let (child, _) = dev.start();
+    let token = dev.token();
     let archive = dir.path().join("busybox-oci.tar");
-    let out = zoe_cli(api.port, &token, &["image", "build-sample", "--out", archive.to_str().unwrap()]);
+    let out = dev.cli(&token, &["image", "build-sample", "--out", archive.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = zoe_cli(api.port, &token, &["image", "load", archive.to_str().unwrap(), "--node", "local"]);
+    let out = dev.cli(&token, &["image", "load", archive.to_str().unwrap(), "--node", "local"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("100%"), "progress bar: {stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("local: loaded"));
-    let out = zoe_cli(api.port, &token, &["node", "get", "local", "--json"]);
+    let out = dev.cli(&token, &["node", "get", "local", "--json"]);
     let node = String::from_utf8_lossy(&out.stdout).to_string();
 
     let bad = dir.path().join("bad.tar");
     std::fs::write(&bad, vec![7u8; 3 * 1024 * 1024 + 17]).unwrap();
-    let out = zoe_cli(api.port, &token, &["image", "load", bad.to_str().unwrap()]);
+    let out = dev.cli(&token, &["image", "load", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("local:") && stderr.contains("did not load"), "{stderr}");
-    let out = zoe_cli(api.port, &token, &["image", "load", archive.to_str().unwrap(), "--node", "nosuch"]);
+    let out = dev.cli(&token, &["image", "load", archive.to_str().unwrap(), "--node", "nosuch"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("node nosuch not found"));
 
     let zapp = root().join("examples/zapps/hello-batch.json");
-    let out =
-        zoe_cli(api.port, &token, &["exec", "start", "hello", zapp.to_str().unwrap(), "--wait", "done", "--follow"]);
+    let out = dev.cli(&token, &["exec", "start", "hello", zapp.to_str().unwrap(), "--wait", "done", "--follow"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("hello from hello"),
@@ -199,7 +215,7 @@ fn image_load_streams_an_archive_to_the_node_and_a_zapp_runs_from_it() {
     );
     stop_dev(child, libc::SIGTERM);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(harness::zoe::cleanup_namespace(&ns, dir.path()));
+    rt.block_on(harness::zoe::cleanup_namespace(&dev.ns, dir.path()));
 }
 
 /// The Vagrant cluster's provisioning inputs: `vagrant/prepare.sh` makes the
@@ -208,12 +224,15 @@ fn image_load_streams_an_archive_to_the_node_and_a_zapp_runs_from_it() {
 #[test]
 fn vagrant_prepare_writes_configs_the_binaries_load() {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(root().join("vagrant/prepare.sh"))
-        .arg(out_dir.path())
-        .env("ZOE", harness::zoe_bin())
-        .output()
-        .unwrap();
+    let prepare = || {
+        Command::new("bash")
+            .arg(root().join("vagrant/prepare.sh"))
+            .arg(out_dir.path())
+            .env("ZOE", harness::zoe_bin())
+            .output()
+            .unwrap()
+    };
+    let out = prepare();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (i, c) in ["c1", "c2", "c3"].iter().enumerate() {
         let cfg = zoe_coordinator::config::CoordinatorConfig::load(&out_dir.path().join(format!("{c}.toml"))).unwrap();
@@ -227,12 +246,6 @@ fn vagrant_prepare_writes_configs_the_binaries_load() {
     }
     // A second run keeps the certificates.
     let before = std::fs::read(out_dir.path().join("tls/c1.pem")).unwrap();
-    let out = Command::new("bash")
-        .arg(root().join("vagrant/prepare.sh"))
-        .arg(out_dir.path())
-        .env("ZOE", harness::zoe_bin())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert!(prepare().status.success());
     assert_eq!(before, std::fs::read(out_dir.path().join("tls/c1.pem")).unwrap());
 }

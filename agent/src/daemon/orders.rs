@@ -340,24 +340,12 @@ mod tests {
     #[test]
     fn wire_spec_maps_to_runtime_spec() {
         let s = ServiceSpec {
-            service_id: 9,
-            execution_id: 4,
-            container_id: "zoe-4-w1-0".into(),
-            instance: "w1".into(),
-            image: "docker.io/library/busybox:latest".into(),
-            command: Some(vec!["sleep".into(), "5".into()]),
             env: vec![("K".into(), "v".into())],
-            working_dir: None,
-            hostname: "w1".into(),
-            mounts: vec![],
-            labels: Default::default(),
             cores: Millicores(500),
             cores_min: Millicores(250),
             memory_limit: Some(32 << 20),
-            shm: None,
-            ports: vec![],
-            network: None,
             identity: zoe_common::service::Identity { fs_uid: 1000, fs_gid: 5001, ..Default::default() },
+            ..ServiceSpec::plain(9, 4, "zoe-4-w1-0", "w1", "docker.io/library/busybox:latest", &["sleep", "5"])
         };
         let a = to_container_spec(&s);
         assert_eq!(a.network, NetworkMode::Host);

@@ -59,17 +59,7 @@ pub async fn env(name: &str) -> Env {
 }
 
 pub fn spec(id: &str, argv: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        id: id.to_string(),
-        image: IMAGE.to_string(),
-        command: Some(argv.iter().map(|s| s.to_string()).collect()),
-        owner: zoe_agent::Ownership {
-            execution_id: "42".into(),
-            service_id: "7".into(),
-            instance_name: id.to_string(),
-        },
-        ..Default::default()
-    }
+    ContainerSpec::running(id, IMAGE, argv, "42", "7")
 }
 
 impl Env {

@@ -1,7 +1,7 @@
 //! `zoe user`, `zoe role`, `zoe quota` and `zoe token`: the ACL's records.
 
 use super::http::{Client, Conn, connect};
-use super::output::{self, bytes, cell, table, time};
+use super::output::{self, bytes, cell, items, table, time};
 use super::{done, parse_duration_s, q, query, read_secret};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -437,10 +437,7 @@ pub(super) async fn token(conn: &Conn, cmd: TokenCmd) -> Result<()> {
             if conn.json {
                 output::json(&v);
             } else {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let rows: Vec<Vec<String>> = items(&v)
                     .map(|t| {
                         vec![
                             cell(&t["id"]),

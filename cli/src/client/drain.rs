@@ -2,7 +2,7 @@
 //! blocking queries until the node's agent reports nothing left.
 
 use super::http::{Client, Conn};
-use super::output::{self, cell};
+use super::output::{self, cell, items};
 use super::{parse_duration_s, q};
 use anyhow::{Result, bail};
 use reqwest::Method;
@@ -133,10 +133,7 @@ fn summary(v: &Value, countdown: bool) -> String {
     if count(&p["moving"]) > 0 {
         parts.push(format!("{} moving ({})", count(&p["moving"]), list(&p["moving"])));
     }
-    let moved: Vec<String> = p["moved"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let moved: Vec<String> = items(&p["moved"])
         .map(|m| match m["node"].as_str() {
             Some(n) => format!("{} -> {n}", cell(&m["instance"])),
             None => format!("{} ({})", cell(&m["instance"]), cell(&m["status"])),

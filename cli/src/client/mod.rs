@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use http::{Client, Conn, FileConfig, connect};
-use output::{bytes, cell, fields, table, time};
+use output::{bytes, cell, fields, items, table, time};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -488,10 +488,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 eprintln!("execution {id}: running");
                 let groups = e["service_details"].as_array().cloned().unwrap_or_default();
                 let app = c.get(&format!("/api/v1/executions/{id}/zapp")).await?;
-                let monitor: Vec<String> = app["services"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let monitor: Vec<String> = items(&app["services"])
                     .filter(|g| g["monitor"] == true)
                     .filter_map(|g| g["name"].as_str().map(str::to_string))
                     .collect();
@@ -558,10 +555,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 println!("endpoint   {} {}: {}", cell(&e["service"]), cell(&e["port"]), cell(&e["url"]));
             }
             println!();
-            let rows: Vec<Vec<String>> = v["service_details"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = items(&v["service_details"])
                 .map(|s| {
                     vec![
                         cell(&s["id"]),
@@ -602,10 +596,7 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 output::json(&v);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v["endpoints"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = items(&v["endpoints"])
                 .map(|e| {
                     let via = if e["proxy_url"].is_string() { cell(&e["proxy_url"]) } else { "-".into() };
                     vec![cell(&e["service"]), cell(&e["port"]), cell(&e["protocol"]), via, cell(&e["url"])]
@@ -649,10 +640,7 @@ async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
                 output::json(&v);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = items(&v)
                 .map(|n| {
                     vec![
                         cell(&n["name"]),
@@ -674,10 +662,7 @@ async fn node(conn: &Conn, cmd: NodeCmd) -> Result<()> {
                 output::json(&v);
                 return Ok(());
             }
-            let volumes: Vec<String> = v["host_volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let volumes: Vec<String> = items(&v["host_volumes"])
                 .map(|h| {
                     let ro = if h["read_only"] == true { " (read-only)" } else { "" };
                     format!("{}{ro}", h["name"].as_str().unwrap_or_default())
@@ -756,10 +741,7 @@ async fn stats(conn: &Conn) -> Result<()> {
         ["total", "reserved", "allocated", "in_use"].map(|k| fmt(&n[format!("{what}_{k}")])).join(" / ")
     };
     let cores = |v: &Value| v.as_f64().map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into());
-    let mut rows: Vec<Vec<String>> = p["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let mut rows: Vec<Vec<String>> = items(&p["nodes"])
         .map(|n| {
             vec![
                 cell(&n["name"]),
@@ -794,10 +776,7 @@ async fn operator(conn: &Conn, cmd: OperatorCmd) -> Result<()> {
                 return Ok(());
             }
             let leader = v["leader"].as_u64();
-            let rows: Vec<Vec<String>> = v["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = items(&v["members"])
                 .map(|m| {
                     vec![
                         cell(&m["id"]),

@@ -30,6 +30,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// A JSON value as a table cell.
+/// The elements of a JSON array (none when `v` is not one).
+pub fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
 pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),

@@ -44,13 +44,14 @@ impl AgentBackend {
         command: AgentCommand,
         timeout: Duration,
     ) -> Result<CommandReply, BackendError> {
-        self.call_in_term(0, node, command, timeout).await
+        self.call_fenced(0, node, command, timeout).await
     }
 
     /// Sends a command decided in `term` unless this coordinator no longer
     /// leads in it, and waits for its final answer. A node that already
     /// obeys a newer leader refuses it: both are [`BackendError::Deposed`],
-    /// and certainly not carried out.
+    /// and certainly not carried out. Term 0 is no leader's decision
+    /// ([`Self::call`]): nothing to fence.
     pub async fn call_fenced(
         &self,
         term: u64,
@@ -58,25 +59,10 @@ impl AgentBackend {
         command: AgentCommand,
         timeout: Duration,
     ) -> Result<CommandReply, BackendError> {
-        if self.coord.leader_term() != Some(term) {
+        let fenced = term != 0;
+        if fenced && self.coord.leader_term() != Some(term) {
             return Err(BackendError::Deposed(term));
         }
-        match self.call_in_term(term, node, command, timeout).await? {
-            CommandReply::StaleTerm { newest } => {
-                tracing::info!(node, term, newest, "the node obeys a newer leader");
-                Err(BackendError::Deposed(term))
-            }
-            r => Ok(r),
-        }
-    }
-
-    async fn call_in_term(
-        &self,
-        term: u64,
-        node: &str,
-        command: AgentCommand,
-        timeout: Duration,
-    ) -> Result<CommandReply, BackendError> {
         let fut = async {
             let mut recv = self.open(node, term, command).await?;
             loop {
@@ -88,9 +74,16 @@ impl AgentBackend {
                 }
             }
         };
-        tokio::time::timeout(timeout, fut)
+        let reply = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| BackendError::Failed(format!("{node}: no answer within {} s", timeout.as_secs())))?
+            .map_err(|_| BackendError::Failed(format!("{node}: no answer within {} s", timeout.as_secs())))??;
+        match reply {
+            CommandReply::StaleTerm { newest } if fenced => {
+                tracing::info!(node, term, newest, "the node obeys a newer leader");
+                Err(BackendError::Deposed(term))
+            }
+            r => Ok(r),
+        }
     }
 
     /// Stops and removes a container (orphans included), as decided in

@@ -2,7 +2,7 @@
 
 use super::context::{Body, Caller, Ctx, WriteReply, ok};
 use super::error::{HttpError, HttpResult};
-use super::routes::P;
+use super::routes::{P, Q};
 use crate::raft::{CoordNode, Status};
 use axum::extract::State as Ax;
 use axum::http::StatusCode;
@@ -25,12 +25,14 @@ pub async fn info(Ax(ctx): Ax<Ctx>) -> axum::Json<Info> {
     })
 }
 
-pub async fn members(Ax(ctx): Ax<Ctx>, caller: Caller) -> HttpResult<axum::Json<Status>> {
+pub async fn members(caller: Caller) -> HttpResult<axum::Json<Status>> {
+    let ctx = &caller.ctx;
     caller.require_status()?;
     Ok(axum::Json(ctx.coord().status().await))
 }
 
-pub async fn add_member(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<AddMember>> {
+pub async fn add_member(caller: Caller, body: Body) -> HttpResult<WriteReply<AddMember>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let AddMember { id, addr, name } = body.parse()?;
     let addr = super::context::non_empty("/addr", addr)?;
@@ -43,7 +45,8 @@ pub async fn add_member(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRes
     Ok(ok(AddMember { id, addr, name }, st.applied_index.unwrap_or(0)))
 }
 
-pub async fn remove_member(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+pub async fn remove_member(caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let st = ctx.coord().status().await;
     if !st.members.iter().any(|m| m.id == id) {
@@ -60,7 +63,8 @@ const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 /// `GET /cluster/snapshot`: the whole replicated state as a checksummed
 /// snapshot file, read linearizably (can_change_config: it holds password
 /// and token hashes).
-pub async fn snapshot(Ax(ctx): Ax<Ctx>, caller: Caller) -> HttpResult<Response> {
+pub async fn snapshot(caller: Caller) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let (state, staleness) = ctx.coord().read_linearizable(|st| st.clone()).await?;
     let file = crate::state::backup::encode(&state, staleness.applied_index, super::context::now_ms());
@@ -80,11 +84,11 @@ pub struct RestoreParams {
 /// cluster that holds executions or nodes unless `force=true`. Users and
 /// tokens come from the snapshot: log in with the backed-up cluster's.
 pub async fn restore(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
-    super::routes::Q(q): super::routes::Q<RestoreParams>,
+    Q(q): Q<RestoreParams>,
     body: axum::body::Body,
 ) -> HttpResult<axum::Json<Restored>> {
+    let ctx = &caller.ctx;
     use crate::state::{Command, backup};
     caller.require_config()?;
     let bytes = axum::body::to_bytes(body, MAX_SNAPSHOT_BYTES).await.map_err(|e| {

@@ -147,6 +147,16 @@ impl Ctx {
     /// before a write: a follower must not judge a request on a state that
     /// is behind (an execution submitted a moment ago through another
     /// coordinator, a quota already used up).
+    /// [`Ctx::read`] of a value the read itself may refuse (a 404, a 403):
+    /// the refusal is the answer.
+    pub async fn read_checked<T>(
+        &self,
+        q: &ReadParams,
+        f: impl FnOnce(&State) -> HttpResult<T>,
+    ) -> HttpResult<Indexed<T>> {
+        self.read(q, f).await?.checked()
+    }
+
     pub async fn read_fresh<T>(&self, f: impl FnOnce(&State) -> T) -> HttpResult<T> {
         Ok(self.0.coord.read_linearizable(f).await?.0)
     }
@@ -219,7 +229,7 @@ impl Ctx {
         if !user.enabled {
             return Err(HttpError::unauthorized(format!("user {} is disabled", user.username)));
         }
-        Ok(Caller { user, role, token })
+        Ok(Caller { user, role, token, ctx: self.clone() })
     }
 
     pub async fn check_password(&self, user: &User, password: &str) -> HttpResult<bool> {
@@ -261,6 +271,35 @@ pub struct ReadParams {
     pub consistent: Option<bool>,
     pub index: Option<u64>,
     pub wait: Option<String>,
+}
+
+/// Declares the query of a list route: its filters, then the read options
+/// of [`ReadParams`] (spelled here once), refusing any other key; `read()`
+/// gives the read options.
+macro_rules! list_query {
+    ($(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$fm])* pub $f: $t, )*
+            pub consistent: Option<bool>,
+            pub index: Option<u64>,
+            pub wait: Option<String>,
+        }
+
+        impl $name {
+            pub fn read(&self) -> $crate::api::context::ReadParams {
+                $crate::api::context::ReadParams { consistent: self.consistent, index: self.index, wait: self.wait.clone() }
+            }
+        }
+    };
+}
+pub(crate) use list_query;
+
+/// A 204 with the index of the write.
+pub fn no_content(index: u64) -> Response {
+    (axum::http::StatusCode::NO_CONTENT, [(INDEX_HEADER, index.to_string())]).into_response()
 }
 
 /// A value read at a replicated index.
@@ -322,12 +361,24 @@ pub fn created<T>(value: T, index: u64) -> WriteReply<T> {
 
 // ------------------------------------------------------------------ callers
 
-/// An authenticated caller.
-#[derive(Debug, Clone)]
+/// An authenticated caller, with the context its call is served in (what
+/// every handler needs besides the caller: one extractor for both).
+#[derive(Clone)]
 pub struct Caller {
     pub user: User,
     pub role: Role,
     pub token: TokenRecord,
+    pub ctx: Ctx,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 impl Caller {

@@ -53,6 +53,10 @@ impl HttpError {
     pub fn not_found(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    /// The 404 of a record looked up by id or name: "`kind` `id` not found".
+    pub fn missing(kind: &str, id: impl std::fmt::Display) -> HttpError {
+        HttpError::not_found(format!("{kind} {id} not found"))
+    }
     pub fn conflict(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::CONFLICT, "conflict", message)
     }

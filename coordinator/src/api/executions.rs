@@ -7,11 +7,10 @@ use super::routes::{P, Q};
 use crate::state::{
     AfterCleanup, Applied, Command, Execution, ExecutionId, ExecutionStatus, Quota, Service, ServiceId, State,
 };
-use axum::extract::State as Ax;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 pub use zoe_api::execution::{
@@ -42,7 +41,7 @@ fn detail(s: &State, e: &Execution) -> ExecutionView {
 /// Finds an execution the caller may see: 404 if it does not exist, 403
 /// if it is someone else's and the caller may not operate others.
 fn visible<'a>(s: &'a State, caller: &Caller, id: ExecutionId) -> HttpResult<&'a Execution> {
-    let e = s.executions.get(&id).ok_or_else(|| HttpError::not_found(format!("execution {id} not found")))?;
+    let e = s.executions.get(&id).ok_or_else(|| HttpError::missing("execution", id))?;
     if !caller.may_touch(&e.owner) {
         // Who owns it is the owner's business: the answer does not say.
         return Err(HttpError::forbidden(format!(
@@ -280,16 +279,16 @@ async fn submit_app(
 /// same request (after a timeout, a lost connection, a 503) answers the
 /// first one's execution instead of creating another.
 pub async fn submit(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> HttpResult<WriteReply<ExecutionCreated>> {
+    let ctx = &caller.ctx;
     let key = idempotency_key(&headers)?;
     let req: StartExecution = body.parse()?;
     let name = non_empty("/name", req.name)?;
     let (app, warnings) = validate_app(Some(&req.application), "/application")?;
-    let (id, index) = submit_app(&ctx, &caller, name, app, key, "/application").await?;
+    let (id, index) = submit_app(ctx, &caller, name, app, key, "/application").await?;
     Ok(created(ExecutionCreated { id, warnings }, index))
 }
 
@@ -300,40 +299,37 @@ pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<ZApp
 }
 
 pub async fn resubmit(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
     P(id): P<ExecutionId>,
     body: Body,
 ) -> HttpResult<WriteReply<ExecutionResubmitted>> {
+    let ctx = &caller.ctx;
     let req: ResubmitExecution = body.parse()?;
-    let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await?;
-    let (old_name, app) = found?;
+    let (old_name, app) =
+        ctx.read_fresh(|s| visible(s, &caller, id).map(|e| (e.name.clone(), e.description.clone()))).await??;
     let name = req.name.unwrap_or(old_name);
-    let (new_id, index) = submit_app(&ctx, &caller, name, app, None, "").await?;
+    let (new_id, index) = submit_app(ctx, &caller, name, app, None, "").await?;
     Ok(created(ExecutionResubmitted { id: new_id, resubmitted_from: id }, index))
 }
 
 // ------------------------------------------------------------------- reads
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// Comma-separated statuses.
-    pub status: Option<String>,
-    pub name: Option<String>,
-    pub owner: Option<String>,
-    pub submitted_after: Option<u64>,
-    pub submitted_before: Option<u64>,
-    pub started_after: Option<u64>,
-    pub started_before: Option<u64>,
-    pub ended_after: Option<u64>,
-    pub ended_before: Option<u64>,
-    pub limit: Option<usize>,
-    /// Only executions with a smaller id (the `next_cursor` of the previous page).
-    pub cursor: Option<u64>,
-    pub consistent: Option<bool>,
-    pub index: Option<u64>,
-    pub wait: Option<String>,
+super::context::list_query! {
+    pub struct ListParams {
+        /// Comma-separated statuses.
+        pub status: Option<String>,
+        pub name: Option<String>,
+        pub owner: Option<String>,
+        pub submitted_after: Option<u64>,
+        pub submitted_before: Option<u64>,
+        pub started_after: Option<u64>,
+        pub started_before: Option<u64>,
+        pub ended_after: Option<u64>,
+        pub ended_before: Option<u64>,
+        pub limit: Option<usize>,
+        /// Only executions with a smaller id (the `next_cursor` of the previous page).
+        pub cursor: Option<u64>,
+    }
 }
 
 fn in_range(t: Option<u64>, after: Option<u64>, before: Option<u64>) -> bool {
@@ -343,7 +339,8 @@ fn in_range(t: Option<u64>, after: Option<u64>, before: Option<u64>) -> bool {
     }
 }
 
-pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(p): Q<ListParams>) -> HttpResult<Indexed<ExecutionPage>> {
+pub async fn list(caller: Caller, Q(p): Q<ListParams>) -> HttpResult<Indexed<ExecutionPage>> {
+    let ctx = &caller.ctx;
     let statuses = match &p.status {
         None => None,
         Some(s) => Some(
@@ -377,7 +374,7 @@ pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(p): Q<ListParams>) -> Http
             caller.user.username
         )));
     }
-    let rp = ReadParams { consistent: p.consistent, index: p.index, wait: p.wait.clone() };
+    let rp = p.read();
     ctx.read(&rp, |s| {
         let upper = p.cursor.unwrap_or(u64::MAX);
         let mut out = Vec::new();
@@ -403,31 +400,14 @@ pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(p): Q<ListParams>) -> Http
     .await
 }
 
-/// Runs a read and turns an inner `HttpResult` into the response.
-async fn read_checked<T: Serialize>(
-    ctx: &Ctx,
-    q: &ReadParams,
-    f: impl FnOnce(&State) -> HttpResult<T>,
-) -> HttpResult<Indexed<T>> {
-    ctx.read(q, f).await?.checked()
+pub async fn get(caller: Caller, P(id): P<ExecutionId>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<ExecutionView>> {
+    let ctx = &caller.ctx;
+    ctx.read_checked(&q, |s| visible(s, &caller, id).map(|e| detail(s, e))).await
 }
 
-pub async fn get(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(id): P<ExecutionId>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<ExecutionView>> {
-    read_checked(&ctx, &q, |s| visible(s, &caller, id).map(|e| detail(s, e))).await
-}
-
-pub async fn app(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(id): P<ExecutionId>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<ZApp>> {
-    read_checked(&ctx, &q, |s| visible(s, &caller, id).map(|e| e.description.clone())).await
+pub async fn app(caller: Caller, P(id): P<ExecutionId>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<ZApp>> {
+    let ctx = &caller.ctx;
+    ctx.read_checked(&q, |s| visible(s, &caller, id).map(|e| e.description.clone())).await
 }
 
 /// URLs from each port's `url_template`, filled with the address and port
@@ -464,13 +444,13 @@ fn endpoints(s: &State, e: &Execution, proxy: Option<&str>) -> Vec<Endpoint> {
 }
 
 pub async fn get_endpoints(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
     P(id): P<ExecutionId>,
     Q(q): Q<ReadParams>,
 ) -> HttpResult<Indexed<Endpoints>> {
+    let ctx = &caller.ctx;
     let proxy = ctx.urls().proxy;
-    read_checked(&ctx, &q, |s| {
+    ctx.read_checked(&q, |s| {
         visible(s, &caller, id).map(|e| Endpoints {
             execution_id: id,
             status: e.status.as_str().to_string(),
@@ -483,14 +463,13 @@ pub async fn get_endpoints(
 // ------------------------------------------------------------------ writes
 
 pub async fn terminate(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
     P(id): P<ExecutionId>,
     body: Body,
 ) -> HttpResult<WriteReply<TerminationAccepted>> {
+    let ctx = &caller.ctx;
     let req: TerminateExecution = body.parse()?;
-    let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await?;
-    found?;
+    ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await??;
     let reason = match req.reason {
         Some(r) => format!("terminated by {}: {r}", caller.user.username),
         None => format!("terminated by {} through the API", caller.user.username),
@@ -501,29 +480,25 @@ pub async fn terminate(
     Ok(WriteReply { status: StatusCode::ACCEPTED, value: TerminationAccepted { id, status }, index })
 }
 
-pub async fn delete(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ExecutionId>) -> HttpResult<Response> {
+pub async fn delete(caller: Caller, P(id): P<ExecutionId>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require(caller.caps().can_delete_executions, "delete executions (needs can_delete_executions)")?;
-    let found = ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await?;
-    found?;
+    ctx.read_fresh(|s| visible(s, &caller, id).map(|_| ())).await??;
     let (_, index) = ctx.write(Command::DeleteExecution { id }).await?;
-    Ok((StatusCode::NO_CONTENT, [(super::context::INDEX_HEADER, index.to_string())]).into_response())
+    Ok(super::context::no_content(index))
 }
 
 // ---------------------------------------------------------------- services
 
 fn visible_service<'a>(s: &'a State, caller: &Caller, id: ServiceId) -> HttpResult<&'a Service> {
-    let svc = s.services.get(&id).ok_or_else(|| HttpError::not_found(format!("service {id} not found")))?;
+    let svc = s.services.get(&id).ok_or_else(|| HttpError::missing("service", id))?;
     visible(s, caller, svc.execution_id)?;
     Ok(svc)
 }
 
-pub async fn get_service(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(id): P<ServiceId>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<ServiceView>> {
-    read_checked(&ctx, &q, |s| visible_service(s, &caller, id).map(ServiceView::of)).await
+pub async fn get_service(caller: Caller, P(id): P<ServiceId>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<ServiceView>> {
+    let ctx = &caller.ctx;
+    ctx.read_checked(&q, |s| visible_service(s, &caller, id).map(ServiceView::of)).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,7 +510,8 @@ pub struct LogParams {
 
 /// The service's log as `text/plain`, streamed; with `follow=true` the
 /// stream stays open until the service ends.
-pub async fn logs(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ServiceId>, Q(p): Q<LogParams>) -> HttpResult<Response> {
+pub async fn logs(caller: Caller, P(id): P<ServiceId>, Q(p): Q<LogParams>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     let (found, _) = ctx.coord().read_local(|s| visible_service(s, &caller, id).cloned());
     let svc = found?;
     let live = ctx.live("reading service logs")?;
@@ -553,12 +529,12 @@ pub async fn logs(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<ServiceId>, Q(p): Q
 
 /// DNS names of a group's instances (`all` for every group).
 pub async fn discovery(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
     P((id, group)): P<(ExecutionId, String)>,
     Q(q): Q<ReadParams>,
 ) -> HttpResult<Indexed<Discovery>> {
-    read_checked(&ctx, &q, |s| {
+    let ctx = &caller.ctx;
+    ctx.read_checked(&q, |s| {
         let e = visible(s, &caller, id)?;
         if group != "all" && !e.description.services.iter().any(|g| g.name == group) {
             return Err(HttpError::not_found(format!("execution {id} has no service group `{group}`")));

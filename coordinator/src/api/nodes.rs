@@ -7,12 +7,11 @@ use super::routes::{P, Q};
 use crate::agents::stats::ReportView as AgentLiveView;
 use crate::scheduler::LiveNode;
 use crate::state::{Command, Drain, ExecutionStatus, Node, State};
-use axum::extract::State as Ax;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use zoe_api::node::{DrainProgressView, DrainStatus, ImageLoaded, ImagesLoaded, NodeImages};
-pub use zoe_api::node::{DrainView, NodeChanged, NodeLoad, NodeView, PreloadImage, SetDrain, SetEligibility};
+use zoe_api::node::{DrainStatus, ImageLoaded, ImagesLoaded, NodeImages};
+pub use zoe_api::node::{NodeChanged, NodeLoad, NodeView, PreloadImage, SetDrain, SetEligibility};
 use zoe_api::stats::SchedulerStats;
 
 fn load_of(l: &LiveNode) -> NodeLoad {
@@ -51,7 +50,7 @@ fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
         status: n.status.as_str().to_string(),
         eligible: n.eligible,
         schedulable: n.schedulable(),
-        drain: n.drain.as_ref().map(DrainView::of),
+        drain: n.drain.clone(),
         labels: n.labels.iter().cloned().collect(),
         host_volumes: n.host_volumes.values().cloned().collect(),
         cores: n.capacity.cores.as_cores(),
@@ -68,7 +67,8 @@ fn node_view(t: &Totals<'_>, n: &Node, live: Option<&LiveNode>) -> NodeView {
     }
 }
 
-pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Vec<NodeView>>> {
+pub async fn list(caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Vec<NodeView>>> {
+    let ctx = &caller.ctx;
     caller.require_status()?;
     let live = ctx.live_nodes().await;
     ctx.read(&q, |s| {
@@ -79,48 +79,40 @@ pub async fn list(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> Http
 }
 
 fn find<'a>(s: &'a State, name: &str) -> HttpResult<&'a Node> {
-    s.nodes.get(name).ok_or_else(|| HttpError::not_found(format!("node {name} not found")))
+    s.nodes.get(name).ok_or_else(|| HttpError::missing("node", name))
 }
 
-pub async fn get(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(name): P<String>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<NodeView>> {
+/// A 404 naming the first of `nodes` the state does not know.
+async fn known(ctx: &Ctx, nodes: &[String]) -> HttpResult<()> {
+    match ctx.read_fresh(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned()).await? {
+        Some(n) => Err(HttpError::missing("node", n)),
+        None => Ok(()),
+    }
+}
+
+pub async fn get(caller: Caller, P(name): P<String>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<NodeView>> {
+    let ctx = &caller.ctx;
     caller.require_status()?;
     let live = ctx.live_nodes().await;
-    let r = ctx
-        .read(&q, |s| {
-            let t = Totals::of(s);
-            find(s, &name).map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name))))
-        })
-        .await?;
-    r.checked()
+    ctx.read_checked(&q, |s| {
+        let t = Totals::of(s);
+        find(s, &name).map(|n| node_view(&t, n, live.as_ref().and_then(|l| l.get(&n.name))))
+    })
+    .await
 }
 
 /// Images the node reported at its last registration (replicated).
-pub async fn images(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(name): P<String>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<NodeImages>> {
+pub async fn images(caller: Caller, P(name): P<String>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<NodeImages>> {
+    let ctx = &caller.ctx;
     caller.require_status()?;
-    let r = ctx
-        .read(&q, |s| {
-            find(s, &name).map(|n| NodeImages { node: n.name.clone(), images: n.images.iter().cloned().collect() })
-        })
-        .await?;
-    r.checked()
+    ctx.read_checked(&q, |s| {
+        find(s, &name).map(|n| NodeImages { node: n.name.clone(), images: n.images.iter().cloned().collect() })
+    })
+    .await
 }
 
-pub async fn eligibility(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(name): P<String>,
-    body: Body,
-) -> HttpResult<WriteReply<NodeChanged>> {
+pub async fn eligibility(caller: Caller, P(name): P<String>, body: Body) -> HttpResult<WriteReply<NodeChanged>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let SetEligibility { eligible } = body.parse()?;
     let (_, index) = ctx.write(Command::SetNodeEligibility { name: name.clone(), eligible }).await?;
@@ -130,12 +122,8 @@ pub async fn eligibility(
 /// Starts or updates (`enable: true`, optional `deadline_s` and `force`) or
 /// cancels (`enable: false`, optional `keep_ineligible`) a drain. The drain
 /// is replicated with who asked and when.
-pub async fn drain(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(name): P<String>,
-    body: Body,
-) -> HttpResult<WriteReply<NodeChanged>> {
+pub async fn drain(caller: Caller, P(name): P<String>, body: Body) -> HttpResult<WriteReply<NodeChanged>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let req: SetDrain = body.parse()?;
     let keep_ineligible = req.keep_ineligible;
@@ -152,7 +140,7 @@ pub async fn drain(
             moved: Vec::new(),
         };
         let (_, index) = ctx.write(Command::SetNodeDrain { name: name.clone(), drain: Some(drain.clone()) }).await?;
-        return Ok(ok(NodeChanged { node: name, eligible: None, drain: Some(Some(DrainView::of(&drain))) }, index));
+        return Ok(ok(NodeChanged { node: name, eligible: None, drain: Some(Some(drain)) }, index));
     }
     for (field, given) in [("deadline_s", req.deadline_s.is_some()), ("force", req.force.is_some())] {
         if given {
@@ -172,12 +160,8 @@ pub async fn drain(
 /// agent's container count), or the last completed drain. A blocking query
 /// (`index`, `wait`) returns when the replicated state changes; the live
 /// container count is read at that moment.
-pub async fn drain_status(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(name): P<String>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<DrainStatus>> {
+pub async fn drain_status(caller: Caller, P(name): P<String>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<DrainStatus>> {
+    let ctx = &caller.ctx;
     caller.require_status()?;
     // Wait first, then take the live view, then read: the agent's count is
     // as fresh as the state (and no agent lock is taken under the state's).
@@ -185,25 +169,24 @@ pub async fn drain_status(
     let platform =
         crate::scheduler::Platform { nodes: ctx.live_nodes().await.unwrap_or_default(), ..Default::default() };
     let now = now_ms();
-    let r = ctx
-        .read(&ReadParams { consistent: q.consistent, index: None, wait: None }, |s| {
-            find(s, &name).map(|n| DrainStatus {
-                node: n.name.clone(),
-                draining: n.drain.is_some(),
-                eligible: n.eligible,
-                status: n.status.as_str().into(),
-                drain: n.drain.as_ref().map(DrainView::of),
-                progress: crate::drain::progress(s, &platform, &n.name, now).as_ref().map(DrainProgressView::of),
-                last_drain: n.last_drain.as_ref().map(DrainView::of),
-                completed_at: n.drain_completed_at,
-            })
+    ctx.read_checked(&ReadParams { consistent: q.consistent, index: None, wait: None }, |s| {
+        find(s, &name).map(|n| DrainStatus {
+            node: n.name.clone(),
+            draining: n.drain.is_some(),
+            eligible: n.eligible,
+            status: n.status.as_str().into(),
+            drain: n.drain.clone(),
+            progress: crate::drain::progress(s, &platform, &n.name, now),
+            last_drain: n.last_drain.clone(),
+            completed_at: n.drain_completed_at,
         })
-        .await?;
-    r.checked()
+    })
+    .await
 }
 
 /// Pulls an image on nodes; streams one JSON line of progress per event.
-pub async fn preload(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<Response> {
+pub async fn preload(caller: Caller, body: Body) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let req: PreloadImage = body.parse()?;
     let image = super::context::non_empty("/image", req.image)?;
@@ -211,10 +194,7 @@ pub async fn preload(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult
         return Err(HttpError::invalid_field("/image", e.to_string()));
     }
     let nodes = req.nodes.unwrap_or_default();
-    let missing = ctx.read_fresh(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned()).await?;
-    if let Some(n) = missing {
-        return Err(HttpError::not_found(format!("node {n} not found")));
-    }
+    known(ctx, &nodes).await?;
     let live = ctx.live("preloading images")?;
     let stream =
         live.preload(image, nodes).await.map_err(|e| HttpError::unavailable("agent_unavailable", e.to_string()))?;
@@ -239,18 +219,15 @@ pub struct LoadParams {
 /// agents in pieces, never held whole), on nodes. Answers with each
 /// node's outcome once every node has imported it or failed.
 pub async fn load_image(
-    Ax(ctx): Ax<Ctx>,
     caller: Caller,
     Q(q): Q<LoadParams>,
     body: axum::body::Body,
 ) -> HttpResult<axum::Json<ImagesLoaded>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let nodes: Vec<String> =
         q.nodes.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
-    let missing = ctx.read_fresh(|s| nodes.iter().find(|n| !s.nodes.contains_key(*n)).cloned()).await?;
-    if let Some(n) = missing {
-        return Err(HttpError::not_found(format!("node {n} not found")));
-    }
+    known(ctx, &nodes).await?;
     let live = ctx.live("loading images")?;
     let archive = body
         .into_data_stream()
@@ -270,7 +247,8 @@ pub async fn load_image(
 /// ClusterStats with per-node total / reserved / allocated / in-use cores
 /// and memory. zoe adds `submitted` and `starting` (executions in neither
 /// of Zoe's queues), the `policy`, and whether live numbers were available.
-pub async fn stats(Ax(ctx): Ax<Ctx>, caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<SchedulerStats>> {
+pub async fn stats(caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<SchedulerStats>> {
+    let ctx = &caller.ctx;
     caller.require_status()?;
     // Copied before the state read: the agents' registry lock is never
     // taken while the state is held.

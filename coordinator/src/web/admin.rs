@@ -3,14 +3,14 @@
 
 use super::layout::{self, Nav, button, csrf, time};
 use super::session::{Fields, Form, Session};
-use super::{Web, WebResult, see_other};
+use super::{WebResult, see_other};
 use crate::api::HttpError;
 use crate::api::admin::{self as api, NameFilter, QuotaView, TokenFilter, UserFilter, UserView};
 use crate::api::context::Body;
 use crate::api::routes::{P, Q};
 use crate::auth::AuthSources;
 use crate::state::{Capabilities, Role};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
@@ -26,12 +26,11 @@ fn flag(r: &Role, k: &str) -> bool {
     r.capabilities.get(k).unwrap_or(false)
 }
 
-pub async fn page_html(web: &Web, s: &Session) -> WebResult<Markup> {
-    let ctx = web.ctx();
-    let users = api::list_users(State(ctx.clone()), s.caller.clone(), Q(UserFilter::default())).await?.value;
-    let roles = api::list_roles(State(ctx.clone()), s.caller.clone(), Q(NameFilter::default())).await?.value;
-    let quotas = api::list_quotas(State(ctx.clone()), s.caller.clone(), Q(NameFilter::default())).await?.value;
-    let tokens = api::list_tokens(State(ctx.clone()), s.caller.clone(), Q(TokenFilter::default())).await?.value;
+pub async fn page_html(s: &Session) -> WebResult<Markup> {
+    let users = api::list_users(s.caller.clone(), Q(UserFilter::default())).await?.value;
+    let roles = api::list_roles(s.caller.clone(), Q(NameFilter::default())).await?.value;
+    let quotas = api::list_quotas(s.caller.clone(), Q(NameFilter::default())).await?.value;
+    let tokens = api::list_tokens(s.caller.clone(), Q(TokenFilter::default())).await?.value;
     Ok(html! {
         nav.toc aria-label="Sections" {
             a href="#users" { "Users" } a href="#roles" { "Roles" } a href="#quotas" { "Quotas" } a href="#tokens" { "Tokens" }
@@ -200,9 +199,9 @@ fn quota_row(s: &Session, q: &QuotaView) -> Markup {
     }
 }
 
-pub async fn page(State(web): State<Web>, s: Session) -> WebResult<Html<String>> {
+pub async fn page(s: Session) -> WebResult<Html<String>> {
     s.caller.require_config()?;
-    let content = page_html(&web, &s).await?;
+    let content = page_html(&s).await?;
     Ok(layout::page(&s, Nav::Admin, "Administration", content))
 }
 
@@ -283,57 +282,57 @@ fn quota_body(f: &Fields) -> Result<Body, HttpError> {
 
 const BACK: &str = "/ui/admin";
 
-pub async fn create_user(State(web): State<Web>, f: Form) -> WebResult<Response> {
+pub async fn create_user(f: Form) -> WebResult<Response> {
     let b = user_body(&f.fields, true)?;
-    api::create_user(State(web.ctx().clone()), f.session.caller, b).await?;
+    api::create_user(f.session.caller, b).await?;
     Ok(see_other(&format!("{BACK}#users")))
 }
 
-pub async fn update_user(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+pub async fn update_user(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
     let b = user_body(&f.fields, false)?;
-    api::update_user(State(web.ctx().clone()), f.session.caller, P(id), b).await?;
+    api::update_user(f.session.caller, P(id), b).await?;
     Ok(see_other(&format!("{BACK}#users")))
 }
 
-pub async fn delete_user(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    api::delete_user(State(web.ctx().clone()), f.session.caller, P(id)).await?;
+pub async fn delete_user(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    api::delete_user(f.session.caller, P(id)).await?;
     Ok(see_other(&format!("{BACK}#users")))
 }
 
-pub async fn create_role(State(web): State<Web>, f: Form) -> WebResult<Response> {
-    api::create_role(State(web.ctx().clone()), f.session.caller, role_body(&f.fields)).await?;
+pub async fn create_role(f: Form) -> WebResult<Response> {
+    api::create_role(f.session.caller, role_body(&f.fields)).await?;
     Ok(see_other(&format!("{BACK}#roles")))
 }
 
-pub async fn update_role(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    api::update_role(State(web.ctx().clone()), f.session.caller, P(id), role_body(&f.fields)).await?;
+pub async fn update_role(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    api::update_role(f.session.caller, P(id), role_body(&f.fields)).await?;
     Ok(see_other(&format!("{BACK}#roles")))
 }
 
-pub async fn delete_role(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    api::delete_role(State(web.ctx().clone()), f.session.caller, P(id)).await?;
+pub async fn delete_role(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    api::delete_role(f.session.caller, P(id)).await?;
     Ok(see_other(&format!("{BACK}#roles")))
 }
 
-pub async fn create_quota(State(web): State<Web>, f: Form) -> WebResult<Response> {
+pub async fn create_quota(f: Form) -> WebResult<Response> {
     let b = quota_body(&f.fields)?;
-    api::create_quota(State(web.ctx().clone()), f.session.caller, b).await?;
+    api::create_quota(f.session.caller, b).await?;
     Ok(see_other(&format!("{BACK}#quotas")))
 }
 
-pub async fn update_quota(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+pub async fn update_quota(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
     let b = quota_body(&f.fields)?;
-    api::update_quota(State(web.ctx().clone()), f.session.caller, P(id), b).await?;
+    api::update_quota(f.session.caller, P(id), b).await?;
     Ok(see_other(&format!("{BACK}#quotas")))
 }
 
-pub async fn delete_quota(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    api::delete_quota(State(web.ctx().clone()), f.session.caller, P(id)).await?;
+pub async fn delete_quota(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    api::delete_quota(f.session.caller, P(id)).await?;
     Ok(see_other(&format!("{BACK}#quotas")))
 }
 
 /// Creates a token and shows its secret, once.
-pub async fn create_token(State(web): State<Web>, f: Form) -> WebResult<Response> {
+pub async fn create_token(f: Form) -> WebResult<Response> {
     let s = f.session.clone();
     let mut m = Map::new();
     m.insert("name".into(), json!(text(&f.fields, "name").unwrap_or_else(|| "api".into())));
@@ -343,7 +342,7 @@ pub async fn create_token(State(web): State<Web>, f: Form) -> WebResult<Response
     if let Some(t) = number::<u64>(&f.fields, "ttl_s", "not a whole number of seconds")? {
         m.insert("ttl_s".into(), json!(t));
     }
-    let r = api::create_token(State(web.ctx().clone()), s.caller.clone(), body_of(m)).await?;
+    let r = api::create_token(s.caller.clone(), body_of(m)).await?;
     let secret = r.value.token;
     let content = html! {
         p.flash role="status" { "Token created. Copy it now: it is not shown again." }
@@ -354,7 +353,7 @@ pub async fn create_token(State(web): State<Web>, f: Form) -> WebResult<Response
     Ok(layout::page(&s, Nav::Admin, "New token", content).into_response())
 }
 
-pub async fn revoke_token(State(web): State<Web>, Path(id): Path<String>, f: Form) -> WebResult<Response> {
-    api::revoke_token(State(web.ctx().clone()), f.session.caller, P(id)).await?;
+pub async fn revoke_token(Path(id): Path<String>, f: Form) -> WebResult<Response> {
+    api::revoke_token(f.session.caller, P(id)).await?;
     Ok(see_other(&format!("{BACK}#tokens")))
 }

@@ -36,50 +36,43 @@ pub fn page(s: &Session, nav: Nav, title: &str, body: Markup) -> Html<String> {
             li { a href=(href) aria-current=[(nav == target).then_some("page")] { (label) } }
         }
     };
-    Html(
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                (head(title))
-                body {
-                    a.skip href="#main" { "Skip to content" }
-                    header.top {
-                        a.brand href="/ui/" { "zoe" }
-                        nav aria-label="Main" {
-                            ul {
-                                (item(Nav::Home, "/ui/", "Home"))
-                                (item(Nav::Shop, "/ui/shop", "ZApp shop"))
-                                (item(Nav::Executions, "/ui/executions", "Executions"))
-                                @if caps.can_see_status { (item(Nav::Status, "/ui/status", "Status")) }
-                                @if caps.can_change_config { (item(Nav::Admin, "/ui/admin", "Admin")) }
-                            }
-                        }
-                        form.logout method="post" action="/ui/logout" {
-                            span.who { (s.caller.user.username) " (" (s.caller.role.name) ")" }
-                            (csrf(s))
-                            button.link type="submit" { "Log out" }
-                        }
-                    }
-                    main #main {
-                        h1 { (title) }
-                        (body)
-                    }
+    let top = html! {
+        a.skip href="#main" { "Skip to content" }
+        header.top {
+            a.brand href="/ui/" { "zoe" }
+            nav aria-label="Main" {
+                ul {
+                    (item(Nav::Home, "/ui/", "Home"))
+                    (item(Nav::Shop, "/ui/shop", "ZApp shop"))
+                    (item(Nav::Executions, "/ui/executions", "Executions"))
+                    @if caps.can_see_status { (item(Nav::Status, "/ui/status", "Status")) }
+                    @if caps.can_change_config { (item(Nav::Admin, "/ui/admin", "Admin")) }
                 }
             }
+            form.logout method="post" action="/ui/logout" {
+                span.who { (s.caller.user.username) " (" (s.caller.role.name) ")" }
+                (csrf(s))
+                button.link type="submit" { "Log out" }
+            }
         }
-        .into_string(),
-    )
+    };
+    document(title, top, body)
 }
 
 /// A page without navigation (login, errors before a session).
 pub fn bare_page(title: &str, body: Markup) -> Html<String> {
+    document(title, html! { header.top { a.brand href="/ui/" { "zoe" } } }, body)
+}
+
+/// The HTML document every page is: `top` above the page's own title and body.
+fn document(title: &str, top: Markup, body: Markup) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
             html lang="en" {
                 (head(title))
                 body {
-                    header.top { a.brand href="/ui/" { "zoe" } }
+                    (top)
                     main #main { h1 { (title) } (body) }
                 }
             }

@@ -37,24 +37,17 @@ fn body(v: Value) -> Body {
 pub async fn home(State(web): State<Web>, s: Session) -> WebResult<Html<String>> {
     let ctx = web.ctx();
     let me = s.caller.user.username.clone();
-    let active = executions::list(
-        State(ctx.clone()),
-        s.caller.clone(),
-        Q(list_params(Some(me.clone()), Some(ACTIVE), 100, None)),
-    )
-    .await?
-    .value
-    .executions;
+    let active = executions::list(s.caller.clone(), Q(list_params(Some(me.clone()), Some(ACTIVE), 100, None)))
+        .await?
+        .value
+        .executions;
     let mut kill_at = Vec::new();
     for e in &active {
-        let d = executions::get(State(ctx.clone()), s.caller.clone(), P(e.id), Q(ReadParams::default())).await?;
+        let d = executions::get(s.caller.clone(), P(e.id), Q(ReadParams::default())).await?;
         kill_at.push(d.value.kill_at);
     }
     let recent =
-        executions::list(State(ctx.clone()), s.caller.clone(), Q(list_params(Some(me.clone()), None, 5, None)))
-            .await?
-            .value
-            .executions;
+        executions::list(s.caller.clone(), Q(list_params(Some(me.clone()), None, 5, None))).await?.value.executions;
     let qid = s.caller.user.quota_id;
     let ((quota, used), _) = ctx.coord().read_local(|st| (st.quotas.get(&qid).cloned(), crate::quota::usage(st, &me)));
     let caps = s.caller.caps();
@@ -156,7 +149,7 @@ pub struct ListQuery {
     pub owner: Option<String>,
 }
 
-pub async fn list(State(web): State<Web>, s: Session, Query(q): Query<ListQuery>) -> WebResult<Html<String>> {
+pub async fn list(s: Session, Query(q): Query<ListQuery>) -> WebResult<Html<String>> {
     let filter = q.status.as_deref().filter(|x| !x.is_empty());
     let statuses = match filter {
         Some("active") => Some(ACTIVE),
@@ -164,13 +157,8 @@ pub async fn list(State(web): State<Web>, s: Session, Query(q): Query<ListQuery>
     };
     let others = s.caller.caps().can_operate_others;
     let owner = if others { q.owner.clone().filter(|o| !o.is_empty()) } else { Some(s.caller.user.username.clone()) };
-    let pg = executions::list(
-        State(web.ctx().clone()),
-        s.caller.clone(),
-        Q(list_params(owner.clone(), statuses, PAGE_SIZE, q.cursor)),
-    )
-    .await?
-    .value;
+    let pg =
+        executions::list(s.caller.clone(), Q(list_params(owner.clone(), statuses, PAGE_SIZE, q.cursor))).await?.value;
     let link = |cursor: Option<u64>| {
         let mut parts = Vec::new();
         if let Some(f) = filter {
@@ -224,7 +212,7 @@ fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-pub async fn upload(State(web): State<Web>, f: Form) -> WebResult<Response> {
+pub async fn upload(f: Form) -> WebResult<Response> {
     let name = f.fields.get("name").unwrap_or("").to_string();
     let file =
         f.fields.file("zapp").ok_or_else(|| HttpError::invalid_field("/application", "choose a ZApp JSON file"))?;
@@ -234,13 +222,12 @@ pub async fn upload(State(web): State<Web>, f: Form) -> WebResult<Response> {
             format!("not valid JSON: line {}, column {}: {e}", e.line(), e.column()),
         )
     })?;
-    submit(&web, &f.session, name, app).await
+    submit(&f.session, name, app).await
 }
 
 /// Submits through the API's handler and goes to the new execution's page.
-pub async fn submit(web: &Web, s: &Session, name: String, app: Value) -> WebResult<Response> {
+pub async fn submit(s: &Session, name: String, app: Value) -> WebResult<Response> {
     let r = executions::submit(
-        State(web.ctx().clone()),
         s.caller.clone(),
         axum::http::HeaderMap::new(),
         body(json!({ "name": name, "application": app })),
@@ -258,10 +245,9 @@ struct Inspect {
     index: u64,
 }
 
-async fn inspect_data(web: &Web, s: &Session, id: u64, rp: ReadParams) -> WebResult<Inspect> {
-    let ctx = web.ctx();
-    let d = executions::get(State(ctx.clone()), s.caller.clone(), P(id), Q(rp)).await?;
-    let ep = executions::get_endpoints(State(ctx.clone()), s.caller.clone(), P(id), Q(ReadParams::default())).await?;
+async fn inspect_data(s: &Session, id: u64, rp: ReadParams) -> WebResult<Inspect> {
+    let d = executions::get(s.caller.clone(), P(id), Q(rp)).await?;
+    let ep = executions::get_endpoints(s.caller.clone(), P(id), Q(ReadParams::default())).await?;
     let endpoints = ep.value.endpoints;
     Ok(Inspect { detail: d.value, endpoints, index: d.index })
 }
@@ -312,11 +298,18 @@ fn proxy_path_of(url: &str) -> String {
     rest.find('/').map_or("/".to_string(), |i| rest[i..].to_string())
 }
 
+/// `part()`, or a muted line saying `none` when there is nothing to show.
+fn or_none(empty: bool, none: &str, part: impl FnOnce() -> Markup) -> Markup {
+    if empty {
+        html! { p.muted { (none) } }
+    } else {
+        part()
+    }
+}
+
 fn endpoints_part(eps: &[Endpoint]) -> Markup {
-    html! {
-        @if eps.is_empty() {
-            p.muted { "No published ports (yet)." }
-        } @else {
+    or_none(eps.is_empty(), "No published ports (yet).", || {
+        html! {
             ul.endpoints {
                 @for ep in eps {
                     li {
@@ -330,14 +323,12 @@ fn endpoints_part(eps: &[Endpoint]) -> Markup {
                 }
             }
         }
-    }
+    })
 }
 
 fn services_part(svcs: &[ServiceView]) -> Markup {
-    html! {
-        @if svcs.is_empty() {
-            p.muted { "No services yet." }
-        } @else {
+    or_none(svcs.is_empty(), "No services yet.", || {
+        html! {
             table.services {
                 thead { tr {
                     th scope="col" { "Service" } th scope="col" { "Kind" } th scope="col" { "Status" }
@@ -364,11 +355,11 @@ fn services_part(svcs: &[ServiceView]) -> Markup {
                 }
             }
         }
-    }
+    })
 }
 
-pub async fn inspect(State(web): State<Web>, s: Session, Path(id): Path<u64>) -> WebResult<Html<String>> {
-    let i = inspect_data(&web, &s, id, ReadParams::default()).await?;
+pub async fn inspect(s: Session, Path(id): Path<u64>) -> WebResult<Html<String>> {
+    let i = inspect_data(&s, id, ReadParams::default()).await?;
     let p = parts(&s, &i);
     let get = |name: &str| p.iter().find(|(n, _)| *n == name).map(|(_, m)| m.clone()).unwrap_or_default();
     let content = html! {
@@ -396,21 +387,16 @@ pub struct LiveQuery {
 
 /// The inspect page's parts as HTML, once the state passes `index` (a
 /// blocking query, at most 25 s): `{"index": N, "parts": {name: html}}`.
-pub async fn live(
-    State(web): State<Web>,
-    s: Session,
-    Path(id): Path<u64>,
-    Query(q): Query<LiveQuery>,
-) -> WebResult<Response> {
+pub async fn live(s: Session, Path(id): Path<u64>, Query(q): Query<LiveQuery>) -> WebResult<Response> {
     let rp = ReadParams { consistent: None, index: q.index, wait: Some("25s".into()) };
-    let i = inspect_data(&web, &s, id, rp).await?;
+    let i = inspect_data(&s, id, rp).await?;
     let parts: Map<String, Value> =
         parts(&s, &i).into_iter().map(|(n, m)| (n.to_string(), Value::String(m.into_string()))).collect();
     Ok(axum::Json(json!({ "index": i.index, "status": i.detail.status, "parts": parts })).into_response())
 }
 
-pub async fn zapp_json(State(web): State<Web>, s: Session, Path(id): Path<u64>) -> WebResult<Response> {
-    let app = executions::app(State(web.ctx().clone()), s.caller.clone(), P(id), Q(ReadParams::default())).await?;
+pub async fn zapp_json(s: Session, Path(id): Path<u64>) -> WebResult<Response> {
+    let app = executions::app(s.caller.clone(), P(id), Q(ReadParams::default())).await?;
     download(&format!("execution-{id}.json"), &app.value)
 }
 
@@ -427,33 +413,25 @@ pub fn download(filename: &str, v: &impl serde::Serialize) -> WebResult<Response
         .into_response())
 }
 
-pub async fn terminate(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    executions::terminate(
-        State(web.ctx().clone()),
-        f.session.caller,
-        P(id),
-        body(json!({ "reason": "from the web UI" })),
-    )
-    .await?;
+pub async fn terminate(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    executions::terminate(f.session.caller, P(id), body(json!({ "reason": "from the web UI" }))).await?;
     Ok(see_other(&format!("/ui/executions/{id}")))
 }
 
-pub async fn restart(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    let r = executions::resubmit(State(web.ctx().clone()), f.session.caller, P(id), body(json!({}))).await?;
+pub async fn restart(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    let r = executions::resubmit(f.session.caller, P(id), body(json!({}))).await?;
     Ok(see_other(&format!("/ui/executions/{}", r.value.id)))
 }
 
-pub async fn delete(State(web): State<Web>, Path(id): Path<u64>, f: Form) -> WebResult<Response> {
-    executions::delete(State(web.ctx().clone()), f.session.caller, P(id)).await?;
+pub async fn delete(Path(id): Path<u64>, f: Form) -> WebResult<Response> {
+    executions::delete(f.session.caller, P(id)).await?;
     Ok(see_other("/ui/executions"))
 }
 
 // -------------------------------------------------------------------- logs
 
-pub async fn log_page(State(web): State<Web>, s: Session, Path(id): Path<u64>) -> WebResult<Html<String>> {
-    let v = executions::get_service(State(web.ctx().clone()), s.caller.clone(), P(id), Q(ReadParams::default()))
-        .await?
-        .value;
+pub async fn log_page(s: Session, Path(id): Path<u64>) -> WebResult<Html<String>> {
+    let v = executions::get_service(s.caller.clone(), P(id), Q(ReadParams::default())).await?.value;
     let content = html! {
         p {
             "Service " strong { (v.name) } " of "
@@ -475,14 +453,9 @@ pub struct LogQuery {
 
 /// The log as text, streamed (followed unless `follow=false`). Errors are
 /// plain text too: the log viewer shows them as they are.
-pub async fn log_stream(
-    State(web): State<Web>,
-    s: Session,
-    Path(id): Path<u64>,
-    Query(q): Query<LogQuery>,
-) -> Response {
+pub async fn log_stream(s: Session, Path(id): Path<u64>, Query(q): Query<LogQuery>) -> Response {
     let p = LogParams { offset: q.offset, follow: Some(q.follow.unwrap_or(true)) };
-    match executions::logs(State(web.ctx().clone()), s.caller, P(id), Q(p)).await {
+    match executions::logs(s.caller, P(id), Q(p)).await {
         Ok(mut r) => {
             // The stream must reach the browser as it comes.
             r.headers_mut().insert("x-accel-buffering", header::HeaderValue::from_static("no"));

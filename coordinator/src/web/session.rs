@@ -16,7 +16,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use maud::html;
+use maud::{Markup, html};
 use serde_json::json;
 
 pub const SESSION_COOKIE: &str = "zoe_session";
@@ -227,6 +227,20 @@ fn login_form(
         .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_string)
         .unwrap_or_else(auth::random_secret);
+    // One way to log in: a form that posts its fields with the CSRF token
+    // and where to go next.
+    let section = |id: &str, title: &str, fields: Markup| {
+        html! {
+            section aria-labelledby=(id) {
+                h2 id=(id) { (title) }
+                form method="post" action="/ui/login" {
+                    input type="hidden" name=(CSRF_FIELD) value=(token);
+                    input type="hidden" name="next" value=(next);
+                    (fields)
+                }
+            }
+        }
+    };
     let body = layout::bare_page(
         "Log in",
         html! {
@@ -234,29 +248,19 @@ fn login_form(
                 p.flash.error role="alert" { (e) }
             }
             div.login {
-                section aria-labelledby="pw-title" {
-                    h2 #pw-title { "Username and password" }
-                    form method="post" action="/ui/login" {
-                        input type="hidden" name=(CSRF_FIELD) value=(token);
-                        input type="hidden" name="next" value=(next);
-                        label for="username" { "Username" }
-                        input #username name="username" autocomplete="username" required autofocus;
-                        label for="password" { "Password" }
-                        input #password name="password" type="password" autocomplete="current-password" required;
-                        button type="submit" { "Log in" }
-                    }
-                }
-                section aria-labelledby="tok-title" {
-                    h2 #tok-title { "API token" }
-                    form method="post" action="/ui/login" {
-                        input type="hidden" name=(CSRF_FIELD) value=(token);
-                        input type="hidden" name="next" value=(next);
-                        label for="token" { "Token" }
-                        input #token name="token" type="password" autocomplete="off" required;
-                        p.hint { "A token from " code { "zoe acl token create" } " or the admin page." }
-                        button type="submit" { "Log in with token" }
-                    }
-                }
+                (section("pw-title", "Username and password", html! {
+                    label for="username" { "Username" }
+                    input #username name="username" autocomplete="username" required autofocus;
+                    label for="password" { "Password" }
+                    input #password name="password" type="password" autocomplete="current-password" required;
+                    button type="submit" { "Log in" }
+                }))
+                (section("tok-title", "API token", html! {
+                    label for="token" { "Token" }
+                    input #token name="token" type="password" autocomplete="off" required;
+                    p.hint { "A token from " code { "zoe acl token create" } " or the admin page." }
+                    button type="submit" { "Log in with token" }
+                }))
             }
         },
     );
@@ -314,7 +318,7 @@ pub async fn logout(State(web): State<Web>, form: Form) -> WebResult<Response> {
     let caller = form.session.caller;
     if caller.token.kind == TokenKind::Session {
         let id = caller.token.id.clone();
-        admin::revoke_token(State(web.ctx().clone()), caller, P(id)).await?;
+        admin::revoke_token(caller, P(id)).await?;
     }
     let mut resp = see_other("/ui/login");
     if let Ok(v) = set_cookie(&web, SESSION_COOKIE, "", 0).parse() {

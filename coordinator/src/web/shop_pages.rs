@@ -172,7 +172,7 @@ pub async fn start(State(web): State<Web>, Path(id): Path<String>, f: Form) -> W
     }
     let name = f.fields.get("name").map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&app.name).to_string();
     let v = serde_json::to_value(&app).map_err(|e| HttpError::internal(e.to_string()))?;
-    submit(&web, s, name, v).await
+    submit(s, name, v).await
 }
 
 pub async fn logo(State(web): State<Web>, s: Session, Path(id): Path<String>) -> WebResult<Response> {

@@ -5,22 +5,21 @@
 
 use super::layout::{self, Nav, csrf, status, time};
 use super::session::{Form, Session};
-use super::{Web, WebResult, see_other};
+use super::{WebResult, see_other};
 use crate::api::context::{Body, ReadParams};
 use crate::api::nodes::{self, NodeView};
 use crate::api::routes::{P, Q};
 use crate::api::{HttpError, cluster};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{Html, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 use zoe_api::stats::SchedulerStats;
 
-pub async fn page_data(web: &Web, s: &Session) -> WebResult<(Vec<NodeView>, SchedulerStats, crate::raft::Status)> {
-    let ctx = web.ctx();
-    let nodes = nodes::list(State(ctx.clone()), s.caller.clone(), Q(ReadParams::default())).await?.value;
-    let stats = nodes::stats(State(ctx.clone()), s.caller.clone(), Q(ReadParams::default())).await?.value;
-    let members = cluster::members(State(ctx.clone()), s.caller.clone()).await?.0;
+pub async fn page_data(s: &Session) -> WebResult<(Vec<NodeView>, SchedulerStats, crate::raft::Status)> {
+    let nodes = nodes::list(s.caller.clone(), Q(ReadParams::default())).await?.value;
+    let stats = nodes::stats(s.caller.clone(), Q(ReadParams::default())).await?.value;
+    let members = cluster::members(s.caller.clone()).await?.0;
     Ok((nodes, stats, members))
 }
 
@@ -96,8 +95,8 @@ fn node_row(s: &Session, n: &NodeView) -> Markup {
     }
 }
 
-pub async fn page(State(web): State<Web>, s: Session) -> WebResult<Html<String>> {
-    let (nodes, stats, members) = page_data(&web, &s).await?;
+pub async fn page(s: Session) -> WebResult<Html<String>> {
+    let (nodes, stats, members) = page_data(&s).await?;
     // Zoe's three queues plus zoe's `submitted` and `starting`.
     let p = &stats.platform_stats;
     let (cores, cores_reserved) = (p.cores_total, p.cores_reserved);
@@ -169,14 +168,14 @@ fn form_body(pairs: Vec<(&str, Value)>) -> Body {
     Body(m)
 }
 
-pub async fn eligibility(State(web): State<Web>, Path(name): Path<String>, f: Form) -> WebResult<Response> {
+pub async fn eligibility(Path(name): Path<String>, f: Form) -> WebResult<Response> {
     let eligible = f.fields.get("eligible") == Some("true");
     let b = form_body(vec![("eligible", json!(eligible))]);
-    nodes::eligibility(State(web.ctx().clone()), f.session.caller, P(name), b).await?;
+    nodes::eligibility(f.session.caller, P(name), b).await?;
     Ok(see_other("/ui/status"))
 }
 
-pub async fn drain(State(web): State<Web>, Path(name): Path<String>, f: Form) -> WebResult<Response> {
+pub async fn drain(Path(name): Path<String>, f: Form) -> WebResult<Response> {
     let enable = f.fields.get("enable") == Some("true");
     let mut pairs = vec![("enable", json!(enable))];
     if enable {
@@ -186,6 +185,6 @@ pub async fn drain(State(web): State<Web>, Path(name): Path<String>, f: Form) ->
         }
         pairs.push(("force", json!(f.fields.get("force") == Some("true"))));
     }
-    nodes::drain(State(web.ctx().clone()), f.session.caller, P(name), form_body(pairs)).await?;
+    nodes::drain(f.session.caller, P(name), form_body(pairs)).await?;
     Ok(see_other("/ui/status"))
 }

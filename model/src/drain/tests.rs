@@ -61,6 +61,16 @@ impl World {
         id
     }
 
+    /// Submits `apps` and starts them all on node a (b is ineligible while
+    /// they are placed).
+    fn start_on_a<const N: usize>(&mut self, apps: [zoe_common::zapp::ZApp; N]) -> [ExecutionId; N] {
+        self.ok(Command::SetNodeEligibility { name: "b".into(), eligible: false });
+        let ids = apps.map(|a| self.submit(a));
+        self.schedule_and_start();
+        self.ok(Command::SetNodeEligibility { name: "b".into(), eligible: true });
+        ids
+    }
+
     /// Schedules, and the agents start whatever was placed.
     fn schedule_and_start(&mut self) {
         self.now += 10;
@@ -138,11 +148,7 @@ impl World {
 /// Everything on node a: b is made ineligible while placing, then eligible.
 fn loaded() -> (World, ExecutionId, ExecutionId) {
     let mut w = World::new();
-    w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: false });
-    let lr = w.submit(app(LONG, false));
-    let batch = w.submit(app(BATCH, true));
-    w.schedule_and_start();
-    w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: true });
+    let [lr, batch] = w.start_on_a([app(LONG, false), app(BATCH, true)]);
     assert!(w.nodes_of(lr).iter().chain(w.nodes_of(batch).iter()).all(|(_, n)| n == "a"));
     assert_eq!(w.nodes_of(lr).len(), 4);
     (w, lr, batch)
@@ -214,11 +220,7 @@ fn at_the_deadline_batch_work_is_terminated_with_a_reason() {
 #[test]
 fn long_running_executions_move_one_at_a_time() {
     let mut w = World::new();
-    w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: false });
-    let one = w.submit(app(LONG, false));
-    let two = w.submit(app(LONG, false));
-    w.schedule_and_start();
-    w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: true });
+    let [one, two] = w.start_on_a([app(LONG, false), app(LONG, false)]);
     w.start_drain(None, false);
     w.drain_step();
     let moving = |w: &World, id| w.st.services_of(id).filter(|s| s.essential && s.moving).count();
@@ -308,12 +310,9 @@ fn batch_work_follows_its_zapps_eviction_policy() {
     for (i, (cause, policy, cluster, status, reason)) in table.into_iter().enumerate() {
         let mut w = World::new();
         w.cfg.requeue_lost_batch = cluster;
-        w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: false });
         let mut a = app(BATCH, true);
         a.on_eviction = policy;
-        let batch = w.submit(a);
-        w.schedule_and_start();
-        w.ok(Command::SetNodeEligibility { name: "b".into(), eligible: true });
+        let [batch] = w.start_on_a([a]);
         match cause {
             Cause::Lost => {
                 w.ok(Command::SetNodeStatus { name: "a".into(), status: NodeStatus::Down, time: w.now });

@@ -112,6 +112,15 @@ impl World {
         ids
     }
 
+    /// Places the given instances (admitting the execution) and starts them.
+    fn place_and_start(&mut self, id: ExecutionId, which: impl Fn(&Service) -> bool) -> Vec<ServiceId> {
+        let placed = self.place(id, which, true);
+        for s in &placed {
+            self.started(*s);
+        }
+        placed
+    }
+
     fn started(&mut self, sid: ServiceId) {
         let cid = self.st.services[&sid].container_id.clone().unwrap();
         let time = self.tick();
@@ -183,10 +192,7 @@ fn batch_execution_runs_and_ends_terminated_when_its_essential_service_exits_0()
 fn essential_service_failing_ends_the_execution_in_error_with_the_exit_code() {
     let mut w = World::new();
     let id = w.submit(spark());
-    let placed = w.place(id, |s| s.essential, true);
-    for s in &placed {
-        w.started(*s);
-    }
+    let placed = w.place_and_start(id, |s| s.essential);
     assert_eq!(w.status(id), ExecutionStatus::Running);
     w.exited(placed[1], 3);
     // The other essential instances must be stopped before the execution ends.
@@ -203,10 +209,7 @@ fn essential_service_failing_ends_the_execution_in_error_with_the_exit_code() {
 fn dead_elastic_instance_leaves_the_execution_running_and_is_replaced_with_a_restart_count() {
     let mut w = World::new();
     let id = w.submit(spark());
-    let placed = w.place(id, |_| true, true);
-    for s in &placed {
-        w.started(*s);
-    }
+    let placed = w.place_and_start(id, |_| true);
     let elastic = *placed.iter().find(|s| !w.st.services[s].essential).unwrap();
     w.exited(elastic, 137);
     assert_eq!(w.status(id), ExecutionStatus::Running);

@@ -13,17 +13,17 @@ pub use roles::*;
 pub use tokens::*;
 pub use users::*;
 
-use super::context::{Body, Caller, ClientAddr, Ctx, Indexed, ReadParams, WriteReply, bearer, created, now_ms, ok};
+use super::context::{
+    Body, Caller, ClientAddr, Ctx, Indexed, ReadParams, WriteReply, bearer, created, list_query, no_content, now_ms, ok,
+};
 use super::error::{HttpError, HttpResult};
 use super::routes::{P, Q};
 use crate::auth::{self, AuthSources, TokenKind, TokenRecord};
 use crate::state::user::{QUOTA_DEFAULT, ROLE_ADMIN, ROLE_USER};
 use crate::state::{Applied, Capabilities, Command, Quota, Role, State, User};
 use axum::extract::State as Ax;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::response::Response;
 pub use zoe_api::acl::{
     Bootstrap, CreateToken, CreateUser, Created, Login, QuotaFields, QuotaView, RoleFields, TokenCreated, TokenView,
     UpdateUser, UserView,
@@ -42,10 +42,6 @@ pub const MAX_TTL_FROM_SESSION_MS: u64 = 30 * 24 * 3600 * 1000;
 pub const MAX_TOKEN_NAME: usize = 256;
 /// The user the bootstrap token creates.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
-
-fn no_content(index: u64) -> Response {
-    (StatusCode::NO_CONTENT, [(super::context::INDEX_HEADER, index.to_string())]).into_response()
-}
 
 fn created_id(applied: Applied) -> HttpResult<u64> {
     match applied {

@@ -32,7 +32,8 @@ fn apply_quota(body: &Body, q: &mut Quota) -> HttpResult<()> {
     Ok(())
 }
 
-pub async fn list_quotas(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<NameFilter>) -> HttpResult<Indexed<Vec<QuotaView>>> {
+pub async fn list_quotas(caller: Caller, Q(f): Q<NameFilter>) -> HttpResult<Indexed<Vec<QuotaView>>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     ctx.read(&f.read(), |s| {
         s.quotas.values().filter(|q| f.name.as_ref().is_none_or(|n| q.name == *n)).map(QuotaView::of).collect()
@@ -40,21 +41,13 @@ pub async fn list_quotas(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<NameFilter>) 
     .await
 }
 
-pub async fn get_quota(
-    Ax(ctx): Ax<Ctx>,
-    _caller: Caller,
-    P(id): P<u64>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<QuotaView>> {
-    let r = ctx
-        .read(&q, |s| {
-            s.quotas.get(&id).map(QuotaView::of).ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))
-        })
-        .await?;
-    r.checked()
+pub async fn get_quota(caller: Caller, P(id): P<u64>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<QuotaView>> {
+    let ctx = &caller.ctx;
+    ctx.read_checked(&q, |s| s.quotas.get(&id).map(QuotaView::of).ok_or_else(|| HttpError::missing("quota", id))).await
 }
 
-pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
+pub async fn create_quota(caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     body.only(QuotaFields::FIELDS)?;
     // Every limit is required: a forgotten field must not mean "unlimited".
@@ -78,22 +71,19 @@ pub async fn create_quota(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
     Ok(created(Created { id: created_id(applied)? }, index))
 }
 
-pub async fn update_quota(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(id): P<u64>,
-    body: Body,
-) -> HttpResult<WriteReply<QuotaView>> {
+pub async fn update_quota(caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<QuotaView>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     body.only(QuotaFields::FIELDS)?;
     let found = ctx.read_fresh(|s| s.quotas.get(&id).cloned()).await?;
-    let mut q = found.ok_or_else(|| HttpError::not_found(format!("quota {id} not found")))?;
+    let mut q = found.ok_or_else(|| HttpError::missing("quota", id))?;
     apply_quota(&body, &mut q)?;
     let (_, index) = ctx.write(Command::UpdateQuota { quota: q.clone() }).await?;
     Ok(ok(QuotaView::of(&q), index))
 }
 
-pub async fn delete_quota(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+pub async fn delete_quota(caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let (_, index) = ctx.write(Command::DeleteQuota { id }).await?;
     Ok(no_content(index))

@@ -11,22 +11,14 @@ fn apply_flags(body: &Body, c: &mut Capabilities) -> HttpResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NameFilter {
-    pub name: Option<String>,
-    pub consistent: Option<bool>,
-    pub index: Option<u64>,
-    pub wait: Option<String>,
-}
-
-impl NameFilter {
-    pub(super) fn read(&self) -> ReadParams {
-        ReadParams { consistent: self.consistent, index: self.index, wait: self.wait.clone() }
+list_query! {
+    pub struct NameFilter {
+        pub name: Option<String>,
     }
 }
 
-pub async fn list_roles(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<NameFilter>) -> HttpResult<Indexed<Vec<Role>>> {
+pub async fn list_roles(caller: Caller, Q(f): Q<NameFilter>) -> HttpResult<Indexed<Vec<Role>>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     ctx.read(&f.read(), |s| {
         s.roles.values().filter(|r| f.name.as_ref().is_none_or(|n| r.name == *n)).cloned().collect()
@@ -34,23 +26,17 @@ pub async fn list_roles(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<NameFilter>) -
     .await
 }
 
-pub async fn get_role(
-    Ax(ctx): Ax<Ctx>,
-    _caller: Caller,
-    P(id): P<u64>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<Role>> {
-    let r = ctx
-        .read(&q, |s| s.roles.get(&id).cloned().ok_or_else(|| HttpError::not_found(format!("role {id} not found"))))
-        .await?;
-    r.checked()
+pub async fn get_role(caller: Caller, P(id): P<u64>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Role>> {
+    let ctx = &caller.ctx;
+    ctx.read_checked(&q, |s| s.roles.get(&id).cloned().ok_or_else(|| HttpError::missing("role", id))).await
 }
 
 fn role_keys() -> Vec<&'static str> {
     <RoleFields as zoe_api::schema::Doc>::fields().unwrap_or_default()
 }
 
-pub async fn create_role(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
+pub async fn create_role(caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     body.only(&role_keys())?;
     let mut role = Role { id: 0, name: body.req_str("name")?, capabilities: Capabilities::default() };
@@ -59,11 +45,12 @@ pub async fn create_role(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
     Ok(created(Created { id: created_id(applied)? }, index))
 }
 
-pub async fn update_role(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<Role>> {
+pub async fn update_role(caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<Role>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     body.only(&role_keys())?;
     let found = ctx.read_fresh(|s| s.roles.get(&id).cloned()).await?;
-    let mut role = found.ok_or_else(|| HttpError::not_found(format!("role {id} not found")))?;
+    let mut role = found.ok_or_else(|| HttpError::missing("role", id))?;
     if id == ROLE_ADMIN {
         return Err(HttpError::conflict("the admin role cannot be changed"));
     }
@@ -75,7 +62,8 @@ pub async fn update_role(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>, body: 
     Ok(ok(role, index))
 }
 
-pub async fn delete_role(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+pub async fn delete_role(caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     let (_, index) = ctx.write(Command::DeleteRole { id }).await?;
     Ok(no_content(index))

@@ -68,7 +68,8 @@ pub(super) fn live_tokens(s: &State, user_id: u64, now: u64) -> Vec<(TokenRecord
     v
 }
 
-pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<TokenCreated>> {
+pub async fn create_token(caller: Caller, body: Body) -> HttpResult<WriteReply<TokenCreated>> {
+    let ctx = &caller.ctx;
     body.only(CreateToken::FIELDS)?;
     let name = body.str("name")?.unwrap_or_else(|| "api".into());
     if name.chars().count() > MAX_TOKEN_NAME {
@@ -79,7 +80,7 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
             caller.require_config()?;
             let exists = ctx.read_fresh(|s| s.users.contains_key(&u)).await?;
             if !exists {
-                return Err(HttpError::not_found(format!("user {u} not found")));
+                return Err(HttpError::missing("user", u));
             }
             u
         }
@@ -115,25 +116,19 @@ pub async fn create_token(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpR
         user_id == caller.user.id && (caller.token.kind == TokenKind::Session || caller.token.credentials.is_some());
     let credentials = stamped.then(|| auth::credentials_stamp(&caller.user));
     let (v, index) =
-        issue_token(&ctx, user_id, &name, TokenKind::Api, ttl, Scope { credentials, execution: None }, Vec::new())
+        issue_token(ctx, user_id, &name, TokenKind::Api, ttl, Scope { credentials, execution: None }, Vec::new())
             .await?;
     Ok(created(v, index))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenFilter {
-    pub user_id: Option<u64>,
-    pub consistent: Option<bool>,
-    pub index: Option<u64>,
-    pub wait: Option<String>,
+list_query! {
+    pub struct TokenFilter {
+        pub user_id: Option<u64>,
+    }
 }
 
-pub async fn list_tokens(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    Q(f): Q<TokenFilter>,
-) -> HttpResult<Indexed<Vec<TokenView>>> {
+pub async fn list_tokens(caller: Caller, Q(f): Q<TokenFilter>) -> HttpResult<Indexed<Vec<TokenView>>> {
+    let ctx = &caller.ctx;
     let admin = caller.caps().can_change_config;
     let only = match f.user_id {
         Some(u) if u != caller.user.id => {
@@ -145,8 +140,7 @@ pub async fn list_tokens(
         None => Some(caller.user.id),
     };
     let now = now_ms();
-    let rp = ReadParams { consistent: f.consistent, index: f.index, wait: f.wait.clone() };
-    ctx.read(&rp, |s| {
+    ctx.read(&f.read(), |s| {
         auth::token_records(s)
             .iter()
             .filter(|t| only.is_none_or(|u| t.user_id == u) && t.expires.is_none_or(|e| e > now))
@@ -156,11 +150,12 @@ pub async fn list_tokens(
     .await
 }
 
-pub async fn revoke_token(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<String>) -> HttpResult<Response> {
+pub async fn revoke_token(caller: Caller, P(id): P<String>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     let key = TokenRecord::meta_key(&id);
     let found =
         ctx.read_fresh(|s| s.meta.get(&key).and_then(|v| auth::parse_record(v).map(|r| (r, v.clone())))).await?;
-    let (t, value) = found.ok_or_else(|| HttpError::not_found(format!("token {id} not found")))?;
+    let (t, value) = found.ok_or_else(|| HttpError::missing("token", &id))?;
     if t.user_id != caller.user.id {
         caller.require_config()?;
     }

@@ -66,23 +66,20 @@ fn check_refs(s: &State, role_id: u64, quota_id: u64) -> HttpResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserFilter {
-    pub username: Option<String>,
-    pub enabled: Option<bool>,
-    pub auth_source: Option<String>,
-    pub role_id: Option<u64>,
-    pub quota_id: Option<u64>,
-    pub consistent: Option<bool>,
-    pub index: Option<u64>,
-    pub wait: Option<String>,
+list_query! {
+    pub struct UserFilter {
+        pub username: Option<String>,
+        pub enabled: Option<bool>,
+        pub auth_source: Option<String>,
+        pub role_id: Option<u64>,
+        pub quota_id: Option<u64>,
+    }
 }
 
-pub async fn list_users(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<UserFilter>) -> HttpResult<Indexed<Vec<UserView>>> {
+pub async fn list_users(caller: Caller, Q(f): Q<UserFilter>) -> HttpResult<Indexed<Vec<UserView>>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
-    let rp = ReadParams { consistent: f.consistent, index: f.index, wait: f.wait.clone() };
-    ctx.read(&rp, |s| {
+    ctx.read(&f.read(), |s| {
         s.users
             .values()
             .filter(|u| {
@@ -98,24 +95,13 @@ pub async fn list_users(Ax(ctx): Ax<Ctx>, caller: Caller, Q(f): Q<UserFilter>) -
     .await
 }
 
-pub async fn get_user(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(id): P<u64>,
-    Q(q): Q<ReadParams>,
-) -> HttpResult<Indexed<UserView>> {
+pub async fn get_user(caller: Caller, P(id): P<u64>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<UserView>> {
+    let ctx = &caller.ctx;
     if caller.user.id != id {
         caller.require_config()?;
     }
-    let r = ctx
-        .read(&q, |s| {
-            s.users
-                .get(&id)
-                .map(|u| user_view(s, u))
-                .ok_or_else(|| HttpError::not_found(format!("user {id} not found")))
-        })
-        .await?;
-    r.checked()
+    ctx.read_checked(&q, |s| s.users.get(&id).map(|u| user_view(s, u)).ok_or_else(|| HttpError::missing("user", id)))
+        .await
 }
 
 /// A user's `fs_uid`: the host uid of the root of the user's containers
@@ -128,7 +114,8 @@ fn fs_uid(u: u64) -> HttpResult<u32> {
     }
 }
 
-pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
+pub async fn create_user(caller: Caller, body: Body) -> HttpResult<WriteReply<Created>> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     body.only(CreateUser::FIELDS)?;
     let username = body.req_str("username")?;
@@ -155,8 +142,7 @@ pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
         None => ctx.read_fresh(|s| s.users.values().map(|u| u.fs_uid + 1).max().unwrap_or(1000).max(1000)).await?,
     };
     let priority = body.i64("priority")?.unwrap_or(0);
-    let refs = ctx.read_fresh(|s| check_refs(s, role_id, quota_id)).await?;
-    refs?;
+    ctx.read_fresh(|s| check_refs(s, role_id, quota_id)).await??;
     let user = User {
         id: 0,
         username,
@@ -173,12 +159,8 @@ pub async fn create_user(Ax(ctx): Ax<Ctx>, caller: Caller, body: Body) -> HttpRe
     Ok(created(Created { id: created_id(applied)? }, index))
 }
 
-pub async fn update_user(
-    Ax(ctx): Ax<Ctx>,
-    caller: Caller,
-    P(id): P<u64>,
-    body: Body,
-) -> HttpResult<WriteReply<Option<UserView>>> {
+pub async fn update_user(caller: Caller, P(id): P<u64>, body: Body) -> HttpResult<WriteReply<Option<UserView>>> {
+    let ctx = &caller.ctx;
     let admin = caller.caps().can_change_config;
     if !admin {
         if caller.user.id != id {
@@ -189,7 +171,7 @@ pub async fn update_user(
     }
     body.only(UpdateUser::FIELDS)?;
     let found = ctx.read_fresh(|s| s.users.get(&id).cloned()).await?;
-    let mut u = found.ok_or_else(|| HttpError::not_found(format!("user {id} not found")))?;
+    let mut u = found.ok_or_else(|| HttpError::missing("user", id))?;
     if let Some(e) = body.str("email")? {
         u.email = Some(e);
     }
@@ -231,8 +213,7 @@ pub async fn update_user(
     if let Some(p) = body.i64("priority")? {
         u.priority = i32::try_from(p).map_err(|_| HttpError::invalid_field("/priority", "out of range"))?;
     }
-    let refs = ctx.read_fresh(|s| check_refs(s, u.role_id, u.quota_id)).await?;
-    refs?;
+    ctx.read_fresh(|s| check_refs(s, u.role_id, u.quota_id)).await??;
     // A new password (or source) ends the user's login sessions, in the
     // same log entry: whoever knew the old one is logged out. The session
     // making the change, if it is one, stays.
@@ -277,7 +258,8 @@ pub async fn update_user(
     Ok(ok(view, index))
 }
 
-pub async fn delete_user(Ax(ctx): Ax<Ctx>, caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+pub async fn delete_user(caller: Caller, P(id): P<u64>) -> HttpResult<Response> {
+    let ctx = &caller.ctx;
     caller.require_config()?;
     if id == caller.user.id {
         return Err(HttpError::conflict("you cannot delete yourself"));
