@@ -110,7 +110,7 @@ impl From<LiveNode> for WireNode {
     fn from(n: LiveNode) -> Self {
         WireNode {
             connected: n.connected,
-            images: n.images.into_iter().collect(),
+            images: n.images.iter().cloned().collect(),
             cores_in_use_millis: n.cores_in_use.0,
             memory_in_use: n.memory_in_use,
             container_count: n.container_count,
@@ -123,7 +123,7 @@ impl From<WireNode> for LiveNode {
     fn from(n: WireNode) -> Self {
         LiveNode {
             connected: n.connected,
-            images: n.images.into_iter().collect(),
+            images: std::sync::Arc::new(n.images.into_iter().collect()),
             cores_in_use: Millicores(n.cores_in_use_millis),
             memory_in_use: n.memory_in_use,
             container_count: n.container_count,

@@ -117,11 +117,11 @@ impl AgentBackend {
                     k.clone(),
                     LiveNode {
                         connected: true,
-                        images: n.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),
+                        images: n.image_names.clone(),
                         cores_in_use: Millicores(n.stats.cores_in_use_millis),
                         memory_in_use: n.stats.memory_in_use,
                         container_count: n.stats.container_count,
-                        zoe_containers: n.stats.containers.iter().filter(|c| c.service_id.is_some()).count() as u32,
+                        zoe_containers: n.zoe_containers,
                         session: n.session,
                         registered: n.registered.clone(),
                         inventory: n.inventory.clone(),

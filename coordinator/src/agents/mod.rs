@@ -31,7 +31,7 @@ use crate::backend::BackendEvent;
 use crate::raft::Coordinator;
 use crate::state::{Capacity, Command, Millis, Registration};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,6 +124,11 @@ struct NodeConn {
     conn: quinn::Connection,
     stats: LiveStats,
     images: Vec<ImageSummary>,
+    /// What a pass needs of the two above, computed when they arrive
+    /// rather than at every pass: the images' canonical names, and zoe's
+    /// containers the node holds.
+    image_names: Arc<BTreeSet<String>>,
+    zoe_containers: u32,
     addresses: Vec<String>,
     stats_at: u64,
     /// What it held at registration, and at its latest heartbeat.
@@ -155,6 +160,16 @@ pub struct AgentBackend {
 
 fn now_ms() -> Millis {
     crate::leader::now_ms()
+}
+
+/// The canonical references a node's images go by.
+fn image_names(images: &[ImageSummary]) -> BTreeSet<String> {
+    images.iter().flat_map(|i| i.names.iter().cloned()).collect()
+}
+
+/// zoe's containers among those a node reports.
+fn zoe_containers(stats: &LiveStats) -> u32 {
+    stats.containers.iter().filter(|c| c.service_id.is_some()).count() as u32
 }
 
 impl AgentBackend {
@@ -352,7 +367,7 @@ impl AgentBackend {
             host_volumes: r.host_volumes.iter().map(|v| (v.name.clone(), v.clone())).collect(),
             containerd_version: r.containerd_version.clone(),
             cgroup_mode: r.cgroup_mode.clone(),
-            images: r.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),
+            images: image_names(&r.images),
         };
         match self.coord.write(Command::RegisterNode { registration, time: now_ms() }).await {
             Ok(w) if w.result.is_ok() => {}
@@ -380,6 +395,8 @@ impl AgentBackend {
                     conn: conn.clone(),
                     stats: open.stats.clone(),
                     images: r.images.clone(),
+                    image_names: Arc::new(image_names(&r.images)),
+                    zoe_containers: zoe_containers(&open.stats),
                     addresses: r.addresses.clone(),
                     stats_at: now_ms(),
                     registered: Arc::new(r.containers.clone()),
@@ -410,7 +427,9 @@ impl AgentBackend {
                             if let Some(n) = reg.nodes.get_mut(&name).filter(|n| n.session == session) {
                                 if let Some(images) = &stats.images {
                                     n.images = images.clone();
+                                    n.image_names = Arc::new(image_names(images));
                                 }
+                                n.zoe_containers = zoe_containers(&stats);
                                 n.inventory = Arc::new(stats.containers.clone());
                                 n.stats = stats;
                                 n.stats_at = now_ms();

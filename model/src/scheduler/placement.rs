@@ -131,7 +131,7 @@ impl<'a> Sim<'a> {
                 let range_used = used_ports.range(state.network.port_min..=state.network.port_max).count();
                 SimNode {
                     node: n,
-                    images: platform.nodes.get(&n.name).map(|l| &l.images),
+                    images: platform.nodes.get(&n.name).map(|l| &*l.images),
                     free_cores: i64::from(n.capacity.cores.0) - i64::from(u.cores.0),
                     free_memory: n.capacity.memory as i64 - u.memory as i64,
                     containers: u.containers,

@@ -13,8 +13,9 @@ pub struct LiveNode {
     /// The agent is connected to this leader now. A node the replicated state
     /// calls ready but whose agent has not (re)connected gets no placement.
     pub connected: bool,
-    /// Canonical references of the images the node holds.
-    pub images: BTreeSet<String>,
+    /// Canonical references of the images the node holds (shared with the
+    /// back-end's registry: a pass's snapshot does not copy them).
+    pub images: Arc<BTreeSet<String>>,
     pub cores_in_use: Millicores,
     pub memory_in_use: u64,
     /// Containers running on the node (zoe's and any other).

@@ -339,7 +339,7 @@ fn nodes_that_are_not_schedulable_or_not_connected_get_nothing() {
 #[test]
 fn prefers_a_node_holding_the_image_among_equals() {
     let mut w = World::new(&[("n1", 4, 4096, &[]), ("n2", 4, 4096, &[])]);
-    w.platform.nodes.get_mut("n2").unwrap().images.insert("zoe.local/busybox:1".into());
+    std::sync::Arc::make_mut(&mut w.platform.nodes.get_mut("n2").unwrap().images).insert("zoe.local/busybox:1".into());
     w.submit(zapp(&[("a", 1, 1, 1000, 64, &[])], 0));
     let (plan, _) = w.pass();
     assert_eq!(plan.placements[0].node, "n2");
