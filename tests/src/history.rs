@@ -41,8 +41,11 @@ pub enum Call {
     ReadEmail { user: String },
     /// `GET /executions/{id}?consistent=true`.
     ReadExecution { name: String },
-    /// Start (`enable`) or cancel a drain of `node`.
-    Drain { node: String, enable: bool },
+    /// Create a user.
+    CreateUser { user: String },
+    /// Change a node (a drain, its cancellation, eligibility): recorded and
+    /// counted, not checked.
+    Node { node: String, change: String },
 }
 
 impl Call {
@@ -125,6 +128,11 @@ impl Recorder {
         self.began.elapsed().as_micros() as Micros
     }
 
+    /// An instant of the run, in microseconds since the recorder was made.
+    pub fn at(&self, t: std::time::Instant) -> Micros {
+        t.saturating_duration_since(self.began).as_micros() as Micros
+    }
+
     /// Records a call that started at `start` and has just ended.
     pub fn record(&self, client: &str, start: Micros, call: Call, outcome: Outcome) -> Op {
         let end = self.now();
@@ -169,8 +177,8 @@ pub struct Replica {
     pub name: String,
     /// By execution id.
     pub executions: BTreeMap<u64, ExecutionView>,
-    /// Email version by username.
-    pub emails: BTreeMap<String, u64>,
+    /// Every user, with the version of their email (0: none set).
+    pub users: BTreeMap<String, u64>,
     /// A fingerprint of the whole state (equal states, equal digests).
     pub digest: String,
 }
@@ -251,7 +259,28 @@ pub fn check(ops: &[Op], seen: &Observed) -> Report {
     r
 }
 
+/// Submissions and user creations: acknowledged ones are in every replica,
+/// refused ones in none, and none made two records.
 fn check_submissions(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
+    for op in ops {
+        let Call::CreateUser { user } = &op.call else { continue };
+        for rep in &seen.replicas {
+            let there = rep.users.contains_key(user);
+            match &op.outcome {
+                Outcome::Ok(_) if !there => v.push(Violation {
+                    kind: "lost",
+                    what: format!("acknowledged user {user} is missing from replica {}", rep.name),
+                    ops: vec![op.id],
+                }),
+                Outcome::Refused { .. } if there => v.push(Violation {
+                    kind: "refused-visible",
+                    what: format!("refused user {user} exists in replica {}", rep.name),
+                    ops: vec![op.id],
+                }),
+                _ => {}
+            }
+        }
+    }
     for op in ops {
         let Call::Submit { name, .. } = &op.call else { continue };
         for rep in &seen.replicas {
@@ -349,7 +378,7 @@ fn check_emails(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
             }
         }
         for rep in &seen.replicas {
-            let n = rep.emails.get(&user).copied().unwrap_or(0);
+            let n = rep.users.get(&user).copied().unwrap_or(0);
             if let Some((w, k)) = acked_before(Micros::MAX)
                 && n < k
             {
@@ -520,8 +549,8 @@ fn check_replicas(seen: &Observed, v: &mut Vec<Violation>) {
                     diff.push(format!("execution {id}: {a:?} vs {b:?}"));
                 }
             }
-            if first.emails != rep.emails {
-                diff.push(format!("emails {:?} vs {:?}", first.emails, rep.emails));
+            if first.users != rep.users {
+                diff.push(format!("users {:?} vs {:?}", first.users, rep.users));
             }
             v.push(Violation {
                 kind: "divergence",

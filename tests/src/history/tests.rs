@@ -19,9 +19,9 @@ fn refused() -> Outcome {
 fn replica(name: &str, execs: &[(u64, &str, &str)], emails: &[(&str, u64)]) -> Replica {
     let executions: BTreeMap<u64, ExecutionView> =
         execs.iter().map(|(id, n, s)| (*id, ExecutionView { name: n.to_string(), status: s.to_string() })).collect();
-    let emails: BTreeMap<String, u64> = emails.iter().map(|(u, n)| (u.to_string(), *n)).collect();
-    let digest = format!("{executions:?}{emails:?}");
-    Replica { name: name.into(), executions, emails, digest }
+    let users: BTreeMap<String, u64> = emails.iter().map(|(u, n)| (u.to_string(), *n)).collect();
+    let digest = format!("{executions:?}{users:?}");
+    Replica { name: name.into(), executions, users, digest }
 }
 
 fn container(node: &str, id: &str, running: bool, service: u64, execution: u64) -> Container {
@@ -237,4 +237,19 @@ fn replicas_that_differ_diverge_and_unended_executions_are_stuck() {
     let (ops, mut seen) = clean();
     seen.replicas[2].digest = "other".into();
     assert_eq!(kinds(&check(&ops, &seen)), vec!["divergence"]);
+}
+
+#[test]
+fn a_created_user_must_be_everywhere_and_a_refused_one_nowhere() {
+    let (mut ops, seen) = clean();
+    ops.push(op(8, 0, 10, Call::CreateUser { user: "bob".into() }, Outcome::Ok(Seen::Nothing)));
+    ops.push(op(9, 0, 10, Call::CreateUser { user: "alice".into() }, refused()));
+    let r = check(&ops, &seen);
+    assert_eq!(
+        kinds(&r),
+        vec!["lost"; 3].into_iter().chain(vec!["refused-visible"; 3]).collect::<Vec<_>>(),
+        "{}",
+        r.explain(&ops)
+    );
+    assert_eq!(r.violations[0].ops, vec![8]);
 }

@@ -239,18 +239,11 @@ pub async fn container_exists(ns: &str, id: &str) -> bool {
     ctd.containers().get(ctd.rq(req)).await.is_ok()
 }
 
-/// One container as containerd sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerView {
-    /// The node whose namespace holds it (empty from [`namespace_containers`]).
-    pub node: String,
-    pub id: String,
-    /// Its task exists and runs.
-    pub running: bool,
-    /// zoe's ownership labels, when it has them.
-    pub service_id: Option<u64>,
-    pub execution_id: Option<u64>,
-}
+/// One container as containerd sees it: its node (empty from
+/// [`namespace_containers`]), id, whether its task runs, and zoe's
+/// ownership labels when it has them. The chaos checker's type, so samples
+/// go to it as they are.
+pub type ContainerView = zoe_tests::history::Container;
 
 /// Every container of namespace `ns` with its task's state, by id.
 pub async fn namespace_containers(ns: &str) -> Vec<ContainerView> {
@@ -271,12 +264,67 @@ pub async fn namespace_containers(ns: &str) -> Vec<ContainerView> {
             node: String::new(),
             id: c.id.clone(),
             running,
-            service_id: label(zoe_agent::spec::LABEL_SERVICE),
-            execution_id: label(zoe_agent::spec::LABEL_EXECUTION),
+            service: label(zoe_agent::spec::LABEL_SERVICE),
+            execution: label(zoe_agent::spec::LABEL_EXECUTION),
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// Lists every agent namespace's containers every `every` until stopped:
+/// the ground truth of what ran, for the tests that inject faults. Keeps a
+/// sample only when it differs from the one before.
+pub struct Sampler {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, Vec<ContainerView>)>>,
+}
+
+impl Sampler {
+    pub fn start(z: &ZoeCluster, every: Duration) -> Sampler {
+        let nodes: Vec<(String, String)> = z.agents.iter().map(|a| (a.name.clone(), a.ns.clone())).collect();
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut samples: Vec<(Instant, Vec<ContainerView>)> = Vec::new();
+            loop {
+                let at = Instant::now();
+                let mut now = Vec::new();
+                for (node, ns) in &nodes {
+                    for mut c in namespace_containers(ns).await {
+                        c.node = node.clone();
+                        now.push(c);
+                    }
+                }
+                if samples.last().is_none_or(|(_, last)| *last != now) {
+                    samples.push((at, now));
+                }
+                tokio::select! {
+                    _ = stop_rx.changed() => return samples,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+        Sampler { stop, task }
+    }
+
+    /// Stops sampling; returns the samples, oldest first.
+    pub async fn finish(self) -> Vec<(Instant, Vec<ContainerView>)> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the container sampler panicked")
+    }
+}
+
+/// The seed of a randomized test: `ZOE_TEST_SEED` (or the test's own
+/// variable) when set, else a fresh one; printed either way so any run
+/// can be replayed.
+pub fn seed(test: &str, var: &str) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let seed = [var, "ZOE_TEST_SEED"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| rand::rngs::SmallRng::from_os_rng().random());
+    eprintln!("{test} seed: {seed} (replay with {var}={seed})");
+    seed
 }
 
 /// The last `n` lines of a log file.
@@ -407,6 +455,13 @@ impl AgentProc {
 
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -794,6 +849,26 @@ impl ZoeCluster {
         l
     }
 
+    /// Waits until the coordinators other than index `out` (paused, or cut
+    /// off) agree on a leader among themselves; returns its index.
+    pub async fn leader_besides(&self, out: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut views = Vec::new();
+            for i in (0..self.coords.nodes.len()).filter(|i| *i != out && self.coords.running(*i)) {
+                views.push(self.coords.status(i).await);
+            }
+            let leader = views.iter().flatten().find(|s| s.role == "Leader").map(|s| s.id);
+            if let Some(l) = leader
+                && views.iter().all(|v| v.as_ref().is_some_and(|s| s.leader == Some(l)))
+            {
+                return self.coords.index_of(l);
+            }
+            assert!(Instant::now() < deadline, "no leader besides coordinator index {out}: {views:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// kill -9 coordinator index `i`.
     pub fn kill_coordinator(&mut self, i: usize) {
         self.coords.kill(i);
@@ -909,7 +984,7 @@ pub fn audit(st: &State, containers: &[ContainerView]) -> Vec<String> {
     let running: Vec<&ContainerView> = containers.iter().filter(|c| c.running).collect();
     let mut by_service: BTreeMap<u64, Vec<&ContainerView>> = BTreeMap::new();
     for c in &running {
-        match c.service_id {
+        match c.service {
             Some(s) => by_service.entry(s).or_default().push(c),
             None => problems.push(format!("running container {} on {} has no zoe labels", c.id, c.node)),
         }
