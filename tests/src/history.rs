@@ -315,6 +315,12 @@ fn check_submissions(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
 /// was written (not refused) and started before the read ended, no older
 /// than the last write acknowledged before the read began, and no older
 /// than a read that ended before it began.
+///
+/// A write of unknown outcome may take effect at any moment after it
+/// began, even after later writes (a forwarded request still in flight):
+/// a read that shows its version is only checked for having been possible.
+/// An acknowledged version cannot come back that way: its write ended
+/// before any later one began.
 fn check_emails(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
     let mut users = BTreeSet::new();
     for op in ops {
@@ -349,6 +355,8 @@ fn check_emails(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
             n == 0
                 || writes.iter().any(|(w, k)| *k == n && w.start < t && !matches!(w.outcome, Outcome::Refused { .. }))
         };
+        let pending: BTreeSet<u64> =
+            writes.iter().filter(|(w, _)| matches!(w.outcome, Outcome::Unknown(_))).map(|(_, n)| *n).collect();
         for (rd, n) in &reads {
             if !possible(*n, rd.end) {
                 let w: Vec<usize> = writes.iter().filter(|(_, k)| k == n).map(|(w, _)| w.id).collect();
@@ -357,6 +365,9 @@ fn check_emails(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
                     what: format!("a consistent read of {user}'s email saw version {n}, which no write had set"),
                     ops: [w, vec![rd.id]].concat(),
                 });
+            }
+            if pending.contains(n) {
+                continue;
             }
             if let Some((w, k)) = acked_before(rd.start)
                 && *n < k
@@ -381,6 +392,7 @@ fn check_emails(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) {
             let n = rep.users.get(&user).copied().unwrap_or(0);
             if let Some((w, k)) = acked_before(Micros::MAX)
                 && n < k
+                && !pending.contains(&n)
             {
                 v.push(Violation {
                     kind: "lost",

@@ -9,7 +9,8 @@
 //!   submissions of long-running ZApps (a `head` and a `worker` group, one
 //!   essential and one elastic worker, started in order) by `alice` under a
 //!   quota of 3, so some are refused, and their terminations; `alice`
-//!   setting her email again and again (a register with one writer);
+//!   setting her email again and again (a register with one writer, single
+//!   attempts without retry, so some outcomes are unknown);
 //!   consistent reads of her email and of executions; user creations; one
 //!   drain of n3, cancelled, and n3 made eligible again.
 //! * Faults, each alone once (in a seeded order), then at random, some
@@ -182,7 +183,10 @@ async fn service_client(run: Arc<Run>, client: zoe_client::Client, mut rng: Smal
     }
 }
 
-/// Alice sets her email, one write at a time (versions 1, 2, ...).
+/// Alice sets her email, one write at a time (versions 1, 2, ...), each a
+/// single attempt on a coordinator picked at random, as a client without
+/// retries: so the history holds writes of unknown outcome (no answer, a
+/// timeout) and refusals for want of a leader, which must never show.
 async fn email_client(run: Arc<Run>, client: zoe_client::Client, mut rng: SmallRng) {
     for version in 1.. {
         if run.stopped() {
@@ -190,7 +194,25 @@ async fn email_client(run: Arc<Run>, client: zoe_client::Client, mut rng: SmallR
         }
         let body = json!({"email": format!("alice-v{version}@example.org")});
         let path = format!("/api/v1/users/{}", run.alice_id);
-        run.write("email", &client, Method::PATCH, &path, body, Call::SetEmail { user: "alice".into(), version }).await;
+        let start = run.rec.now();
+        let i = rng.random_range(0..client.bases.len());
+        let out = match client.raw_on(i, Method::PATCH, &path, Some(&body)).await {
+            None => Outcome::Unknown(format!("no answer from coordinator index {i}")),
+            Some(r) => {
+                let code = r.body["error"]["code"].as_str().unwrap_or("").to_string();
+                let not_applied = r.status.is_client_error()
+                    || (r.status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        && matches!(code.as_str(), "no_leader" | "shutting_down"));
+                if r.status.is_success() {
+                    Outcome::Ok(Seen::Nothing)
+                } else if not_applied {
+                    Outcome::Refused { status: r.status.as_u16(), code }
+                } else {
+                    Outcome::Unknown(format!("{} {code}", r.status))
+                }
+            }
+        };
+        run.rec.record("email", start, Call::SetEmail { user: "alice".into(), version }, out);
         run.pause(rng.random_range(200..800)).await;
     }
 }

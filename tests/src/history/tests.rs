@@ -253,3 +253,26 @@ fn a_created_user_must_be_everywhere_and_a_refused_one_nowhere() {
     );
     assert_eq!(r.violations[0].ops, vec![8]);
 }
+
+#[test]
+fn a_write_of_unknown_outcome_may_take_effect_late_but_an_acknowledged_one_may_not() {
+    let email = |v| Call::SetEmail { user: "alice".into(), version: v };
+    let read = || Call::ReadEmail { user: "alice".into() };
+    let mut ops = vec![
+        op(0, 0, 10, email(1), Outcome::Unknown("timeout".into())),
+        op(1, 11, 20, email(2), Outcome::Ok(Seen::Nothing)),
+        op(2, 21, 30, read(), Outcome::Ok(Seen::Email(2))),
+        // Version 1's request, still in flight, lands after version 2.
+        op(3, 31, 40, read(), Outcome::Ok(Seen::Email(1))),
+        op(4, 41, 50, read(), Outcome::Ok(Seen::Email(1))),
+    ];
+    let seen = Observed { replicas: replicas(&[], &[("alice", 1)]), ..Observed::default() };
+    let r = check(&ops, &seen);
+    assert!(r.violations.is_empty(), "{}", r.explain(&ops));
+    // Acknowledged, version 1 took effect before version 2 began: both
+    // reads of it are older than the write of 2 and than the read of 2.
+    ops[0].outcome = Outcome::Ok(Seen::Nothing);
+    let r = check(&ops, &seen);
+    assert_eq!(r.count("linearizability"), 4, "{}", r.explain(&ops));
+    assert_eq!(r.count("lost"), 3);
+}
