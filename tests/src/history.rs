@@ -213,6 +213,8 @@ pub struct Report {
     pub consistent_reads: usize,
     pub samples: usize,
     pub batch_runs: usize,
+    /// Batch instances run again after their node was lost (allowed).
+    pub reruns_after_node_loss: usize,
 }
 
 impl Report {
@@ -253,7 +255,7 @@ pub fn check(ops: &[Op], seen: &Observed) -> Report {
     check_submissions(ops, seen, &mut v);
     check_emails(ops, seen, &mut v);
     check_execution_reads(ops, &mut v);
-    r.batch_runs = check_containers(ops, seen, &mut v);
+    (r.batch_runs, r.reruns_after_node_loss) = check_containers(ops, seen, &mut v);
     check_replicas(seen, &mut v);
     r.violations = v;
     r
@@ -455,8 +457,9 @@ fn check_execution_reads(ops: &[Op], v: &mut Vec<Violation>) {
     }
 }
 
-/// Samples and final containers; returns the number of batch runs seen.
-fn check_containers(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) -> usize {
+/// Samples and final containers; returns the number of batch instances
+/// seen running, and of those run again after a node loss.
+fn check_containers(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) -> (usize, usize) {
     let submission = |exec: u64| {
         ops.iter().find_map(|o| match (&o.call, &o.outcome) {
             (Call::Submit { batch, .. }, Outcome::Ok(Seen::Execution { id, .. })) if *id == exec => {
@@ -502,7 +505,7 @@ fn check_containers(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) -> usiz
             }
         }
     }
-    let mut batch_runs = 0;
+    let (mut batch_runs, mut reruns) = (0, 0);
     let exec_of = |sid: u64| {
         seen.samples.iter().flat_map(|s| &s.containers).find(|c| c.service == Some(sid)).and_then(|c| c.execution)
     };
@@ -517,7 +520,9 @@ fn check_containers(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) -> usiz
         for pair in by_time.windows(2) {
             let ((first, (node, t0)), (second, (_, t1))) = (pair[0], pair[1]);
             let excused = seen.node_losses.iter().any(|(n, t)| n == node && t0 <= t && t <= t1);
-            if !excused {
+            if excused {
+                reruns += 1;
+            } else {
                 v.push(Violation {
                     kind: "duplicate-run",
                     what: format!(
@@ -546,7 +551,7 @@ fn check_containers(ops: &[Op], seen: &Observed, v: &mut Vec<Violation>) -> usiz
             });
         }
     }
-    batch_runs
+    (batch_runs, reruns)
 }
 
 fn check_replicas(seen: &Observed, v: &mut Vec<Violation>) {

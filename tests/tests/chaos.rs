@@ -585,6 +585,7 @@ async fn histories_under_random_faults_keep_every_guarantee() {
         "executions": executions,
         "executions_in_error": errors,
         "batch_runs_seen": report.batch_runs,
+        "reruns_after_node_loss": report.reruns_after_node_loss,
         "container_samples": report.samples,
         "lost": report.count("lost"),
         "refused_visible": report.count("refused-visible"),

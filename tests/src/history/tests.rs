@@ -190,7 +190,9 @@ fn a_batch_job_run_twice_is_a_duplicate_unless_its_node_was_lost() {
     assert_eq!(r.violations[0].ops, vec![0]);
     // n1 lost between the two sightings: the second run replaced a dead one.
     seen.node_losses.push(("n1".into(), 30));
-    assert!(check(&ops, &seen).violations.is_empty());
+    let r = check(&ops, &seen);
+    assert!(r.violations.is_empty(), "{}", r.explain(&ops));
+    assert_eq!((r.batch_runs, r.reruns_after_node_loss), (1, 1));
     // A loss of another node does not explain it.
     seen.node_losses = vec![("n2".into(), 30)];
     assert_eq!(kinds(&check(&ops, &seen)), vec!["duplicate-run"]);
