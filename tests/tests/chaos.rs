@@ -3,7 +3,8 @@
 //! call, faults injected at random from a printed seed, and the history
 //! checked at the end (`zoe_tests::history`).
 //!
-//! * Cluster: 3 coordinators, 3 agents (n1..n3), loopback only.
+//! * Cluster: 3 coordinators, 3 agents (n1..n3), loopback only; n1 and n2
+//!   on the tests' shared containerd, n3 on one of its own.
 //! * Workload, five clients at once, each call recorded with its start,
 //!   end and answer: keyed submissions of batch jobs (admin); keyed
 //!   submissions of long-running ZApps (a `head` and a `worker` group, one
@@ -19,7 +20,9 @@
 //!   coordinator and of an agent; loss of quorum (two of three killed) and
 //!   its return; an agent killed with its containers running and restarted;
 //!   node loss (an agent killed with its containers stopped, down past the
-//!   node-loss timeout, and back).
+//!   node-loss timeout, and back); containerd killed (-9) under n3, which
+//!   drives a containerd of the test's own, and started again (its shims
+//!   and containers live on).
 //! * A sampler lists every agent's containers every 100 ms.
 //! * At the end every execution left is terminated; then the checker
 //!   judges the history against every replica's final state, the samples
@@ -33,7 +36,7 @@
 
 mod harness;
 
-use harness::zoe::{AgentSpec, Sampler, ZoeCluster, seed, stop_namespace_containers};
+use harness::zoe::{AgentSpec, Sampler, ZoeCluster, seed, stop_namespace_containers_at};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -278,9 +281,10 @@ enum Fault {
     PauseAgent,
     KillAgent,
     NodeLoss,
+    ContainerdRestart,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::PauseCoordinator,
@@ -288,11 +292,12 @@ const FAULTS: [Fault; 7] = [
     Fault::PauseAgent,
     Fault::KillAgent,
     Fault::NodeLoss,
+    Fault::ContainerdRestart,
 ];
 
 impl Fault {
     fn on_agent(self) -> bool {
-        matches!(self, Fault::PauseAgent | Fault::KillAgent | Fault::NodeLoss)
+        matches!(self, Fault::PauseAgent | Fault::KillAgent | Fault::NodeLoss | Fault::ContainerdRestart)
     }
 }
 
@@ -308,12 +313,16 @@ struct Injected {
 /// Injects faults into the cluster and keeps their log.
 struct Chaos {
     z: ZoeCluster,
+    /// The containerd of the last agent (n3), which this test owns.
+    own: OwnContainerd,
     rng: SmallRng,
     run: Arc<Run>,
     log: Vec<String>,
     node_losses: Vec<(String, Micros)>,
     counts: BTreeMap<String, usize>,
     mixed: usize,
+    /// When each containerd restart under n3 ended.
+    containerd_restarts: Vec<Micros>,
 }
 
 impl Chaos {
@@ -357,6 +366,14 @@ impl Chaos {
                 }
                 inj.hold = ms(&mut self.rng, 1000, 4000);
             }
+            Fault::ContainerdRestart => {
+                // containerd dies under the agent (kill -9); the shims and
+                // the containers live on, as on a real node.
+                let a = self.z.agents.len() - 1;
+                inj.agent = Some(a);
+                self.own.kill();
+                inj.hold = ms(&mut self.rng, 300, 2000);
+            }
             Fault::PauseAgent | Fault::KillAgent | Fault::NodeLoss => {
                 let a = self.rng.random_range(0..self.z.agents.len());
                 inj.agent = Some(a);
@@ -374,9 +391,9 @@ impl Chaos {
                     _ => {
                         // The machine is gone: its containers stop with it.
                         self.z.kill_agent(a);
-                        let (ns, dir) = (self.z.agents[a].ns.clone(), self.z.dir().to_path_buf());
+                        let agent = &self.z.agents[a];
                         let t = self.run.rec.now();
-                        stop_namespace_containers(&ns, &dir).await;
+                        stop_namespace_containers_at(&agent.socket, &agent.ns, self.z.dir()).await;
                         self.node_losses.push((self.z.agents[a].name.clone(), t));
                         inj.hold = NODE_LOST_AFTER + ms(&mut self.rng, 1000, 3000);
                     }
@@ -401,6 +418,10 @@ impl Chaos {
         if let Some(a) = inj.agent {
             match inj.fault {
                 Fault::PauseAgent => self.z.agents[a].signal(libc::SIGCONT),
+                Fault::ContainerdRestart => {
+                    self.own.start();
+                    self.containerd_restarts.push(self.run.rec.now());
+                }
                 _ => self.z.restart_agent(a),
             }
         }
@@ -427,6 +448,36 @@ impl Chaos {
         let names: Vec<String> = self.z.agents.iter().map(|a| a.name.clone()).collect();
         self.z.wait_agents_connected(&names, Duration::from_secs(60)).await;
         self.note(format!("recovered, leader c{}", l + 1));
+    }
+}
+
+/// A containerd of the test's own (the shared one serves other tests).
+struct OwnContainerd {
+    dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+}
+
+impl OwnContainerd {
+    fn new() -> OwnContainerd {
+        let dir = tempfile::Builder::new().prefix("zoe-chaos-ctd-").tempdir_in("/tmp").unwrap();
+        let socket = zoe_testkit::Containerd::start_in(dir.path()).expect("a containerd of the test's own");
+        OwnContainerd { dir, socket }
+    }
+
+    /// kill -9 of the daemon alone.
+    fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("containerd.pid")).unwrap();
+        unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGKILL) };
+    }
+
+    fn start(&self) {
+        zoe_testkit::Containerd::start_in(self.dir.path()).expect("containerd starts again");
+    }
+}
+
+impl Drop for OwnContainerd {
+    fn drop(&mut self) {
+        zoe_testkit::Containerd::stop_in(self.dir.path());
     }
 }
 
@@ -477,8 +528,14 @@ async fn histories_under_random_faults_keep_every_guarantee() {
     let seconds: u64 = std::env::var("ZOE_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let mut rng = SmallRng::seed_from_u64(seed);
     let agent = |n: &str| AgentSpec::new(n).cores(2.0).memory_mib(2048);
-    let z =
-        ZoeCluster::builder().coordinators(3).agent(agent("n1")).agent(agent("n2")).agent(agent("n3")).start().await;
+    let own = OwnContainerd::new();
+    let z = ZoeCluster::builder()
+        .coordinators(3)
+        .agent(agent("n1"))
+        .agent(agent("n2"))
+        .agent(agent("n3").containerd(&own.socket))
+        .start()
+        .await;
     // No limit for the admin's batch jobs; alice gets a quota of 3.
     z.api().ok(Method::PATCH, "/api/v1/quotas/4", Some(json!({"concurrent_executions": 0}))).await;
     let alice = z.user_api("alice").await;
@@ -509,12 +566,14 @@ async fn histories_under_random_faults_keep_every_guarantee() {
 
     let mut chaos = Chaos {
         z,
+        own,
         rng: SmallRng::seed_from_u64(rng.random()),
         run: run.clone(),
         log: Vec::new(),
         node_losses: Vec::new(),
         counts: BTreeMap::new(),
         mixed: 0,
+        containerd_restarts: Vec::new(),
     };
     let chaos_began = Instant::now();
     let mut order = FAULTS.to_vec();
@@ -539,7 +598,9 @@ async fn histories_under_random_faults_keep_every_guarantee() {
     }
     let chaos_s = chaos_began.elapsed().as_secs_f64();
 
-    // Wind down: clients stop, every execution left is terminated.
+    // Wind down: clients stop, the long-running executions are terminated,
+    // and batch jobs must end by themselves (one whose exit went unnoticed,
+    // after a containerd restart say, stays active and fails the check).
     stop.send(true).unwrap();
     for c in clients {
         c.await.expect("a client panicked");
@@ -548,7 +609,7 @@ async fn histories_under_random_faults_keep_every_guarantee() {
     let z = &chaos.z;
     let st = z.state().await;
     let admin = z.api().as_caller();
-    for (id, e) in st.executions.iter().filter(|(_, e)| e.status.is_active()) {
+    for (id, e) in st.executions.iter().filter(|(_, e)| e.status.is_active() && !e.description.will_end) {
         run.terminate("teardown", &admin, &e.name, *id).await;
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -567,6 +628,16 @@ async fn histories_under_random_faults_keep_every_guarantee() {
         node_losses: chaos.node_losses.clone(),
     };
     let ops = run.rec.ops();
+    // Containers n3 started after containerd first came back under it.
+    let n3_after_restart = chaos.containerd_restarts.first().map_or(0, |t0| {
+        let mut first_seen: BTreeMap<&str, Micros> = BTreeMap::new();
+        for s in observed.samples.iter() {
+            for c in s.containers.iter().filter(|c| c.node == "n3" && c.running) {
+                first_seen.entry(c.id.as_str()).or_insert(s.at);
+            }
+        }
+        first_seen.values().filter(|t| *t > t0).count()
+    });
     let report = history::check(&ops, &observed);
     let executions = observed.replicas[0].executions.len();
     let errors = observed.replicas[0].executions.values().filter(|e| e.status == "error").count();
@@ -586,6 +657,7 @@ async fn histories_under_random_faults_keep_every_guarantee() {
         "executions_in_error": errors,
         "batch_runs_seen": report.batch_runs,
         "reruns_after_node_loss": report.reruns_after_node_loss,
+        "n3_starts_after_containerd_restart": n3_after_restart,
         "container_samples": report.samples,
         "lost": report.count("lost"),
         "refused_visible": report.count("refused-visible"),

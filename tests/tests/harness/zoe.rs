@@ -173,10 +173,20 @@ where
     panic!("timed out after {within:?} waiting for {what}");
 }
 
+/// The tests' shared containerd ([`zoe_testkit::containerd`]).
+pub fn shared_socket() -> PathBuf {
+    zoe_testkit::containerd().socket.clone()
+}
+
 /// Imports busybox into a fresh namespace (before its agent starts). The
 /// OCI archive is built once per `dir`.
 pub async fn prepare_namespace(ns: &str, dir: &Path) {
-    let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, dir.join(format!("prep-{ns}")));
+    prepare_namespace_at(&shared_socket(), ns, dir).await
+}
+
+/// [`prepare_namespace`] on the containerd at `socket`.
+pub async fn prepare_namespace_at(socket: &Path, ns: &str, dir: &Path) {
+    let mut cfg = zoe_agent::RuntimeConfig::new(socket, dir.join(format!("prep-{ns}")));
     cfg.namespace = ns.to_string();
     let rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
     let archive = dir.join("busybox-oci.tar");
@@ -192,12 +202,17 @@ pub async fn prepare_namespace(ns: &str, dir: &Path) {
 /// Stops and removes every container of a namespace, as if its machine
 /// died (a killed agent's containers otherwise keep running). Best effort.
 pub async fn stop_namespace_containers(ns: &str, dir: &Path) {
-    let Some(rt) = stop_all(ns, dir).await else { return };
+    stop_namespace_containers_at(&shared_socket(), ns, dir).await
+}
+
+/// [`stop_namespace_containers`] on the containerd at `socket`.
+pub async fn stop_namespace_containers_at(socket: &Path, ns: &str, dir: &Path) {
+    let Some(rt) = stop_all(socket, ns, dir).await else { return };
     rt.shutdown().await;
 }
 
-async fn stop_all(ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
-    let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, dir.join(format!("cleanup-{ns}")));
+async fn stop_all(socket: &Path, ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
+    let mut cfg = zoe_agent::RuntimeConfig::new(socket, dir.join(format!("cleanup-{ns}")));
     cfg.namespace = ns.to_string();
     let rt = zoe_agent::Runtime::connect(cfg).await.ok()?;
     for s in rt.services() {
@@ -213,7 +228,12 @@ async fn stop_all(ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
 
 /// Stops everything left in a namespace and deletes it (best effort).
 pub async fn cleanup_namespace(ns: &str, dir: &Path) {
-    let Some(rt) = stop_all(ns, dir).await else { return };
+    cleanup_namespace_at(&shared_socket(), ns, dir).await
+}
+
+/// [`cleanup_namespace`] on the containerd at `socket`.
+pub async fn cleanup_namespace_at(socket: &Path, ns: &str, dir: &Path) {
+    let Some(rt) = stop_all(socket, ns, dir).await else { return };
     let _ = rt.images().remove(DEFAULT_REFERENCE).await;
     let ctd = rt.containerd().clone();
     rt.shutdown().await;
@@ -247,9 +267,16 @@ pub type ContainerView = zoe_tests::history::Container;
 
 /// Every container of namespace `ns` with its task's state, by id.
 pub async fn namespace_containers(ns: &str) -> Vec<ContainerView> {
+    namespace_containers_at(&shared_socket(), ns).await.unwrap()
+}
+
+/// [`namespace_containers`] on the containerd at `socket`; an error when it
+/// cannot be reached (being restarted).
+pub async fn namespace_containers_at(socket: &Path, ns: &str) -> Result<Vec<ContainerView>, String> {
     use containerd_client::services::v1::{GetRequest, ListContainersRequest};
-    let ctd = zoe_agent::Containerd::connect(&zoe_testkit::containerd().socket, ns).await.unwrap();
-    let list = ctd.containers().list(ctd.rq(ListContainersRequest { filters: vec![] })).await.unwrap();
+    let ctd = zoe_agent::Containerd::connect(socket, ns).await.map_err(|e| e.to_string())?;
+    let list =
+        ctd.containers().list(ctd.rq(ListContainersRequest { filters: vec![] })).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for c in list.into_inner().containers {
         let req = GetRequest { container_id: c.id.clone(), exec_id: String::new() };
@@ -269,7 +296,7 @@ pub async fn namespace_containers(ns: &str) -> Vec<ContainerView> {
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
+    Ok(out)
 }
 
 /// Lists every agent namespace's containers every `every` until stopped:
@@ -282,15 +309,17 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn start(z: &ZoeCluster, every: Duration) -> Sampler {
-        let nodes: Vec<(String, String)> = z.agents.iter().map(|a| (a.name.clone(), a.ns.clone())).collect();
+        let nodes: Vec<(String, String, PathBuf)> =
+            z.agents.iter().map(|a| (a.name.clone(), a.ns.clone(), a.socket.clone())).collect();
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut samples: Vec<(Instant, Vec<ContainerView>)> = Vec::new();
             loop {
                 let at = Instant::now();
                 let mut now = Vec::new();
-                for (node, ns) in &nodes {
-                    for mut c in namespace_containers(ns).await {
+                for (node, ns, socket) in &nodes {
+                    // A containerd being restarted is not sampled.
+                    for mut c in namespace_containers_at(socket, ns).await.unwrap_or_default() {
                         c.node = node.clone();
                         now.push(c);
                     }
@@ -347,11 +376,20 @@ pub struct AgentSpec {
     pub memory_bytes: Option<u64>,
     /// TOML appended to the configuration (e.g. a `[registry]` table).
     pub extra: String,
+    /// The containerd socket it drives; the tests' shared one when `None`.
+    pub containerd: Option<PathBuf>,
 }
 
 impl AgentSpec {
     pub fn new(name: &str) -> AgentSpec {
-        AgentSpec { name: name.into(), labels: Vec::new(), cores: None, memory_bytes: None, extra: String::new() }
+        AgentSpec {
+            name: name.into(),
+            labels: Vec::new(),
+            cores: None,
+            memory_bytes: None,
+            extra: String::new(),
+            containerd: None,
+        }
     }
     pub fn toml(mut self, t: &str) -> AgentSpec {
         self.extra.push_str(t);
@@ -370,6 +408,11 @@ impl AgentSpec {
         self.memory_bytes = Some(m << 20);
         self
     }
+    /// Drives the containerd at `socket` (one the test owns, to restart it).
+    pub fn containerd(mut self, socket: &Path) -> AgentSpec {
+        self.containerd = Some(socket.to_path_buf());
+        self
+    }
 }
 
 /// A `zoe agent` process on namespace `ns`; killed on drop (its log is
@@ -377,6 +420,8 @@ impl AgentSpec {
 pub struct AgentProc {
     pub name: String,
     pub ns: String,
+    /// The containerd it drives.
+    pub socket: PathBuf,
     child: Option<Child>,
     config: PathBuf,
     pub log: PathBuf,
@@ -398,6 +443,7 @@ impl AgentProc {
     /// Writes the agent's configuration into `dir` and starts it.
     pub fn with_spec(dir: &Path, spec: &AgentSpec, cert: &str, coordinators: &[String], ns: &str) -> AgentProc {
         let name = &spec.name;
+        let socket = spec.containerd.clone().unwrap_or_else(shared_socket);
         let data = dir.join(format!("agent-{name}-{ns}"));
         let quote = |v: &[String]| v.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let mut toml = format!(
@@ -408,7 +454,7 @@ impl AgentProc {
             quote(coordinators),
             data.display(),
             quote(&spec.labels),
-            zoe_testkit::containerd().socket.display(),
+            socket.display(),
         );
         if spec.cores.is_some() || spec.memory_bytes.is_some() {
             toml += "[advertise]\n";
@@ -423,8 +469,15 @@ impl AgentProc {
         let config = dir.join(format!("agent-{name}-{ns}.toml"));
         std::fs::write(&config, toml).unwrap();
         let log = dir.join(format!("agent-{name}-{ns}.log"));
-        let mut a =
-            AgentProc { name: name.clone(), ns: ns.to_string(), child: None, config, log, dump_on_panic: false };
+        let mut a = AgentProc {
+            name: name.clone(),
+            ns: ns.to_string(),
+            socket,
+            child: None,
+            config,
+            log,
+            dump_on_panic: false,
+        };
         a.spawn();
         a
     }
@@ -738,8 +791,8 @@ impl ZoeClusterBuilder {
         };
         let namespaces: Vec<String> =
             self.agents.iter().map(|a| zoe_testkit::unique_namespace(&format!("zc-{}", a.name))).collect();
-        for ns in &namespaces {
-            prepare_namespace(ns, &dir).await;
+        for (spec, ns) in self.agents.iter().zip(&namespaces) {
+            prepare_namespace_at(&spec.containerd.clone().unwrap_or_else(shared_socket), ns, &dir).await;
         }
         for (spec, ns) in self.agents.iter().zip(&namespaces) {
             let cert = format!("agent-{}", spec.name);
@@ -897,7 +950,7 @@ impl ZoeCluster {
     pub async fn containers(&self) -> Vec<ContainerView> {
         let mut out = Vec::new();
         for a in &self.agents {
-            for mut c in namespace_containers(&a.ns).await {
+            for mut c in namespace_containers_at(&a.socket, &a.ns).await.unwrap() {
                 c.node = a.name.clone();
                 out.push(c);
             }
@@ -1037,13 +1090,13 @@ impl Drop for ZoeCluster {
         }
         // Containerd cleanup is async; this may run inside the test's
         // runtime, so it gets a thread and a runtime of its own.
-        let namespaces: Vec<String> = self.agents.iter().map(|a| a.ns.clone()).collect();
+        let namespaces: Vec<(PathBuf, String)> = self.agents.iter().map(|a| (a.socket.clone(), a.ns.clone())).collect();
         let dir = self.dir.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                for ns in &namespaces {
-                    cleanup_namespace(ns, &dir).await;
+                for (socket, ns) in &namespaces {
+                    cleanup_namespace_at(socket, ns, &dir).await;
                 }
             });
         })
