@@ -18,15 +18,19 @@
 //!   mixed (a coordinator fault and an agent fault at once): kill -9 and
 //!   restart of the leader and of a follower; SIGSTOP/SIGCONT of a
 //!   coordinator and of an agent; loss of quorum (two of three killed) and
-//!   its return; an agent killed with its containers running and restarted;
+//!   its return; partitions of the leader alone and of a follower alone,
+//!   and a flapping link between the leader and a follower (the Raft
+//!   traffic dropped with iptables rules on loopback, the harness's
+//!   `Partition`); an agent killed with its containers running and restarted;
 //!   node loss (an agent killed with its containers stopped, down past the
 //!   node-loss timeout, and back); containerd killed (-9) under n3, which
 //!   drives a containerd of the test's own, and started again (its shims
 //!   and containers live on).
 //! * A sampler lists every agent's containers every 100 ms.
-//! * At the end every execution left is terminated; then the checker
-//!   judges the history against every replica's final state, the samples
-//!   and what containerd still holds.
+//! * At the end the long-running executions are terminated and the batch
+//!   jobs must end by themselves; then the checker judges the history
+//!   against every replica's final state, the samples and what containerd
+//!   still holds.
 //!
 //! `ZOE_CHAOS_SEED` (or `ZOE_TEST_SEED`) replays the fault schedule and the
 //! workload's choices (not the exact interleaving: the processes' timing is
@@ -36,6 +40,7 @@
 
 mod harness;
 
+use harness::Partition;
 use harness::zoe::{AgentSpec, Sampler, ZoeCluster, seed, stop_namespace_containers_at};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -278,17 +283,23 @@ enum Fault {
     KillFollower,
     PauseCoordinator,
     QuorumLoss,
+    PartitionLeader,
+    PartitionFollower,
+    FlappingLink,
     PauseAgent,
     KillAgent,
     NodeLoss,
     ContainerdRestart,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 11] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::PauseCoordinator,
     Fault::QuorumLoss,
+    Fault::PartitionLeader,
+    Fault::PartitionFollower,
+    Fault::FlappingLink,
     Fault::PauseAgent,
     Fault::KillAgent,
     Fault::NodeLoss,
@@ -306,6 +317,11 @@ struct Injected {
     fault: Fault,
     killed: Vec<usize>,
     paused: Vec<usize>,
+    /// Cut off from the other coordinators.
+    cut: Vec<usize>,
+    partition: Option<Partition>,
+    /// A link that goes down and up until told to stop.
+    flapping: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     agent: Option<usize>,
     hold: Duration,
 }
@@ -335,7 +351,17 @@ impl Chaos {
     async fn begin(&mut self, fault: Fault) -> Injected {
         *self.counts.entry(format!("{fault:?}")).or_default() += 1;
         let n = self.z.coords.nodes.len();
-        let mut inj = Injected { fault, killed: vec![], paused: vec![], agent: None, hold: Duration::ZERO };
+        let mut inj = Injected {
+            fault,
+            killed: vec![],
+            paused: vec![],
+            cut: vec![],
+            partition: None,
+            flapping: None,
+            agent: None,
+            hold: Duration::ZERO,
+        };
+        let raft_port = |z: &ZoeCluster, i: usize| z.coords.nodes[i].port.port;
         let ms = |rng: &mut SmallRng, lo: u64, hi: u64| Duration::from_millis(rng.random_range(lo..hi));
         match fault {
             Fault::KillLeader => {
@@ -365,6 +391,43 @@ impl Chaos {
                     inj.killed.push(i);
                 }
                 inj.hold = ms(&mut self.rng, 1000, 4000);
+            }
+            Fault::PartitionLeader | Fault::PartitionFollower => {
+                // Raft traffic between it and the others is dropped (UDP on
+                // loopback); its API and its agents' connections stay up.
+                let l = self.z.leader().await;
+                let i = if fault == Fault::PartitionLeader { l } else { (l + self.rng.random_range(1..n)) % n };
+                let others: Vec<u16> = (0..n).filter(|j| *j != i).map(|j| raft_port(&self.z, j)).collect();
+                inj.partition = Some(Partition::isolate(raft_port(&self.z, i), &others));
+                inj.cut.push(i);
+                inj.hold = ms(&mut self.rng, 1000, 4000);
+            }
+            Fault::FlappingLink => {
+                // The link between the leader and one follower goes down
+                // and up every 100 to 600 ms.
+                let l = self.z.leader().await;
+                let f = (l + self.rng.random_range(1..n)) % n;
+                let (a, b) = (raft_port(&self.z, l), raft_port(&self.z, f));
+                let (stop, mut stopped) = tokio::sync::watch::channel(false);
+                let mut rng = SmallRng::seed_from_u64(self.rng.random());
+                let task = tokio::spawn(async move {
+                    loop {
+                        let cut = Partition::isolate(a, &[b]);
+                        let down = Duration::from_millis(rng.random_range(100..600));
+                        let done = tokio::time::timeout(down, stopped.wait_for(|s| *s)).await.is_ok();
+                        drop(cut);
+                        if done {
+                            return;
+                        }
+                        let up = Duration::from_millis(rng.random_range(100..600));
+                        if tokio::time::timeout(up, stopped.wait_for(|s| *s)).await.is_ok() {
+                            return;
+                        }
+                    }
+                });
+                inj.flapping = Some((stop, task));
+                inj.cut.extend([l, f]);
+                inj.hold = ms(&mut self.rng, 2000, 5000);
             }
             Fault::ContainerdRestart => {
                 // containerd dies under the agent (kill -9); the shims and
@@ -402,13 +465,20 @@ impl Chaos {
         }
         let target = match inj.agent {
             Some(a) => format!("agent {}", self.z.agents[a].name),
-            None => format!("coordinators {:?}", [&inj.killed[..], &inj.paused[..]].concat()),
+            None => format!("coordinators {:?}", [&inj.killed[..], &inj.paused[..], &inj.cut[..]].concat()),
         };
         self.note(format!("{fault:?} of {target} for {} ms", inj.hold.as_millis()));
         inj
     }
 
-    fn end(&mut self, inj: &Injected) {
+    async fn end(&mut self, inj: &mut Injected) {
+        if let Some(mut p) = inj.partition.take() {
+            p.heal();
+        }
+        if let Some((stop, task)) = inj.flapping.take() {
+            let _ = stop.send(true);
+            task.await.expect("the flapping link's task panicked");
+        }
         for &i in &inj.killed {
             self.z.restart_coordinator(i);
         }
@@ -439,9 +509,9 @@ impl Chaos {
         }
         all.sort_by_key(|i| i.hold);
         let began = Instant::now();
-        for inj in &all {
+        for inj in &mut all {
             tokio::time::sleep((began + inj.hold).saturating_duration_since(Instant::now())).await;
-            self.end(inj);
+            self.end(inj).await;
         }
         // Recovered: a leader every coordinator follows, every agent back.
         let l = self.z.leader().await;
