@@ -33,6 +33,9 @@
 //! - [`ZoeCluster::containers`] lists what containerd really runs in every
 //!   agent namespace (ground truth), [`ZoeCluster::audit`] compares it with
 //!   the replicated state (no orphan, no duplicate).
+//!   [`Sampler`] lists it over and over while faults are injected.
+//! - An agent drives the tests' shared containerd, or one of the test's own
+//!   ([`AgentSpec::containerd`]) that the test may restart.
 //! - On drop: agents and coordinators are killed, every agent namespace is
 //!   emptied and deleted; when the test panicked, the tails of all the logs
 //!   are printed first.
