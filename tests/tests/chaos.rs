@@ -591,6 +591,116 @@ async fn replica_states(z: &ZoeCluster) -> Vec<history::Replica> {
     }
 }
 
+/// Small tmpfs data dirs for every coordinator (unmounted on drop, after
+/// the cluster that uses them is gone).
+struct SmallDisks {
+    mounts: Vec<std::path::PathBuf>,
+}
+
+impl SmallDisks {
+    /// Moves each coordinator's data onto a tmpfs of `mib`, one at a time
+    /// (a quorum stays up).
+    async fn mount(z: &mut ZoeCluster, mib: u64) -> SmallDisks {
+        let mut mounts = Vec::new();
+        for i in 0..z.coords.nodes.len() {
+            z.leader().await;
+            z.kill_coordinator(i);
+            let data = z.coords.nodes[i].data_dir.clone();
+            let saved = data.with_extension("saved");
+            std::fs::rename(&data, &saved).unwrap();
+            std::fs::create_dir(&data).unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(&data)
+                .status()
+                .expect("mount");
+            assert!(st.success(), "mount -t tmpfs on {} failed (needs root)", data.display());
+            mounts.push(data.clone());
+            let st = std::process::Command::new("cp").arg("-a").arg(saved.join(".")).arg(&data).status().unwrap();
+            assert!(st.success());
+            z.restart_coordinator(i);
+        }
+        z.leader().await;
+        SmallDisks { mounts }
+    }
+
+    /// Fills the disk under `dir` to the last byte; returns the filler.
+    fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&[0u8; 1]);
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisks {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let _ = std::process::Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// A full disk under the leader's data dir: exploratory, not in CI (see
+/// docs/reliability.md, *Not covered yet*). Writes go on through the API
+/// while the leader's tmpfs is full, then space comes back; every
+/// acknowledged write must be in every replica, and every coordinator must
+/// still run and follow one leader. As it stands it does not reach a
+/// storage error: 10 s of user creations (241 here) fit in the space sled
+/// already held, so whether a coordinator refuses writes cleanly on ENOSPC
+/// is still open; it needs writes that outgrow sled's segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "exploratory: what a coordinator does on a full disk (issue #18)"]
+async fn a_full_disk_under_the_leader_loses_nothing_and_heals() {
+    let mut z = ZoeCluster::builder().coordinators(3).start().await;
+    let disks = SmallDisks::mount(&mut z, 64).await;
+    let admin = z.api().as_caller();
+    let rec = Recorder::new();
+    let mut k = 0;
+    let write = async |rec: &Recorder, k: &mut u64| {
+        let user = format!("u{k}");
+        *k += 1;
+        let start = rec.now();
+        let body = json!({"username": user, "password": format!("{user}-password-1")});
+        let r = admin.post("/api/v1/users", &body).await;
+        rec.record("admin", start, Call::CreateUser { user }, outcome(&r, |_| Seen::Nothing))
+    };
+    for _ in 0..5 {
+        write(&rec, &mut k).await;
+    }
+    let l = z.leader().await;
+    let filler = SmallDisks::fill(&z.coords.nodes[l].data_dir);
+    eprintln!("disk of c{} full", l + 1);
+    let full_until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < full_until {
+        let op = write(&rec, &mut k).await;
+        eprintln!("while full: {op}");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    eprintln!("space is back");
+    for _ in 0..5 {
+        let op = write(&rec, &mut k).await;
+        eprintln!("after: {op}");
+    }
+    for (i, nd) in z.coords.nodes.iter_mut().enumerate() {
+        let exited = nd.child.as_mut().map(|c| c.try_wait());
+        let log = std::fs::read_to_string(&nd.log).unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("space")).take(5).collect();
+        eprintln!("c{}: exited {exited:?}; errors: {errors:#?}", i + 1);
+    }
+    z.leader().await;
+    let replicas = replica_states(&z).await;
+    let ops = rec.ops();
+    let report = history::check(&ops, &history::Observed { replicas, ..Default::default() });
+    assert!(report.violations.is_empty(), "{}", report.explain(&ops));
+    drop(z);
+    drop(disks);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_under_random_faults_keep_every_guarantee() {
     let began = Instant::now();
