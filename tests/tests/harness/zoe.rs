@@ -1104,5 +1104,22 @@ impl Drop for ZoeCluster {
             });
         })
         .join();
+        unmount_under(&self.dir);
+    }
+}
+
+/// Unmounts (lazily) everything mounted under `dir`, deepest first. A
+/// killed agent leaves the image layers it mounted for its containers
+/// (idmapped, under its data dir) behind; nothing else unmounts them, and
+/// they piled up by the hundred over a session's cluster tests.
+pub fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_unstable_by(|a, b| b.cmp(a));
+    points.dedup();
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).status();
     }
 }
