@@ -11,6 +11,15 @@ usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 cmd=$1
 dir=$2
 
+# Whether process $1 runs. A daemon killed with -9 whose parent has not
+# reaped it yet is a zombie that `kill -0` still finds: not running.
+alive() {
+    # /proc/PID/stat: "pid (comm) state ..."; containerd's comm has no space.
+    local state
+    state=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 start() {
     command -v containerd >/dev/null || { echo "containerd not found on PATH (apt-get install containerd)" >&2; exit 1; }
     mkdir -p "$dir"
@@ -20,7 +29,7 @@ start() {
     if [ ${#sock} -gt 100 ]; then
         echo "socket path too long for a unix socket: $sock" >&2; exit 1
     fi
-    if [ -f "$dir/containerd.pid" ] && kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null; then
+    if [ -f "$dir/containerd.pid" ] && alive "$(cat "$dir/containerd.pid")"; then
         echo "$sock"; return 0
     fi
     mkdir -p "$dir/root" "$dir/state"
@@ -65,7 +74,7 @@ CONF
         if [ -S "$sock" ] && { ! command -v ctr >/dev/null || ctr --address "$sock" version >/dev/null 2>&1; }; then
             echo "$sock"; return 0
         fi
-        if ! kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null; then
+        if ! alive "$(cat "$dir/containerd.pid")"; then
             echo "containerd exited during start; log:" >&2; tail -20 "$dir/containerd.log" >&2; exit 1
         fi
         sleep 0.05
@@ -80,13 +89,13 @@ stop() {
     local pidfile="$dir/containerd.pid"
     [ -f "$pidfile" ] || return 0
     local pid; pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.1
         done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
     fi
     # Shims outlive containerd by design; kill this instance's shims by the
     # pids they recorded in its state dir, so nothing is left running.

@@ -19,12 +19,11 @@
 
 mod harness;
 
-use harness::zoe::{AgentSpec, ZoeCluster, namespace_containers};
+use harness::zoe::{AgentSpec, Sampler, ZoeCluster, seed};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const IMAGE: &str = zoe_testkit::DEFAULT_REFERENCE;
@@ -42,78 +41,16 @@ fn batch(name: &str) -> Value {
     })
 }
 
-/// Waits until the members other than `paused` agree on a leader among
-/// themselves; returns its index.
-async fn other_leader(z: &ZoeCluster, paused: usize) -> usize {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut views = Vec::new();
-        for i in (0..z.coords.nodes.len()).filter(|i| *i != paused) {
-            views.push(z.coords.status(i).await);
-        }
-        let leader = views.iter().flatten().find(|s| s.role == "Leader").map(|s| s.id);
-        if let Some(l) = leader
-            && views.iter().all(|v| v.as_ref().is_some_and(|s| s.leader == Some(l)))
-        {
-            return z.coords.index_of(l);
-        }
-        assert!(std::time::Instant::now() < deadline, "no leader besides the paused {paused}: {views:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// What the sampler saw: container ids seen running per service, and the
-/// moments two ran at once.
-#[derive(Default)]
-struct Seen {
-    running: BTreeMap<u64, BTreeSet<String>>,
-    doubles: Vec<String>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_jobs_start_exactly_once_while_the_leader_is_killed() {
-    let seed: u64 = std::env::var("ZOE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SmallRng::from_os_rng().random());
-    eprintln!("exactly_once seed: {seed} (replay with ZOE_TEST_SEED={seed})");
+    let seed = seed("exactly_once", "ZOE_TEST_SEED");
     let mut rng = SmallRng::seed_from_u64(seed);
     let agent = |n: &str| AgentSpec::new(n).cores(2.0).memory_mib(2048);
     let mut z = ZoeCluster::builder().coordinators(3).agent(agent("n1")).agent(agent("n2")).start().await;
     // The default quota allows 5 concurrent executions.
     z.api().ok(reqwest::Method::PATCH, "/api/v1/quotas/4", Some(json!({"concurrent_executions": 0}))).await;
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let namespaces: Vec<String> = z.agents.iter().map(|a| a.ns.clone()).collect();
-    let sampler = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut now: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-                for ns in &namespaces {
-                    for c in namespace_containers(ns).await {
-                        if let (true, Some(sid)) = (c.running, c.service_id) {
-                            now.entry(sid).or_default().push(c.id);
-                        }
-                    }
-                }
-                {
-                    let mut s = seen.lock().unwrap();
-                    for (sid, ids) in now {
-                        if ids.len() > 1 {
-                            s.doubles.push(format!("service {sid} running in {ids:?}"));
-                        }
-                        s.running.entry(sid).or_default().extend(ids);
-                    }
-                }
-                tokio::select! {
-                    _ = stop_rx.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-        })
-    };
+    let sampler = Sampler::start(&z, Duration::from_millis(100));
 
     let mut ids = Vec::new();
     for wave in 0..4 {
@@ -144,7 +81,7 @@ async fn batch_jobs_start_exactly_once_while_the_leader_is_killed() {
                 // Paused past the election: when it resumes, its tasks
                 // still hold the spawns of a term that is over.
                 z.coords.signal(leader, libc::SIGSTOP);
-                let next = other_leader(&z, leader).await;
+                let next = z.leader_besides(leader).await;
                 eprintln!("wave {wave}: SIGSTOP of coordinator {leader}; {next} took over; SIGCONT");
                 z.coords.signal(leader, libc::SIGCONT);
             }
@@ -170,27 +107,28 @@ async fn batch_jobs_start_exactly_once_while_the_leader_is_killed() {
     }
     // Let late starts (the bug's second copies) show up before judging.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop_tx.send(true).unwrap();
-    sampler.await.unwrap();
-
-    let seen = seen.lock().unwrap();
-    assert!(
-        seen.doubles.is_empty(),
-        "seed {seed}: two containers of one service ran at once:\n{}",
-        seen.doubles.join("\n")
-    );
-    let twice: Vec<String> = seen
-        .running
-        .iter()
-        .filter(|(_, c)| c.len() > 1)
-        .map(|(sid, c)| format!("service {sid} ran as {c:?}"))
-        .collect();
+    // Container ids seen running per service, and the moments two ran at once.
+    let mut running: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    let mut doubles = Vec::new();
+    for (_, sample) in sampler.finish().await {
+        let mut now: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for c in sample {
+            if let (true, Some(sid)) = (c.running, c.service) {
+                now.entry(sid).or_default().push(c.id);
+            }
+        }
+        for (sid, ids) in now {
+            if ids.len() > 1 {
+                doubles.push(format!("service {sid} running in {ids:?}"));
+            }
+            running.entry(sid).or_default().extend(ids);
+        }
+    }
+    assert!(doubles.is_empty(), "seed {seed}: two containers of one service ran at once:\n{}", doubles.join("\n"));
+    let twice: Vec<String> =
+        running.iter().filter(|(_, c)| c.len() > 1).map(|(sid, c)| format!("service {sid} ran as {c:?}")).collect();
     assert!(twice.is_empty(), "seed {seed}: a batch job ran more than once:\n{}", twice.join("\n"));
-    assert!(
-        seen.running.len() >= ids.len() * 3 / 4,
-        "seed {seed}: the sampler saw too few jobs run: {}",
-        seen.running.len()
-    );
+    assert!(running.len() >= ids.len() * 3 / 4, "seed {seed}: the sampler saw too few jobs run: {}", running.len());
     let st = z.state().await;
     assert_eq!(st.executions.len(), ids.len(), "seed {seed}: keyed submissions created extra executions");
     let problems = z.audit().await;

@@ -85,7 +85,7 @@ fn nodes(e: &Value) -> BTreeSet<&str> {
 /// Waits until no container of execution `id` runs on any agent.
 async fn wait_no_containers(z: &ZoeCluster, id: u64) {
     harness::zoe::wait_until("the execution's containers to stop", MINUTE, || async {
-        !z.containers().await.iter().any(|c| c.running && c.execution_id == Some(id))
+        !z.containers().await.iter().any(|c| c.running && c.execution == Some(id))
     })
     .await;
 }
@@ -160,7 +160,7 @@ async fn terminate_while_running_stops_every_container() {
     assert!(e["service_details"].as_array().unwrap().iter().all(|s| s["status"] == "inactive"), "{e:#}");
     // Stopped and removed: nothing of the execution is left in containerd.
     harness::zoe::wait_until("the containers removed", MINUTE, || async {
-        !z.containers().await.iter().any(|c| c.execution_id == Some(id))
+        !z.containers().await.iter().any(|c| c.execution == Some(id))
     })
     .await;
     assert_consistent(&z).await;

@@ -33,6 +33,9 @@
 //! - [`ZoeCluster::containers`] lists what containerd really runs in every
 //!   agent namespace (ground truth), [`ZoeCluster::audit`] compares it with
 //!   the replicated state (no orphan, no duplicate).
+//!   [`Sampler`] lists it over and over while faults are injected.
+//! - An agent drives the tests' shared containerd, or one of the test's own
+//!   ([`AgentSpec::containerd`]) that the test may restart.
 //! - On drop: agents and coordinators are killed, every agent namespace is
 //!   emptied and deleted; when the test panicked, the tails of all the logs
 //!   are printed first.
@@ -173,10 +176,20 @@ where
     panic!("timed out after {within:?} waiting for {what}");
 }
 
+/// The tests' shared containerd ([`zoe_testkit::containerd`]).
+pub fn shared_socket() -> PathBuf {
+    zoe_testkit::containerd().socket.clone()
+}
+
 /// Imports busybox into a fresh namespace (before its agent starts). The
 /// OCI archive is built once per `dir`.
 pub async fn prepare_namespace(ns: &str, dir: &Path) {
-    let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, dir.join(format!("prep-{ns}")));
+    prepare_namespace_at(&shared_socket(), ns, dir).await
+}
+
+/// [`prepare_namespace`] on the containerd at `socket`.
+pub async fn prepare_namespace_at(socket: &Path, ns: &str, dir: &Path) {
+    let mut cfg = zoe_agent::RuntimeConfig::new(socket, dir.join(format!("prep-{ns}")));
     cfg.namespace = ns.to_string();
     let rt = zoe_agent::Runtime::connect(cfg).await.unwrap();
     let archive = dir.join("busybox-oci.tar");
@@ -192,12 +205,17 @@ pub async fn prepare_namespace(ns: &str, dir: &Path) {
 /// Stops and removes every container of a namespace, as if its machine
 /// died (a killed agent's containers otherwise keep running). Best effort.
 pub async fn stop_namespace_containers(ns: &str, dir: &Path) {
-    let Some(rt) = stop_all(ns, dir).await else { return };
+    stop_namespace_containers_at(&shared_socket(), ns, dir).await
+}
+
+/// [`stop_namespace_containers`] on the containerd at `socket`.
+pub async fn stop_namespace_containers_at(socket: &Path, ns: &str, dir: &Path) {
+    let Some(rt) = stop_all(socket, ns, dir).await else { return };
     rt.shutdown().await;
 }
 
-async fn stop_all(ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
-    let mut cfg = zoe_agent::RuntimeConfig::new(&zoe_testkit::containerd().socket, dir.join(format!("cleanup-{ns}")));
+async fn stop_all(socket: &Path, ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
+    let mut cfg = zoe_agent::RuntimeConfig::new(socket, dir.join(format!("cleanup-{ns}")));
     cfg.namespace = ns.to_string();
     let rt = zoe_agent::Runtime::connect(cfg).await.ok()?;
     for s in rt.services() {
@@ -213,7 +231,12 @@ async fn stop_all(ns: &str, dir: &Path) -> Option<zoe_agent::Runtime> {
 
 /// Stops everything left in a namespace and deletes it (best effort).
 pub async fn cleanup_namespace(ns: &str, dir: &Path) {
-    let Some(rt) = stop_all(ns, dir).await else { return };
+    cleanup_namespace_at(&shared_socket(), ns, dir).await
+}
+
+/// [`cleanup_namespace`] on the containerd at `socket`.
+pub async fn cleanup_namespace_at(socket: &Path, ns: &str, dir: &Path) {
+    let Some(rt) = stop_all(socket, ns, dir).await else { return };
     let _ = rt.images().remove(DEFAULT_REFERENCE).await;
     let ctd = rt.containerd().clone();
     rt.shutdown().await;
@@ -239,24 +262,24 @@ pub async fn container_exists(ns: &str, id: &str) -> bool {
     ctd.containers().get(ctd.rq(req)).await.is_ok()
 }
 
-/// One container as containerd sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerView {
-    /// The node whose namespace holds it (empty from [`namespace_containers`]).
-    pub node: String,
-    pub id: String,
-    /// Its task exists and runs.
-    pub running: bool,
-    /// zoe's ownership labels, when it has them.
-    pub service_id: Option<u64>,
-    pub execution_id: Option<u64>,
-}
+/// One container as containerd sees it: its node (empty from
+/// [`namespace_containers`]), id, whether its task runs, and zoe's
+/// ownership labels when it has them. The chaos checker's type, so samples
+/// go to it as they are.
+pub type ContainerView = zoe_tests::history::Container;
 
 /// Every container of namespace `ns` with its task's state, by id.
 pub async fn namespace_containers(ns: &str) -> Vec<ContainerView> {
+    namespace_containers_at(&shared_socket(), ns).await.unwrap()
+}
+
+/// [`namespace_containers`] on the containerd at `socket`; an error when it
+/// cannot be reached (being restarted).
+pub async fn namespace_containers_at(socket: &Path, ns: &str) -> Result<Vec<ContainerView>, String> {
     use containerd_client::services::v1::{GetRequest, ListContainersRequest};
-    let ctd = zoe_agent::Containerd::connect(&zoe_testkit::containerd().socket, ns).await.unwrap();
-    let list = ctd.containers().list(ctd.rq(ListContainersRequest { filters: vec![] })).await.unwrap();
+    let ctd = zoe_agent::Containerd::connect(socket, ns).await.map_err(|e| e.to_string())?;
+    let list =
+        ctd.containers().list(ctd.rq(ListContainersRequest { filters: vec![] })).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for c in list.into_inner().containers {
         let req = GetRequest { container_id: c.id.clone(), exec_id: String::new() };
@@ -271,12 +294,69 @@ pub async fn namespace_containers(ns: &str) -> Vec<ContainerView> {
             node: String::new(),
             id: c.id.clone(),
             running,
-            service_id: label(zoe_agent::spec::LABEL_SERVICE),
-            execution_id: label(zoe_agent::spec::LABEL_EXECUTION),
+            service: label(zoe_agent::spec::LABEL_SERVICE),
+            execution: label(zoe_agent::spec::LABEL_EXECUTION),
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
+    Ok(out)
+}
+
+/// Lists every agent namespace's containers every `every` until stopped:
+/// the ground truth of what ran, for the tests that inject faults. Keeps a
+/// sample only when it differs from the one before.
+pub struct Sampler {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, Vec<ContainerView>)>>,
+}
+
+impl Sampler {
+    pub fn start(z: &ZoeCluster, every: Duration) -> Sampler {
+        let nodes: Vec<(String, String, PathBuf)> =
+            z.agents.iter().map(|a| (a.name.clone(), a.ns.clone(), a.socket.clone())).collect();
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut samples: Vec<(Instant, Vec<ContainerView>)> = Vec::new();
+            loop {
+                let at = Instant::now();
+                let mut now = Vec::new();
+                for (node, ns, socket) in &nodes {
+                    // A containerd being restarted is not sampled.
+                    for mut c in namespace_containers_at(socket, ns).await.unwrap_or_default() {
+                        c.node = node.clone();
+                        now.push(c);
+                    }
+                }
+                if samples.last().is_none_or(|(_, last)| *last != now) {
+                    samples.push((at, now));
+                }
+                tokio::select! {
+                    _ = stop_rx.changed() => return samples,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+        Sampler { stop, task }
+    }
+
+    /// Stops sampling; returns the samples, oldest first.
+    pub async fn finish(self) -> Vec<(Instant, Vec<ContainerView>)> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the container sampler panicked")
+    }
+}
+
+/// The seed of a randomized test: `ZOE_TEST_SEED` (or the test's own
+/// variable) when set, else a fresh one; printed either way so any run
+/// can be replayed.
+pub fn seed(test: &str, var: &str) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let seed = [var, "ZOE_TEST_SEED"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| rand::rngs::SmallRng::from_os_rng().random());
+    eprintln!("{test} seed: {seed} (replay with {var}={seed})");
+    seed
 }
 
 /// The last `n` lines of a log file.
@@ -299,11 +379,20 @@ pub struct AgentSpec {
     pub memory_bytes: Option<u64>,
     /// TOML appended to the configuration (e.g. a `[registry]` table).
     pub extra: String,
+    /// The containerd socket it drives; the tests' shared one when `None`.
+    pub containerd: Option<PathBuf>,
 }
 
 impl AgentSpec {
     pub fn new(name: &str) -> AgentSpec {
-        AgentSpec { name: name.into(), labels: Vec::new(), cores: None, memory_bytes: None, extra: String::new() }
+        AgentSpec {
+            name: name.into(),
+            labels: Vec::new(),
+            cores: None,
+            memory_bytes: None,
+            extra: String::new(),
+            containerd: None,
+        }
     }
     pub fn toml(mut self, t: &str) -> AgentSpec {
         self.extra.push_str(t);
@@ -322,6 +411,11 @@ impl AgentSpec {
         self.memory_bytes = Some(m << 20);
         self
     }
+    /// Drives the containerd at `socket` (one the test owns, to restart it).
+    pub fn containerd(mut self, socket: &Path) -> AgentSpec {
+        self.containerd = Some(socket.to_path_buf());
+        self
+    }
 }
 
 /// A `zoe agent` process on namespace `ns`; killed on drop (its log is
@@ -329,6 +423,8 @@ impl AgentSpec {
 pub struct AgentProc {
     pub name: String,
     pub ns: String,
+    /// The containerd it drives.
+    pub socket: PathBuf,
     child: Option<Child>,
     config: PathBuf,
     pub log: PathBuf,
@@ -350,6 +446,7 @@ impl AgentProc {
     /// Writes the agent's configuration into `dir` and starts it.
     pub fn with_spec(dir: &Path, spec: &AgentSpec, cert: &str, coordinators: &[String], ns: &str) -> AgentProc {
         let name = &spec.name;
+        let socket = spec.containerd.clone().unwrap_or_else(shared_socket);
         let data = dir.join(format!("agent-{name}-{ns}"));
         let quote = |v: &[String]| v.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let mut toml = format!(
@@ -360,7 +457,7 @@ impl AgentProc {
             quote(coordinators),
             data.display(),
             quote(&spec.labels),
-            zoe_testkit::containerd().socket.display(),
+            socket.display(),
         );
         if spec.cores.is_some() || spec.memory_bytes.is_some() {
             toml += "[advertise]\n";
@@ -375,8 +472,15 @@ impl AgentProc {
         let config = dir.join(format!("agent-{name}-{ns}.toml"));
         std::fs::write(&config, toml).unwrap();
         let log = dir.join(format!("agent-{name}-{ns}.log"));
-        let mut a =
-            AgentProc { name: name.clone(), ns: ns.to_string(), child: None, config, log, dump_on_panic: false };
+        let mut a = AgentProc {
+            name: name.clone(),
+            ns: ns.to_string(),
+            socket,
+            child: None,
+            config,
+            log,
+            dump_on_panic: false,
+        };
         a.spawn();
         a
     }
@@ -407,6 +511,13 @@ impl AgentProc {
 
     pub fn running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -683,8 +794,8 @@ impl ZoeClusterBuilder {
         };
         let namespaces: Vec<String> =
             self.agents.iter().map(|a| zoe_testkit::unique_namespace(&format!("zc-{}", a.name))).collect();
-        for ns in &namespaces {
-            prepare_namespace(ns, &dir).await;
+        for (spec, ns) in self.agents.iter().zip(&namespaces) {
+            prepare_namespace_at(&spec.containerd.clone().unwrap_or_else(shared_socket), ns, &dir).await;
         }
         for (spec, ns) in self.agents.iter().zip(&namespaces) {
             let cert = format!("agent-{}", spec.name);
@@ -794,6 +905,26 @@ impl ZoeCluster {
         l
     }
 
+    /// Waits until the coordinators other than index `out` (paused, or cut
+    /// off) agree on a leader among themselves; returns its index.
+    pub async fn leader_besides(&self, out: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut views = Vec::new();
+            for i in (0..self.coords.nodes.len()).filter(|i| *i != out && self.coords.running(*i)) {
+                views.push(self.coords.status(i).await);
+            }
+            let leader = views.iter().flatten().find(|s| s.role == "Leader").map(|s| s.id);
+            if let Some(l) = leader
+                && views.iter().all(|v| v.as_ref().is_some_and(|s| s.leader == Some(l)))
+            {
+                return self.coords.index_of(l);
+            }
+            assert!(Instant::now() < deadline, "no leader besides coordinator index {out}: {views:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// kill -9 coordinator index `i`.
     pub fn kill_coordinator(&mut self, i: usize) {
         self.coords.kill(i);
@@ -822,7 +953,7 @@ impl ZoeCluster {
     pub async fn containers(&self) -> Vec<ContainerView> {
         let mut out = Vec::new();
         for a in &self.agents {
-            for mut c in namespace_containers(&a.ns).await {
+            for mut c in namespace_containers_at(&a.socket, &a.ns).await.unwrap() {
                 c.node = a.name.clone();
                 out.push(c);
             }
@@ -909,7 +1040,7 @@ pub fn audit(st: &State, containers: &[ContainerView]) -> Vec<String> {
     let running: Vec<&ContainerView> = containers.iter().filter(|c| c.running).collect();
     let mut by_service: BTreeMap<u64, Vec<&ContainerView>> = BTreeMap::new();
     for c in &running {
-        match c.service_id {
+        match c.service {
             Some(s) => by_service.entry(s).or_default().push(c),
             None => problems.push(format!("running container {} on {} has no zoe labels", c.id, c.node)),
         }
@@ -962,16 +1093,33 @@ impl Drop for ZoeCluster {
         }
         // Containerd cleanup is async; this may run inside the test's
         // runtime, so it gets a thread and a runtime of its own.
-        let namespaces: Vec<String> = self.agents.iter().map(|a| a.ns.clone()).collect();
+        let namespaces: Vec<(PathBuf, String)> = self.agents.iter().map(|a| (a.socket.clone(), a.ns.clone())).collect();
         let dir = self.dir.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                for ns in &namespaces {
-                    cleanup_namespace(ns, &dir).await;
+                for (socket, ns) in &namespaces {
+                    cleanup_namespace_at(socket, ns, &dir).await;
                 }
             });
         })
         .join();
+        unmount_under(&self.dir);
+    }
+}
+
+/// Unmounts (lazily) everything mounted under `dir`, deepest first. A
+/// killed agent leaves the image layers it mounted for its containers
+/// (idmapped, under its data dir) behind; nothing else unmounts them, and
+/// they piled up by the hundred over a session's cluster tests.
+pub fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_unstable_by(|a, b| b.cmp(a));
+    points.dedup();
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).status();
     }
 }
