@@ -6,13 +6,15 @@ use serde_json::json;
 use std::process::ExitCode;
 use zoe_coordinator::scheduler::Policy;
 use zoe_sim::workload::Experiment;
-use zoe_sim::{Speed, Style, report};
+use zoe_sim::{Class, Speed, Style, plot, report};
 
 /// Run zoe's scheduler, unchanged, in virtual time on the paper's workload
 /// (Pace et al., CCGrid 2017): no cluster, no containers.
 ///
-/// Prints the turnaround and queue time per class of application
-/// (elastic, rigid), with the seed and parameters.
+/// Prints the turnaround, queue time and slowdown per class of application
+/// (elastic, rigid), with the seed and parameters. Several policies and
+/// styles (comma-separated) run on the same workload side by side;
+/// `--svg FILE` draws their turnaround CDFs.
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Applications to generate.
@@ -26,11 +28,12 @@ pub struct SimArgs {
     /// Nodes of 32 cores and 128 GiB.
     #[arg(long, default_value_t = 25)]
     nodes: u32,
-    /// Queue policy: fifo, size or dynsize.
+    /// Queue policy: fifo, size or dynsize (several: comma-separated).
     #[arg(long, default_value = "fifo")]
     policy: String,
     /// Allocation: flexible (zoe's), literal (Zoe's stop rule) or rigid
-    /// (every component essential, the head of the queue blocks).
+    /// (every component essential, the head of the queue blocks); several:
+    /// comma-separated.
     #[arg(long, default_value = "flexible")]
     style: String,
     /// Serial fraction for Amdahl's speed model (0: linear).
@@ -38,53 +41,134 @@ pub struct SimArgs {
     serial: f64,
     #[arg(long)]
     json: bool,
+    /// Write the turnaround CDFs (one line per run and class) to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<std::path::PathBuf>,
 }
 
-pub fn run(a: SimArgs) -> Result<ExitCode> {
-    let policy = match a.policy.as_str() {
+fn policy(name: &str) -> Result<Policy> {
+    Ok(match name {
         "fifo" => Policy::Fifo,
         "size" => Policy::Size,
         "dynsize" => Policy::Dynsize,
         other => bail!("--policy {other:?}: one of fifo, size, dynsize"),
-    };
-    let style = match a.style.as_str() {
+    })
+}
+
+fn style(name: &str) -> Result<Style> {
+    Ok(match name {
         "flexible" => Style::Flexible,
         "literal" => Style::Literal,
         "rigid" => Style::Rigid,
         other => bail!("--style {other:?}: one of flexible, literal, rigid"),
-    };
+    })
+}
+
+/// One run of the comparison.
+struct Run {
+    policy: String,
+    style: String,
+    reports: Vec<report::ClassReport>,
+    /// Each class's sorted turnarounds, for the plot.
+    turnarounds: Vec<(&'static str, Vec<f64>)>,
+}
+
+pub fn run(a: SimArgs) -> Result<ExitCode> {
+    let policies: Vec<&str> = a.policy.split(',').map(str::trim).collect();
+    let styles: Vec<&str> = a.style.split(',').map(str::trim).collect();
+    // Checked before anything runs: a typo fails at once, not after minutes.
+    for p in &policies {
+        policy(p)?;
+    }
+    for s in &styles {
+        style(s)?;
+    }
     if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
         bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
     }
-    let mut x = Experiment::new(a.applications, a.load, a.seed, a.nodes);
-    x.policy = policy;
-    x.style = style;
-    x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
-    eprintln!(
-        "simulating {} applications on {} nodes (seed {}, load {}, {} {})",
-        a.applications, a.nodes, a.seed, a.load, a.style, a.policy
-    );
-    let (apps, out) = x.run();
-    let reports = report::by_class(&apps, &out);
-    if a.json {
-        let params = json!({ "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "policy": a.policy, "style": a.style, "serial": a.serial });
-        println!("{}", serde_json::to_string_pretty(&json!({ "parameters": params, "classes": reports }))?);
-    } else {
-        println!(
-            "{:<8} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            "CLASS", "APPS", "DONE", "TA MEAN", "TA P50", "TA P95", "TA P99", "QUEUE MAX"
+    let mut runs = Vec::new();
+    for p in &policies {
+        for st in &styles {
+            let mut x = Experiment::new(a.applications, a.load, a.seed, a.nodes);
+            x.policy = policy(p)?;
+            x.style = style(st)?;
+            x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
+            eprintln!(
+                "simulating {} applications on {} nodes (seed {}, load {}, {st} {p})",
+                a.applications, a.nodes, a.seed, a.load
+            );
+            let (apps, out) = x.run();
+            let turnarounds = [(Class::Elastic, "elastic"), (Class::Rigid, "rigid")]
+                .into_iter()
+                .map(|(c, name)| (name, report::turnarounds(&apps, &out, c)))
+                .filter(|(_, t)| !t.is_empty())
+                .collect();
+            runs.push(Run {
+                policy: p.to_string(),
+                style: st.to_string(),
+                reports: report::by_class(&apps, &out),
+                turnarounds,
+            });
+        }
+    }
+    if let Some(path) = &a.svg {
+        let series: Vec<plot::Series> = runs
+            .iter()
+            .flat_map(|r| {
+                r.turnarounds.iter().map(|(class, t)| plot::Series {
+                    label: format!("{} {} ({class})", r.style, r.policy),
+                    sorted: t.clone(),
+                })
+            })
+            .collect();
+        let title = format!(
+            "Turnaround CDF: {} applications, load {}, {} nodes, seed {}",
+            a.applications, a.load, a.nodes, a.seed
         );
-        for r in &reports {
+        std::fs::write(path, plot::cdf_svg(&title, &series))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if a.json {
+        let params = json!({ "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "serial": a.serial });
+        let runs: Vec<_> =
+            runs.iter().map(|r| json!({ "policy": r.policy, "style": r.style, "classes": r.reports })).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "parameters": params, "runs": runs }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<8} {:<8} {:<8} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}",
+        "POLICY",
+        "STYLE",
+        "CLASS",
+        "APPS",
+        "DONE",
+        "TA MEAN",
+        "TA P50",
+        "TA P95",
+        "TA P99",
+        "QUEUE MAX",
+        "SLOW P50",
+        "SLOW P95",
+        "OVER 1D"
+    );
+    for r in &runs {
+        for c in &r.reports {
             println!(
-                "{:<8} {:>6} {:>6} {:>9.0}s {:>9.0}s {:>9.0}s {:>9.0}s {:>9.0}s",
-                r.class,
-                r.applications,
-                r.done,
-                r.turnaround_s_mean,
-                r.turnaround_s_p50,
-                r.turnaround_s_p95,
-                r.turnaround_s_p99,
-                r.queue_s_max
+                "{:<8} {:<8} {:<8} {:>6} {:>6} {:>8.0}s {:>8.0}s {:>8.0}s {:>8.0}s {:>8.0}s {:>8.2} {:>8.2} {:>7}",
+                r.policy,
+                r.style,
+                c.class,
+                c.applications,
+                c.done,
+                c.turnaround_s_mean,
+                c.turnaround_s_p50,
+                c.turnaround_s_p95,
+                c.turnaround_s_p99,
+                c.queue_s_max,
+                c.slowdown_p50,
+                c.slowdown_p95,
+                c.waited_over_a_day
             );
         }
     }

@@ -15,6 +15,7 @@
 //!
 //! Times are milliseconds of virtual time; nothing here reads a clock.
 
+pub mod plot;
 pub mod report;
 pub mod workload;
 

@@ -1,0 +1,56 @@
+//! `zoe sim` as a user runs it: runs side by side, JSON, the SVG plot, and
+//! a clear refusal of a policy it does not know.
+
+use std::process::Command;
+
+fn zoe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zoe")).args(args).output().unwrap()
+}
+
+#[test]
+fn policies_and_styles_run_side_by_side_with_json_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("cdf.svg");
+    let out = zoe(&[
+        "sim",
+        "--applications",
+        "200",
+        "--policy",
+        "fifo,size",
+        "--style",
+        "flexible,rigid",
+        "--json",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    let names: Vec<String> = runs.iter().map(|r| format!("{} {}", r["policy"], r["style"])).collect();
+    assert_eq!(names, ["\"fifo\" \"flexible\"", "\"fifo\" \"rigid\"", "\"size\" \"flexible\"", "\"size\" \"rigid\""]);
+    for r in runs {
+        for c in r["classes"].as_array().unwrap() {
+            assert_eq!(c["done"], c["applications"], "{c}");
+            assert!(c["slowdown_p50"].as_f64().unwrap() >= 1.0 - 1e-9, "turnaround is never below the work: {c}");
+        }
+    }
+    assert_eq!(v["parameters"]["seed"], 1);
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg"));
+    assert!(plot.contains("rigid size (elastic)"), "one line per run and class");
+
+    // The table: one row per run and class.
+    let out = zoe(&["sim", "--applications", "100", "--style", "flexible,rigid"]);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("SLOW P95"));
+    assert_eq!(table.lines().filter(|l| l.starts_with("fifo")).count(), 4, "{table}");
+}
+
+#[test]
+fn an_unknown_policy_is_refused_before_anything_runs() {
+    let out = zoe(&["sim", "--policy", "fifo,lifo"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--policy \"lifo\"") && !err.contains("simulating"), "{err}");
+}
