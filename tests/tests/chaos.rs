@@ -762,7 +762,8 @@ async fn histories_under_random_faults_keep_every_guarantee() {
     while chaos_began.elapsed() < Duration::from_secs(seconds) || round < FAULTS.len() {
         let calm = chaos.rng.random_range(500..2000);
         tokio::time::sleep(Duration::from_millis(calm)).await;
-        // Each fault alone first, then at random, a third of them mixed.
+        // Each fault alone first, then at random; one coordinator fault in
+        // three comes with an agent fault.
         let (fault, with) = match order.get(round) {
             Some(f) => (*f, None),
             None => {
