@@ -46,22 +46,19 @@ pub struct SimArgs {
     svg: Option<std::path::PathBuf>,
 }
 
-fn policy(name: &str) -> Result<Policy> {
-    Ok(match name {
-        "fifo" => Policy::Fifo,
-        "size" => Policy::Size,
-        "dynsize" => Policy::Dynsize,
-        other => bail!("--policy {other:?}: one of fifo, size, dynsize"),
-    })
-}
+const POLICIES: [(&str, Policy); 3] = [("fifo", Policy::Fifo), ("size", Policy::Size), ("dynsize", Policy::Dynsize)];
+const STYLES: [(&str, Style); 3] =
+    [("flexible", Style::Flexible), ("literal", Style::Literal), ("rigid", Style::Rigid)];
 
-fn style(name: &str) -> Result<Style> {
-    Ok(match name {
-        "flexible" => Style::Flexible,
-        "literal" => Style::Literal,
-        "rigid" => Style::Rigid,
-        other => bail!("--style {other:?}: one of flexible, literal, rigid"),
-    })
+/// The value `name` stands for in `flag`'s table, or a message that lists them.
+fn pick<T: Copy>(flag: &str, name: &str, table: &[(&str, T)]) -> Result<T> {
+    match table.iter().find(|(n, _)| *n == name) {
+        Some((_, v)) => Ok(*v),
+        None => {
+            let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+            bail!("{flag} {name:?}: one of {}", names.join(", "))
+        }
+    }
 }
 
 /// One run of the comparison.
@@ -78,10 +75,10 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     let styles: Vec<&str> = a.style.split(',').map(str::trim).collect();
     // Checked before anything runs: a typo fails at once, not after minutes.
     for p in &policies {
-        policy(p)?;
+        pick("--policy", p, &POLICIES)?;
     }
     for s in &styles {
-        style(s)?;
+        pick("--style", s, &STYLES)?;
     }
     if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
         bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
@@ -90,8 +87,8 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     for p in &policies {
         for st in &styles {
             let mut x = Experiment::new(a.applications, a.load, a.seed, a.nodes);
-            x.policy = policy(p)?;
-            x.style = style(st)?;
+            x.policy = pick("--policy", p, &POLICIES)?;
+            x.style = pick("--style", st, &STYLES)?;
             x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
             eprintln!(
                 "simulating {} applications on {} nodes (seed {}, load {}, {st} {p})",

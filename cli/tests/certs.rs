@@ -1,11 +1,9 @@
 //! `zoe certs`: CA and role certificates, file modes, no silent overwrite.
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+mod common;
 
-fn zoe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_zoe")).args(args).output().unwrap()
-}
+use common::zoe;
+use std::os::unix::fs::PermissionsExt;
 
 #[test]
 fn ca_and_issue_write_usable_material_and_refuse_to_overwrite() {

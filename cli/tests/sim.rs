@@ -1,11 +1,9 @@
 //! `zoe sim` as a user runs it: runs side by side, JSON, the SVG plot, and
 //! a clear refusal of a policy it does not know.
 
-use std::process::Command;
+mod common;
 
-fn zoe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_zoe")).args(args).output().unwrap()
-}
+use common::zoe;
 
 #[test]
 fn policies_and_styles_run_side_by_side_with_json_and_a_plot() {
