@@ -66,8 +66,8 @@ struct Run {
     policy: String,
     style: String,
     reports: Vec<report::ClassReport>,
-    /// Each class's sorted turnarounds, for the plot.
-    turnarounds: Vec<(&'static str, Vec<f64>)>,
+    /// Each class's sorted turnarounds and its size, for the plot.
+    turnarounds: Vec<(&'static str, Vec<f64>, usize)>,
 }
 
 pub fn run(a: SimArgs) -> Result<ExitCode> {
@@ -97,8 +97,10 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             let (apps, out) = x.run();
             let turnarounds = [(Class::Elastic, "elastic"), (Class::Rigid, "rigid")]
                 .into_iter()
-                .map(|(c, name)| (name, report::turnarounds(&apps, &out, c)))
-                .filter(|(_, t)| !t.is_empty())
+                .map(|(c, name)| {
+                    (name, report::turnarounds(&apps, &out, c), apps.iter().filter(|a| a.class == c).count())
+                })
+                .filter(|(_, _, n)| *n > 0)
                 .collect();
             runs.push(Run {
                 policy: p.to_string(),
@@ -112,9 +114,10 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         let series: Vec<plot::Series> = runs
             .iter()
             .flat_map(|r| {
-                r.turnarounds.iter().map(|(class, t)| plot::Series {
+                r.turnarounds.iter().map(|(class, t, total)| plot::Series {
                     label: format!("{} {} ({class})", r.style, r.policy),
                     sorted: t.clone(),
+                    total: *total,
                 })
             })
             .collect();

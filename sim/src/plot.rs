@@ -4,10 +4,13 @@
 
 use std::fmt::Write;
 
-/// One line of the plot: its label and its values, sorted.
+/// One line of the plot: its label, its values sorted, and how many there
+/// are in all (values that never came, applications never done, keep the
+/// line below 1).
 pub struct Series {
     pub label: String,
     pub sorted: Vec<f64>,
+    pub total: usize,
 }
 
 const W: f64 = 760.0;
@@ -83,7 +86,7 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
             let step = n.div_ceil(POINTS).max(1);
             let mut points = String::new();
             for k in (0..n).step_by(step).chain(std::iter::once(n - 1)) {
-                let _ = write!(points, "{:.1},{:.1} ", x(s.sorted[k]), y((k + 1) as f64 / n as f64));
+                let _ = write!(points, "{:.1},{:.1} ", x(s.sorted[k]), y((k + 1) as f64 / s.total.max(n) as f64));
             }
             let _ = writeln!(
                 svg,
@@ -112,8 +115,8 @@ mod tests {
 
     #[test]
     fn a_cdf_draws_one_line_and_one_legend_entry_per_series_with_escaped_labels() {
-        let a = Series { label: "flexible <FIFO>".into(), sorted: (1..=1000).map(|v| v as f64).collect() };
-        let b = Series { label: "rigid".into(), sorted: vec![5.0, 50.0, 500.0] };
+        let a = Series { label: "flexible <FIFO>".into(), sorted: (1..=1000).map(|v| v as f64).collect(), total: 1000 };
+        let b = Series { label: "rigid".into(), sorted: vec![5.0, 50.0, 500.0], total: 6 };
         let svg = cdf_svg("turnaround & more", &[a, b]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2);
@@ -122,5 +125,9 @@ mod tests {
         assert!(svg.contains(">10^0<") && svg.contains(">10^3<"));
         let first = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
         assert!(first.split(' ').count() <= POINTS + 1);
+        // Half of b's values never came: its line ends half-way up.
+        let last = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().split(' ').last().unwrap();
+        let end_y: f64 = last.split(',').nth(1).unwrap().parse().unwrap();
+        assert!((end_y - (T + 0.5 * (H - T - B))).abs() < 0.2, "{last}");
     }
 }
