@@ -143,10 +143,6 @@ impl Ctx {
         })
     }
 
-    /// The latest committed state (a linearizable read), for the checks
-    /// before a write: a follower must not judge a request on a state that
-    /// is behind (an execution submitted a moment ago through another
-    /// coordinator, a quota already used up).
     /// [`Ctx::read`] of a value the read itself may refuse (a 404, a 403):
     /// the refusal is the answer.
     pub async fn read_checked<T>(
@@ -157,6 +153,10 @@ impl Ctx {
         self.read(q, f).await?.checked()
     }
 
+    /// The latest committed state (a linearizable read), for the checks
+    /// before a write: a follower must not judge a request on a state that
+    /// is behind (an execution submitted a moment ago through another
+    /// coordinator, a quota already used up).
     pub async fn read_fresh<T>(&self, f: impl FnOnce(&State) -> T) -> HttpResult<T> {
         Ok(self.0.coord.read_linearizable(f).await?.0)
     }
