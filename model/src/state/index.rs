@@ -113,21 +113,15 @@ pub struct Index {
 }
 
 impl Index {
+    /// Every record counted as new: the one path that keeps the index
+    /// builds it too.
     fn build(st: &State) -> Index {
-        let mut ix = Index::default();
-        for s in st.services.values() {
-            let f = Footprint::of(&st.executions, s);
-            ix.count_service(&f, true);
-            if f.waits() {
-                ix.waiting.insert(s.id);
-            }
-            ix.counted_services.insert(s.id, f);
-        }
-        for e in st.executions.values() {
-            ix.executions.entry(e.status).or_default().insert(e.id);
-            ix.counted_executions.insert(e.id, e.status);
-            ix.judge_complete(e.id, &st.executions);
-        }
+        let mut ix = Index {
+            dirty_services: st.services.keys().copied().collect(),
+            dirty_executions: st.executions.keys().copied().collect(),
+            ..Index::default()
+        };
+        ix.refresh(&st.executions, &st.services);
         ix
     }
 
@@ -144,6 +138,13 @@ impl Index {
     }
 
     fn count_service(&mut self, f: &Footprint, add: bool) {
+        if f.waits() {
+            if add {
+                self.waiting.insert(f.id);
+            } else {
+                self.waiting.remove(&f.id);
+            }
+        }
         let Some(h) = &f.holds else { return };
         let u = self.usage.entry(h.node.clone()).or_default();
         if add {
@@ -219,11 +220,6 @@ impl Index {
             }
             if let Some(new) = &now {
                 self.count_service(new, true);
-            }
-            if now.as_ref().is_some_and(Footprint::waits) {
-                self.waiting.insert(id);
-            } else {
-                self.waiting.remove(&id);
             }
         }
         for id in judge {
