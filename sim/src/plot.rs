@@ -126,7 +126,7 @@ mod tests {
         let first = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
         assert!(first.split(' ').count() <= POINTS + 1);
         // Half of b's values never came: its line ends half-way up.
-        let last = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().split(' ').last().unwrap();
+        let last = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().split(' ').next_back().unwrap();
         let end_y: f64 = last.split(',').nth(1).unwrap().parse().unwrap();
         assert!((end_y - (T + 0.5 * (H - T - B))).abs() < 0.2, "{last}");
     }

@@ -32,12 +32,11 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// The turnarounds of one class, in seconds, sorted (for plots).
 pub fn turnarounds(apps: &[App], out: &[Outcome], class: Class) -> Vec<f64> {
-    let mut ta: Vec<f64> = out
-        .iter()
-        .filter(|o| apps[o.app].class == class)
-        .filter_map(|o| o.turnaround_ms())
-        .map(|ms| ms as f64 / 1e3)
-        .collect();
+    sorted_turnarounds(out.iter().filter(|o| apps[o.app].class == class))
+}
+
+fn sorted_turnarounds<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> Vec<f64> {
+    let mut ta: Vec<f64> = outcomes.filter_map(|o| o.turnaround_ms()).map(|ms| ms as f64 / 1e3).collect();
     ta.sort_by(f64::total_cmp);
     ta
 }
@@ -56,16 +55,17 @@ fn round3(x: f64) -> f64 {
 /// One report per class present in `apps`, elastic first.
 pub fn by_class(apps: &[App], out: &[Outcome]) -> Vec<ClassReport> {
     let mut reports = Vec::new();
+    // Where the trace ended: how long a never-started application waited.
+    let end = out.iter().filter_map(|o| o.end).max().unwrap_or(0);
     for (class, name) in [(Class::Elastic, "elastic"), (Class::Rigid, "rigid")] {
         let mine: Vec<&Outcome> = out.iter().filter(|o| apps[o.app].class == class).collect();
         if mine.is_empty() {
             continue;
         }
-        let ta = turnarounds(apps, out, class);
+        let ta = sorted_turnarounds(mine.iter().copied());
         let mut slow: Vec<f64> =
             mine.iter().filter_map(|o| Some(o.turnaround_ms()? as f64 / apps[o.app].work_ms.max(1.0))).collect();
         slow.sort_by(f64::total_cmp);
-        let end = out.iter().filter_map(|o| o.end).max().unwrap_or(0);
         let starved = mine
             .iter()
             .filter(|o| match o.start {
