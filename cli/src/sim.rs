@@ -6,7 +6,7 @@ use serde_json::json;
 use std::process::ExitCode;
 use zoe_coordinator::scheduler::Policy;
 use zoe_sim::workload::Experiment;
-use zoe_sim::{Class, Speed, Style, plot, report};
+use zoe_sim::{Speed, Style, plot, report};
 
 /// Run zoe's scheduler, unchanged, in virtual time on the paper's workload
 /// (Pace et al., CCGrid 2017): no cluster, no containers.
@@ -66,58 +66,40 @@ struct Run {
     policy: String,
     style: String,
     reports: Vec<report::ClassReport>,
-    /// Each class's sorted turnarounds and its size, for the plot.
-    turnarounds: Vec<(&'static str, Vec<f64>, usize)>,
 }
 
 pub fn run(a: SimArgs) -> Result<ExitCode> {
-    let policies: Vec<&str> = a.policy.split(',').map(str::trim).collect();
-    let styles: Vec<&str> = a.style.split(',').map(str::trim).collect();
-    // Checked before anything runs: a typo fails at once, not after minutes.
-    for p in &policies {
-        pick("--policy", p, &POLICIES)?;
-    }
-    for s in &styles {
-        pick("--style", s, &STYLES)?;
-    }
+    // All parsed before anything runs: a typo fails at once, not after minutes.
+    let policies: Vec<(&str, Policy)> =
+        a.policy.split(',').map(str::trim).map(|p| Ok((p, pick("--policy", p, &POLICIES)?))).collect::<Result<_>>()?;
+    let styles: Vec<(&str, Style)> =
+        a.style.split(',').map(str::trim).map(|s| Ok((s, pick("--style", s, &STYLES)?))).collect::<Result<_>>()?;
     if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
         bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
     }
     let mut runs = Vec::new();
-    for p in &policies {
-        for st in &styles {
+    for &(p, policy) in &policies {
+        for &(st, style) in &styles {
             let mut x = Experiment::new(a.applications, a.load, a.seed, a.nodes);
-            x.policy = pick("--policy", p, &POLICIES)?;
-            x.style = pick("--style", st, &STYLES)?;
+            x.policy = policy;
+            x.style = style;
             x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
             eprintln!(
                 "simulating {} applications on {} nodes (seed {}, load {}, {st} {p})",
                 a.applications, a.nodes, a.seed, a.load
             );
             let (apps, out) = x.run();
-            let turnarounds = [(Class::Elastic, "elastic"), (Class::Rigid, "rigid")]
-                .into_iter()
-                .map(|(c, name)| {
-                    (name, report::turnarounds(&apps, &out, c), apps.iter().filter(|a| a.class == c).count())
-                })
-                .filter(|(_, _, n)| *n > 0)
-                .collect();
-            runs.push(Run {
-                policy: p.to_string(),
-                style: st.to_string(),
-                reports: report::by_class(&apps, &out),
-                turnarounds,
-            });
+            runs.push(Run { policy: p.to_string(), style: st.to_string(), reports: report::by_class(&apps, &out) });
         }
     }
     if let Some(path) = &a.svg {
         let series: Vec<plot::Series> = runs
             .iter()
             .flat_map(|r| {
-                r.turnarounds.iter().map(|(class, t, total)| plot::Series {
-                    label: format!("{} {} ({class})", r.style, r.policy),
-                    sorted: t.clone(),
-                    total: *total,
+                r.reports.iter().map(|c| plot::Series {
+                    label: format!("{} {} ({})", r.style, r.policy, c.class),
+                    sorted: c.turnarounds_s.clone(),
+                    total: c.applications,
                 })
             })
             .collect();

@@ -26,20 +26,12 @@ pub struct ClassReport {
     /// Applications that waited over a day before they started (or never
     /// started within a day of arriving).
     pub waited_over_a_day: usize,
+    /// The turnarounds themselves, sorted (for plots; not in the JSON).
+    #[serde(skip)]
+    pub turnarounds_s: Vec<f64>,
 }
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
-
-/// The turnarounds of one class, in seconds, sorted (for plots).
-pub fn turnarounds(apps: &[App], out: &[Outcome], class: Class) -> Vec<f64> {
-    sorted_turnarounds(out.iter().filter(|o| apps[o.app].class == class))
-}
-
-fn sorted_turnarounds<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> Vec<f64> {
-    let mut ta: Vec<f64> = outcomes.filter_map(|o| o.turnaround_ms()).map(|ms| ms as f64 / 1e3).collect();
-    ta.sort_by(f64::total_cmp);
-    ta
-}
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -62,7 +54,8 @@ pub fn by_class(apps: &[App], out: &[Outcome]) -> Vec<ClassReport> {
         if mine.is_empty() {
             continue;
         }
-        let ta = sorted_turnarounds(mine.iter().copied());
+        let mut ta: Vec<f64> = mine.iter().filter_map(|o| o.turnaround_ms()).map(|ms| ms as f64 / 1e3).collect();
+        ta.sort_by(f64::total_cmp);
         let mut slow: Vec<f64> =
             mine.iter().filter_map(|o| Some(o.turnaround_ms()? as f64 / apps[o.app].work_ms.max(1.0))).collect();
         slow.sort_by(f64::total_cmp);
@@ -91,6 +84,7 @@ pub fn by_class(apps: &[App], out: &[Outcome]) -> Vec<ClassReport> {
             slowdown_p95: round3(pct(&slow, 0.95)),
             slowdown_p99: round3(pct(&slow, 0.99)),
             waited_over_a_day: starved,
+            turnarounds_s: ta,
         });
     }
     reports
