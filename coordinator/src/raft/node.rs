@@ -1015,6 +1015,9 @@ impl Coordinator {
         }
         inner.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
+        if let Err(e) = inner.log.write_commit_index() {
+            tracing::warn!("final commit index: {e}");
+        }
         if let Err(e) = inner.durable.sync().await {
             tracing::warn!("final flush: {e}");
         }

@@ -23,8 +23,8 @@
 //! The state machine lives in memory. Its applied index and membership are
 //! persisted with every snapshot; on restart it is restored from the latest
 //! snapshot and openraft re-applies the committed log after it (the commit
-//! index is saved too, so that happens at start-up, not at the next
-//! heartbeat).
+//! index is saved too, at most once a second and at a clean stop, so most
+//! of that happens at start-up; the rest at the leader's next heartbeat).
 
 use super::{CoordNode, Entry, LogId, NodeId, StoredMembership, TypeConfig, WireEntry, codec};
 use crate::state::State;
@@ -37,8 +37,9 @@ use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use std::sync::mpsc;
 
 type SErr = StorageError<NodeId>;
 
@@ -73,10 +74,17 @@ impl Durable {
         Ok(Durable { db: db.clone(), file: Arc::new(file) })
     }
 
+    /// Blocks the calling thread: flush and fdatasync run back to back on
+    /// it, with no hand-off between them (each hand-off to another thread
+    /// costs a wake-up on the path of every one-writer commit).
+    pub fn sync_blocking(&self) -> std::io::Result<()> {
+        self.db.flush().map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.file.sync_data()
+    }
+
     pub async fn sync(&self) -> std::io::Result<()> {
-        self.db.flush_async().await.map_err(|e| std::io::Error::other(e.to_string()))?;
-        let f = self.file.clone();
-        tokio::task::spawn_blocking(move || f.sync_data()).await.map_err(std::io::Error::other)?
+        let d = self.clone();
+        tokio::task::spawn_blocking(move || d.sync_blocking()).await.map_err(std::io::Error::other)?
     }
 }
 
@@ -88,9 +96,20 @@ pub struct LogStore {
     durable: Durable,
     log: sled::Tree,
     meta: sled::Tree,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
     committed: Arc<AtomicU64>,
+    persisted: Arc<Mutex<CommitIndexWrites>>,
     stats: Arc<LogStats>,
+}
+
+/// The commit index is written to sled at most this often (and at a clean
+/// stop): see `save_committed`.
+const COMMITTED_WRITE_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct CommitIndexWrites {
+    latest: Option<LogId>,
+    written_at: Option<Instant>,
 }
 
 /// Counters showing how well appends are batched into syncs.
@@ -105,14 +124,27 @@ pub struct LogStats {
 }
 
 impl LogStore {
-    /// Must be called inside a tokio runtime: it starts the flusher task.
+    /// Starts the flusher thread, which ends when the last clone of the
+    /// store is dropped.
     pub fn open(db: &sled::Db, durable: Durable) -> Result<Self, sled::Error> {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let stats = Arc::new(LogStats::default());
-        tokio::spawn(flusher(durable.clone(), rx, stats.clone()));
-        let store = LogStore { durable, log, meta, flusher: tx, committed: Arc::new(AtomicU64::new(NONE)), stats };
+        let (d, st) = (durable.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("zoe-log-flusher".into())
+            .spawn(move || flusher(d, rx, st))
+            .map_err(sled::Error::Io)?;
+        let store = LogStore {
+            durable,
+            log,
+            meta,
+            flusher: tx,
+            committed: Arc::new(AtomicU64::new(NONE)),
+            persisted: Arc::default(),
+            stats,
+        };
         if let Ok(Some(c)) = store.get_meta::<LogId>("committed") {
             store.committed.store(c.index, Ordering::Relaxed);
         }
@@ -129,6 +161,16 @@ impl LogStore {
 
     pub fn committed_handle(&self) -> Arc<AtomicU64> {
         self.committed.clone()
+    }
+
+    /// Writes the latest commit index (before the final sync of a clean
+    /// stop, so a restart re-applies the whole committed log at once).
+    pub fn write_commit_index(&self) -> Result<(), SErr> {
+        let latest = self.persisted.lock().expect("commit index lock").latest;
+        match latest {
+            Some(c) => self.put_meta("committed", &c),
+            None => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> Arc<LogStats> {
@@ -150,15 +192,17 @@ impl LogStore {
 }
 
 /// Group commit: waits for appends, fsyncs once for all that are queued,
-/// then completes them in order.
-async fn flusher(durable: Durable, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>, stats: Arc<LogStats>) {
+/// then completes them in order. Its own thread, not a task: the sync
+/// blocks anyway, and a task would hand each one to the blocking pool and
+/// back (two wake-ups per commit on the leader and on each follower).
+fn flusher(durable: Durable, rx: mpsc::Receiver<LogFlushed<TypeConfig>>, stats: Arc<LogStats>) {
     let mut batch = Vec::new();
-    while let Some(cb) = rx.recv().await {
+    while let Ok(cb) = rx.recv() {
         batch.push(cb);
         while let Ok(cb) = rx.try_recv() {
             batch.push(cb);
         }
-        let res = durable.sync().await;
+        let res = durable.sync_blocking();
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         for cb in batch.drain(..) {
             cb.log_io_completed(match &res {
@@ -234,17 +278,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), SErr> {
-        // Not flushed on purpose: a lost commit index is only an optimisation
-        // lost (the leader re-sends it); sled keeps writes in order, so it can
-        // never come back ahead of the log it refers to.
+        // Neither flushed nor written every time, on purpose: a lost or stale
+        // commit index is only an optimisation lost (the leader re-sends it),
+        // while each write costs the next log sync one more write-out. sled
+        // keeps writes in order, so it can never come back ahead of the log
+        // it refers to.
         if let Some(c) = committed {
-            self.put_meta("committed", &c)?;
             self.committed.store(c.index, Ordering::Relaxed);
+            let due = {
+                let mut p = self.persisted.lock().expect("commit index lock");
+                p.latest = Some(c);
+                let due = p.written_at.is_none_or(|t| t.elapsed() >= COMMITTED_WRITE_EVERY);
+                if due {
+                    p.written_at = Some(Instant::now());
+                }
+                due
+            };
+            if due {
+                self.put_meta("committed", &c)?;
+            }
         }
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, SErr> {
+        if let Some(c) = self.persisted.lock().expect("commit index lock").latest {
+            return Ok(Some(c));
+        }
         self.get_meta("committed")
     }
 
@@ -253,15 +313,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
+        let mut rows = Vec::new();
         for e in entries {
             self.stats.entries.fetch_add(1, Ordering::Relaxed);
             let w = WireEntry::from_entry(&e).map_err(|m| StorageIOError::write_logs(io_err(m)))?;
             let b = codec::bin(&w).map_err(|m| StorageIOError::write_logs(io_err(m)))?;
-            batch.insert(&key(e.log_id.index), b);
+            rows.push((key(e.log_id.index), b));
         }
-        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        // One entry needs no batch: a sled batch adds a manifest record,
+        // which the sync then writes out on its own (one more pwrite and
+        // sync_file_range on the path of every one-writer commit).
+        let written = if rows.len() == 1 {
+            let (k, b) = rows.pop().expect("one row");
+            self.log.insert(k, b).map(drop)
+        } else {
+            let mut batch = sled::Batch::default();
+            for (k, b) in rows {
+                batch.insert(&k, b);
+            }
+            self.log.apply_batch(batch)
+        };
+        written.map_err(|e| StorageIOError::write_logs(&e))?;
         self.flusher.send(callback).map_err(|_| StorageIOError::write_logs(io_err("log flusher stopped")))?;
         Ok(())
     }

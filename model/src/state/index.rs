@@ -228,6 +228,8 @@ impl Index {
     }
 
     /// The same indexes as a rebuild would give (the bookkeeping aside).
+    /// Only debug builds check it.
+    #[cfg(debug_assertions)]
     fn agrees_with(&self, other: &Index) -> bool {
         self.usage == other.usage
             && self.executions == other.executions
