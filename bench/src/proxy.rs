@@ -5,7 +5,13 @@
 //! is this process, over keep-alive connections, on the same machine.
 //!
 //! - download: `--download-mb` MB streamed, `--downloads` times each way,
-//!   interleaved; MB/s per transfer;
+//!   interleaved; MB/s per transfer. Twice: first with every process free
+//!   to use both CPUs (`*_shared_cpus`), then with the proxy on CPU 1 and
+//!   the client and the service on CPU 0 (the headline figures). On one
+//!   machine the shared run charges the proxy's kernel TCP work to the very
+//!   CPUs the two ends need; a deployed proxy runs on a coordinator, not on
+//!   the client's or the service's host, and the pinned run measures that:
+//!   whether the hop through the proxy slows a transfer down;
 //! - small requests: `--requests` sequential GETs of a ~200-byte page each
 //!   way, interleaved in blocks of 100; latency per request.
 
@@ -113,37 +119,18 @@ async fn bench(
     }
     eprintln!("echo running: direct {direct}, proxied {proxied}");
 
-    let bytes = args.download_mb * 1_000_000;
-    let (mut d_mbs, mut p_mbs) = (Vec::new(), Vec::new());
-    // CPU the coordinator (the proxy) and this client spend per proxied GB.
-    let (mut proxy_cpu, mut client_cpu, mut client_direct_cpu) = (0.0, 0.0, 0.0);
-    for i in 0..args.downloads + 1 {
-        for (base, out) in [(&direct, &mut d_mbs), (&proxied, &mut p_mbs)] {
-            let (c0, s0) = (cluster.cpu_s(0), cpu_s("self"));
-            let t = Instant::now();
-            let mut r = get(base, &format!("bytes/{bytes}")).send().await?.error_for_status()?;
-            let mut n = 0;
-            while let Some(chunk) = r.chunk().await? {
-                n += chunk.len();
-            }
-            if n != bytes {
-                bail!("{base}: {n} bytes of {bytes}");
-            }
-            // The first round warms both paths up.
-            if i > 0 {
-                out.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
-                if base == &proxied {
-                    proxy_cpu += cluster.cpu_s(0) - c0;
-                    client_cpu += cpu_s("self") - s0;
-                } else {
-                    client_direct_cpu += cpu_s("self") - s0;
-                }
-            }
-        }
+    let shared = downloads(args, cluster, &get, &direct, &proxied).await?;
+    let echo = echo_pid().context("finding the zoe-echo process")?;
+    let coordinator = cluster.pid(0).context("the coordinator's pid")?;
+    for (pid, cpu) in [(coordinator, 1), (echo, 0), (std::process::id(), 0)] {
+        pin(pid, cpu).with_context(|| format!("pinning process {pid} to CPU {cpu}"))?;
     }
-    let gb = (bytes * args.downloads) as f64 / 1e9;
-    let (d_mbs, p_mbs) = (sorted(d_mbs), sorted(p_mbs));
-    eprintln!("download: direct {:.0} MB/s, proxied {:.0} MB/s (medians)", pct(&d_mbs, 0.5), pct(&p_mbs, 0.5));
+    eprintln!("pinned: the proxy (coordinator {coordinator}) to CPU 1, the client and zoe-echo ({echo}) to CPU 0");
+    let apart = downloads(args, cluster, &get, &direct, &proxied).await;
+    for pid in [coordinator, echo, std::process::id()] {
+        let _ = unpin(pid);
+    }
+    let apart = apart?;
 
     let (mut d_ms, mut p_ms) = (Vec::new(), Vec::new());
     let mut done = 0;
@@ -169,12 +156,16 @@ async fn bench(
         "bench": "proxy",
         "download_mb": args.download_mb,
         "downloads": args.downloads,
-        "direct_mb_s_p50": round2(pct(&d_mbs, 0.5)),
-        "proxy_mb_s_p50": round2(pct(&p_mbs, 0.5)),
-        "throughput_ratio": round2(pct(&p_mbs, 0.5) / pct(&d_mbs, 0.5)),
-        "proxy_cpu_s_per_gb": round2(proxy_cpu / gb),
-        "client_cpu_s_per_gb_proxied": round2(client_cpu / gb),
-        "client_cpu_s_per_gb_direct": round2(client_direct_cpu / gb),
+        "direct_mb_s_p50": round2(apart.direct_mb_s),
+        "proxy_mb_s_p50": round2(apart.proxy_mb_s),
+        "throughput_ratio": round2(apart.ratio()),
+        "proxy_cpu_s_per_gb": round2(apart.proxy_cpu_s_per_gb),
+        "direct_mb_s_p50_shared_cpus": round2(shared.direct_mb_s),
+        "proxy_mb_s_p50_shared_cpus": round2(shared.proxy_mb_s),
+        "throughput_ratio_shared_cpus": round2(shared.ratio()),
+        "proxy_cpu_s_per_gb_shared_cpus": round2(shared.proxy_cpu_s_per_gb),
+        "client_cpu_s_per_gb_proxied": round2(shared.client_cpu_s_per_gb_proxied),
+        "client_cpu_s_per_gb_direct": round2(shared.client_cpu_s_per_gb_direct),
         "requests": d_ms.len(),
         "direct_ms_p50": round2(d50),
         "direct_ms_p99": round2(pct(&d_ms, 0.99)),
@@ -182,4 +173,112 @@ async fn bench(
         "proxy_ms_p99": round2(pct(&p_ms, 0.99)),
         "added_ms_p50": round2(p50 - d50),
     }))
+}
+
+/// Download figures, both ways.
+struct Transfers {
+    direct_mb_s: f64,
+    proxy_mb_s: f64,
+    proxy_cpu_s_per_gb: f64,
+    client_cpu_s_per_gb_proxied: f64,
+    client_cpu_s_per_gb_direct: f64,
+}
+
+impl Transfers {
+    fn ratio(&self) -> f64 {
+        self.proxy_mb_s / self.direct_mb_s
+    }
+}
+
+/// `--downloads` downloads each way, alternating, after one of each to
+/// warm up.
+async fn downloads(
+    args: &Args,
+    cluster: &Cluster,
+    get: &impl Fn(&str, &str) -> reqwest::RequestBuilder,
+    direct: &str,
+    proxied: &str,
+) -> Result<Transfers> {
+    let bytes = args.download_mb * 1_000_000;
+    let (mut d_mbs, mut p_mbs) = (Vec::new(), Vec::new());
+    // CPU the coordinator (the proxy) and this client spend per proxied GB.
+    let (mut proxy_cpu, mut client_cpu, mut client_direct_cpu) = (0.0, 0.0, 0.0);
+    for i in 0..args.downloads + 1 {
+        for (base, out) in [(direct, &mut d_mbs), (proxied, &mut p_mbs)] {
+            let (c0, s0) = (cluster.cpu_s(0), cpu_s("self"));
+            let t = Instant::now();
+            let mut r = get(base, &format!("bytes/{bytes}")).send().await?.error_for_status()?;
+            let mut n = 0;
+            while let Some(chunk) = r.chunk().await? {
+                n += chunk.len();
+            }
+            if n != bytes {
+                bail!("{base}: {n} bytes of {bytes}");
+            }
+            // The first round warms both paths up.
+            if i > 0 {
+                out.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+                if base == proxied {
+                    proxy_cpu += cluster.cpu_s(0) - c0;
+                    client_cpu += cpu_s("self") - s0;
+                } else {
+                    client_direct_cpu += cpu_s("self") - s0;
+                }
+            }
+        }
+    }
+    let gb = (bytes * args.downloads) as f64 / 1e9;
+    let (d_mbs, p_mbs) = (sorted(d_mbs), sorted(p_mbs));
+    eprintln!("download: direct {:.0} MB/s, proxied {:.0} MB/s (medians)", pct(&d_mbs, 0.5), pct(&p_mbs, 0.5));
+
+    Ok(Transfers {
+        direct_mb_s: pct(&d_mbs, 0.5),
+        proxy_mb_s: pct(&p_mbs, 0.5),
+        proxy_cpu_s_per_gb: proxy_cpu / gb,
+        client_cpu_s_per_gb_proxied: client_cpu / gb,
+        client_cpu_s_per_gb_direct: client_direct_cpu / gb,
+    })
+}
+
+/// The process of the running `zoe-echo` (the service's main process).
+fn echo_pid() -> Result<u32> {
+    for e in std::fs::read_dir("/proc")? {
+        let Ok(pid) = e?.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "zoe-echo") {
+            return Ok(pid);
+        }
+    }
+    bail!("no zoe-echo process")
+}
+
+/// Every thread of `pid` on CPU `cpu` only (affinity is per thread;
+/// threads started later inherit their creator's).
+fn pin(pid: u32, cpu: usize) -> Result<()> {
+    set_affinity(pid, &[cpu])
+}
+
+fn unpin(pid: u32) -> Result<()> {
+    let all: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    set_affinity(pid, &all)
+}
+
+fn set_affinity(pid: u32, cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(tid) = t?.file_name().to_string_lossy().parse::<libc::pid_t>() else { continue };
+        // SAFETY: a valid set of the size passed; a thread that ended
+        // meanwhile only makes the call fail.
+        let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
 }
