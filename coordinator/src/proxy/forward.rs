@@ -5,7 +5,11 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::{Body as HttpBody, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -150,20 +154,45 @@ pub async fn forward(
         .handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| ForwardError::Http(upstream.to_string(), e))?;
+    let request = Request::from_parts(parts, body);
+    let Some(client_side) = client_side else {
+        // The connection is driven by the task that writes the answer to
+        // the client (see `Relay`), not by a task of its own: a download
+        // then reads from the service and writes to the client without a
+        // wake-up of another thread for every chunk.
+        let mut conn = Box::pin(conn);
+        let mut sending = std::pin::pin!(sender.send_request(request));
+        let mut closed = false;
+        let resp = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = sending.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if !closed && let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                closed = true;
+                if let Err(e) = r {
+                    tracing::debug!(%upstream, "proxy connection: {e}");
+                }
+                // The answer, or the error, is in `sending` now.
+                return sending.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+        .map_err(|e| ForwardError::Http(upstream.to_string(), e))?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let conn = (!closed).then_some(conn);
+        return Ok(Response::from_parts(parts, Body::new(Relay { conn, body })));
+    };
     let name = upstream.to_string();
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(upstream = %name, "proxy connection: {e}");
         }
     });
-    let mut resp = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| ForwardError::Http(upstream.to_string(), e))?;
+    let mut resp = sender.send_request(request).await.map_err(|e| ForwardError::Http(upstream.to_string(), e))?;
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_side) = client_side
-    {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let service_side = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
             match futures::future::try_join(client_side, service_side).await {
@@ -179,6 +208,43 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+type Upstream = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// A service's answer body, with the connection it arrives on: polling the
+/// body polls the connection first, so it reads more from the service.
+/// Once the body has ended the connection has nothing left to carry (it
+/// serves one request) and is dropped with the body.
+struct Relay {
+    conn: Option<Pin<Box<Upstream>>>,
+    body: Incoming,
+}
+
+impl HttpBody for Relay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = this.conn.as_mut()
+            && let Poll::Ready(r) = conn.as_mut().poll(cx)
+        {
+            this.conn = None;
+            if let Err(e) = r {
+                tracing::debug!("proxy connection: {e}");
+            }
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
