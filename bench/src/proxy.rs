@@ -119,15 +119,24 @@ async fn bench(
     }
     eprintln!("echo running: direct {direct}, proxied {proxied}");
 
-    let shared = downloads(args, cluster, &get, &direct, &proxied).await?;
+    // A conventional reverse proxy on the same path, as a baseline.
+    let nginx = Nginx::start(&cluster.dir, &direct)?;
+    if nginx.is_none() {
+        eprintln!("nginx not installed (apt-get install nginx-light): no baseline proxy");
+    }
+    let base = nginx.as_ref().map(|n| n.url.as_str());
+    let shared = downloads(args, cluster, &get, &direct, &proxied, base).await?;
     let echo = echo_pid().context("finding the zoe-echo process")?;
     let coordinator = cluster.pid(0).context("the coordinator's pid")?;
-    for (pid, cpu) in [(coordinator, 1), (echo, 0), (std::process::id(), 0)] {
+    let mut placed = vec![(coordinator, 1), (echo, 0), (std::process::id(), 0)];
+    // With `master_process off` nginx is one process.
+    placed.extend(nginx.iter().map(|n| (n.child.id(), 1)));
+    for &(pid, cpu) in &placed {
         pin(pid, cpu).with_context(|| format!("pinning process {pid} to CPU {cpu}"))?;
     }
-    eprintln!("pinned: the proxy (coordinator {coordinator}) to CPU 1, the client and zoe-echo ({echo}) to CPU 0");
-    let apart = downloads(args, cluster, &get, &direct, &proxied).await;
-    for pid in [coordinator, echo, std::process::id()] {
+    eprintln!("pinned: the proxies (coordinator {coordinator}, nginx) to CPU 1, the client and zoe-echo ({echo}) to CPU 0");
+    let apart = downloads(args, cluster, &get, &direct, &proxied, base).await;
+    for &(pid, _) in &placed {
         let _ = unpin(pid);
     }
     let apart = apart?;
@@ -159,6 +168,9 @@ async fn bench(
         "direct_mb_s_p50": round2(apart.direct_mb_s),
         "proxy_mb_s_p50": round2(apart.proxy_mb_s),
         "throughput_ratio": round2(apart.ratio()),
+        "nginx_mb_s_p50": apart.nginx_mb_s.map(round2),
+        "nginx_ratio": apart.nginx_ratio(),
+        "nginx_ratio_shared_cpus": shared.nginx_ratio(),
         "proxy_cpu_s_per_gb": round2(apart.proxy_cpu_s_per_gb),
         "direct_mb_s_p50_shared_cpus": round2(shared.direct_mb_s),
         "proxy_mb_s_p50_shared_cpus": round2(shared.proxy_mb_s),
@@ -179,6 +191,7 @@ async fn bench(
 struct Transfers {
     direct_mb_s: f64,
     proxy_mb_s: f64,
+    nginx_mb_s: Option<f64>,
     proxy_cpu_s_per_gb: f64,
     client_cpu_s_per_gb_proxied: f64,
     client_cpu_s_per_gb_direct: f64,
@@ -187,6 +200,10 @@ struct Transfers {
 impl Transfers {
     fn ratio(&self) -> f64 {
         self.proxy_mb_s / self.direct_mb_s
+    }
+
+    fn nginx_ratio(&self) -> Option<f64> {
+        self.nginx_mb_s.map(|n| round2(n / self.direct_mb_s))
     }
 }
 
@@ -198,13 +215,15 @@ async fn downloads(
     get: &impl Fn(&str, &str) -> reqwest::RequestBuilder,
     direct: &str,
     proxied: &str,
+    nginx: Option<&str>,
 ) -> Result<Transfers> {
     let bytes = args.download_mb * 1_000_000;
-    let (mut d_mbs, mut p_mbs) = (Vec::new(), Vec::new());
+    let (mut d_mbs, mut p_mbs, mut n_mbs) = (Vec::new(), Vec::new(), Vec::new());
     // CPU the coordinator (the proxy) and this client spend per proxied GB.
     let (mut proxy_cpu, mut client_cpu, mut client_direct_cpu) = (0.0, 0.0, 0.0);
     for i in 0..args.downloads + 1 {
-        for (base, out) in [(direct, &mut d_mbs), (proxied, &mut p_mbs)] {
+        let ways = [(Some(direct), &mut d_mbs), (Some(proxied), &mut p_mbs), (nginx, &mut n_mbs)];
+        for (base, out) in ways.into_iter().filter_map(|(b, o)| Some((b?, o))) {
             let (c0, s0) = (cluster.cpu_s(0), cpu_s("self"));
             let t = Instant::now();
             let mut r = get(base, &format!("bytes/{bytes}")).send().await?.error_for_status()?;
@@ -221,19 +240,26 @@ async fn downloads(
                 if base == proxied {
                     proxy_cpu += cluster.cpu_s(0) - c0;
                     client_cpu += cpu_s("self") - s0;
-                } else {
+                } else if base == direct {
                     client_direct_cpu += cpu_s("self") - s0;
                 }
             }
         }
     }
     let gb = (bytes * args.downloads) as f64 / 1e9;
-    let (d_mbs, p_mbs) = (sorted(d_mbs), sorted(p_mbs));
-    eprintln!("download: direct {:.0} MB/s, proxied {:.0} MB/s (medians)", pct(&d_mbs, 0.5), pct(&p_mbs, 0.5));
+    let (d_mbs, p_mbs, n_mbs) = (sorted(d_mbs), sorted(p_mbs), sorted(n_mbs));
+    let nginx_mb_s = (!n_mbs.is_empty()).then(|| pct(&n_mbs, 0.5));
+    eprintln!(
+        "download: direct {:.0} MB/s, proxied {:.0} MB/s, nginx {} (medians)",
+        pct(&d_mbs, 0.5),
+        pct(&p_mbs, 0.5),
+        nginx_mb_s.map_or("-".into(), |n| format!("{n:.0} MB/s"))
+    );
 
     Ok(Transfers {
         direct_mb_s: pct(&d_mbs, 0.5),
         proxy_mb_s: pct(&p_mbs, 0.5),
+        nginx_mb_s,
         proxy_cpu_s_per_gb: proxy_cpu / gb,
         client_cpu_s_per_gb_proxied: client_cpu / gb,
         client_cpu_s_per_gb_direct: client_direct_cpu / gb,
@@ -281,4 +307,79 @@ fn set_affinity(pid: u32, cpus: &[usize]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// nginx as a plain reverse proxy in front of the same service (one
+/// worker, answers passed on as they come, in reads of up to 512 KiB as
+/// zoe's proxy reads, keep-alive to the service), when it is installed.
+/// Stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, direct: &str) -> Result<Option<Nginx>> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else { return Ok(None) };
+        let rest = direct.strip_prefix("http://").context("a plain-HTTP service address")?;
+        let (upstream, path) = rest.split_once('/').context("a service path")?;
+        let port = free_tcp_port()?;
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+master_process off;
+error_log {p}/logs/error.log;
+pid {p}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {p}/body;
+  proxy_temp_path {p}/proxy;
+  upstream service {{ server {upstream}; keepalive 4; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://service;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_buffer_size 512k;
+      proxy_buffers 4 512k;
+      proxy_busy_buffers_size 1m;
+    }}
+  }}
+}}
+"#,
+            p = prefix.display()
+        );
+        let file = prefix.join("nginx.conf");
+        std::fs::write(&file, conf)?;
+        let child = std::process::Command::new(bin)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let url = format!("http://127.0.0.1:{port}/{path}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {port}: see {}", prefix.join("logs/error.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Some(Nginx { child, url }))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
