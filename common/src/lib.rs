@@ -9,3 +9,4 @@ pub mod proto;
 pub mod resources;
 pub mod service;
 pub mod zapp;
+pub mod workflow;

@@ -13,6 +13,7 @@ pub mod node;
 pub mod plan;
 pub mod service;
 pub mod user;
+pub mod workflow;
 
 pub use command::{Applied, Command, StateError};
 pub use execution::{AfterCleanup, Execution, ExecutionId, ExecutionStatus};
@@ -22,6 +23,7 @@ pub use node::{Capacity, Drain, Node, NodeStatus, Registration};
 pub use plan::{Placement, Plan};
 pub use service::{BackendStatus, PublishedPort, Service, ServiceId, ServiceStatus};
 pub use user::{Capabilities, Quota, QuotaId, Role, RoleId, User, UserId};
+pub use workflow::{Run, RunId, RunStatus, RunTrigger, StepStatus, WorkflowId, WorkflowRecord};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,6 +62,11 @@ pub struct State {
     /// pass recomputes only the nodes where something changed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub core_shares: BTreeMap<String, Millicores>,
+    /// Workflows (`workflow.rs`) and their runs, ended ones included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<WorkflowId, WorkflowRecord>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<RunId, Run>,
     /// Derived from the records above, never replicated (`index.rs`).
     #[serde(skip)]
     index: index::Derived,
@@ -85,6 +92,8 @@ impl Default for State {
             idempotency: BTreeMap::new(),
             restore: None,
             core_shares: BTreeMap::new(),
+            workflows: BTreeMap::new(),
+            runs: BTreeMap::new(),
             index: index::Derived::default(),
         }
     }
@@ -472,6 +481,19 @@ impl State {
                 }
                 Ok(Applied::Done)
             }
+            Command::CreateWorkflow { workflow, owner, time } => self.create_workflow(workflow, owner, *time),
+            Command::DeleteWorkflow { id } => self.delete_workflow(*id),
+            Command::RunWorkflow { id, by, idempotency_key, time } => {
+                self.run_by_hand(*id, by, idempotency_key.as_deref(), *time)
+            }
+            Command::CommitSlot { workflow, slot, fire, dropped, time } => {
+                self.commit_slot(*workflow, *slot, *fire, *dropped, *time)
+            }
+            Command::StepEnded { run, step, instance, time } => self.step_ended(*run, step, *instance, *time),
+            Command::RetryStep { run, step, instance, attempt, time } => {
+                self.retry_step(*run, step, *instance, *attempt, *time)
+            }
+            Command::TerminateRun { run, reason, time } => self.terminate_run(*run, reason, *time),
         }
     }
 

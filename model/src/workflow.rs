@@ -1,0 +1,93 @@
+//! The leader's decisions on workflows, as a pure function of the state
+//! and the time: which schedule slots are due, which step executions have
+//! ended (so their runs move on), which retries are due and which steps
+//! ran past their timeout. The pass commits what [`decide`] returns in its
+//! batch; the state refuses a slot or an attempt that is already recorded,
+//! so deciding twice (a new leader, a stale view) starts nothing twice.
+
+use crate::state::{AfterCleanup, Command, ExecutionStatus, Millis, RunStatus, State, StepStatus};
+use zoe_common::workflow::cron::Spec;
+use zoe_common::workflow::{CatchUp, MAX_CATCH_UP, SKIP_LATE_MS};
+
+pub fn decide(st: &State, now: Millis) -> Vec<Command> {
+    let mut out = Vec::new();
+    slots(st, now, &mut out);
+    runs(st, now, &mut out);
+    out
+}
+
+fn slots(st: &State, now: Millis, out: &mut Vec<Command>) {
+    for w in st.workflows.values() {
+        let Some(sched) = &w.doc.schedule else { continue };
+        // Validated when created; a spec that no longer parses fires nothing.
+        let Ok(spec) = Spec::parse(&sched.cron, &sched.time_zone) else { continue };
+        let from = w.last_slot.unwrap_or(w.time_created);
+        let (latest, missed) = spec.due(from, w.time_created, now, MAX_CATCH_UP);
+        let Some(latest) = latest else { continue };
+        match sched.catch_up {
+            CatchUp::All => {
+                let mut at = from;
+                for _ in 0..missed {
+                    let Some(slot) = spec.next_after(at, w.time_created).filter(|s| *s <= now) else { break };
+                    out.push(Command::CommitSlot { workflow: w.id, slot, fire: true, dropped: 0, time: now });
+                    at = slot;
+                }
+            }
+            CatchUp::Once | CatchUp::Skip => out.push(Command::CommitSlot {
+                workflow: w.id,
+                slot: latest,
+                fire: sched.catch_up == CatchUp::Once || now - latest <= SKIP_LATE_MS,
+                dropped: missed.saturating_sub(1) as u64,
+                time: now,
+            }),
+        }
+    }
+}
+
+fn runs(st: &State, now: Millis, out: &mut Vec<Command>) {
+    for r in st.runs.values().filter(|r| r.status == RunStatus::Running) {
+        let Some(w) = st.workflows.get(&r.workflow_id) else { continue };
+        for (s, spec) in r.steps.iter().zip(&w.doc.steps) {
+            if s.status != StepStatus::Running {
+                continue;
+            }
+            for (k, inst) in s.instances.iter().enumerate() {
+                let Some(a) = inst.last() else { continue };
+                let instance = k as u32;
+                if a.outcome.is_some() {
+                    if inst.retry_at.is_some_and(|at| at <= now) {
+                        out.push(Command::RetryStep {
+                            run: r.id,
+                            step: s.name.clone(),
+                            instance,
+                            attempt: inst.attempts.len() as u32,
+                            time: now,
+                        });
+                    }
+                    continue;
+                }
+                let Some(eid) = a.execution else { continue };
+                match st.executions.get(&eid) {
+                    None => out.push(Command::StepEnded { run: r.id, step: s.name.clone(), instance, time: now }),
+                    Some(e) if e.status.is_ended() => {
+                        out.push(Command::StepEnded { run: r.id, step: s.name.clone(), instance, time: now })
+                    }
+                    Some(e) => {
+                        let late = spec.timeout_s.is_some_and(|t| now.saturating_sub(a.time_start) >= t * 1000);
+                        if late && e.status != ExecutionStatus::CleaningUp {
+                            out.push(Command::TerminateExecution {
+                                id: eid,
+                                reason: format!("step {} timed out after {} s", s.name, spec.timeout_s.unwrap_or(0)),
+                                after: AfterCleanup::Error,
+                                time: now,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
