@@ -197,7 +197,7 @@ impl State {
     }
 
     /// The runs of a workflow, oldest first.
-    pub fn runs_of(&self, id: WorkflowId) -> impl Iterator<Item = &Run> {
+    pub fn runs_of(&self, id: WorkflowId) -> impl DoubleEndedIterator<Item = &Run> {
         self.runs.values().filter(move |r| r.workflow_id == id)
     }
 
