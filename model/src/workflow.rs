@@ -1,9 +1,12 @@
 //! The leader's decisions on workflows, as a pure function of the state
-//! and the time: which schedule slots are due, which step executions have
-//! ended (so their runs move on), which retries are due and which steps
-//! ran past their timeout. The pass commits what [`decide`] returns in its
-//! batch; the state refuses a slot or an attempt that is already recorded,
-//! so deciding twice (a new leader, a stale view) starts nothing twice.
+//! and the time: which schedule slots are due, which retries are due and
+//! which steps ran past their timeout. The pass commits what [`decide`]
+//! returns in its batch; the state refuses a slot or an attempt that is
+//! already recorded, so deciding twice (a new leader, a stale view) starts
+//! nothing twice. A step's end needs no decision: the command that ends
+//! its execution records it and moves the run on (`State::apply`); a
+//! `StepEnded` is proposed only for an attempt whose execution ended
+//! without that (deleted, or a state restored from an older snapshot).
 
 use crate::state::{AfterCleanup, Command, ExecutionStatus, Millis, RunStatus, State, StepStatus};
 use zoe_common::workflow::cron::Spec;

@@ -222,8 +222,9 @@ pub enum Command {
         dropped: u64,
         time: Millis,
     },
-    /// The execution of a step's copy ended: its outcome is recorded and
-    /// the run moves on (dependants start in this same command).
+    /// The execution of a step's copy ended and its outcome is not
+    /// recorded (the command that ended it normally records it): recorded
+    /// now, and the run moves on (dependants start in this same command).
     StepEnded {
         run: RunId,
         step: String,

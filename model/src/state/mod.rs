@@ -67,6 +67,13 @@ pub struct State {
     pub workflows: BTreeMap<WorkflowId, WorkflowRecord>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub runs: BTreeMap<RunId, Run>,
+    /// The executions of step attempts still going: execution → (run,
+    /// step index, copy). When one ends, its run moves on in the same apply.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_executions: BTreeMap<ExecutionId, (RunId, u32, u32)>,
+    /// Executions the command being applied ended (empty between commands).
+    #[serde(skip)]
+    ended: Vec<ExecutionId>,
     /// Derived from the records above, never replicated (`index.rs`).
     #[serde(skip)]
     index: index::Derived,
@@ -94,6 +101,8 @@ impl Default for State {
             core_shares: BTreeMap::new(),
             workflows: BTreeMap::new(),
             runs: BTreeMap::new(),
+            step_executions: BTreeMap::new(),
+            ended: Vec::new(),
             index: index::Derived::default(),
         }
     }
@@ -122,6 +131,14 @@ fn not_found(what: impl std::fmt::Display) -> StateError {
 impl State {
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, StateError> {
         let applied = self.apply_command(cmd);
+        let ended = std::mem::take(&mut self.ended);
+        if applied.is_ok() {
+            // A workflow step's execution ended: its run moves on in this
+            // same command (dependants submitted), not a pass later.
+            for id in ended {
+                self.step_execution_ended(id);
+            }
+        }
         // Refused commands too: a handler may have changed records before
         // it found a reason to refuse.
         self.index.refresh(&self.executions, &self.services);
@@ -187,6 +204,7 @@ impl State {
                 e.set_status(ExecutionStatus::Error)?;
                 e.error_message = Some(reason.clone());
                 e.time_end = Some(*time);
+                self.ended.push(*id);
                 Ok(Applied::Done)
             }
             Command::TerminateExecution { id, reason, after, time } => self.terminate(*id, reason, *after, *time),
@@ -718,6 +736,7 @@ impl State {
         if e.status == ExecutionStatus::Submitted {
             e.set_status(after.status())?;
             e.time_end = Some(time);
+            self.ended.push(id);
             return Ok(Applied::Done);
         }
         e.set_status(ExecutionStatus::CleaningUp)?;
@@ -900,6 +919,7 @@ impl State {
             }
         } else {
             e.time_end = Some(time);
+            self.ended.push(id);
         }
     }
 

@@ -3,8 +3,11 @@
 //! schedule slot, an attempt of a step) is recorded in the same `apply`
 //! that creates what it starts, so a command proposed twice (a deposed
 //! leader's last write, a new leader resuming) is refused by the state
-//! instead of starting anything twice. Time-driven decisions (due slots,
-//! retries, timeouts, ends noticed) are the leader's, in
+//! instead of starting anything twice. The end of a step's execution
+//! moves its run on inside the command that ended it
+//! ([`State::step_execution_ended`], called by `apply`): the dependants
+//! are submitted in the same log entry as the exit. Time-driven decisions
+//! (due slots, retries, timeouts) are the leader's, in
 //! `crate::workflow::decide`.
 
 use super::{AfterCleanup, Applied, ExecutionId, ExecutionStatus, Millis, State, StateError, not_found};
@@ -314,9 +317,10 @@ impl State {
         Ok(Applied::Created(run_id))
     }
 
-    /// The leader saw a step's execution end: its outcome is recorded (a
-    /// retry scheduled if one is left), and the run moves on at once
-    /// (dependants start in this same command).
+    /// The leader saw a step's execution ended with no outcome recorded
+    /// (the fallback of [`State::step_execution_ended`]): its outcome is
+    /// recorded (a retry scheduled if one is left), and the run moves on
+    /// at once (dependants start in this same command).
     pub(super) fn step_ended(&mut self, run_id: RunId, step: &str, instance: u32, time: Millis) -> Result<Applied, StateError> {
         let r = self.run(run_id)?;
         if r.status != RunStatus::Running {
@@ -327,17 +331,52 @@ impl State {
         let Some(att) = inst.last().filter(|a| a.outcome.is_none()) else {
             return Err(StateError::Conflict(format!("step {step}[{instance}] of run {run_id} has no attempt going")));
         };
+        if let Some(e) = att.execution.and_then(|e| self.executions.get(&e))
+            && !e.status.is_ended()
+        {
+            return Err(StateError::Conflict(format!("execution {} of step {step} is still {}", e.id, e.status)));
+        }
+        self.record_outcome(run_id, si, instance, time);
+        Ok(Applied::Done)
+    }
+
+    /// Called by `apply` for each execution the command ended: the step
+    /// attempt it ran, if any, gets its outcome and the run moves on.
+    pub(super) fn step_execution_ended(&mut self, id: ExecutionId) {
+        let Some((run_id, si, instance)) = self.step_executions.get(&id).copied() else { return };
+        let Some(time) = self.executions.get(&id).and_then(|e| e.time_end) else { return };
+        let going = self
+            .runs
+            .get(&run_id)
+            .filter(|r| r.status == RunStatus::Running)
+            .and_then(|r| r.steps.get(si as usize)?.instances.get(instance as usize)?.last())
+            .is_some_and(|a| a.execution == Some(id) && a.outcome.is_none());
+        if going {
+            self.record_outcome(run_id, si as usize, instance, time);
+        } else {
+            self.step_executions.remove(&id);
+        }
+    }
+
+    /// The outcome of a copy's attempt going (read from its ended, or
+    /// deleted, execution), a retry scheduled if one is left, and the run
+    /// settled.
+    fn record_outcome(&mut self, run_id: RunId, si: usize, instance: u32, time: Millis) {
+        let r = &self.runs[&run_id];
+        let inst = &r.steps[si].instances[instance as usize];
+        let att = inst.last().expect("an attempt going");
         let outcome = match att.execution.map(|e| self.executions.get(&e)) {
-            Some(Some(e)) if !e.status.is_ended() => {
-                return Err(StateError::Conflict(format!("execution {} of step {step} is still {}", e.id, e.status)));
-            }
             Some(Some(e)) => self.outcome_of(e.id, time),
             Some(None) => Outcome { ok: false, exit_code: None, message: Some("execution deleted".into()), time },
             None => Outcome { ok: false, exit_code: None, message: Some("no execution".into()), time },
         };
+        let execution = att.execution;
         let attempts = inst.attempts.len() as u32;
-        let spec = self.workflow(r.workflow_id)?.doc.step(step).cloned();
-        let r = self.runs.get_mut(&run_id).expect("checked");
+        let spec = self.workflows.get(&r.workflow_id).and_then(|w| w.doc.steps.get(si)).cloned();
+        if let Some(e) = execution {
+            self.step_executions.remove(&e);
+        }
+        let r = self.runs.get_mut(&run_id).expect("exists");
         let inst = &mut r.steps[si].instances[instance as usize];
         if !outcome.ok
             && let Some(spec) = spec.filter(|s| attempts <= s.retries)
@@ -345,9 +384,8 @@ impl State {
             let backoff = (spec.backoff_s * 1000).saturating_mul(1 << (attempts - 1).min(20)).min(MAX_BACKOFF_MS);
             inst.retry_at = Some(time + backoff);
         }
-        inst.attempts.last_mut().expect("checked").outcome = Some(outcome);
+        inst.attempts.last_mut().expect("exists").outcome = Some(outcome);
         self.settle(run_id, time);
-        Ok(Applied::Done)
     }
 
     /// A failed attempt's retry, once its backoff is over.
@@ -389,6 +427,7 @@ impl State {
             .filter_map(|i| i.last().filter(|a| a.outcome.is_none()).and_then(|a| a.execution))
             .collect();
         for e in going {
+            self.step_executions.remove(&e);
             if self.executions.get(&e).is_some_and(|e| !e.status.is_ended()) {
                 self.terminate(e, &format!("workflow run {run_id} terminated: {reason}"), AfterCleanup::Terminated, time)?;
             }
@@ -509,6 +548,9 @@ impl State {
             Ok(_) => (None, Some("no execution created".to_string())),
             Err(e) => (None, Some(e.to_string())),
         };
+        if let Some(e) = execution {
+            self.step_executions.insert(e, (run_id, si as u32, instance));
+        }
         let r = self.runs.get_mut(&run_id).expect("exists");
         let inst = &mut r.steps[si].instances[instance as usize];
         inst.retry_at = None;

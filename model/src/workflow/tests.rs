@@ -89,8 +89,9 @@ impl World {
         self.st.runs[&run].step(step).unwrap().status
     }
 
-    /// Runs an execution's containers and has its essential instance exit.
-    fn exit(&mut self, id: ExecutionId, code: i32) {
+    /// Runs an execution's containers and has its essential instance exit;
+    /// returns the exit's command.
+    fn exit(&mut self, id: ExecutionId, code: i32) -> Command {
         let t = self.t;
         self.ok(Command::QueueExecution { id, time: t });
         let services: Vec<_> = self.st.services_of(id).map(|s| (s.id, s.essential)).collect();
@@ -103,14 +104,15 @@ impl World {
         }
         let (s, _) = services.iter().find(|(_, e)| *e).unwrap();
         let container_id = self.st.services[s].container_id.clone().unwrap();
-        self.ok(Command::ServiceExited {
+        let exited = Command::ServiceExited {
             id: *s,
             container_id,
             exit_code: Some(code),
             oom_killed: false,
             reason: "exited".into(),
             time: t,
-        });
+        };
+        self.ok(exited.clone());
         // Cleanup of the other instances, if any.
         for (o, _) in services.iter().filter(|(o, _)| o != s) {
             if let Some(c) = self.st.services[o].container_id.clone() {
@@ -118,6 +120,7 @@ impl World {
             }
         }
         assert!(self.st.executions[&id].status.is_ended(), "{:?}", self.st.executions[&id].status);
+        exited
     }
 }
 
@@ -134,10 +137,11 @@ fn a_pipeline_runs_its_steps_in_order_and_fans_out() {
     assert!(w.pass(w.t + 100).is_empty(), "nothing to do while prepare runs");
 
     w.exit(prep[0], 0);
-    let cmds = w.pass(w.t + 100);
-    assert!(matches!(cmds.as_slice(), [Command::StepEnded { step, instance: 0, .. }] if step == "prepare"), "{cmds:?}");
-    // Its dependants were submitted by that same command.
+    // The exit's own command recorded the outcome and submitted the
+    // dependants: the leader has nothing left to decide.
+    assert_eq!(w.step(run, "prepare"), StepStatus::Succeeded);
     assert_eq!(w.step(run, "train"), StepStatus::Running);
+    assert!(w.pass(w.t + 100).is_empty());
     let train = w.execs(run, "train");
     assert_eq!(train.len(), 4);
     assert!(w.st.executions[&train[3]].name.ends_with("train[3]"));
@@ -176,9 +180,8 @@ fn a_failure_is_retried_then_takes_the_failure_branch() {
     for e in &train[1..] {
         w.exit(*e, 0);
     }
+    let t = w.t;
     w.exit(train[0], 3);
-    let t = w.t + 10;
-    w.pass(t);
     let inst = &w.st.runs[&run].step("train").unwrap().instances[0];
     assert_eq!(inst.retry_at, Some(t + 10_000), "backoff_s 10");
     assert_eq!(inst.attempts[0].outcome.as_ref().unwrap().exit_code, Some(3));
@@ -368,20 +371,28 @@ fn cron_slots_follow_the_calendar() {
 }
 
 #[test]
-fn replaying_a_pass_starts_nothing_twice() {
+fn replayed_commands_start_nothing_twice() {
     let mut w = World::new();
     let wf = w.create(pipeline());
     let run = w.run(wf);
     let prep = w.execs(run, "prepare")[0];
-    w.exit(prep, 0);
-    let cmds = decide(&w.st, w.t + 10);
-    w.ok(Command::Batch(cmds.clone()));
+    let exited = w.exit(prep, 0);
     let n = w.st.executions.len();
-    // The same batch again, as a new leader would propose it from the
-    // same view: every command is refused, nothing is created.
-    let Applied::Batch(results) = w.ok(Command::Batch(cmds)) else { panic!() };
-    assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+    assert_eq!(n, 5, "prepare and train's four copies");
+    // The exit reported again (a new leader reconciling an inventory):
+    // nothing more starts.
+    w.ok(exited);
     assert_eq!(w.st.executions.len(), n);
+    // A StepEnded decided on the view before the exit was applied comes
+    // too late: refused.
+    let e = w.refused(Command::StepEnded { run, step: "prepare".into(), instance: 0, time: w.t });
+    assert!(matches!(e, StateError::Conflict(_)), "{e}");
+    // A keyed manual run, retried: one run.
+    let key = Some("k1".to_string());
+    let a = w.ok(Command::RunWorkflow { id: wf, by: "ada".into(), idempotency_key: key.clone(), time: w.t });
+    let b = w.ok(Command::RunWorkflow { id: wf, by: "ada".into(), idempotency_key: key, time: w.t });
+    assert_eq!(a, b);
+    assert_eq!(w.st.runs.len(), 2);
 }
 
 #[test]
