@@ -93,11 +93,13 @@ crate::api_type! {
         pub workflow_id: u64,
         pub workflow: String,
         pub owner: String,
-        /// `manual` or `schedule`.
+        /// `manual`, `schedule` or `execution_end`.
         pub trigger: String,
         pub started_by: Option<String>,
         /// The schedule slot (epoch ms) a scheduled run fired for.
         pub slot: Option<u64>,
+        /// The execution whose end started the run (`execution_end`).
+        pub execution: Option<u64>,
         pub status: String,
         pub time_start: u64,
         pub time_end: Option<u64>,
@@ -138,9 +140,10 @@ crate::api_type! {
 
 impl RunView {
     pub fn of(r: &Run, w: Option<&WorkflowRecord>) -> RunView {
-        let (trigger, started_by, slot) = match &r.trigger {
-            RunTrigger::Manual { by } => ("manual", Some(by.clone()), None),
-            RunTrigger::Schedule { slot } => ("schedule", None, Some(*slot)),
+        let (trigger, started_by, slot, execution) = match &r.trigger {
+            RunTrigger::Manual { by } => ("manual", Some(by.clone()), None, None),
+            RunTrigger::Schedule { slot } => ("schedule", None, Some(*slot), None),
+            RunTrigger::Execution { execution } => ("execution_end", None, None, Some(*execution)),
         };
         RunView {
             id: r.id,
@@ -150,6 +153,7 @@ impl RunView {
             trigger: trigger.into(),
             started_by,
             slot,
+            execution,
             status: r.status.as_str().into(),
             time_start: r.time_start,
             time_end: r.time_end,

@@ -8,7 +8,9 @@
 //! * no step and no slot runs twice: one execution per attempt, one run
 //!   per slot, no container of a service ever seen under two ids;
 //! * no slot is skipped: the slots are every 2 s from the workflow's
-//!   creation up to the last one, without a gap (`catch_up: all`).
+//!   creation up to the last one, without a gap (`catch_up: all`);
+//! * the end of an execution named `import` starts one run of a workflow
+//!   with that trigger.
 
 mod harness;
 
@@ -50,6 +52,15 @@ fn pipeline() -> Value {
              "zapp": zapp("cleanup", "/bin/sh -c 'echo $TRAINED $CODES'",
                 json!([["TRAINED", "{{step.train.execution_id}}"], ["CODES", "{{step.train.exit_code}}"]]))},
         ]
+    })
+}
+
+/// Runs when an execution named `import` of its owner succeeds.
+fn after_import() -> Value {
+    json!({
+        "name": "after-import",
+        "triggers": [{"execution_end": {"name": "import", "status": "succeeded"}}],
+        "steps": [{"name": "index", "zapp": zapp("index", "/bin/sh -c 'exit 0'", json!([]))}]
     })
 }
 
@@ -104,6 +115,15 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     let etl = serde_json::from_str::<Value>(&out.stdout).unwrap()["id"].as_u64().unwrap();
     let tick = z.api().ok(Method::POST, "/api/v1/workflows", Some(periodic())).await["id"].as_u64().unwrap();
     let created = z.state().await.workflows[&tick].time_created;
+    let after = z.api().ok(Method::POST, "/api/v1/workflows", Some(after_import())).await["id"].as_u64().unwrap();
+    // A user may not watch others' executions without can_operate_others.
+    let ada = z.user_api("ada").await;
+    let mut watch_all = after_import();
+    watch_all["triggers"][0]["execution_end"]["owner"] = json!("*");
+    let r = ada.call(Method::POST, "/api/v1/workflows", Some(watch_all)).await;
+    assert_eq!(r.status, reqwest::StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["error"]["details"][0]["path"], "/triggers/0/execution_end/owner");
+    let import = z.api().submit("import", &zapp("import", "/bin/sh -c 'exit 0'", json!([]))).await;
 
     let out = z.cli(&["workflow", "run", "etl", "--json"]);
     assert!(out.success, "{out:?}");
@@ -161,6 +181,14 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     let app = z.api().ok(Method::GET, &format!("/api/v1/executions/{e3}/zapp"), None).await;
     assert_eq!(app["services"][0]["environment"], json!([["IDX", "3"], ["PREPARED", prepared.to_string()]]));
 
+    // The import's end started one run of after-import, which succeeded.
+    let runs = z.api().ok(Method::GET, &format!("/api/v1/workflows/{after}/runs"), None).await;
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "seed {seed}: {runs:#?}");
+    assert_eq!(runs[0]["trigger"], "execution_end");
+    assert_eq!(runs[0]["execution"], import);
+    assert_eq!(runs[0]["status"], "succeeded", "{:#}", runs[0]);
+
     // The periodic workflow kept firing through the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
@@ -205,7 +233,7 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
         .filter_map(|a| a.execution)
         .collect();
     assert_eq!(of_runs.len(), attempts, "seed {seed}: an attempt without its own execution");
-    assert_eq!(st.executions.len(), attempts, "seed {seed}: executions outside the runs' attempts");
+    assert_eq!(st.executions.len(), attempts + 1, "seed {seed}: executions besides the runs' attempts and import");
     assert_eq!(st.runs.values().filter(|r| r.workflow_id == etl).count(), 1);
 
     // Stop ticking before judging the containers.

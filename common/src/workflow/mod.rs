@@ -28,7 +28,71 @@ pub struct Workflow {
     /// trigger only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    /// Start a run when one of these happens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
     pub steps: Vec<Step>,
+}
+
+/// Something that starts a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Trigger {
+    /// The end of an execution (not one of a workflow's own steps).
+    ExecutionEnd(ExecutionEnd),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionEnd {
+    /// Only executions of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only this user's executions (default: the workflow's owner; `*`:
+    /// anyone's). Others' need `can_operate_others` when the workflow is
+    /// created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub status: EndStatus,
+}
+
+/// How the execution must have ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndStatus {
+    /// Terminated with every essential instance's exit code 0.
+    #[default]
+    Succeeded,
+    Failed,
+    Any,
+}
+
+impl EndStatus {
+    pub const ALL: [EndStatus; 3] = [EndStatus::Succeeded, EndStatus::Failed, EndStatus::Any];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndStatus::Succeeded => "succeeded",
+            EndStatus::Failed => "failed",
+            EndStatus::Any => "any",
+        }
+    }
+}
+
+impl ExecutionEnd {
+    /// Whether an execution `name` of `owner` that ended (`ok` or not)
+    /// fires this trigger of a workflow owned by `workflow_owner`.
+    pub fn matches(&self, name: &str, owner: &str, ok: bool, workflow_owner: &str) -> bool {
+        let who = self.owner.as_deref().unwrap_or(workflow_owner);
+        (who == "*" || who == owner)
+            && self.name.as_deref().is_none_or(|n| n == name)
+            && match self.status {
+                EndStatus::Succeeded => ok,
+                EndStatus::Failed => !ok,
+                EndStatus::Any => true,
+            }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! checked by the ZApp validator, its problems located under the step.
 
 use super::cron::Spec;
-use super::{CatchUp, Condition, MAX_FAN_OUT, MAX_RETRIES, MAX_STEPS, Workflow};
+use super::{CatchUp, Condition, EndStatus, MAX_FAN_OUT, MAX_RETRIES, MAX_STEPS, Workflow};
 use crate::zapp::{Issue, ParseError, Report, is_plain_name, type_name, validate_value as validate_zapp};
 use serde_json::{Map, Value};
 
@@ -39,7 +39,8 @@ pub fn template_keys(s: &str) -> Vec<&str> {
     keys
 }
 
-const TOP: &[&str] = &["name", "description", "schedule", "steps"];
+const TOP: &[&str] = &["name", "description", "schedule", "triggers", "steps"];
+const EXECUTION_END: &[&str] = &["name", "owner", "status"];
 const SCHEDULE: &[&str] = &["cron", "time_zone", "prohibit_overlap", "catch_up"];
 const STEP: &[&str] = &["name", "zapp", "depends_on", "condition", "fan_out", "retries", "backoff_s", "timeout_s"];
 const STEP_KEYS: &[&str] = &["execution_id", "exit_code", "status"];
@@ -144,6 +145,15 @@ pub fn validate_value(v: &Value) -> (Option<Workflow>, Report) {
             let names: Vec<&str> = CatchUp::ALL.iter().map(|c| c.as_str()).collect();
             cx.choice(so, "catch_up", "/schedule", &names);
         }
+        match o.get("triggers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(ts)) => {
+                for (i, t) in ts.iter().enumerate() {
+                    triggers(&mut cx, t, &format!("/triggers/{i}"));
+                }
+            }
+            Some(v) => cx.err("/triggers", format!("must be an array, not {}", type_name(v))),
+        }
         match o.get("steps") {
             None => cx.err("", "missing field `steps`"),
             Some(Value::Array(steps)) => {
@@ -243,6 +253,31 @@ fn steps_(cx: &mut Checker, steps: &[Value], zapps: &mut Vec<crate::zapp::ZApp>)
     }
 }
 
+fn triggers(cx: &mut Checker, t: &Value, path: &str) {
+    let Some(o) = cx.object(t, path, &["execution_end", "volume_size"]) else { return };
+    if o.contains_key("volume_size") {
+        cx.err(format!("{path}/volume_size"), "host volume size triggers are not supported yet");
+    }
+    if o.len() != 1 {
+        cx.err(path, "a trigger has exactly one kind: `execution_end`");
+        return;
+    }
+    if let Some(e) = o.get("execution_end") {
+        let at = format!("{path}/execution_end");
+        if let Some(eo) = cx.object(e, &at, EXECUTION_END) {
+            for key in ["name", "owner"] {
+                if let Some(s) = cx.string(eo, key, &at, false)
+                    && s.trim().is_empty()
+                {
+                    cx.err(format!("{at}/{key}"), "must not be empty (leave it out instead)");
+                }
+            }
+            let names: Vec<&str> = EndStatus::ALL.iter().map(|c| c.as_str()).collect();
+            cx.choice(eo, "status", &at, &names);
+        }
+    }
+}
+
 /// `{{step.NAME.KEY}}` may name only a step this one comes after.
 fn templates(cx: &mut Checker, path: &str, svcs: &[Value], steps: &[Value], i: usize) {
     let before = ancestors(steps, i);
@@ -302,6 +337,7 @@ fn cycles(cx: &mut Checker, steps: &[Value]) {
         name: String::new(),
         description: None,
         schedule: None,
+        triggers: Vec::new(),
         steps: steps
             .iter()
             .map(|s| super::Step {
@@ -353,6 +389,7 @@ mod tests {
         let v = json!({
             "name": "etl",
             "schedule": {"cron": "@every 30s", "prohibit_overlap": true, "catch_up": "once"},
+            "triggers": [{"execution_end": {"name": "import", "owner": "*", "status": "any"}}],
             "steps": [
                 step("prepare", &[]),
                 {"name": "train", "zapp": zapp(), "depends_on": ["prepare"], "fan_out": 4, "retries": 2, "timeout_s": 600},
@@ -366,6 +403,9 @@ mod tests {
         assert_eq!(w.steps[1].fan_out, 4);
         assert_eq!(w.steps[2].condition, Condition::OnFailure);
         assert_eq!(w.schedule.as_ref().unwrap().catch_up, CatchUp::Once);
+        let super::super::Trigger::ExecutionEnd(t) = &w.triggers[0];
+        assert!(t.matches("import", "bob", false, "ada"));
+        assert!(!t.matches("export", "bob", true, "ada"));
         assert_eq!(w.topological().unwrap().last(), Some(&3));
         assert_eq!(w.ancestors("report").len(), 3);
     }
@@ -380,6 +420,7 @@ mod tests {
             "name": "bad name",
             "colour": 1,
             "schedule": {"cron": "61 * * * *", "time_zone": "Mars/Olympus"},
+            "triggers": [{"execution_end": {"status": "maybe", "owner": ""}}, {"volume_size": {}}],
             "steps": [
                 {"name": "a", "zapp": zapp(), "depends_on": ["ghost", "a"], "fan_out": 0, "condition": "sometimes"},
                 bad_env,
@@ -400,6 +441,9 @@ mod tests {
             "/steps/1/zapp/services/0/environment/0/1",
             "/steps/2/zapp/version",
             "/steps/3/name",
+            "/triggers/0/execution_end/status",
+            "/triggers/0/execution_end/owner",
+            "/triggers/1/volume_size",
         ] {
             assert!(paths.contains(&want), "{want} missing from {e:?}");
         }

@@ -13,7 +13,7 @@ use serde_json::Value;
 pub use zoe_api::workflow::{
     AttemptView, InstanceView, RunCreated, RunRequest, RunView, StepView, WorkflowCreated, WorkflowValid, WorkflowView,
 };
-use zoe_common::workflow::{Workflow, validate_value};
+use zoe_common::workflow::{Trigger, Workflow, validate_value};
 
 /// Validates a workflow document; a 400 lists every problem.
 fn validate_doc(v: &Value) -> HttpResult<(Workflow, Vec<Detail>)> {
@@ -82,6 +82,23 @@ pub async fn create(caller: Caller, body: Body) -> HttpResult<WriteReply<Workflo
     let (mut doc, warnings) = validate_doc(&Value::Object(body.0))?;
     for (i, step) in doc.steps.iter_mut().enumerate() {
         step.zapp = admit_app(ctx, &caller, step.zapp.clone(), &format!("/steps/{i}/zapp"))?;
+    }
+    // Watching others' executions is seeing them: can_operate_others.
+    for (i, t) in doc.triggers.iter().enumerate() {
+        let Trigger::ExecutionEnd(t) = t;
+        if let Some(o) = t.owner.as_deref()
+            && o != caller.user.username
+            && !caller.caps().can_operate_others
+        {
+            return Err(HttpError::forbidden_field(
+                &format!("/triggers/{i}/execution_end/owner"),
+                format!(
+                    "user {} may not watch executions of {} (needs can_operate_others)",
+                    caller.user.username,
+                    if o == "*" { "every user" } else { o }
+                ),
+            ));
+        }
     }
     let cmd = Command::CreateWorkflow { workflow: doc, owner: caller.user.username.clone(), time: now_ms() };
     match ctx.write(cmd).await? {

@@ -136,6 +136,7 @@ impl State {
             // A workflow step's execution ended: its run moves on in this
             // same command (dependants submitted), not a pass later.
             for id in ended {
+                self.fire_execution_triggers(id);
                 self.step_execution_ended(id);
             }
         }

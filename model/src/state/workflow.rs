@@ -12,7 +12,7 @@
 
 use super::{AfterCleanup, Applied, ExecutionId, ExecutionStatus, Millis, State, StateError, not_found};
 use serde::{Deserialize, Serialize};
-use zoe_common::workflow::{Condition, Workflow, template_keys};
+use zoe_common::workflow::{Condition, Trigger, Workflow, template_keys};
 use zoe_common::zapp::ZApp;
 
 pub type WorkflowId = u64;
@@ -44,6 +44,8 @@ pub struct WorkflowRecord {
 pub enum RunTrigger {
     Manual { by: String },
     Schedule { slot: Millis },
+    /// The end of this execution (an `execution_end` trigger).
+    Execution { execution: ExecutionId },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +342,37 @@ impl State {
         Ok(Applied::Done)
     }
 
+    /// Called by `apply` for each execution the command ended: runs of
+    /// the workflows whose `execution_end` trigger it matches start, once
+    /// per execution (an execution that ended in error and is then
+    /// terminated ends twice), unless it is a step of a run itself (a
+    /// workflow would trigger itself for ever).
+    pub(super) fn fire_execution_triggers(&mut self, id: ExecutionId) {
+        if self.step_executions.contains_key(&id) || !self.workflows.values().any(|w| !w.doc.triggers.is_empty()) {
+            return;
+        }
+        let Some(e) = self.executions.get(&id) else { return };
+        let time = e.time_end.unwrap_or(e.time_submit);
+        let ok = self.outcome_of(id, time).ok;
+        let fired: Vec<WorkflowId> = self
+            .workflows
+            .values()
+            .filter(|w| {
+                w.doc.triggers.iter().any(|t| match t {
+                    Trigger::ExecutionEnd(t) => t.matches(&e.name, &e.owner, ok, &w.owner),
+                })
+            })
+            .map(|w| w.id)
+            .collect();
+        let trigger = RunTrigger::Execution { execution: id };
+        for wid in fired {
+            if self.runs_of(wid).any(|r| r.trigger == trigger) {
+                continue;
+            }
+            let _ = self.start_run(wid, trigger.clone(), time);
+        }
+    }
+
     /// Called by `apply` for each execution the command ended: the step
     /// attempt it ran, if any, gets its outcome and the run moves on.
     pub(super) fn step_execution_ended(&mut self, id: ExecutionId) {
@@ -426,8 +459,9 @@ impl State {
             .flat_map(|s| &s.instances)
             .filter_map(|i| i.last().filter(|a| a.outcome.is_none()).and_then(|a| a.execution))
             .collect();
+        // Their `step_executions` entries stay until they end, so that
+        // their end does not pass for any execution's (a trigger).
         for e in going {
-            self.step_executions.remove(&e);
             if self.executions.get(&e).is_some_and(|e| !e.status.is_ended()) {
                 self.terminate(e, &format!("workflow run {run_id} terminated: {reason}"), AfterCleanup::Terminated, time)?;
             }
@@ -612,7 +646,7 @@ fn template_value(key: &str, r: &Run, doc: &Workflow, instance: u32, fan_out: u3
         "run.slot" => {
             return match r.trigger {
                 RunTrigger::Schedule { slot } => slot.to_string(),
-                RunTrigger::Manual { .. } => String::new(),
+                RunTrigger::Manual { .. } | RunTrigger::Execution { .. } => String::new(),
             };
         }
         "workflow.name" => return doc.name.clone(),

@@ -292,7 +292,7 @@ fn slots(w: &World, wf: WorkflowId) -> Vec<Millis> {
     w.st.runs_of(wf)
         .map(|r| match r.trigger {
             RunTrigger::Schedule { slot } => slot,
-            RunTrigger::Manual { .. } => panic!(),
+            _ => panic!("not a scheduled run"),
         })
         .collect()
 }
@@ -413,4 +413,61 @@ fn bad_documents_and_unknown_records_are_refused() {
     assert!(e.to_string().contains("still"), "{e}");
     let e = w.refused(Command::StepEnded { run, step: "nope".into(), instance: 0, time: w.t });
     assert!(matches!(e, StateError::NotFound(_)));
+}
+
+#[test]
+fn the_end_of_an_execution_triggers_a_run_once() {
+    let mut w = World::new();
+    let wf = w.create(doc(json!({"name": "after", "triggers": [{"execution_end": {"name": "import"}}],
+        "steps": [{"name": "a", "zapp": zapp()}]})));
+    let submit = |w: &mut World, name: &str, owner: &str| {
+        let Applied::Created(id) = w.ok(Command::SubmitExecution {
+            name: name.into(),
+            owner: owner.into(),
+            description: serde_json::from_value(zapp()).unwrap(),
+            size: 1.0,
+            time: w.t,
+            idempotency_key: None,
+        }) else {
+            panic!()
+        };
+        id
+    };
+    // Another name, another owner, a failure: nothing.
+    let other = submit(&mut w, "export", "ada");
+    w.exit(other, 0);
+    let bobs = submit(&mut w, "import", "bob");
+    w.exit(bobs, 0);
+    let failed = submit(&mut w, "import", "ada");
+    w.exit(failed, 1);
+    assert_eq!(w.st.runs.len(), 0);
+    let import = submit(&mut w, "import", "ada");
+    w.exit(import, 0);
+    let runs: Vec<_> = w.st.runs_of(wf).collect();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].trigger, RunTrigger::Execution { execution: import });
+    assert_eq!(runs[0].steps[0].status, StepStatus::Running, "started in the exit's command");
+    // The run's own step ending does not trigger it again (its name is
+    // not `import`, and a step's execution never triggers anyway).
+    let a = w.execs(runs[0].id, "a")[0];
+    w.exit(a, 0);
+    assert_eq!(w.st.runs_of(wf).count(), 1);
+    assert_eq!(w.st.runs_of(wf).next().unwrap().status, RunStatus::Succeeded);
+}
+
+#[test]
+fn a_workflow_does_not_trigger_itself() {
+    let mut w = World::new();
+    // Any execution of ada's, whatever its name: its own steps' too.
+    let wf = w.create(doc(json!({"name": "loop", "triggers": [{"execution_end": {"status": "any"}}],
+        "steps": [{"name": "a", "zapp": zapp()}]})));
+    let run = w.run(wf);
+    let a = w.execs(run, "a")[0];
+    w.exit(a, 0);
+    assert_eq!(w.st.runs_of(wf).count(), 1);
+    // Nor do its steps' executions terminated with their run.
+    let run = w.run(wf);
+    w.ok(Command::TerminateRun { run, reason: "x".into(), time: w.t });
+    assert_eq!(w.st.runs_of(wf).count(), 2);
+    assert!(w.st.step_executions.is_empty());
 }
