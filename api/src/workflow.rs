@@ -63,9 +63,9 @@ crate::api_type! {
 impl WorkflowView {
     pub fn of(w: &WorkflowRecord, runs_running: u64) -> WorkflowView {
         let s = w.doc.schedule.as_ref();
-        let next_slot = s.and_then(|s| Spec::parse(&s.cron, &s.time_zone).ok()).and_then(|spec| {
-            spec.next_after(w.last_slot.unwrap_or(w.time_created), w.time_created)
-        });
+        let next_slot = s
+            .and_then(|s| Spec::parse(&s.cron, &s.time_zone).ok())
+            .and_then(|spec| spec.next_after(w.last_slot.unwrap_or(w.time_created), w.time_created));
         WorkflowView {
             id: w.id,
             name: w.doc.name.clone(),

@@ -136,13 +136,8 @@ async fn bench(args: &Args, cluster: &Cluster) -> Result<Value> {
 
     let (runs, _) = to_leader.get(&format!("/api/v1/workflows/{wf}/runs?limit={}", args.runs)).await?;
     let runs = runs.as_array().context("runs")?;
-    let ended: HashMap<u64, u64> = exits
-        .at
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|(cid, at)| Some((execution_of(cid)?, *at)))
-        .collect();
+    let ended: HashMap<u64, u64> =
+        exits.at.lock().expect("lock").iter().filter_map(|(cid, at)| Some((execution_of(cid)?, *at))).collect();
     let spawned: HashMap<u64, u64> = {
         let mut m: HashMap<u64, u64> = HashMap::new();
         for (cid, at) in exits.spawned.lock().expect("lock").iter() {

@@ -8,5 +8,5 @@ pub mod image;
 pub mod proto;
 pub mod resources;
 pub mod service;
-pub mod zapp;
 pub mod workflow;
+pub mod zapp;

@@ -217,13 +217,8 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     let due = (until - created) / 2_000;
     assert!(n + 2 >= due && n <= due, "seed {seed}: {n} slots fired, {due} due by {until}");
     // One execution per attempt, per run of tick, and nothing else.
-    let attempts: usize = st
-        .runs
-        .values()
-        .flat_map(|r| &r.steps)
-        .flat_map(|s| &s.instances)
-        .map(|i| i.attempts.len())
-        .sum();
+    let attempts: usize =
+        st.runs.values().flat_map(|r| &r.steps).flat_map(|s| &s.instances).map(|i| i.attempts.len()).sum();
     let of_runs: BTreeSet<u64> = st
         .runs
         .values()
@@ -240,7 +235,13 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     let r = z.api().call(Method::DELETE, &format!("/api/v1/workflows/{tick}"), None).await;
     if !r.status.is_success() {
         // A run of tick is going on: end it first.
-        for r in z.api().ok(Method::GET, &format!("/api/v1/workflows/{tick}/runs?status=running"), None).await.as_array().unwrap() {
+        for r in z
+            .api()
+            .ok(Method::GET, &format!("/api/v1/workflows/{tick}/runs?status=running"), None)
+            .await
+            .as_array()
+            .unwrap()
+        {
             z.api().ok(Method::POST, &format!("/api/v1/runs/{}/terminate", r["id"]), Some(json!({}))).await;
         }
         z.api().ok(Method::DELETE, &format!("/api/v1/workflows/{tick}"), None).await;

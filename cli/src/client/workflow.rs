@@ -65,9 +65,7 @@ fn seg(s: &str) -> String {
 
 pub async fn run(conn: &Conn, cmd: WorkflowCmd) -> Result<()> {
     if let WorkflowCmd::Validate { files } = &cmd {
-        let code = crate::zapp::validate_files(files, conn.json, |t| {
-            zoe_common::workflow::parse(t).map(|(_, w)| w)
-        });
+        let code = crate::zapp::validate_files(files, conn.json, |t| zoe_common::workflow::parse(t).map(|(_, w)| w));
         if code != std::process::ExitCode::SUCCESS {
             bail!("invalid workflow document");
         }

@@ -187,8 +187,7 @@ pub fn validate_value(v: &Value) -> (Option<Workflow>, Report) {
 }
 
 fn steps_(cx: &mut Checker, steps: &[Value], zapps: &mut Vec<crate::zapp::ZApp>) {
-    let names: Vec<Option<&str>> =
-        steps.iter().map(|s| s.get("name").and_then(Value::as_str)).collect();
+    let names: Vec<Option<&str>> = steps.iter().map(|s| s.get("name").and_then(Value::as_str)).collect();
     for (i, s) in steps.iter().enumerate() {
         let path = format!("/steps/{i}");
         let Some(o) = cx.object(s, &path, STEP) else { continue };
@@ -312,7 +311,10 @@ fn templates(cx: &mut Checker, path: &str, svcs: &[Value], steps: &[Value], i: u
 }
 
 fn deps_of(s: &Value) -> Vec<&str> {
-    s.get("depends_on").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    s.get("depends_on")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn ancestors(steps: &[Value], i: usize) -> Vec<String> {
@@ -353,13 +355,21 @@ fn cycles(cx: &mut Checker, steps: &[Value]) {
             .collect(),
     };
     if let Err(cycle) = w.topological() {
-        let first = steps.iter().position(|s| s.get("name").and_then(Value::as_str) == cycle.first().map(|s| s.as_str()));
+        let first =
+            steps.iter().position(|s| s.get("name").and_then(Value::as_str) == cycle.first().map(|s| s.as_str()));
         cx.err(format!("/steps/{}/depends_on", first.unwrap_or(0)), format!("cycle: {}", cycle.join(" → ")));
     }
 }
 
 fn placeholder_zapp() -> crate::zapp::ZApp {
-    crate::zapp::ZApp { name: String::new(), version: 3, will_end: true, size: 0, services: Vec::new(), on_eviction: None }
+    crate::zapp::ZApp {
+        name: String::new(),
+        version: 3,
+        will_end: true,
+        size: 0,
+        services: Vec::new(),
+        on_eviction: None,
+    }
 }
 
 #[cfg(test)]

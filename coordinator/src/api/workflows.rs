@@ -110,7 +110,11 @@ pub async fn create(caller: Caller, body: Body) -> HttpResult<WriteReply<Workflo
 pub async fn list(caller: Caller, Q(q): Q<ReadParams>) -> HttpResult<Indexed<Vec<WorkflowView>>> {
     let ctx = &caller.ctx;
     ctx.read(&q, |s| {
-        s.workflows.values().filter(|w| w.owner == caller.user.username || caller.caps().can_operate_others).map(|w| view(s, w)).collect()
+        s.workflows
+            .values()
+            .filter(|w| w.owner == caller.user.username || caller.caps().can_operate_others)
+            .map(|w| view(s, w))
+            .collect()
     })
     .await
 }
@@ -168,8 +172,13 @@ pub async fn runs(caller: Caller, P(key): P<String>, Q(p): Q<RunsParams>) -> Htt
         return Err(HttpError::invalid_field("/limit", "between 1 and 10000"));
     }
     let statuses: Option<Vec<String>> = p.status.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
-    if let Some(bad) = statuses.iter().flatten().find(|x| !["running", "succeeded", "failed", "terminated"].contains(&x.as_str())) {
-        return Err(HttpError::invalid_field("/status", format!("unknown status `{bad}`; one of: running, succeeded, failed, terminated")));
+    if let Some(bad) =
+        statuses.iter().flatten().find(|x| !["running", "succeeded", "failed", "terminated"].contains(&x.as_str()))
+    {
+        return Err(HttpError::invalid_field(
+            "/status",
+            format!("unknown status `{bad}`; one of: running, succeeded, failed, terminated"),
+        ));
     }
     let rp = p.read();
     ctx.read_checked(&rp, |s| {
@@ -186,8 +195,7 @@ pub async fn runs(caller: Caller, P(key): P<String>, Q(p): Q<RunsParams>) -> Htt
 
 pub async fn get_run(caller: Caller, P(id): P<RunId>, Q(q): Q<ReadParams>) -> HttpResult<Indexed<RunView>> {
     let ctx = &caller.ctx;
-    ctx.read_checked(&q, |s| visible_run(s, &caller, id).map(|r| RunView::of(r, s.workflows.get(&r.workflow_id))))
-        .await
+    ctx.read_checked(&q, |s| visible_run(s, &caller, id).map(|r| RunView::of(r, s.workflows.get(&r.workflow_id)))).await
 }
 
 /// `POST /runs/{id}/terminate`: the run ends and its running steps'

@@ -209,7 +209,14 @@ impl<B: Backend> Leader<B> {
             match ev {
                 BackendEvent::Exited { service, container_id, exit_code, oom_killed, reason, time } => {
                     tracing::info!(service, container_id, ?exit_code, oom_killed, "service exited");
-                    cmds.push(Command::ServiceExited { id: service, container_id, exit_code, oom_killed, reason, time });
+                    cmds.push(Command::ServiceExited {
+                        id: service,
+                        container_id,
+                        exit_code,
+                        oom_killed,
+                        reason,
+                        time,
+                    });
                 }
                 // The pass that follows reconciles its inventory.
                 BackendEvent::NodeRegistered { node } => tracing::debug!(node, "node registered"),

@@ -196,7 +196,11 @@ pub fn dag_svg(r: &RunView) -> Markup {
     let width = 20 + (depth.iter().max().copied().unwrap_or(0) + 1) * (BOX_W + GAP_X) - GAP_X;
     let height = 20 + rows.values().max().copied().unwrap_or(1) * (BOX_H + GAP_Y) - GAP_Y;
     let label = |s: &StepView| {
-        let done = s.instances.iter().filter(|i| i.attempts.last().and_then(|a| a.ok).is_some() && i.retry_at.is_none()).count();
+        let done = s
+            .instances
+            .iter()
+            .filter(|i| i.attempts.last().and_then(|a| a.ok).is_some() && i.retry_at.is_none())
+            .count();
         if s.fan_out > 1 { format!("{} · {done}/{} done", s.status, s.fan_out) } else { s.status.clone() }
     };
     html! {

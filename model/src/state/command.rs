@@ -5,8 +5,8 @@ use super::{
     AfterCleanup, ClusterNetwork, Drain, ExecutionId, Millis, NodeStatus, Plan, PublishedPort, Quota, QuotaId,
     Registration, Role, RoleId, RunId, ServiceId, User, UserId, WorkflowId,
 };
-use zoe_common::workflow::Workflow;
 use serde::{Deserialize, Serialize};
+use zoe_common::workflow::Workflow;
 use zoe_common::zapp::ZApp;
 
 /// One change to the state: one Raft log entry.
@@ -245,6 +245,10 @@ pub enum Command {
         run: RunId,
         reason: String,
         time: Millis,
+    },
+    /// Forgets an ended run (garbage collection).
+    DeleteRun {
+        run: RunId,
     },
 }
 

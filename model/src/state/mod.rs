@@ -513,6 +513,13 @@ impl State {
                 self.retry_step(*run, step, *instance, *attempt, *time)
             }
             Command::TerminateRun { run, reason, time } => self.terminate_run(*run, reason, *time),
+            Command::DeleteRun { run } => {
+                if self.run(*run)?.status == RunStatus::Running {
+                    return Err(StateError::Conflict(format!("workflow run {run} is running; terminate it first")));
+                }
+                self.runs.remove(run);
+                Ok(Applied::Done)
+            }
         }
     }
 

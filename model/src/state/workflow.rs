@@ -42,10 +42,16 @@ pub struct WorkflowRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RunTrigger {
-    Manual { by: String },
-    Schedule { slot: Millis },
+    Manual {
+        by: String,
+    },
+    Schedule {
+        slot: Millis,
+    },
     /// The end of this execution (an `execution_end` trigger).
-    Execution { execution: ExecutionId },
+    Execution {
+        execution: ExecutionId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,7 +294,12 @@ impl State {
         Ok(applied)
     }
 
-    pub(super) fn start_run(&mut self, id: WorkflowId, trigger: RunTrigger, time: Millis) -> Result<Applied, StateError> {
+    pub(super) fn start_run(
+        &mut self,
+        id: WorkflowId,
+        trigger: RunTrigger,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
         let w = self.workflows.get_mut(&id).ok_or_else(|| not_found(format!("workflow {id}")))?;
         w.runs_started += 1;
         let steps = w
@@ -323,13 +334,22 @@ impl State {
     /// (the fallback of [`State::step_execution_ended`]): its outcome is
     /// recorded (a retry scheduled if one is left), and the run moves on
     /// at once (dependants start in this same command).
-    pub(super) fn step_ended(&mut self, run_id: RunId, step: &str, instance: u32, time: Millis) -> Result<Applied, StateError> {
+    pub(super) fn step_ended(
+        &mut self,
+        run_id: RunId,
+        step: &str,
+        instance: u32,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
         let r = self.run(run_id)?;
         if r.status != RunStatus::Running {
             return Ok(Applied::Done);
         }
         let si = r.step_index(step)?;
-        let inst = r.steps[si].instances.get(instance as usize).ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
+        let inst = r.steps[si]
+            .instances
+            .get(instance as usize)
+            .ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
         let Some(att) = inst.last().filter(|a| a.outcome.is_none()) else {
             return Err(StateError::Conflict(format!("step {step}[{instance}] of run {run_id} has no attempt going")));
         };
@@ -435,7 +455,10 @@ impl State {
             return Ok(Applied::Done);
         }
         let si = r.step_index(step)?;
-        let inst = r.steps[si].instances.get(instance as usize).ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
+        let inst = r.steps[si]
+            .instances
+            .get(instance as usize)
+            .ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
         if inst.attempts.len() as u32 != attempt || inst.retry_at.is_none_or(|at| at > time) {
             return Err(StateError::Conflict(format!(
                 "attempt {attempt} of step {step}[{instance}] of run {run_id} is not due"
@@ -463,7 +486,12 @@ impl State {
         // their end does not pass for any execution's (a trigger).
         for e in going {
             if self.executions.get(&e).is_some_and(|e| !e.status.is_ended()) {
-                self.terminate(e, &format!("workflow run {run_id} terminated: {reason}"), AfterCleanup::Terminated, time)?;
+                self.terminate(
+                    e,
+                    &format!("workflow run {run_id} terminated: {reason}"),
+                    AfterCleanup::Terminated,
+                    time,
+                )?;
             }
         }
         let r = self.runs.get_mut(&run_id).expect("checked");
@@ -528,7 +556,8 @@ impl State {
                     continue;
                 }
                 r.steps[i].status = StepStatus::Running;
-                r.steps[i].instances = (0..spec.fan_out).map(|_| StepInstance { attempts: Vec::new(), retry_at: None }).collect();
+                r.steps[i].instances =
+                    (0..spec.fan_out).map(|_| StepInstance { attempts: Vec::new(), retry_at: None }).collect();
                 for k in 0..spec.fan_out {
                     self.start_attempt(run_id, i, k, time);
                 }
@@ -662,9 +691,9 @@ fn template_value(key: &str, r: &Run, doc: &Workflow, instance: u32, fan_out: u3
     };
     match *what {
         "execution_id" => each(&|a| a.execution.map(|e| e.to_string()).unwrap_or_default()),
-        "exit_code" => each(&|a| {
-            a.outcome.as_ref().and_then(|o| o.exit_code).map(|c| c.to_string()).unwrap_or_default()
-        }),
+        "exit_code" => {
+            each(&|a| a.outcome.as_ref().and_then(|o| o.exit_code).map(|c| c.to_string()).unwrap_or_default())
+        }
         "status" => s.status.to_string(),
         _ => String::new(),
     }

@@ -66,7 +66,11 @@ impl World {
     }
 
     fn run(&mut self, id: WorkflowId) -> RunId {
-        let Applied::Created(r) = self.ok(Command::RunWorkflow { id, by: "ada".into(), idempotency_key: None, time: self.t }) else { panic!() };
+        let Applied::Created(r) =
+            self.ok(Command::RunWorkflow { id, by: "ada".into(), idempotency_key: None, time: self.t })
+        else {
+            panic!()
+        };
         r
     }
 
@@ -95,8 +99,10 @@ impl World {
         let t = self.t;
         self.ok(Command::QueueExecution { id, time: t });
         let services: Vec<_> = self.st.services_of(id).map(|s| (s.id, s.essential)).collect();
-        let placements =
-            services.iter().map(|(s, _)| Placement { service: *s, node: "n1".into(), cores: Millicores(100) }).collect();
+        let placements = services
+            .iter()
+            .map(|(s, _)| Placement { service: *s, node: "n1".into(), cores: Millicores(100) })
+            .collect();
         self.ok(Command::ApplyPlan(Plan { time: t, starting: vec![id], placements, ..Plan::default() }));
         for (s, _) in &services {
             let container_id = self.st.services[s].container_id.clone().unwrap_or_else(|| format!("c{s}"));
@@ -257,9 +263,12 @@ fn terminating_a_run_terminates_its_executions() {
     }
     assert!(w.pass(w.t + 10).is_empty(), "nothing of a terminated run goes on");
     w.ok(Command::TerminateRun { run, reason: "again".into(), time: w.t });
+    w.ok(Command::DeleteRun { run });
+    assert!(!w.st.runs.contains_key(&run));
     // Delete is refused while a run goes on, allowed after.
     let run2 = w.run(wf);
     assert!(matches!(w.refused(Command::DeleteWorkflow { id: wf }), StateError::Conflict(_)));
+    assert!(matches!(w.refused(Command::DeleteRun { run: run2 }), StateError::Conflict(_)));
     w.ok(Command::TerminateRun { run: run2, reason: "x".into(), time: w.t });
     w.ok(Command::DeleteWorkflow { id: wf });
     assert!(w.st.runs.is_empty());
@@ -304,7 +313,10 @@ fn every_slot_fires_once() {
     let wf = w.create(periodic("@every 2s", "skip", false));
     assert!(w.pass(t0 + 1_999).is_empty());
     let cmds = w.pass(t0 + 2_000);
-    assert_eq!(cmds, vec![Command::CommitSlot { workflow: wf, slot: t0 + 2_000, fire: true, dropped: 0, time: t0 + 2_000 }]);
+    assert_eq!(
+        cmds,
+        vec![Command::CommitSlot { workflow: wf, slot: t0 + 2_000, fire: true, dropped: 0, time: t0 + 2_000 }]
+    );
     // A second leader deciding on the view before that commit: refused.
     assert!(matches!(w.refused(cmds[0].clone()), StateError::Conflict(_)));
     assert!(w.pass(t0 + 3_500).is_empty());
@@ -407,7 +419,10 @@ fn bad_documents_and_unknown_records_are_refused() {
     assert!(matches!(e, StateError::Conflict(_)));
     // Another owner may use the same name.
     w.ok(Command::CreateWorkflow { workflow: pipeline(), owner: "bob".into(), time: 1 });
-    assert!(matches!(w.refused(Command::RunWorkflow { id: 999, by: "x".into(), idempotency_key: None, time: 1 }), StateError::NotFound(_)));
+    assert!(matches!(
+        w.refused(Command::RunWorkflow { id: 999, by: "x".into(), idempotency_key: None, time: 1 }),
+        StateError::NotFound(_)
+    ));
     let run = w.run(wf);
     let e = w.refused(Command::StepEnded { run, step: "prepare".into(), instance: 0, time: w.t });
     assert!(e.to_string().contains("still"), "{e}");
