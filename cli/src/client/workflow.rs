@@ -10,11 +10,15 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum WorkflowCmd {
-    /// Check workflow documents locally: every problem with its JSON
-    /// pointer (steps' ZApps included). Exits non-zero if one is invalid.
+    /// Check workflow documents locally (or with --remote, on the cluster):
+    /// every problem with its JSON pointer (steps' ZApps included). Exits
+    /// non-zero if one is invalid.
     Validate {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Ask the cluster instead (fills in steps from its ZApp shop).
+        #[arg(long)]
+        remote: bool,
     },
     /// Create a workflow from its document (JSON file). A workflow with a
     /// `schedule` starts firing at once.
@@ -64,7 +68,22 @@ fn seg(s: &str) -> String {
 }
 
 pub async fn run(conn: &Conn, cmd: WorkflowCmd) -> Result<()> {
-    if let WorkflowCmd::Validate { files } = &cmd {
+    if let WorkflowCmd::Validate { files, remote: true } = &cmd {
+        let c = connect(conn)?;
+        for f in files {
+            let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+            let doc: Value = serde_json::from_str(&text).map_err(|e| {
+                anyhow!("{}: not valid JSON: line {}, column {}: {e}", f.display(), e.line(), e.column())
+            })?;
+            let v = c.post("/api/v1/workflows/validate", &doc).await.with_context(|| f.display().to_string())?;
+            for w in items(&v["warnings"]) {
+                println!("{}: warning: {}: {}", f.display(), cell(&w["path"]), cell(&w["message"]));
+            }
+            println!("{}: ok", f.display());
+        }
+        return Ok(());
+    }
+    if let WorkflowCmd::Validate { files, .. } = &cmd {
         let code = crate::zapp::validate_files(files, conn.json, |t| zoe_common::workflow::parse(t).map(|(_, w)| w));
         if code != std::process::ExitCode::SUCCESS {
             bail!("invalid workflow document");

@@ -42,7 +42,8 @@ pub fn template_keys(s: &str) -> Vec<&str> {
 const TOP: &[&str] = &["name", "description", "schedule", "triggers", "steps"];
 const EXECUTION_END: &[&str] = &["name", "owner", "status"];
 const SCHEDULE: &[&str] = &["cron", "time_zone", "prohibit_overlap", "catch_up"];
-const STEP: &[&str] = &["name", "zapp", "depends_on", "condition", "fan_out", "retries", "backoff_s", "timeout_s"];
+const STEP: &[&str] =
+    &["name", "zapp", "shop", "depends_on", "condition", "fan_out", "retries", "backoff_s", "timeout_s"];
 const STEP_KEYS: &[&str] = &["execution_id", "exit_code", "status"];
 const OWN_KEYS: &[&str] = &["run.id", "run.slot", "workflow.name", "fan_out.index", "fan_out.count"];
 
@@ -201,7 +202,13 @@ fn steps_(cx: &mut Checker, steps: &[Value], zapps: &mut Vec<crate::zapp::ZApp>)
             _ => {}
         }
         match o.get("zapp") {
-            None => cx.err(&path, "missing field `zapp`"),
+            None if o.contains_key("shop") => cx.err(
+                format!("{path}/shop"),
+                "a step from the ZApp shop is filled in by a coordinator: validate it there \
+                 (POST /api/v1/workflows/validate, `zoe workflow validate --remote`)",
+            ),
+            None => cx.err(&path, "missing field `zapp` (or `shop`)"),
+            Some(_) if o.contains_key("shop") => cx.err(format!("{path}/shop"), "give `zapp` or `shop`, not both"),
             Some(z) => {
                 let (app, report) = validate_zapp(z);
                 for mut issue in report.errors {

@@ -69,17 +69,92 @@ fn view(s: &State, w: &WorkflowRecord) -> WorkflowView {
     WorkflowView::of(w, running)
 }
 
-pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<WorkflowValid>> {
-    let (_, warnings) = validate_doc(&Value::Object(body.0))?;
+/// Fills in the steps given as `{"shop": {"id", "parameters"}}` with the
+/// shop entry's ZApp and the parameters (by name), as the shop's form
+/// does, so that the stored document holds the ZApp each step runs. The
+/// entry must be visible to the caller's role.
+async fn resolve_shop(caller: &Caller, doc: &mut Value) -> HttpResult<()> {
+    let Some(steps) = doc.get_mut("steps").and_then(Value::as_array_mut) else { return Ok(()) };
+    let wanted: Vec<usize> = (0..steps.len())
+        .filter(|i| steps[*i].get("shop").is_some_and(Value::is_object) && steps[*i].get("zapp").is_none())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let Some(dir) = caller.ctx.coord().config().api.web.shop_dir.clone() else {
+        return Err(HttpError::invalid_field(&format!("/steps/{}/shop", wanted[0]), "this cluster has no ZApp shop"));
+    };
+    let cat = tokio::task::spawn_blocking(move || crate::web::shop::load(&dir))
+        .await
+        .map_err(|e| HttpError::internal(format!("reading the shop: {e}")))?;
+    for i in wanted {
+        let at = format!("/steps/{i}/shop");
+        let shop = steps[i]["shop"].as_object().cloned().unwrap_or_default();
+        if let Some(k) = shop.keys().find(|k| *k != "id" && *k != "parameters") {
+            return Err(HttpError::invalid_field(&format!("{at}/{k}"), "unknown field; one of: id, parameters"));
+        }
+        let id = shop.get("id").and_then(Value::as_str).ok_or_else(|| {
+            HttpError::invalid_field(&format!("{at}/id"), "the shop entry's id (e.g. `hello-0`) is required")
+        })?;
+        let entry = cat
+            .get(id)
+            .filter(|e| e.visible_to(&caller.role))
+            .ok_or_else(|| HttpError::invalid_field(&format!("{at}/id"), format!("no ZApp `{id}` in the shop")))?;
+        let mut fields = std::collections::HashMap::new();
+        let params = match shop.get("parameters") {
+            None | Some(Value::Null) => serde_json::Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(HttpError::invalid_field(&format!("{at}/parameters"), "must be an object")),
+        };
+        for (name, v) in &params {
+            let here = format!("{at}/parameters/{name}");
+            let Some(k) = entry.parameters.iter().position(|p| p.name == *name) else {
+                let known: Vec<&str> = entry.parameters.iter().map(|p| p.name.as_str()).collect();
+                return Err(HttpError::invalid_field(
+                    &here,
+                    format!("unknown parameter; one of: {}", known.join(", ")),
+                ));
+            };
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(HttpError::invalid_field(&here, "must be a string or a number")),
+            };
+            fields.insert(crate::web::shop::param_field(k), text);
+        }
+        let app = crate::web::shop::apply(entry, |f| fields.get(f).map(String::as_str)).map_err(|errors| {
+            let first = &errors[0];
+            let name = first
+                .field
+                .strip_prefix('p')
+                .and_then(|k| k.parse::<usize>().ok())
+                .and_then(|k| entry.parameters.get(k))
+                .map_or(String::new(), |p| format!("/parameters/{}", p.name));
+            HttpError::invalid_field(&format!("{at}{name}"), first.message.clone())
+        })?;
+        let step = steps[i].as_object_mut().expect("an object");
+        step.remove("shop");
+        step.insert("zapp".into(), serde_json::to_value(&app).map_err(|e| HttpError::internal(e.to_string()))?);
+    }
+    Ok(())
+}
+
+pub async fn validate(caller: Caller, body: Body) -> HttpResult<axum::Json<WorkflowValid>> {
+    let mut doc = Value::Object(body.0);
+    resolve_shop(&caller, &mut doc).await?;
+    let (_, warnings) = validate_doc(&doc)?;
     Ok(axum::Json(WorkflowValid { valid: true, warnings }))
 }
 
-/// `POST /workflows`: the body is the document. Each step's ZApp passes
+/// `POST /workflows`: the body is the document; shop steps are filled in
+/// ([`resolve_shop`]). Each step's ZApp passes
 /// the checks a submission would (registries, host access, ceilings) now,
 /// as the caller; quotas are checked when each step's execution is created.
 pub async fn create(caller: Caller, body: Body) -> HttpResult<WriteReply<WorkflowCreated>> {
     let ctx = &caller.ctx;
-    let (mut doc, warnings) = validate_doc(&Value::Object(body.0))?;
+    let mut raw = Value::Object(body.0);
+    resolve_shop(&caller, &mut raw).await?;
+    let (mut doc, warnings) = validate_doc(&raw)?;
     for (i, step) in doc.steps.iter_mut().enumerate() {
         step.zapp = admit_app(ctx, &caller, step.zapp.clone(), &format!("/steps/{i}/zapp"))?;
     }
