@@ -189,6 +189,17 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     assert_eq!(runs[0]["execution"], import);
     assert_eq!(runs[0]["status"], "succeeded", "{:#}", runs[0]);
 
+    // By hand, followed to its end by the CLI.
+    let out = z.cli(&["workflow", "run", "after-import", "--wait"]);
+    assert!(out.success, "{out:?}");
+    assert!(out.stderr.contains("step index succeeded"), "{out:?}");
+    let out = z.cli(&["workflow", "ls"]);
+    assert!(out.success && out.stdout.contains("@every 2s") && out.stdout.contains("after-import"), "{out:?}");
+    let out = z.cli(&["workflow", "get", "tick", "--json"]);
+    assert!(out.success, "{out:?}");
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["workflow"]["catch_up"], "all", "{v:#}");
+
     // The periodic workflow kept firing through the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
@@ -230,6 +241,7 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     assert_eq!(of_runs.len(), attempts, "seed {seed}: an attempt without its own execution");
     assert_eq!(st.executions.len(), attempts + 1, "seed {seed}: executions besides the runs' attempts and import");
     assert_eq!(st.runs.values().filter(|r| r.workflow_id == etl).count(), 1);
+    assert_eq!(st.runs.values().filter(|r| r.workflow_id == after).count(), 2, "the triggered run and the one by hand");
 
     // Stop ticking before judging the containers.
     let r = z.api().call(Method::DELETE, &format!("/api/v1/workflows/{tick}"), None).await;
