@@ -2,7 +2,8 @@
 //! agents on the real containerd. A pipeline (prepare → train ×4, one copy
 //! failing and retried → report on success, cleanup on failure) and an
 //! `@every 2s` periodic workflow run at the same time, and the leader is
-//! killed with `kill -9` in the middle of both. What must hold:
+//! killed with `kill -9` in the middle of both (later, the next leader is
+//! paused with SIGSTOP past an election, then resumed). What must hold:
 //! * the pipeline runs as specified: each step's executions, attempts,
 //!   exit codes, the failure branch taken, templates filled in;
 //! * no step and no slot runs twice: one execution per attempt, one run
@@ -200,7 +201,16 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["workflow"]["catch_up"], "all", "{v:#}");
 
-    // The periodic workflow kept firing through the failover.
+    // The leader paused past an election: when it resumes, whatever it
+    // still decides in its old term (slots it saw due) is fenced off.
+    let paused = z.leader().await;
+    z.coords.signal(paused, libc::SIGSTOP);
+    let next = z.leader_besides(paused).await;
+    eprintln!("seed {seed}: SIGSTOP of coordinator {paused}; {next} took over; SIGCONT");
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
+    z.coords.signal(paused, libc::SIGCONT);
+
+    // The periodic workflow kept firing through both failovers.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let out = z.cli(&["workflow", "history", "etl", "--limit", "5"]);
