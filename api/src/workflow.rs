@@ -93,13 +93,15 @@ crate::api_type! {
         pub workflow_id: u64,
         pub workflow: String,
         pub owner: String,
-        /// `manual`, `schedule` or `execution_end`.
+        /// `manual`, `schedule`, `execution_end` or `volume_size`.
         pub trigger: String,
         pub started_by: Option<String>,
         /// The schedule slot (epoch ms) a scheduled run fired for.
         pub slot: Option<u64>,
         /// The execution whose end started the run (`execution_end`).
         pub execution: Option<u64>,
+        /// What a `volume_size` trigger saw: `volume/path on node: bytes`.
+        pub volume: Option<String>,
         pub status: String,
         pub time_start: u64,
         pub time_end: Option<u64>,
@@ -144,6 +146,17 @@ impl RunView {
             RunTrigger::Manual { by } => ("manual", Some(by.clone()), None, None),
             RunTrigger::Schedule { slot } => ("schedule", None, Some(*slot), None),
             RunTrigger::Execution { execution } => ("execution_end", None, None, Some(*execution)),
+            RunTrigger::Volume { .. } => ("volume_size", None, None, None),
+        };
+        let volume = match (&r.trigger, w) {
+            (RunTrigger::Volume { trigger, node, bytes }, Some(w)) => match w.doc.triggers.get(*trigger as usize) {
+                Some(zoe_common::workflow::Trigger::VolumeSize(t)) => {
+                    Some(format!("{}/{} on {node}: {bytes} bytes", t.volume, t.path))
+                }
+                _ => Some(format!("on {node}: {bytes} bytes")),
+            },
+            (RunTrigger::Volume { node, bytes, .. }, None) => Some(format!("on {node}: {bytes} bytes")),
+            _ => None,
         };
         RunView {
             id: r.id,
@@ -154,6 +167,7 @@ impl RunView {
             started_by,
             slot,
             execution,
+            volume,
             status: r.status.as_str().into(),
             time_start: r.time_start,
             time_end: r.time_end,

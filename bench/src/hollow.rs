@@ -119,6 +119,7 @@ fn stats(containers: &Mutex<Vec<ContainerInfo>>) -> LiveStats {
         container_count: containers.len() as u32,
         containers,
         images: None,
+        volume_sizes: Vec::new(),
     }
 }
 

@@ -9,8 +9,10 @@
 //! without that (deleted, or a state restored from an older snapshot).
 
 use crate::state::{AfterCleanup, Command, ExecutionStatus, Millis, RunStatus, State, StepStatus};
+use std::collections::BTreeMap;
+use zoe_common::proto::VolumeSize;
 use zoe_common::workflow::cron::Spec;
-use zoe_common::workflow::{CatchUp, MAX_CATCH_UP, SKIP_LATE_MS};
+use zoe_common::workflow::{CatchUp, MAX_CATCH_UP, SKIP_LATE_MS, Trigger};
 
 pub fn decide(st: &State, now: Millis) -> Vec<Command> {
     let mut out = Vec::new();
@@ -90,6 +92,41 @@ fn runs(st: &State, now: Millis, out: &mut Vec<Command>) {
             }
         }
     }
+}
+
+/// The `volume_size` triggers' moves, from the sizes each node reported
+/// last (node → its volumes' sizes; a node that reported nothing for a
+/// path says nothing about it): the largest size of the path on any node
+/// decides. Above the size and not fired yet: `VolumePassed`; back below
+/// after firing: `VolumeBelow`. The state refuses a second `VolumePassed`,
+/// so a new leader deciding again fires nothing twice.
+pub fn volume_triggers(st: &State, sizes: &BTreeMap<String, Vec<VolumeSize>>, now: Millis) -> Vec<Command> {
+    let mut out = Vec::new();
+    for w in st.workflows.values() {
+        for (k, t) in w.doc.triggers.iter().enumerate() {
+            let Trigger::VolumeSize(t) = t else { continue };
+            let largest = sizes
+                .iter()
+                .flat_map(|(node, list)| list.iter().map(move |v| (node, v)))
+                .filter(|(_, v)| v.volume == t.volume && v.path == t.path)
+                .max_by_key(|(_, v)| v.bytes);
+            let Some((node, v)) = largest else { continue };
+            let trigger = k as u32;
+            let above = w.volume_above.contains(&trigger);
+            if v.bytes >= t.min_bytes && !above {
+                out.push(Command::VolumePassed {
+                    workflow: w.id,
+                    trigger,
+                    node: node.clone(),
+                    bytes: v.bytes,
+                    time: now,
+                });
+            } else if v.bytes < t.min_bytes && above {
+                out.push(Command::VolumeBelow { workflow: w.id, trigger });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -283,3 +283,72 @@ async fn a_pipeline_and_a_periodic_workflow_survive_the_leader_killed() {
     let problems = z.audit().await;
     assert!(problems.is_empty(), "seed {seed}: containerd and the state disagree:\n{}", problems.join("\n"));
 }
+
+/// A host volume path passing a size starts a run, once, and again only
+/// after it went back below: the agent walks its `report_size` volume
+/// every few heartbeats and the leader commits the crossing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_volume_passing_a_size_triggers_a_run() {
+    let data = tempfile::tempdir().unwrap();
+    let incoming = data.path().join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::write(incoming.join("small"), vec![0u8; 1000]).unwrap();
+    let volume = format!("[[host_volume]]\nname = \"data\"\npath = {:?}\nreport_size = true\n", data.path());
+    let agent = AgentSpec::new("n1").cores(2.0).memory_mib(2048).toml(&volume);
+    let z = ZoeCluster::builder().coordinators(1).agent(agent).start().await;
+    let doc = json!({
+        "name": "on-big-input",
+        "triggers": [{"volume_size": {"volume": "data", "path": "incoming", "min_bytes": 1 << 20}}],
+        "steps": [{"name": "process", "zapp": zapp("process", "/bin/sh -c 'exit 0'", json!([]))}]
+    });
+    let wf = z.api().ok(Method::POST, "/api/v1/workflows", Some(doc)).await["id"].as_u64().unwrap();
+    let runs = |z: &ZoeCluster| {
+        let api = z.api().clone();
+        async move { api.ok(Method::GET, &format!("/api/v1/workflows/{wf}/runs"), None).await.as_array().unwrap().clone() }
+    };
+    let wait_runs = |n: usize| {
+        let z = &z;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = runs(z).await;
+                if r.len() >= n {
+                    return r;
+                }
+                assert!(Instant::now() < deadline, "{n} run(s) expected, {} seen", r.len());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    // Walks happen every 5 heartbeats (2.5 s here): below the size, nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(runs(&z).await.is_empty());
+
+    std::fs::write(incoming.join("big"), vec![0u8; 2 << 20]).unwrap();
+    let r = wait_runs(1).await;
+    assert_eq!(r[0]["trigger"], "volume_size", "{r:#?}");
+    assert!(r[0]["volume"].as_str().unwrap().starts_with("data/incoming on n1: "), "{r:#?}");
+    // Still above: no second run.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(runs(&z).await.len(), 1);
+
+    // Below, then above again: a second run.
+    std::fs::remove_file(incoming.join("big")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !z.state().await.workflows[&wf].volume_above.is_empty() {
+        assert!(Instant::now() < deadline, "the trigger never saw the path go back below");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    std::fs::write(incoming.join("bigger"), vec![0u8; 3 << 20]).unwrap();
+    let r = wait_runs(2).await;
+    assert_eq!(r.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = runs(&z).await;
+        if r.iter().all(|r| r["status"] == "succeeded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs did not succeed: {r:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -40,6 +40,21 @@ pub struct Workflow {
 pub enum Trigger {
     /// The end of an execution (not one of a workflow's own steps).
     ExecutionEnd(ExecutionEnd),
+    /// A path in a host volume passing a size, on any node that offers the
+    /// volume with `report_size` (the vision's "when the directory passes
+    /// 5 GB"). Fires when it passes, again only once it went back below.
+    VolumeSize(VolumeSizeTrigger),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSizeTrigger {
+    /// The host volume's name (`[[host_volume]]` on the agents).
+    pub volume: String,
+    /// An entry at the top of the volume; absent: the whole volume.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    pub min_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

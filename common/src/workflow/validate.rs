@@ -261,12 +261,28 @@ fn steps_(cx: &mut Checker, steps: &[Value], zapps: &mut Vec<crate::zapp::ZApp>)
 
 fn triggers(cx: &mut Checker, t: &Value, path: &str) {
     let Some(o) = cx.object(t, path, &["execution_end", "volume_size"]) else { return };
-    if o.contains_key("volume_size") {
-        cx.err(format!("{path}/volume_size"), "host volume size triggers are not supported yet");
-    }
     if o.len() != 1 {
-        cx.err(path, "a trigger has exactly one kind: `execution_end`");
+        cx.err(path, "a trigger has exactly one kind: `execution_end` or `volume_size`");
         return;
+    }
+    if let Some(v) = o.get("volume_size") {
+        let at = format!("{path}/volume_size");
+        if let Some(vo) = cx.object(v, &at, &["volume", "path", "min_bytes"]) {
+            match cx.string(vo, "volume", &at, true) {
+                Some(n) if !is_plain_name(n) => cx.err(format!("{at}/volume"), "a host volume's name"),
+                _ => {}
+            }
+            if let Some(p) = cx.string(vo, "path", &at, false)
+                && !p.is_empty()
+                && (!is_plain_name(p) || p == "." || p == "..")
+            {
+                cx.err(format!("{at}/path"), "an entry at the top of the volume: one name, no `/`");
+            }
+            if vo.get("min_bytes").is_none() {
+                cx.err(&at, "missing field `min_bytes`");
+            }
+            cx.uint(vo, "min_bytes", &at, 1, u64::MAX);
+        }
     }
     if let Some(e) = o.get("execution_end") {
         let at = format!("{path}/execution_end");
@@ -406,7 +422,8 @@ mod tests {
         let v = json!({
             "name": "etl",
             "schedule": {"cron": "@every 30s", "prohibit_overlap": true, "catch_up": "once"},
-            "triggers": [{"execution_end": {"name": "import", "owner": "*", "status": "any"}}],
+            "triggers": [{"execution_end": {"name": "import", "owner": "*", "status": "any"}},
+                {"volume_size": {"volume": "data", "path": "incoming", "min_bytes": 5_000_000_000u64}}],
             "steps": [
                 step("prepare", &[]),
                 {"name": "train", "zapp": zapp(), "depends_on": ["prepare"], "fan_out": 4, "retries": 2, "timeout_s": 600},
@@ -420,7 +437,7 @@ mod tests {
         assert_eq!(w.steps[1].fan_out, 4);
         assert_eq!(w.steps[2].condition, Condition::OnFailure);
         assert_eq!(w.schedule.as_ref().unwrap().catch_up, CatchUp::Once);
-        let super::super::Trigger::ExecutionEnd(t) = &w.triggers[0];
+        let super::super::Trigger::ExecutionEnd(t) = &w.triggers[0] else { panic!() };
         assert!(t.matches("import", "bob", false, "ada"));
         assert!(!t.matches("export", "bob", true, "ada"));
         assert_eq!(w.topological().unwrap().last(), Some(&3));
@@ -437,7 +454,7 @@ mod tests {
             "name": "bad name",
             "colour": 1,
             "schedule": {"cron": "61 * * * *", "time_zone": "Mars/Olympus"},
-            "triggers": [{"execution_end": {"status": "maybe", "owner": ""}}, {"volume_size": {}}],
+            "triggers": [{"execution_end": {"status": "maybe", "owner": ""}}, {"volume_size": {"volume": "d", "path": "a/b"}}],
             "steps": [
                 {"name": "a", "zapp": zapp(), "depends_on": ["ghost", "a"], "fan_out": 0, "condition": "sometimes"},
                 bad_env,
@@ -461,6 +478,7 @@ mod tests {
             "/triggers/0/execution_end/status",
             "/triggers/0/execution_end/owner",
             "/triggers/1/volume_size",
+            "/triggers/1/volume_size/path",
         ] {
             assert!(paths.contains(&want), "{want} missing from {e:?}");
         }

@@ -160,7 +160,7 @@ pub async fn create(caller: Caller, body: Body) -> HttpResult<WriteReply<Workflo
     }
     // Watching others' executions is seeing them: can_operate_others.
     for (i, t) in doc.triggers.iter().enumerate() {
-        let Trigger::ExecutionEnd(t) = t;
+        let Trigger::ExecutionEnd(t) = t else { continue };
         if let Some(o) = t.owner.as_deref()
             && o != caller.user.username
             && !caller.caps().can_operate_others

@@ -109,7 +109,7 @@ pub async fn run_page(s: Session, Path(id): Path<u64>) -> WebResult<Html<String>
         dl.summary {
             dt { "Workflow" } dd { a href=(format!("/ui/workflows/{}", r.workflow_id)) { (r.workflow) } }
             dt { "Status" } dd { (status(&r.status)) }
-            dt { "Trigger" } dd { (r.trigger) @if let Some(by) = &r.started_by { " by " (by) } @if let Some(slot) = r.slot { " for slot " (time(Some(slot))) } @if let Some(e) = r.execution { " of execution " a href=(format!("/ui/executions/{e}")) { (e) } } }
+            dt { "Trigger" } dd { (r.trigger) @if let Some(by) = &r.started_by { " by " (by) } @if let Some(slot) = r.slot { " for slot " (time(Some(slot))) } @if let Some(e) = r.execution { " of execution " a href=(format!("/ui/executions/{e}")) { (e) } } @if let Some(v) = &r.volume { " (" (v) ")" } }
             dt { "Started" } dd { (time(Some(r.time_start))) }
             dt { "Ended" } dd { (time(r.time_end)) }
             @if let Some(why) = &r.reason { dt { "Reason" } dd { (why) } }
@@ -279,6 +279,7 @@ mod tests {
             started_by: Some("ada".into()),
             slot: None,
             execution: None,
+            volume: None,
             status: "running".into(),
             time_start: 0,
             time_end: None,

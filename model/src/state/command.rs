@@ -250,6 +250,21 @@ pub enum Command {
     DeleteRun {
         run: RunId,
     },
+    /// A `volume_size` trigger's path passed its size (as `node` reported):
+    /// starts a run, unless the trigger fired already and the path has not
+    /// gone back below since (refused).
+    VolumePassed {
+        workflow: WorkflowId,
+        trigger: u32,
+        node: String,
+        bytes: u64,
+        time: Millis,
+    },
+    /// The path went back below the size: the trigger may fire again.
+    VolumeBelow {
+        workflow: WorkflowId,
+        trigger: u32,
+    },
 }
 
 /// What applying a command produced.

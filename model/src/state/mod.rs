@@ -513,6 +513,10 @@ impl State {
                 self.retry_step(*run, step, *instance, *attempt, *time)
             }
             Command::TerminateRun { run, reason, time } => self.terminate_run(*run, reason, *time),
+            Command::VolumePassed { workflow, trigger, node, bytes, time } => {
+                self.volume_passed(*workflow, *trigger, node, *bytes, *time)
+            }
+            Command::VolumeBelow { workflow, trigger } => self.volume_below(*workflow, *trigger),
             Command::DeleteRun { run } => {
                 if self.run(*run)?.status == RunStatus::Running {
                     return Err(StateError::Conflict(format!("workflow run {run} is running; terminate it first")));

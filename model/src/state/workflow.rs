@@ -37,6 +37,10 @@ pub struct WorkflowRecord {
     pub slots_skipped: u64,
     #[serde(default)]
     pub runs_started: u64,
+    /// The `volume_size` triggers (by index) whose path is above its size:
+    /// passed, fired, and not fired again until it went back below.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub volume_above: std::collections::BTreeSet<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +55,12 @@ pub enum RunTrigger {
     /// The end of this execution (an `execution_end` trigger).
     Execution {
         execution: ExecutionId,
+    },
+    /// A `volume_size` trigger: the size a node reported.
+    Volume {
+        trigger: u32,
+        node: String,
+        bytes: u64,
     },
 }
 
@@ -230,6 +240,7 @@ impl State {
                 last_slot: None,
                 slots_skipped: 0,
                 runs_started: 0,
+                volume_above: Default::default(),
             },
         );
         Ok(Applied::Created(id))
@@ -362,6 +373,37 @@ impl State {
         Ok(Applied::Done)
     }
 
+    /// A `volume_size` trigger's path passed its size on `node`: the run
+    /// starts, and the trigger waits until the path goes back below.
+    /// Refused while it is above (fired already).
+    pub(super) fn volume_passed(
+        &mut self,
+        id: WorkflowId,
+        trigger: u32,
+        node: &str,
+        bytes: u64,
+        time: Millis,
+    ) -> Result<Applied, StateError> {
+        let w = self.workflow(id)?;
+        if !matches!(w.doc.triggers.get(trigger as usize), Some(Trigger::VolumeSize(_))) {
+            return Err(StateError::Invalid(format!("workflow {id} has no volume_size trigger {trigger}")));
+        }
+        if w.volume_above.contains(&trigger) {
+            return Err(StateError::Conflict(format!("trigger {trigger} of workflow {id} fired already")));
+        }
+        self.workflows.get_mut(&id).expect("checked").volume_above.insert(trigger);
+        self.start_run(id, RunTrigger::Volume { trigger, node: node.to_string(), bytes }, time)
+    }
+
+    /// The path went back below its size: the trigger may fire again.
+    pub(super) fn volume_below(&mut self, id: WorkflowId, trigger: u32) -> Result<Applied, StateError> {
+        let w = self.workflows.get_mut(&id).ok_or_else(|| not_found(format!("workflow {id}")))?;
+        if !w.volume_above.remove(&trigger) {
+            return Err(StateError::Conflict(format!("trigger {trigger} of workflow {id} is not above")));
+        }
+        Ok(Applied::Done)
+    }
+
     /// Called by `apply` for each execution the command ended: runs of
     /// the workflows whose `execution_end` trigger it matches start, once
     /// per execution (an execution that ended in error and is then
@@ -380,6 +422,7 @@ impl State {
             .filter(|w| {
                 w.doc.triggers.iter().any(|t| match t {
                     Trigger::ExecutionEnd(t) => t.matches(&e.name, &e.owner, ok, &w.owner),
+                    Trigger::VolumeSize(_) => false,
                 })
             })
             .map(|w| w.id)
@@ -675,7 +718,7 @@ fn template_value(key: &str, r: &Run, doc: &Workflow, instance: u32, fan_out: u3
         "run.slot" => {
             return match r.trigger {
                 RunTrigger::Schedule { slot } => slot.to_string(),
-                RunTrigger::Manual { .. } | RunTrigger::Execution { .. } => String::new(),
+                RunTrigger::Manual { .. } | RunTrigger::Execution { .. } | RunTrigger::Volume { .. } => String::new(),
             };
         }
         "workflow.name" => return doc.name.clone(),

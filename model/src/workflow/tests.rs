@@ -6,6 +6,7 @@ use crate::state::{
     Applied, Capacity, ExecutionId, Placement, Plan, Registration, RunId, RunTrigger, StateError, WorkflowId,
 };
 use serde_json::json;
+use std::collections::BTreeMap;
 use zoe_common::resources::Millicores;
 use zoe_common::workflow::{Workflow, validate_value};
 
@@ -485,4 +486,60 @@ fn a_workflow_does_not_trigger_itself() {
     w.ok(Command::TerminateRun { run, reason: "x".into(), time: w.t });
     assert_eq!(w.st.runs_of(wf).count(), 2);
     assert!(w.st.step_executions.is_empty());
+}
+
+#[test]
+fn a_volume_passing_its_size_fires_once_until_it_goes_below() {
+    let mut w = World::new();
+    let wf = w.create(doc(json!({"name": "big",
+        "triggers": [{"volume_size": {"volume": "data", "path": "in", "min_bytes": 1000}}],
+        "steps": [{"name": "a", "zapp": zapp()}]})));
+    let report = |n1: u64, n2: Option<u64>| {
+        let size = |volume: &str, path: &str, bytes| zoe_common::proto::VolumeSize {
+            volume: volume.into(),
+            path: path.into(),
+            bytes,
+        };
+        let mut m = BTreeMap::new();
+        m.insert("n1".to_string(), vec![size("data", "in", n1)]);
+        if let Some(b) = n2 {
+            m.insert("n2".to_string(), vec![size("data", "in", b)]);
+        }
+        // Another path and another volume say nothing about this one.
+        m.insert("n3".to_string(), vec![size("data", "", 1 << 40), size("other", "in", 1 << 40)]);
+        m
+    };
+    // (n1, n2, commands expected)
+    let steps: &[(u64, Option<u64>, &str)] = &[
+        (10, None, ""),
+        (999, Some(5), ""),
+        (10, Some(1000), "passed n2"),
+        (2000, Some(3000), ""),
+        (999, None, "below"),
+        (5, Some(5), ""),
+        (1500, None, "passed n1"),
+    ];
+    for (n1, n2, want) in steps {
+        let cmds = volume_triggers(&w.st, &report(*n1, *n2), w.t);
+        let got = match cmds.as_slice() {
+            [] => String::new(),
+            [Command::VolumePassed { node, .. }] => format!("passed {node}"),
+            [Command::VolumeBelow { .. }] => "below".to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, *want, "{n1} {n2:?}");
+        for c in cmds {
+            w.ok(c.clone());
+            // Decided again (a new leader on the same view): refused.
+            w.refused(c);
+        }
+    }
+    let runs: Vec<_> = w.st.runs_of(wf).map(|r| r.trigger.clone()).collect();
+    assert_eq!(
+        runs,
+        vec![
+            RunTrigger::Volume { trigger: 0, node: "n2".into(), bytes: 1000 },
+            RunTrigger::Volume { trigger: 0, node: "n1".into(), bytes: 1500 },
+        ]
+    );
 }
