@@ -48,7 +48,8 @@ pub enum ClientCommand {
     /// Images: load an archive onto nodes without a registry.
     Image(Group<image::ImageCmd>),
     /// Workflows: ZApps on a schedule (cron, @every) and pipelines of steps
-    /// with dependencies, conditions, fan-out, retries and timeouts.
+    /// with dependencies, conditions, fan-out, retries and timeouts, started
+    /// by hand, by the schedule or by triggers (docs/workflows.md).
     Workflow(Group<workflow::WorkflowCmd>),
 }
 

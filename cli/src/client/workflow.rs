@@ -46,11 +46,13 @@ pub enum WorkflowCmd {
     History {
         /// The workflow (id or name); not needed with --run.
         workflow: Option<String>,
+        /// Show this run: each step's copies, attempts, executions, exit codes.
         #[arg(long)]
         run: Option<u64>,
         /// Only these statuses (comma-separated): running, succeeded, failed, terminated.
         #[arg(long)]
         status: Option<String>,
+        /// At most this many runs.
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
