@@ -32,6 +32,7 @@
 //! read_only = true                # whatever the ZApp asks
 //! roles = ["user", "superuser"]   # who may mount it (roles or users); both empty: everyone
 //! users = []
+//! report_size = false             # walk it every 5 heartbeats for workflows' volume_size triggers
 //!
 //! [reserve]                       # kept back for the OS, the agent, other daemons
 //! cores = 0.5

@@ -15,5 +15,6 @@ pub mod error;
 pub mod execution;
 pub mod node;
 pub mod stats;
+pub mod workflow;
 
 pub use schema::{Schema, Schemas};

@@ -91,6 +91,7 @@ impl crate::schema::Schema for HostVolume {
                 ("read_only", bool::schema(s), true),
                 ("roles", Vec::<String>::schema(s), true),
                 ("users", Vec::<String>::schema(s), true),
+                ("report_size", bool::schema(s), true),
             ])
         })
     }
@@ -113,6 +114,7 @@ mod tests {
             read_only: true,
             roles: vec![],
             users: vec![],
+            report_size: false,
         })
         .unwrap();
         assert_eq!(props, v.as_object().unwrap().keys().collect::<Vec<_>>());

@@ -33,6 +33,18 @@ pub struct Counters {
     pub updated: AtomicU64,
 }
 
+/// Containers that end on their own ([`start_exiting`]): each exits with
+/// code 0 this long after its spawn, reported as a real agent does (an
+/// `Exited` event, then `Exited` in the inventory).
+#[derive(Clone)]
+pub struct Exits {
+    pub after: Duration,
+    /// Container id → when it exited (epoch ms).
+    pub at: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+    /// Container id → when its spawn arrived (epoch ms).
+    pub spawned: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+}
+
 /// A fleet of hollow agents, all in this process.
 pub struct Fleet {
     pub counters: Arc<Counters>,
@@ -51,6 +63,11 @@ impl Drop for Fleet {
 /// listener at `addr` (redirects to the leader are followed); at most 64
 /// register at the same time, as a rolling restart of a large fleet would.
 pub fn start(ca: &CertificateAuthority, addr: SocketAddr, count: usize) -> Result<Fleet> {
+    start_exiting(ca, addr, count, None)
+}
+
+/// [`start`], with containers that exit on their own after `exits.after`.
+pub fn start_exiting(ca: &CertificateAuthority, addr: SocketAddr, count: usize, exits: Option<Exits>) -> Result<Fleet> {
     let ca_pem = ca.cert_pem();
     let ep = {
         let c = ca.issue(&Identity::new(Role::Agent, "hollow-0")?, &[], &[])?;
@@ -65,13 +82,13 @@ pub fn start(ca: &CertificateAuthority, addr: SocketAddr, count: usize) -> Resul
         let tls = TlsMaterial::from_pem(ca_pem.as_bytes(), c.cert_pem.as_bytes(), c.key_pem.as_bytes())?;
         let mut cfg = tls.client_config(&[proto::ALPN])?;
         cfg.transport_config(zoe_coordinator::agents::agent_transport());
-        let (ep, counters, sem) = (ep.clone(), counters.clone(), sem.clone());
+        let (ep, counters, sem, exits) = (ep.clone(), counters.clone(), sem.clone(), exits.clone());
         let containers: Arc<Mutex<Vec<ContainerInfo>>> = Arc::default();
         tasks.push(tokio::spawn(async move {
             let mut target = (addr, "127.0.0.1".to_string());
             loop {
                 let permit = sem.clone().acquire_owned().await.expect("semaphore");
-                match session(&ep, cfg.clone(), &target, permit, &counters, &containers).await {
+                match session(&ep, cfg.clone(), &target, permit, &counters, &containers, exits.as_ref()).await {
                     Ok(Some(redirect)) => {
                         target = redirect;
                         continue;
@@ -102,6 +119,7 @@ fn stats(containers: &Mutex<Vec<ContainerInfo>>) -> LiveStats {
         container_count: containers.len() as u32,
         containers,
         images: None,
+        volume_sizes: Vec::new(),
     }
 }
 
@@ -113,6 +131,7 @@ async fn session(
     permit: tokio::sync::OwnedSemaphorePermit,
     counters: &Arc<Counters>,
     containers: &Arc<Mutex<Vec<ContainerInfo>>>,
+    exits: Option<&Exits>,
 ) -> Result<Option<(SocketAddr, String)>> {
     let conn = ep.connect_with(cfg, *addr, server_name)?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
@@ -147,15 +166,30 @@ async fn session(
     };
     drop(permit);
     counters.up.fetch_add(1, Ordering::Relaxed);
+    let (events, mut to_send) = tokio::sync::mpsc::unbounded_channel::<AgentMessage>();
     let commands = {
-        let (conn, counters, containers) = (conn.clone(), counters.clone(), containers.clone());
+        let (conn, counters, containers, exits) = (conn.clone(), counters.clone(), containers.clone(), exits.cloned());
         tokio::spawn(async move {
             while let Ok((mut s, mut r)) = conn.accept_bi().await {
-                let (counters, containers) = (counters.clone(), containers.clone());
+                let (counters, containers, exits, events) =
+                    (counters.clone(), containers.clone(), exits.clone(), events.clone());
                 tokio::spawn(async move {
                     let Ok(Some(req)) = read_frame::<_, CommandRequest>(&mut r, proto::MAX_FRAME).await else {
                         return;
                     };
+                    let fresh = match &req.command {
+                        proto::AgentCommand::Spawn(spec) => {
+                            let list = containers.lock().expect("lock");
+                            let spec = &spec.0;
+                            (!list.iter().any(|c| c.container_id == spec.container_id))
+                                .then(|| (spec.container_id.clone(), spec.service_id))
+                        }
+                        _ => None,
+                    };
+                    if let (Some((cid, sid)), Some(exits)) = (fresh, exits) {
+                        exits.spawned.lock().expect("lock").insert(cid.clone(), now_ms());
+                        tokio::spawn(exit_later(cid, sid, exits, containers.clone(), events));
+                    }
                     let reply = answer(req.command, &counters, &containers);
                     let _ = write_frame(&mut s, &reply, proto::MAX_FRAME).await;
                     let _ = s.finish();
@@ -171,9 +205,13 @@ async fn session(
     let mut tick = tokio::time::interval(Duration::from_millis(heartbeat_ms));
     let mut seq = 0;
     let r = loop {
-        tick.tick().await;
-        seq += 1;
-        let msg = AgentMessage::Heartbeat { seq, stats: stats(containers) };
+        let msg = tokio::select! {
+            _ = tick.tick() => {
+                seq += 1;
+                AgentMessage::Heartbeat { seq, stats: stats(containers) }
+            }
+            Some(ev) = to_send.recv() => ev,
+        };
         if let Err(e) = write_frame(&mut send, &msg, proto::MAX_FRAME).await {
             break Err(e.into());
         }
@@ -184,6 +222,40 @@ async fn session(
     commands.abort();
     counters.up.fetch_sub(1, Ordering::Relaxed);
     r
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A container's own end: `Exited` in the inventory and as an event.
+async fn exit_later(
+    cid: String,
+    service_id: u64,
+    exits: Exits,
+    containers: Arc<Mutex<Vec<ContainerInfo>>>,
+    events: tokio::sync::mpsc::UnboundedSender<AgentMessage>,
+) {
+    tokio::time::sleep(exits.after).await;
+    let state = ContainerState::Exited { exit_code: Some(0), oom_killed: false };
+    {
+        let mut list = containers.lock().expect("lock");
+        let Some(c) = list.iter_mut().find(|c| c.container_id == cid) else { return };
+        if !c.state.is_running() {
+            return;
+        }
+        c.state = state;
+    }
+    let time_ms = now_ms();
+    exits.at.lock().expect("lock").insert(cid.clone(), time_ms);
+    let _ = events.send(AgentMessage::Event(proto::AgentEvent::Exited {
+        service_id,
+        container_id: cid,
+        exit_code: Some(0),
+        oom_killed: false,
+        reason: "exited".into(),
+        time_ms,
+    }));
 }
 
 /// What a real agent answers, minus the container.

@@ -12,6 +12,7 @@ mod runtime;
 mod scheduler;
 mod sim;
 mod storage;
+mod workflows;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Bench {
     Proxy(proxy::Args),
     /// zoe-sim's speed on the paper's workload (20,000 applications on 25 nodes), with its turnarounds per class.
     Sim(sim::Args),
+    /// Workflows: concurrent 5-step pipeline runs on hollow agents; step end → dependants' containers spawned.
+    Workflows(workflows::Args),
     /// (internal) The hollow-agent load generator `protocol` runs as a child process.
     #[command(hide = true)]
     ProtocolHollow(protocol::HollowArgs),
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Sim(args) => sim::run(args)?,
         Bench::Proxy(args) => rt.block_on(proxy::run(args))?,
         Bench::Storage(args) => rt.block_on(storage::run(args))?,
+        Bench::Workflows(args) => rt.block_on(workflows::run(args))?,
         Bench::ProtocolHollow(args) => rt.block_on(protocol::hollow(args))?,
     };
     println!("{}", serde_json::to_string(&result)?);

@@ -25,7 +25,7 @@ pub enum ZappCommand {
 
 pub fn run(cmd: ZappCommand) -> Result<ExitCode> {
     match cmd {
-        ZappCommand::Validate { files, json } => Ok(validate(&files, json)),
+        ZappCommand::Validate { files, json } => Ok(validate_files(&files, json, |t| parse(t).map(|(_, w)| w))),
     }
 }
 
@@ -33,7 +33,13 @@ fn issues_json(list: &[Issue]) -> serde_json::Value {
     json!(list.iter().map(|i| json!({"path": i.path, "message": i.message})).collect::<Vec<_>>())
 }
 
-fn validate(files: &[PathBuf], as_json: bool) -> ExitCode {
+/// Reports on each file as `check` (a parser returning the warnings)
+/// finds it: ZApps here, workflow documents in `zoe workflow validate`.
+pub fn validate_files(
+    files: &[PathBuf],
+    as_json: bool,
+    check: impl Fn(&str) -> Result<Vec<Issue>, ParseError>,
+) -> ExitCode {
     let mut all_ok = true;
     let mut report = Vec::new();
     for path in files {
@@ -50,8 +56,8 @@ fn validate(files: &[PathBuf], as_json: bool) -> ExitCode {
                 continue;
             }
         };
-        match parse(&text) {
-            Ok((_, warnings)) => {
+        match check(&text) {
+            Ok(warnings) => {
                 if as_json {
                     report.push(json!({"file": name, "valid": true, "errors": [], "warnings": issues_json(&warnings)}));
                 } else {

@@ -8,4 +8,5 @@ pub mod image;
 pub mod proto;
 pub mod resources;
 pub mod service;
+pub mod workflow;
 pub mod zapp;

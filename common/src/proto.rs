@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// ALPN of the agent protocol; bumped with incompatible changes.
-pub const ALPN: &[u8] = b"zoe-agent/3";
+pub const ALPN: &[u8] = b"zoe-agent/4";
 
 /// Largest frame on an agent connection (a registration of a node with
 /// thousands of containers and images stays far below it).
@@ -106,6 +106,18 @@ pub struct LiveStats {
     pub containers: Vec<ContainerInfo>,
     /// The full image list when it changed since the previous heartbeat.
     pub images: Option<Vec<ImageSummary>>,
+    /// Sizes in the host volumes that report them (`report_size`), as of
+    /// the last walk.
+    pub volume_sizes: Vec<VolumeSize>,
+}
+
+/// The bytes under `path` (`""`: the whole volume; else an entry at its
+/// top) of host volume `volume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSize {
+    pub volume: String,
+    pub path: String,
+    pub bytes: u64,
 }
 
 /// The first frame on the session stream.

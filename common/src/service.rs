@@ -124,6 +124,11 @@ pub struct HostVolume {
     pub roles: Vec<String>,
     #[serde(default)]
     pub users: Vec<String>,
+    /// The agent reports the size of the volume and of each entry at its
+    /// top (a walk every few heartbeats), for workflows' `volume_size`
+    /// triggers. Off by default: a large tree costs a walk.
+    #[serde(default)]
+    pub report_size: bool,
 }
 
 impl HostVolume {

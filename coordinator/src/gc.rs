@@ -1,14 +1,14 @@
 //! Garbage collection of the replicated state, on the leader (Nomad's
 //! job and eval GC): tokens that can never authenticate again (expired,
-//! revoked, or of a deleted user) and ended executions older than the
-//! retention. Without it the state, every snapshot and every follower's
+//! revoked, or of a deleted user), and ended executions and workflow runs
+//! older than the retention. Without it the state, every snapshot and every follower's
 //! memory would grow with every login and every batch job for ever.
 //!
 //! [`garbage`] is pure (state and clock in, commands out); [`scheduled`]
 //! commits its commands in the leader's term, a bounded batch per round.
 
 use crate::raft::Coordinator;
-use crate::state::{Command, ExecutionStatus, State};
+use crate::state::{Command, ExecutionStatus, RunStatus, State};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -73,7 +73,17 @@ pub fn garbage(st: &State, now: u64, settings: &GcSettings) -> Vec<Command> {
             if ended && old {
                 out.push(Command::DeleteExecution { id: e.id });
                 if out.len() >= MAX_PER_ROUND {
-                    break;
+                    return out;
+                }
+            }
+        }
+        // Ended workflow runs go with their executions: a periodic
+        // workflow would otherwise grow the state by a run per slot.
+        for r in st.runs.values() {
+            if r.status != RunStatus::Running && r.time_end.is_some_and(|t| t.saturating_add(keep_ms) <= now) {
+                out.push(Command::DeleteRun { run: r.id });
+                if out.len() >= MAX_PER_ROUND {
+                    return out;
                 }
             }
         }
@@ -199,5 +209,44 @@ mod tests {
         };
         assert_eq!(deleted(&GcSettings::default()), vec![ids[0], ids[1]]);
         assert_eq!(deleted(&GcSettings { execution_retention_s: 0, ..GcSettings::default() }), Vec::<u64>::new());
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+    use crate::state::{Applied, RunStatus};
+
+    #[test]
+    fn ended_runs_go_after_the_retention_and_running_ones_never() {
+        let day = 24 * 3600 * 1000;
+        let mut st = State::default();
+        let text = format!(
+            r#"{{"name": "w", "steps": [{{"name": "a", "zapp": {}}}]}}"#,
+            include_str!("../../examples/zapps/hello-batch.json")
+        );
+        let doc = zoe_common::workflow::parse(&text).unwrap().0;
+        let Ok(Applied::Created(wf)) =
+            st.apply(&Command::CreateWorkflow { workflow: doc, owner: "ada".into(), time: 0 })
+        else {
+            panic!()
+        };
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let run = Command::RunWorkflow { id: wf, by: "ada".into(), idempotency_key: None, time: 0 };
+            let Ok(Applied::Created(r)) = st.apply(&run) else { panic!() };
+            runs.push(r);
+        }
+        st.apply(&Command::TerminateRun { run: runs[0], reason: "x".into(), time: 0 }).unwrap();
+        st.apply(&Command::TerminateRun { run: runs[1], reason: "x".into(), time: 6 * day }).unwrap();
+        let gone: Vec<u64> = garbage(&st, 8 * day, &GcSettings::default())
+            .iter()
+            .filter_map(|c| match c {
+                Command::DeleteRun { run } => Some(*run),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gone, vec![runs[0]]);
+        assert_eq!(st.runs[&runs[2]].status, RunStatus::Running);
     }
 }

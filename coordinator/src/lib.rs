@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod raft;
 pub mod relay;
 pub mod server;
+pub mod volumes;
 pub mod web;
 
 // The model is its own crate (no I/O); its modules keep their paths here.

@@ -31,6 +31,8 @@ pub struct Server {
     leader: JoinHandle<()>,
     backups: JoinHandle<()>,
     gc: JoinHandle<()>,
+    /// Workflows' `volume_size` triggers (`volumes.rs`).
+    volumes: JoinHandle<()>,
     api: Option<ApiServer>,
 }
 
@@ -55,9 +57,11 @@ impl Server {
         let (stop_leader, leader_stopped) = watch::channel(false);
         let backups_stopped = leader_stopped.clone();
         let gc_stopped = leader_stopped.clone();
+        let volumes_stopped = leader_stopped.clone();
         let leader = tokio::spawn(Leader::new(coord.clone(), agents.clone(), leader_cfg).run(leader_stopped));
         let backups = tokio::spawn(crate::backup::scheduled(coord.clone(), backup_cfg, backups_stopped));
         let gc = tokio::spawn(crate::gc::scheduled(coord.clone(), gc_cfg, gc_stopped));
+        let volumes = tokio::spawn(crate::volumes::scheduled(coord.clone(), agents.clone(), volumes_stopped));
         // Every coordinator serves the live routes: a follower relays them
         // to the leader, whose relay server answers from its agents.
         coord.set_relay(Arc::new(RelayServer(AgentLive(agents.clone()))));
@@ -73,12 +77,13 @@ impl Server {
                 let _ = leader.await;
                 let _ = backups.await;
                 let _ = gc.await;
+                let _ = volumes.await;
                 agents.shutdown().await;
                 coord.shutdown().await;
                 return Err(e.into());
             }
         };
-        Ok(Server { coord, agents, stop_leader, leader, backups, gc, api })
+        Ok(Server { coord, agents, stop_leader, leader, backups, gc, volumes, api })
     }
 
     pub fn coordinator(&self) -> &Coordinator {
@@ -109,6 +114,7 @@ impl Server {
         let _ = self.leader.await;
         let _ = self.backups.await;
         let _ = self.gc.await;
+        let _ = self.volumes.await;
         if let Some(api) = self.api {
             api.shutdown().await;
         }

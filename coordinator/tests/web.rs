@@ -567,3 +567,67 @@ async fn status_and_admin_pages() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_from_the_shop_and_their_pages() {
+    let (c, _root, admin) = start_with_ada().await;
+    let hello = json!({"shop": {"id": "hello-0", "parameters": {"GREETING": "from a workflow", "COUNT": 2}}});
+    let mut first = hello.clone();
+    first["name"] = json!("first");
+    let mut second = hello.clone();
+    second["name"] = json!("second");
+    second["depends_on"] = json!(["first"]);
+    second["condition"] = json!("always");
+    let doc = json!({"name": "greetings", "steps": [first, second]});
+
+    // Shop parameters are checked by name, at their pointer.
+    let mut bad = doc.clone();
+    bad["steps"][1]["shop"]["parameters"]["COUNT"] = json!(99);
+    let r = c.call(0, Method::POST, "/api/v1/workflows/validate", Some(&admin), Some(bad)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["error"]["details"][0]["path"], "/steps/1/shop/parameters/COUNT", "{}", r.body);
+    let mut bad = doc.clone();
+    bad["steps"][0]["shop"]["id"] = json!("nope-0");
+    let r = c.call(0, Method::POST, "/api/v1/workflows", Some(&admin), Some(bad)).await;
+    assert_eq!(r.body["error"]["details"][0]["path"], "/steps/0/shop/id", "{}", r.body);
+
+    let r = c.call(0, Method::POST, "/api/v1/workflows", Some(&admin), Some(doc)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let wf = r.body["id"].as_u64().unwrap();
+    let w = c.call(0, Method::GET, &format!("/api/v1/workflows/{wf}"), Some(&admin), None).await.body;
+    let env = &w["document"]["steps"][1]["zapp"]["services"][0]["environment"];
+    assert_eq!(env, &json!([["GREETING", "from a workflow"], ["COUNT", "2"]]), "{w:#}");
+    let r = c.call(0, Method::POST, &format!("/api/v1/workflows/{wf}/runs"), Some(&admin), Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let run = r.body["id"].as_u64().unwrap();
+
+    // Another user sees neither.
+    let mut ada = Browser::login(&c, "ada", "ada-password").await;
+    assert!(!ada.get("/ui/workflows").await.text.contains("greetings"));
+    assert_eq!(ada.get(&format!("/ui/runs/{run}")).await.status, StatusCode::FORBIDDEN);
+
+    let mut b = Browser::with_token(&c, &admin).await;
+    let p = b.get("/ui/workflows").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.text.contains(&format!("href=\"/ui/workflows/{wf}\"")), "{}", p.text);
+    let p = b.get(&format!("/ui/workflows/{wf}")).await;
+    assert!(p.text.contains(&format!("href=\"/ui/runs/{run}\"")), "{}", p.text);
+    let p = b.get(&format!("/ui/runs/{run}")).await;
+    assert_eq!(p.status, StatusCode::OK);
+    // The graph: two boxes, one arrow (dotted: `always`), the first step's
+    // execution linked.
+    assert_eq!(p.text.matches("<rect").count(), 2, "{}", p.text);
+    assert!(p.text.contains("stroke-dasharray=\"2 3\""), "{}", p.text);
+    let r = c.call(0, Method::GET, &format!("/api/v1/runs/{run}"), Some(&admin), None).await.body;
+    let e = r["steps"][0]["instances"][0]["attempts"][0]["execution"].as_u64().unwrap();
+    assert!(p.text.contains(&format!("href=\"/ui/executions/{e}\"")), "{}", p.text);
+
+    // Terminated from the page: the run and its step's execution end.
+    let csrf = p.csrf();
+    let t = b.post(&format!("/ui/runs/{run}/terminate"), &[("csrf", &csrf)]).await;
+    assert_eq!(t.status, StatusCode::SEE_OTHER, "{}", t.text);
+    let r = c.call(0, Method::GET, &format!("/api/v1/runs/{run}"), Some(&admin), None).await.body;
+    assert_eq!(r["status"], "terminated", "{r:#}");
+    let ex = c.call(0, Method::GET, &format!("/api/v1/executions/{e}"), Some(&admin), None).await.body;
+    assert_eq!(ex["status"], "terminated", "{ex:#}");
+}

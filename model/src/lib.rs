@@ -15,3 +15,4 @@ pub mod reconcile;
 pub mod scheduler;
 pub mod spec;
 pub mod state;
+pub mod workflow;

@@ -225,6 +225,7 @@ pub fn decide(
     reconcile_nodes(st, platform, mem, live, now, &mut p);
     judge_liveness(st, platform, mem, live, now, &mut p);
     executions(st, cfg, now, &mut p);
+    p.commands.extend(crate::workflow::decide(st, now));
     services(st, platform, mem, cfg, now, &mut p);
     p.commands.extend(drain::actions(st, platform, &cfg.drain, now));
     let (plan, waiting) = schedule_explained(st, platform, &cfg.scheduler, now);

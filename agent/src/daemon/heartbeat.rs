@@ -36,7 +36,15 @@ impl Agent {
                 None
             }
         };
+        let watched: Vec<zoe_common::service::HostVolume> =
+            self.cfg.host_volumes.iter().filter(|v| v.report_size).cloned().collect();
+        let sizes = if watched.is_empty() {
+            Vec::new()
+        } else {
+            tokio::task::spawn_blocking(move || volume_sizes(&watched)).await.unwrap_or_default()
+        };
         let mut slow = self.slow.lock().expect("lock");
+        slow.volume_sizes = sizes;
         if let Some(i) = images {
             slow.images = i;
         }
@@ -109,6 +117,7 @@ impl Agent {
             container_count: running,
             containers,
             images,
+            volume_sizes: slow.volume_sizes.clone(),
         }
     }
 
@@ -151,6 +160,8 @@ impl Agent {
 
 #[derive(Default)]
 pub(super) struct SlowCache {
+    /// Sizes in the host volumes with `report_size`, as of the last walk.
+    pub(super) volume_sizes: Vec<zoe_common::proto::VolumeSize>,
     pub(super) images: Vec<ImageSummary>,
     pub(super) orphans: Vec<ContainerInfo>,
     /// Images already sent to the current session.
@@ -168,4 +179,79 @@ pub(super) fn summarize_images(list: Vec<crate::image::ImageInfo>) -> Vec<ImageS
         e.names.push(i.name);
     }
     by_digest.into_values().collect()
+}
+
+/// Files walked per volume and walk at most: a huge tree is reported as
+/// far as this went (a lower bound) rather than stalling the agent.
+const MAX_ENTRIES: u64 = 1_000_000;
+
+/// The size of each `report_size` volume (`path` `""`) and of each entry
+/// at its top, in bytes of regular files; symbolic links are not followed.
+pub(super) fn volume_sizes(volumes: &[zoe_common::service::HostVolume]) -> Vec<zoe_common::proto::VolumeSize> {
+    let mut out = Vec::new();
+    for v in volumes {
+        let Ok(rd) = std::fs::read_dir(&v.path) else {
+            tracing::warn!(volume = %v.name, path = %v.path, "host volume cannot be read for its size");
+            continue;
+        };
+        let mut budget = MAX_ENTRIES;
+        let mut total = 0;
+        let mut entries: Vec<(String, u64)> = Vec::new();
+        for e in rd.flatten() {
+            let bytes = tree_size(&e.path(), &mut budget);
+            total += bytes;
+            entries.push((e.file_name().to_string_lossy().into_owned(), bytes));
+        }
+        entries.sort();
+        out.push(zoe_common::proto::VolumeSize { volume: v.name.clone(), path: String::new(), bytes: total });
+        out.extend(entries.into_iter().map(|(path, bytes)| zoe_common::proto::VolumeSize {
+            volume: v.name.clone(),
+            path,
+            bytes,
+        }));
+    }
+    out
+}
+
+fn tree_size(root: &std::path::Path, budget: &mut u64) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        if m.is_file() {
+            total += m.len();
+        } else if m.is_dir()
+            && let Ok(rd) = std::fs::read_dir(&p)
+        {
+            todo.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod volume_tests {
+    #[test]
+    fn sizes_of_a_volume_and_its_top_entries() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("in/deep")).unwrap();
+        std::fs::write(d.path().join("in/a"), vec![0u8; 1000]).unwrap();
+        std::fs::write(d.path().join("in/deep/b"), vec![0u8; 24]).unwrap();
+        std::fs::write(d.path().join("top"), vec![0u8; 5]).unwrap();
+        std::os::unix::fs::symlink("/usr", d.path().join("in/link")).unwrap();
+        let v = zoe_common::service::HostVolume {
+            name: "data".into(),
+            path: d.path().display().to_string(),
+            read_only: false,
+            roles: vec![],
+            users: vec![],
+            report_size: true,
+        };
+        let got: Vec<(String, u64)> = super::volume_sizes(&[v]).into_iter().map(|s| (s.path, s.bytes)).collect();
+        assert_eq!(got, vec![("".into(), 1029), ("in".into(), 1024), ("top".into(), 5)]);
+    }
 }

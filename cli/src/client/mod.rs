@@ -1,11 +1,13 @@
 //! The `zoe` commands that talk to a cluster through its REST API: info,
-//! login, acl, exec, node, stats, user, role, quota, token, operator, image.
+//! login, acl, exec, node, stats, user, role, quota, token, operator, image,
+//! workflow.
 
 mod acl;
 mod drain;
 mod http;
 mod image;
 mod output;
+mod workflow;
 
 use acl::{QuotaCmd, RoleCmd, TokenCmd, UserCmd};
 use anyhow::{Context, Result, anyhow, bail};
@@ -45,6 +47,10 @@ pub enum ClientCommand {
     Operator(Group<OperatorCmd>),
     /// Images: load an archive onto nodes without a registry.
     Image(Group<image::ImageCmd>),
+    /// Workflows: ZApps on a schedule (cron, @every) and pipelines of steps
+    /// with dependencies, conditions, fan-out, retries and timeouts, started
+    /// by hand, by the schedule or by triggers (docs/workflows.md).
+    Workflow(Group<workflow::WorkflowCmd>),
 }
 
 #[derive(Args)]
@@ -257,6 +263,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
         ClientCommand::Token(g) => acl::token(&g.conn, g.cmd).await,
         ClientCommand::Operator(g) => operator(&g.conn, g.cmd).await,
         ClientCommand::Image(g) => image::run(&g.conn, g.cmd).await,
+        ClientCommand::Workflow(g) => workflow::run(&g.conn, g.cmd).await,
     }
 }
 

@@ -238,15 +238,11 @@ fn check_ceilings(caller: &Caller, quota: Option<&Quota>, app: &ZApp, at: &str) 
     Ok(())
 }
 
-async fn submit_app(
-    ctx: &Ctx,
-    caller: &Caller,
-    name: String,
-    app: ZApp,
-    idempotency_key: Option<String>,
-    at: &str,
-) -> HttpResult<(ExecutionId, u64)> {
-    check_name(&name)?;
+/// What the caller's role and quota allow a ZApp (registries, host
+/// access, per-service ceilings), with the default memory limit set: the
+/// checks of a submission, also made on each step of a workflow when it is
+/// created, since its steps are submitted later without a caller.
+pub fn admit_app(ctx: &Ctx, caller: &Caller, app: ZApp, at: &str) -> HttpResult<ZApp> {
     let api = &ctx.coord().config().api;
     let uses_volumes = app.services.iter().any(|g| g.volumes.iter().any(|v| v.host_volume.is_some()));
     let ((quota, volumes), _) = ctx.coord().read_local(|s| {
@@ -261,6 +257,19 @@ async fn submit_app(
         api.memory_default_bytes
     });
     check_ceilings(caller, quota.as_ref(), &app, at)?;
+    Ok(app)
+}
+
+async fn submit_app(
+    ctx: &Ctx,
+    caller: &Caller,
+    name: String,
+    app: ZApp,
+    idempotency_key: Option<String>,
+    at: &str,
+) -> HttpResult<(ExecutionId, u64)> {
+    check_name(&name)?;
+    let app = admit_app(ctx, caller, app, at)?;
     let size = app.size as f64;
     let owner = caller.user.username.clone();
     let cmd = Command::SubmitExecution { idempotency_key, name, owner, description: app, size, time: now_ms() };

@@ -6,7 +6,7 @@
 //! - [`context`]: shared state, authentication of callers, reads with
 //!   `?consistent`, blocking queries, index headers, body parsing;
 //! - handlers by domain: [`executions`], [`nodes`], [`admin`] (users,
-//!   roles, quotas, tokens, bootstrap, login), [`cluster`];
+//!   roles, quotas, tokens, bootstrap, login), [`cluster`], [`workflows`];
 //! - [`live`]: the hook for what only agents know (logs, live stats,
 //!   images, preload); without it those routes answer 503;
 //! - [`metrics`]: Prometheus text at `/metrics`;
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod routes;
 pub mod server;
+pub mod workflows;
 
 pub use context::Ctx;
 pub use error::{Detail, HttpError};

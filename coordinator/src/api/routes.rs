@@ -4,7 +4,7 @@
 
 use super::context::Ctx;
 use super::error::HttpError;
-use super::{admin, cluster, executions, metrics, nodes};
+use super::{admin, cluster, executions, metrics, nodes, workflows};
 use crate::state::Role;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query};
@@ -27,6 +27,7 @@ use zoe_api::node::{
 };
 use zoe_api::schema::{Doc, Schema, Schemas};
 use zoe_api::stats::SchedulerStats;
+use zoe_api::workflow::{RunCreated, RunRequest, RunView, WorkflowCreated, WorkflowValid, WorkflowView};
 use zoe_common::zapp::ZApp;
 
 /// A path parameter whose parse error is a JSON 400 (axum's is plain text).
@@ -128,6 +129,15 @@ routes! {
     get "/api/v1/services/{id}" => executions::get_service, Token, "executions", true, (), ServiceView, "One service instance";
     get "/api/v1/services/{id}/logs" => executions::logs, Token, "executions", false, (), (), "A service's log (offset, follow); needs the agents";
     get "/api/v1/discovery/{id}/{group}" => executions::discovery, Token, "executions", true, (), Discovery, "DNS names of a service group's instances ('all' for every group)";
+    post "/api/v1/workflows/validate" => workflows::validate, Token, "workflows", false, Value, WorkflowValid, "Validate a workflow document; errors carry JSON pointers (docs/workflows.md)";
+    get "/api/v1/workflows" => workflows::list, Token, "workflows", true, (), Vec<WorkflowView>, "List workflows (own; with can_operate_others: all)";
+    post "/api/v1/workflows" => workflows::create, Token, "workflows", false, Value, WorkflowCreated, "Create a workflow from its document (the body); each step's ZApp is checked as a submission would be";
+    get "/api/v1/workflows/{id}" => workflows::get, Token, "workflows", true, (), WorkflowView, "One workflow, by id or (own) name, with its next schedule slot";
+    delete "/api/v1/workflows/{id}" => workflows::delete, Token, "workflows", false, (), (), "Delete a workflow and its ended runs (refused while a run goes on)";
+    post "/api/v1/workflows/{id}/runs" => workflows::run, Token, "workflows", false, RunRequest, RunCreated, "Start a run by hand (Idempotency-Key: a retry answers the first run)";
+    get "/api/v1/workflows/{id}/runs" => workflows::runs, Token, "workflows", true, (), Vec<RunView>, "The workflow's runs, newest first (status, limit)";
+    get "/api/v1/runs/{id}" => workflows::get_run, Token, "workflows", true, (), RunView, "One run with each step's copies, attempts, executions and exit codes";
+    post "/api/v1/runs/{id}/terminate" => workflows::terminate_run, Token, "workflows", false, RunRequest, RunView, "Terminate a run and its running steps' executions";
     get "/api/v1/nodes" => nodes::list, Token, "nodes", true, (), Vec<NodeView>, "Nodes with reserved and live resources (can_see_status)";
     get "/api/v1/nodes/{name}" => nodes::get, Token, "nodes", true, (), NodeView, "One node (can_see_status)";
     post "/api/v1/nodes/{name}/eligibility" => nodes::eligibility, Token, "nodes", false, SetEligibility, NodeChanged, "Set {eligible} (can_change_config)";

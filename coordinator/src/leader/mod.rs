@@ -64,6 +64,9 @@ struct CoreUpdates {
     busy: bool,
 }
 
+/// Agent events committed in one write at most.
+const MAX_EVENTS_PER_WRITE: usize = 1_000;
+
 /// Core share updates in flight at once, over all nodes.
 const CORE_UPDATES_IN_FLIGHT: usize = 16;
 
@@ -136,7 +139,19 @@ impl<B: Backend> Leader<B> {
                     _ = applied.changed() => {}
                     _ = leadership.changed() => {}
                     ev = events.recv() => match ev {
-                        Ok(ev) => { if let Some(term) = self.node.leader_term() { self.on_event(term, ev).await; } }
+                        Ok(ev) => {
+                            // Exits come in bursts (a wave of batch jobs, a
+                            // pipeline's fan-out): those already queued are
+                            // committed in the same write, not one by one.
+                            let mut evs = vec![ev];
+                            while evs.len() < MAX_EVENTS_PER_WRITE {
+                                match events.try_recv() {
+                                    Ok(e) => evs.push(e),
+                                    Err(_) => break,
+                                }
+                            }
+                            if let Some(term) = self.node.leader_term() { self.on_events(term, evs).await; }
+                        }
                         // Missed events are recovered by reconciliation;
                         // nothing to do but go on.
                         Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "backend events lagged"),
@@ -188,15 +203,33 @@ impl<B: Backend> Leader<B> {
         }
     }
 
-    async fn on_event(&self, term: u64, ev: BackendEvent) {
-        match ev {
-            BackendEvent::Exited { service, container_id, exit_code, oom_killed, reason, time } => {
-                tracing::info!(service, container_id, ?exit_code, oom_killed, "service exited");
-                let cmd = Command::ServiceExited { id: service, container_id, exit_code, oom_killed, reason, time };
-                self.write(term, cmd).await;
+    async fn on_events(&self, term: u64, evs: Vec<BackendEvent>) {
+        let mut cmds = Vec::new();
+        for ev in evs {
+            match ev {
+                BackendEvent::Exited { service, container_id, exit_code, oom_killed, reason, time } => {
+                    tracing::info!(service, container_id, ?exit_code, oom_killed, "service exited");
+                    cmds.push(Command::ServiceExited {
+                        id: service,
+                        container_id,
+                        exit_code,
+                        oom_killed,
+                        reason,
+                        time,
+                    });
+                }
+                // The pass that follows reconciles its inventory.
+                BackendEvent::NodeRegistered { node } => tracing::debug!(node, "node registered"),
             }
-            // The pass that follows reconciles its inventory.
-            BackendEvent::NodeRegistered { node } => tracing::debug!(node, "node registered"),
+        }
+        match cmds.len() {
+            0 => {}
+            1 => {
+                self.write(term, cmds.pop().expect("one")).await;
+            }
+            _ => {
+                self.write(term, Command::Batch(cmds)).await;
+            }
         }
     }
 

@@ -12,6 +12,7 @@ pub enum Nav {
     Home,
     Shop,
     Executions,
+    Workflows,
     Status,
     Admin,
 }
@@ -45,6 +46,7 @@ pub fn page(s: &Session, nav: Nav, title: &str, body: Markup) -> Html<String> {
                     (item(Nav::Home, "/ui/", "Home"))
                     (item(Nav::Shop, "/ui/shop", "ZApp shop"))
                     (item(Nav::Executions, "/ui/executions", "Executions"))
+                    (item(Nav::Workflows, "/ui/workflows", "Workflows"))
                     @if caps.can_see_status { (item(Nav::Status, "/ui/status", "Status")) }
                     @if caps.can_change_config { (item(Nav::Admin, "/ui/admin", "Admin")) }
                 }

@@ -11,7 +11,8 @@
 //! - [`layout`]: the page shell and formatting helpers;
 //! - [`pages`]: home, executions, logs;
 //! - [`shop`]: the ZApp shop catalogue; [`shop_pages`] its pages;
-//! - [`status`]: cluster status; [`admin`]: users, roles, quotas, tokens.
+//! - [`status`]: cluster status; [`admin`]: users, roles, quotas, tokens;
+//! - [`workflows`]: workflows, their runs, a run's step graph (SVG).
 
 pub mod admin;
 pub mod layout;
@@ -21,6 +22,7 @@ pub mod session;
 pub mod shop;
 pub mod shop_pages;
 pub mod status;
+pub mod workflows;
 
 use crate::api::{Ctx, HttpError};
 use axum::Router;
@@ -151,6 +153,11 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/ui/executions/{id}/delete", post(pages::delete))
         .route("/ui/services/{id}/logs", get(pages::log_page))
         .route("/ui/services/{id}/log", get(pages::log_stream))
+        .route("/ui/workflows", get(workflows::list))
+        .route("/ui/workflows/{id}", get(workflows::workflow))
+        .route("/ui/workflows/{id}/run", post(workflows::run_now))
+        .route("/ui/runs/{id}", get(workflows::run_page))
+        .route("/ui/runs/{id}/terminate", post(workflows::terminate))
         .route("/ui/status", get(status::page))
         .route("/ui/nodes/{name}/eligibility", post(status::eligibility))
         .route("/ui/nodes/{name}/drain", post(status::drain))

@@ -3,9 +3,10 @@
 
 use super::{
     AfterCleanup, ClusterNetwork, Drain, ExecutionId, Millis, NodeStatus, Plan, PublishedPort, Quota, QuotaId,
-    Registration, Role, RoleId, ServiceId, User, UserId,
+    Registration, Role, RoleId, RunId, ServiceId, User, UserId, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
+use zoe_common::workflow::Workflow;
 use zoe_common::zapp::ZApp;
 
 /// One change to the state: one Raft log entry.
@@ -188,6 +189,81 @@ pub enum Command {
     },
     DeleteQuota {
         id: QuotaId,
+    },
+
+    /// A workflow document (validated by the API) owned by `owner`.
+    CreateWorkflow {
+        workflow: Workflow,
+        owner: String,
+        time: Millis,
+    },
+    /// Removes a workflow with its ended runs; refused while one runs.
+    DeleteWorkflow {
+        id: WorkflowId,
+    },
+    /// Starts a run by hand.
+    RunWorkflow {
+        id: WorkflowId,
+        by: String,
+        /// A retried request with the same key answers the first run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+        time: Millis,
+    },
+    /// Commits one schedule slot, firing its run unless `fire` is false
+    /// (dropped by the catch-up policy). Refused for a slot already
+    /// committed: each slot fires once across leader changes.
+    CommitSlot {
+        workflow: WorkflowId,
+        slot: Millis,
+        fire: bool,
+        /// Earlier slots the catch-up policy dropped with this one.
+        #[serde(default)]
+        dropped: u64,
+        time: Millis,
+    },
+    /// The execution of a step's copy ended and its outcome is not
+    /// recorded (the command that ended it normally records it): recorded
+    /// now, and the run moves on (dependants start in this same command).
+    StepEnded {
+        run: RunId,
+        step: String,
+        instance: u32,
+        time: Millis,
+    },
+    /// Attempt `attempt` (counted from 0) of a step's copy, after a failure
+    /// and its backoff. Refused unless it is the next attempt and due.
+    RetryStep {
+        run: RunId,
+        step: String,
+        instance: u32,
+        attempt: u32,
+        time: Millis,
+    },
+    /// Ends a run and terminates its steps' executions.
+    TerminateRun {
+        run: RunId,
+        reason: String,
+        time: Millis,
+    },
+    /// Forgets an ended run (garbage collection).
+    DeleteRun {
+        run: RunId,
+    },
+    /// A `volume_size` trigger's path passed its size (as `node` reported):
+    /// starts a run, unless the trigger fired already and the path has not
+    /// gone back below since (refused).
+    VolumePassed {
+        workflow: WorkflowId,
+        trigger: u32,
+        node: String,
+        bytes: u64,
+        time: Millis,
+    },
+    /// The path went back below the size: the trigger may fire again.
+    VolumeBelow {
+        workflow: WorkflowId,
+        trigger: u32,
     },
 }
 

@@ -13,6 +13,7 @@ pub mod node;
 pub mod plan;
 pub mod service;
 pub mod user;
+pub mod workflow;
 
 pub use command::{Applied, Command, StateError};
 pub use execution::{AfterCleanup, Execution, ExecutionId, ExecutionStatus};
@@ -22,6 +23,7 @@ pub use node::{Capacity, Drain, Node, NodeStatus, Registration};
 pub use plan::{Placement, Plan};
 pub use service::{BackendStatus, PublishedPort, Service, ServiceId, ServiceStatus};
 pub use user::{Capabilities, Quota, QuotaId, Role, RoleId, User, UserId};
+pub use workflow::{Run, RunId, RunStatus, RunTrigger, StepStatus, WorkflowId, WorkflowRecord};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,6 +62,18 @@ pub struct State {
     /// pass recomputes only the nodes where something changed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub core_shares: BTreeMap<String, Millicores>,
+    /// Workflows (`workflow.rs`) and their runs, ended ones included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<WorkflowId, WorkflowRecord>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<RunId, Run>,
+    /// The executions of step attempts still going: execution → (run,
+    /// step index, copy). When one ends, its run moves on in the same apply.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_executions: BTreeMap<ExecutionId, (RunId, u32, u32)>,
+    /// Executions the command being applied ended (empty between commands).
+    #[serde(skip)]
+    ended: Vec<ExecutionId>,
     /// Derived from the records above, never replicated (`index.rs`).
     #[serde(skip)]
     index: index::Derived,
@@ -85,6 +99,10 @@ impl Default for State {
             idempotency: BTreeMap::new(),
             restore: None,
             core_shares: BTreeMap::new(),
+            workflows: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            step_executions: BTreeMap::new(),
+            ended: Vec::new(),
             index: index::Derived::default(),
         }
     }
@@ -113,6 +131,15 @@ fn not_found(what: impl std::fmt::Display) -> StateError {
 impl State {
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, StateError> {
         let applied = self.apply_command(cmd);
+        let ended = std::mem::take(&mut self.ended);
+        if applied.is_ok() {
+            // A workflow step's execution ended: its run moves on in this
+            // same command (dependants submitted), not a pass later.
+            for id in ended {
+                self.fire_execution_triggers(id);
+                self.step_execution_ended(id);
+            }
+        }
         // Refused commands too: a handler may have changed records before
         // it found a reason to refuse.
         self.index.refresh(&self.executions, &self.services);
@@ -178,6 +205,7 @@ impl State {
                 e.set_status(ExecutionStatus::Error)?;
                 e.error_message = Some(reason.clone());
                 e.time_end = Some(*time);
+                self.ended.push(*id);
                 Ok(Applied::Done)
             }
             Command::TerminateExecution { id, reason, after, time } => self.terminate(*id, reason, *after, *time),
@@ -472,6 +500,30 @@ impl State {
                 }
                 Ok(Applied::Done)
             }
+            Command::CreateWorkflow { workflow, owner, time } => self.create_workflow(workflow, owner, *time),
+            Command::DeleteWorkflow { id } => self.delete_workflow(*id),
+            Command::RunWorkflow { id, by, idempotency_key, time } => {
+                self.run_by_hand(*id, by, idempotency_key.as_deref(), *time)
+            }
+            Command::CommitSlot { workflow, slot, fire, dropped, time } => {
+                self.commit_slot(*workflow, *slot, *fire, *dropped, *time)
+            }
+            Command::StepEnded { run, step, instance, time } => self.step_ended(*run, step, *instance, *time),
+            Command::RetryStep { run, step, instance, attempt, time } => {
+                self.retry_step(*run, step, *instance, *attempt, *time)
+            }
+            Command::TerminateRun { run, reason, time } => self.terminate_run(*run, reason, *time),
+            Command::VolumePassed { workflow, trigger, node, bytes, time } => {
+                self.volume_passed(*workflow, *trigger, node, *bytes, *time)
+            }
+            Command::VolumeBelow { workflow, trigger } => self.volume_below(*workflow, *trigger),
+            Command::DeleteRun { run } => {
+                if self.run(*run)?.status == RunStatus::Running {
+                    return Err(StateError::Conflict(format!("workflow run {run} is running; terminate it first")));
+                }
+                self.runs.remove(run);
+                Ok(Applied::Done)
+            }
         }
     }
 
@@ -696,6 +748,7 @@ impl State {
         if e.status == ExecutionStatus::Submitted {
             e.set_status(after.status())?;
             e.time_end = Some(time);
+            self.ended.push(id);
             return Ok(Applied::Done);
         }
         e.set_status(ExecutionStatus::CleaningUp)?;
@@ -878,6 +931,7 @@ impl State {
             }
         } else {
             e.time_end = Some(time);
+            self.ended.push(id);
         }
     }
 
