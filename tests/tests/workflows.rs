@@ -301,6 +301,13 @@ async fn a_host_volume_passing_a_size_triggers_a_run() {
         "triggers": [{"volume_size": {"volume": "data", "path": "incoming", "min_bytes": 1 << 20}}],
         "steps": [{"name": "process", "zapp": zapp("process", "/bin/sh -c 'exit 0'", json!([]))}]
     });
+    // A volume no node offers cannot be watched: 400 naming the field.
+    let mut unknown = doc.clone();
+    unknown["name"] = json!("on-other-volume");
+    unknown["triggers"][0]["volume_size"]["volume"] = json!("secrets");
+    let r = z.api().call(Method::POST, "/api/v1/workflows", Some(unknown)).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    assert!(r.body.to_string().contains("/triggers/0/volume_size/volume"), "{}", r.body);
     let wf = z.api().ok(Method::POST, "/api/v1/workflows", Some(doc)).await["id"].as_u64().unwrap();
     let runs = |z: &ZoeCluster| {
         let api = z.api().clone();

@@ -154,7 +154,7 @@ fn check_host_access(
 /// A host volume must be offered to the caller by at least one node
 /// (placement then keeps to those nodes): otherwise the execution would
 /// wait for ever.
-fn check_host_volume(
+pub(super) fn check_host_volume(
     caller: &Caller,
     volumes: &BTreeMap<String, Vec<HostVolume>>,
     name: &str,
@@ -177,7 +177,7 @@ fn check_host_volume(
 
 /// Every node's host volumes by name (a volume's definition may differ
 /// from node to node).
-fn host_volumes(st: &crate::state::State) -> BTreeMap<String, Vec<HostVolume>> {
+pub(super) fn host_volumes(st: &crate::state::State) -> BTreeMap<String, Vec<HostVolume>> {
     let mut by_name: BTreeMap<String, Vec<HostVolume>> = BTreeMap::new();
     for n in st.nodes.values() {
         for v in n.host_volumes.values() {

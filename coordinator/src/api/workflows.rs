@@ -4,7 +4,7 @@
 
 use super::context::{Body, Caller, Indexed, ReadParams, WriteReply, created, now_ms};
 use super::error::{Detail, HttpError, HttpResult};
-use super::executions::{admit_app, idempotency_key};
+use super::executions::{admit_app, check_host_volume, host_volumes, idempotency_key};
 use super::routes::{P, Q};
 use crate::state::{Applied, Command, RunId, RunStatus, State, WorkflowId, WorkflowRecord};
 use axum::http::StatusCode;
@@ -157,6 +157,16 @@ pub async fn create(caller: Caller, body: Body) -> HttpResult<WriteReply<Workflo
     let (mut doc, warnings) = validate_doc(&raw)?;
     for (i, step) in doc.steps.iter_mut().enumerate() {
         step.zapp = admit_app(ctx, &caller, step.zapp.clone(), &format!("/steps/{i}/zapp"))?;
+    }
+    // Watching a host volume's size is reading it: only where a node
+    // offers that volume to the caller, as for a ZApp mounting it.
+    if doc.triggers.iter().any(|t| matches!(t, Trigger::VolumeSize(_))) {
+        let volumes = ctx.coord().read_local(host_volumes).0;
+        for (i, t) in doc.triggers.iter().enumerate() {
+            if let Trigger::VolumeSize(v) = t {
+                check_host_volume(&caller, &volumes, &v.volume, &format!("/triggers/{i}/volume_size/volume"))?;
+            }
+        }
     }
     // Watching others' executions is seeing them: can_operate_others.
     for (i, t) in doc.triggers.iter().enumerate() {
