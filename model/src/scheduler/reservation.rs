@@ -1,0 +1,88 @@
+//! A reservation for a blocked execution that has waited too long, so that
+//! a stream of smaller ones cannot starve it (EASY backfilling, Lifka 1995).
+//!
+//! An execution queued for longer than `reservation_after_s` goes to the
+//! head of the queue. If its essential part does not fit, it holds the
+//! reservation: no elastic instance grows (growth would take what it waits
+//! for), and another execution starts only if it is expected to end before
+//! the holder's *shadow time*, the earliest time its essential part fits
+//! once running executions end as expected (backfill).
+//!
+//! Expected ends come from the ZApp's `size`, read as the application's
+//! work in core-seconds (the known-size assumption of Pace et al.; the
+//! simulator's workload sets it so). A running execution is expected to end
+//! at its start plus its size over the cores it holds now; a candidate for
+//! backfill to run for its size over its essential cores (it will not grow
+//! while the reservation holds). Where any running execution's size is 0
+//! (unknown, as in most real ZApps) the shadow time is unknown and nothing
+//! is backfilled: the reservation is then a plain hold of what frees up.
+
+use super::Requests;
+use super::placement::Sim;
+use super::preemption;
+use super::queue::Candidate;
+use crate::state::{ExecutionId, ExecutionStatus, Millis, State};
+
+#[derive(Debug, Clone)]
+pub(super) struct Reservation {
+    pub holder: ExecutionId,
+    /// When the holder's essential part is expected to fit; `None`: unknown.
+    pub shadow: Option<Millis>,
+}
+
+impl Reservation {
+    pub fn new(state: &State, sim: &Sim, requests: &Requests, holder: &Candidate, now: Millis) -> Reservation {
+        Reservation { holder: holder.exec.id, shadow: shadow(state, sim, requests, holder, now) }
+    }
+
+    /// Whether `c` may start beside the reservation: it is expected to be
+    /// done by the shadow time.
+    pub fn may_backfill(&self, state: &State, requests: &Requests, c: &Candidate, now: Millis) -> bool {
+        let Some(shadow) = self.shadow else { return false };
+        let (cores, _) = preemption::essential_need(state, requests, c);
+        let size = c.exec.description.size;
+        if size == 0 || cores <= 0 {
+            return false;
+        }
+        let run_ms = size as f64 * 1e6 / cores as f64;
+        now as f64 + run_ms <= shadow as f64
+    }
+}
+
+/// The earliest time the holder's essential part fits as running
+/// executions end when expected, or `None` when an end is unknown.
+fn shadow(state: &State, sim: &Sim, requests: &Requests, holder: &Candidate, now: Millis) -> Option<Millis> {
+    let ix = state.index();
+    let mut ends: Vec<(Millis, ExecutionId)> = Vec::new();
+    for status in [ExecutionStatus::Starting, ExecutionStatus::Running] {
+        for e in ix.executions(status).filter_map(|id| state.executions.get(&id)) {
+            let millicores: u64 = state
+                .services_of(e.id)
+                .filter(|s| s.status.may_hold_container())
+                .map(|s| u64::from(e.description.services[s.group_index].cores_min().0))
+                .sum();
+            if e.description.size == 0 || millicores == 0 {
+                return None;
+            }
+            let run_ms = (e.description.size as f64 * 1e6 / millicores as f64) as Millis;
+            let end = e.time_start.unwrap_or(now).saturating_add(run_ms).max(now);
+            ends.push((end, e.id));
+        }
+    }
+    ends.sort_unstable();
+    let mut trial = sim.clone();
+    preemption::release_stopping(state, &mut trial);
+    let (need_cores, need_memory) = preemption::essential_need(state, requests, holder);
+    for (end, id) in ends {
+        for s in state.services_of(id).filter(|s| s.status.may_hold_container() && s.status != crate::state::ServiceStatus::Terminating) {
+            let Some(i) = s.node.as_deref().and_then(|n| trial.node_index(n)) else { continue };
+            let g = &state.executions[&id].description.services[s.group_index];
+            trial.adjust(i, i64::from(g.cores_min().0), g.memory_min() as i64);
+        }
+        let (fc, fm) = trial.free_total();
+        if fc >= need_cores && fm >= need_memory && super::place_essentials(&mut trial.clone(), requests, state, holder.exec).is_ok() {
+            return Some(end);
+        }
+    }
+    None
+}
