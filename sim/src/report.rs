@@ -89,3 +89,47 @@ pub fn by_class(apps: &[App], out: &[Outcome]) -> Vec<ClassReport> {
     }
     reports
 }
+
+/// The cluster over time, in `bins` equal spans from the first arrival to
+/// the last event: the time-weighted mean of each span.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timeline {
+    /// Each span's middle, in hours since the first arrival.
+    pub hours: Vec<f64>,
+    /// Fraction of the cluster's cores and memory allocated.
+    pub cpu_allocated: Vec<f64>,
+    pub memory_allocated: Vec<f64>,
+    /// Applications queued.
+    pub pending: Vec<f64>,
+}
+
+/// Bins `samples` (each holding until the next) into `bins` spans.
+pub fn timeline(samples: &[crate::Sample], cores: f64, memory: f64, bins: usize) -> Timeline {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return Timeline::default() };
+    let span = (last.time - first.time).max(1) as f64;
+    let width = span / bins.max(1) as f64;
+    let mut sums = vec![[0.0f64; 3]; bins.max(1)];
+    for w in samples.windows(2) {
+        let (s, until) = (&w[0], w[1].time as f64 - first.time as f64);
+        let from = s.time as f64 - first.time as f64;
+        // A sample can span several bins: split its time among them.
+        let last_bin = sums.len() - 1;
+        let (b0, b1) = (((from / width) as usize).min(last_bin), ((until / width) as usize).min(last_bin));
+        for (b, sum) in sums.iter_mut().enumerate().take(b1 + 1).skip(b0) {
+            let lo = from.max(b as f64 * width);
+            let hi = if b == last_bin { until } else { until.min((b + 1) as f64 * width) };
+            let dt = (hi - lo).max(0.0);
+            sum[0] += s.cores * dt;
+            sum[1] += s.memory * dt;
+            sum[2] += s.pending as f64 * dt;
+        }
+    }
+    let mut out = Timeline::default();
+    for (b, [c, m, p]) in sums.iter().enumerate() {
+        out.hours.push(round3((b as f64 + 0.5) * width / 3.6e6));
+        out.cpu_allocated.push(round3(c / width / cores.max(1.0)));
+        out.memory_allocated.push(round3(m / width / memory.max(1.0)));
+        out.pending.push(round3(p / width));
+    }
+    out
+}

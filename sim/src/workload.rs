@@ -26,6 +26,9 @@ pub struct Shape {
     pub burst: usize,
     /// Memory of one component (one core each).
     pub component_memory: u64,
+    /// Users submitting, the k-th with weight 1/k (Zipf): a few heavy
+    /// users, many light ones (fair share is about them).
+    pub users: usize,
 }
 
 impl Default for Shape {
@@ -42,6 +45,7 @@ impl Default for Shape {
             runtime_sigma: 2.0,
             burst: 5,
             component_memory: 2 << 30,
+            users: 10,
         }
     }
 }
@@ -89,6 +93,11 @@ pub fn batch_zapp(name: &str, essential: u32, total: u32, memory: u64) -> ZApp {
 /// The workload of `shape`.
 pub fn generate(shape: &Shape) -> Vec<App> {
     let mut rng = Rng(shape.seed);
+    // Owners from a stream of their own, so that adding them left the
+    // rest of the workload of a seed as it was.
+    let mut owners = Rng(shape.seed ^ 0x6F77_6E65_7273);
+    let zipf: Vec<f64> = (1..=shape.users.max(1)).map(|k| 1.0 / k as f64).collect();
+    let zipf_total: f64 = zipf.iter().sum();
     let mut apps = Vec::with_capacity(shape.applications);
     let mut offered = 0.0;
     for i in 0..shape.applications {
@@ -117,7 +126,13 @@ pub fn generate(shape: &Shape) -> Vec<App> {
         // The size SIZE orders by: the work, in core-seconds at full width
         // (the paper's known-size assumption).
         zapp.size = (total as f64 * runtime_s).round().max(1.0) as u64;
-        apps.push(App { arrival: 0, zapp, work_ms: runtime_s * 1e3, class });
+        let mut u = owners.unit() * zipf_total;
+        let user = zipf.iter().position(|w| {
+            u -= w;
+            u <= 0.0
+        });
+        let owner = format!("user-{}", user.unwrap_or(zipf.len() - 1) + 1);
+        apps.push(App { arrival: 0, zapp, work_ms: runtime_s * 1e3, class, owner });
     }
     // Arrivals spread so that the offered core-seconds are `load` of what
     // the cluster has over the span, in bursts of `burst`.
@@ -169,6 +184,11 @@ pub struct Experiment {
     pub policy: zoe_model::scheduler::Policy,
     pub style: crate::Style,
     pub speed: crate::Speed,
+    /// Preemption, fair share's half-life, the reservation threshold (the
+    /// scheduler's settings that are not the policy).
+    pub preemption: bool,
+    pub fair_share_half_life_s: u64,
+    pub reservation_after_s: Option<u64>,
 }
 
 impl Experiment {
@@ -180,12 +200,21 @@ impl Experiment {
             policy: zoe_model::scheduler::Policy::Fifo,
             style: crate::Style::Flexible,
             speed: crate::Speed::Linear,
+            preemption: false,
+            fair_share_half_life_s: 24 * 3600,
+            reservation_after_s: None,
         }
     }
 
     /// The workload, as generated (unstyled), and what happened to each
     /// application.
     pub fn run(&self) -> (Vec<App>, Vec<crate::Outcome>) {
+        let (apps, out, _) = self.run_traced();
+        (apps, out)
+    }
+
+    /// [`Experiment::run`], with the timeline of the cluster.
+    pub fn run_traced(&self) -> (Vec<App>, Vec<crate::Outcome>, Vec<crate::Sample>) {
         use zoe_common::resources::Millicores;
         use zoe_model::scheduler::SchedulerConfig;
         use zoe_model::state::{Capacity, Registration};
@@ -193,9 +222,16 @@ impl Experiment {
         let capacity = Capacity { cores: Millicores::from_whole_cores(32), memory: 128 << 30 };
         let nodes: Vec<Registration> =
             (0..self.nodes).map(|i| Registration::bare(format!("node-{i:02}"), capacity)).collect();
-        let base = SchedulerConfig { policy: self.policy, core_sharing: false, ..SchedulerConfig::default() };
+        let base = SchedulerConfig {
+            policy: self.policy,
+            core_sharing: false,
+            preemption: self.preemption,
+            fair_share_half_life_s: self.fair_share_half_life_s,
+            reservation_after_s: self.reservation_after_s,
+            ..SchedulerConfig::default()
+        };
         let (styled, cfg) = self.style.prepare(&apps, &base);
-        let out = crate::run(&styled, &nodes, &cfg, self.speed);
-        (apps, out)
+        let (out, timeline) = crate::run_traced(&styled, &nodes, &cfg, self.speed);
+        (apps, out, timeline)
     }
 }
