@@ -127,3 +127,21 @@ fn the_timeline_is_a_time_weighted_mean_per_span() {
     let t = report::timeline(&samples, 32.0, 1.0, 1);
     assert_eq!(t.cpu_allocated, vec![0.75]);
 }
+
+/// The floor of #21's p95 comparison: with every application done, the
+/// k-th shortest turnaround is at least the k-th shortest runtime (were it
+/// shorter, k applications would have runtimes below the k-th shortest), so
+/// no policy's p95 turnaround is below the runtimes' p95.
+#[test]
+fn no_policy_beats_the_runtimes_p95() {
+    for policy in [zoe_model::scheduler::Policy::Size, zoe_model::scheduler::Policy::Fifo] {
+        let mut x = workload::Experiment::new(400, 0.9, 3, 4);
+        x.policy = policy;
+        x.preemption = true;
+        let (apps, out) = x.run();
+        for c in report::by_class(&apps, &out) {
+            assert_eq!(c.done, c.applications);
+            assert!(c.turnaround_s_p95 >= c.runtime_s_p95 - 1e-3, "{policy:?} {c:?}");
+        }
+    }
+}
