@@ -192,6 +192,15 @@ pub fn run_traced(
                 time: t,
             };
             let Ok(Applied::Created(id)) = st.apply(&submit) else { continue };
+            if !could_ever_fit(&apps[i].zapp, nodes) {
+                // Refused at the door, as admission control would: queued,
+                // it would never start, and under a head-of-queue rule
+                // (rigid, greedy, literal) it would block the queue for good.
+                let reject = Command::RejectExecution { id, reason: "can never fit".into(), time: t };
+                st.apply(&reject).expect("a new execution can be rejected");
+                outcomes.push(Outcome { app: i, execution: id, arrival: apps[i].arrival, start: None, end: None });
+                continue;
+            }
             st.apply(&Command::QueueExecution { id, time: t }).expect("a new execution queues");
             let width = apps[i].zapp.services.iter().map(|g| g.total_count as usize).sum();
             live.insert(id, Running { outcome: outcomes.len(), left: apps[i].work_ms, width, active: 0 });
@@ -251,6 +260,24 @@ pub fn run_traced(
     }
     outcomes.sort_by_key(|o| o.app);
     (outcomes, timeline)
+}
+
+/// Whether the application's essential part fits the empty cluster, by
+/// its totals and each instance in the largest node.
+fn could_ever_fit(zapp: &ZApp, nodes: &[Registration]) -> bool {
+    let (cores, memory) = nodes.iter().fold((0u64, 0u64), |(c, m), n| (c + u64::from(n.capacity.cores.0), m + n.capacity.memory));
+    let (big_cores, big_memory) =
+        nodes.iter().fold((0u64, 0u64), |(c, m), n| (c.max(u64::from(n.capacity.cores.0)), m.max(n.capacity.memory)));
+    let mut need = (0u64, 0u64);
+    for g in &zapp.services {
+        let (c, m) = (u64::from(g.cores_min().0), g.memory_min());
+        if g.essential_count > 0 && (c > big_cores || m > big_memory) {
+            return false;
+        }
+        need.0 += c * u64::from(g.essential_count);
+        need.1 += m * u64::from(g.essential_count);
+    }
+    need.0 <= cores && need.1 <= memory
 }
 
 /// Passes at one instant at most (each preemption asks for another).

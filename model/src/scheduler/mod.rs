@@ -26,6 +26,7 @@
 //! stream of smaller ones; DYNSIZE's ageing is the remedy Zoe designed for
 //! that, and FIFO users who want strict order can pick the literal rule.
 
+pub mod dry_run;
 mod fairshare;
 mod placement;
 pub mod platform;
@@ -33,6 +34,7 @@ mod preemption;
 mod queue;
 mod reservation;
 
+pub use dry_run::{DryRun, dry_run};
 pub use platform::{LiveNode, Platform};
 
 use crate::state::{

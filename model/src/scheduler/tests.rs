@@ -792,3 +792,34 @@ fn elastic_greedy_serves_the_head_whole_and_blocks_behind_it() {
     let (plan, _) = w.pass();
     assert_eq!(plan.starting, vec![a, b]);
 }
+
+/// `zoe exec plan`: on one node of 4 cores with R (2 cores, size 400
+/// core-seconds: 200 s) running, a 2-core ZApp fits now on n1; a 4-core one
+/// waits, first in the queue, and would start when R ends, 200 s after R
+/// started; a 8-core one never fits. Nothing is submitted for real.
+#[test]
+fn a_dry_run_says_whether_where_and_when() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.submit(zapp(&[("r", 2, 2, 1000, 64, &[])], 400));
+    w.run_pass();
+    let started = w.now;
+    w.now += 50_000;
+    let before = w.st.executions.len();
+    let fits = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("j", 2, 2, 1000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(fits.fits_now && fits.start_in_s == Some(0.0));
+    assert_eq!(fits.placements, vec![("j0".to_string(), "n1".to_string()), ("j1".to_string(), "n1".to_string())]);
+    let waits = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("big", 4, 4, 1000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(!waits.fits_now && !waits.never_fits);
+    assert_eq!((waits.queue_position, waits.queue_length), (1, 1));
+    assert!(waits.reason.as_deref().unwrap().contains("waiting for room"), "{waits:?}");
+    assert_eq!(waits.start_in_s, Some((started + 200_000 - w.now) as f64 / 1000.0), "{waits:?}");
+    let never = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("huge", 1, 1, 8000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(never.never_fits && never.start_in_s.is_none());
+    assert_eq!(w.st.executions.len(), before, "the state is untouched");
+    // Without size hints the end of what runs is unknown: no estimate.
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.submit(zapp(&[("r", 2, 2, 1000, 64, &[])], 0));
+    w.run_pass();
+    let unknown = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("big", 4, 4, 1000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(unknown.start_in_s.is_none() && unknown.estimate.contains("without a size hint"), "{unknown:?}");
+}
