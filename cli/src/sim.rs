@@ -177,7 +177,8 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
                 ys: pick(&r.timeline).clone(),
             })
             .collect();
-        let title = format!("{what}: {} applications, load {}, {} nodes, seed {}", a.applications, a.load, a.nodes, a.seed);
+        let title =
+            format!("{what}: {} applications, load {}, {} nodes, seed {}", a.applications, a.load, a.nodes, a.seed);
         std::fs::write(path, plot::lines_svg(&title, "hours since the first arrival", y, &lines))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());

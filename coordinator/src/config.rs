@@ -360,7 +360,10 @@ mod tests {
             .replace("# reservation_after_s = 3600", "reservation_after_s = 3600");
         std::fs::write(&path, chosen).unwrap();
         let s = CoordinatorConfig::load(&path).unwrap().leader.scheduler;
-        assert_eq!((s.policy, s.stop_rule, s.preemption, s.reservation_after_s), (Policy::FairShare, StopRule::Greedy, true, Some(3600)));
+        assert_eq!(
+            (s.policy, s.stop_rule, s.preemption, s.reservation_after_s),
+            (Policy::FairShare, StopRule::Greedy, true, Some(3600))
+        );
         std::fs::write(&path, sample.replace("fair_share_half_life_s = 86400", "fair_share_half_life_s = 0")).unwrap();
         assert!(CoordinatorConfig::load(&path).unwrap_err().to_string().contains("fair_share_half_life_s"));
     }

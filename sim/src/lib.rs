@@ -265,7 +265,8 @@ pub fn run_traced(
 /// Whether the application's essential part fits the empty cluster, by
 /// its totals and each instance in the largest node.
 fn could_ever_fit(zapp: &ZApp, nodes: &[Registration]) -> bool {
-    let (cores, memory) = nodes.iter().fold((0u64, 0u64), |(c, m), n| (c + u64::from(n.capacity.cores.0), m + n.capacity.memory));
+    let (cores, memory) =
+        nodes.iter().fold((0u64, 0u64), |(c, m), n| (c + u64::from(n.capacity.cores.0), m + n.capacity.memory));
     let (big_cores, big_memory) =
         nodes.iter().fold((0u64, 0u64), |(c, m), n| (c.max(u64::from(n.capacity.cores.0)), m.max(n.capacity.memory)));
     let mut need = (0u64, 0u64);

@@ -109,37 +109,6 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
     svg
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cdf_draws_one_line_and_one_legend_entry_per_series_with_escaped_labels() {
-        let a = Series { label: "flexible <FIFO>".into(), sorted: (1..=1000).map(|v| v as f64).collect(), total: 1000 };
-        let b = Series { label: "rigid".into(), sorted: vec![5.0, 50.0, 500.0], total: 6 };
-        let svg = cdf_svg("turnaround & more", &[a, b]);
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(svg.contains("flexible &lt;FIFO&gt;") && svg.contains("turnaround &amp; more"));
-        // Decades 10^0 to 10^3 on the axis; at most POINTS + 1 points a line.
-        assert!(svg.contains(">10^0<") && svg.contains(">10^3<"));
-        let first = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
-        assert!(first.split(' ').count() <= POINTS + 1);
-        // Half of b's values never came: its line ends half-way up.
-        let last = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().split(' ').next_back().unwrap();
-        let end_y: f64 = last.split(',').nth(1).unwrap().parse().unwrap();
-        assert!((end_y - (T + 0.5 * (H - T - B))).abs() < 0.2, "{last}");
-    }
-
-    #[test]
-    fn a_time_plot_draws_each_line_within_a_round_top() {
-        let l = Line { label: "queue".into(), xs: vec![0.0, 1.0, 2.0], ys: vec![0.0, 140.0, 30.0] };
-        let svg = lines_svg("pending", "hours", "applications", &[l]);
-        assert_eq!(svg.matches("<polyline").count(), 1);
-        assert!(svg.contains(">200<"), "140 rounds up to a top of 200");
-    }
-}
-
 /// One line of a time plot.
 pub struct Line {
     pub label: String,
@@ -225,4 +194,35 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> S
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cdf_draws_one_line_and_one_legend_entry_per_series_with_escaped_labels() {
+        let a = Series { label: "flexible <FIFO>".into(), sorted: (1..=1000).map(|v| v as f64).collect(), total: 1000 };
+        let b = Series { label: "rigid".into(), sorted: vec![5.0, 50.0, 500.0], total: 6 };
+        let svg = cdf_svg("turnaround & more", &[a, b]);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("flexible &lt;FIFO&gt;") && svg.contains("turnaround &amp; more"));
+        // Decades 10^0 to 10^3 on the axis; at most POINTS + 1 points a line.
+        assert!(svg.contains(">10^0<") && svg.contains(">10^3<"));
+        let first = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert!(first.split(' ').count() <= POINTS + 1);
+        // Half of b's values never came: its line ends half-way up.
+        let last = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().split(' ').next_back().unwrap();
+        let end_y: f64 = last.split(',').nth(1).unwrap().parse().unwrap();
+        assert!((end_y - (T + 0.5 * (H - T - B))).abs() < 0.2, "{last}");
+    }
+
+    #[test]
+    fn a_time_plot_draws_each_line_within_a_round_top() {
+        let l = Line { label: "queue".into(), xs: vec![0.0, 1.0, 2.0], ys: vec![0.0, 140.0, 30.0] };
+        let svg = lines_svg("pending", "hours", "applications", &[l]);
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert!(svg.contains(">200<"), "140 rounds up to a top of 200");
+    }
 }

@@ -28,12 +28,14 @@ fn cfg() -> SchedulerConfig {
 #[test]
 fn flexible_starts_the_elastic_application_at_once_rigid_waits() {
     let c = App { arrival: 0, zapp: zapp("app-c", 8, 8), work_ms: 50_000.0, class: Class::Rigid, owner: "u".into() };
-    let flexible = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic, owner: "u".into() };
+    let flexible =
+        App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic, owner: "u".into() };
     let out = run(&[c.clone(), flexible], &one_node(32), &cfg(), Speed::Linear);
     assert_eq!((out[0].start, out[0].end), (Some(0), Some(50_000)));
     assert_eq!((out[1].start, out[1].end), (Some(0), Some(112_500)));
 
-    let rigid = App { arrival: 0, zapp: zapp("app-a", 32, 32), work_ms: 100_000.0, class: Class::Rigid, owner: "u".into() };
+    let rigid =
+        App { arrival: 0, zapp: zapp("app-a", 32, 32), work_ms: 100_000.0, class: Class::Rigid, owner: "u".into() };
     let out = run(&[c, rigid], &one_node(32), &cfg(), Speed::Linear);
     assert_eq!((out[1].start, out[1].end), (Some(50_000), Some(150_000)));
     assert_eq!(out[1].turnaround_ms(), Some(150_000));
@@ -42,7 +44,8 @@ fn flexible_starts_the_elastic_application_at_once_rigid_waits() {
 #[test]
 fn what_never_fits_never_starts_and_the_rest_still_runs() {
     let huge = App { arrival: 0, zapp: zapp("huge", 64, 64), work_ms: 1_000.0, class: Class::Rigid, owner: "u".into() };
-    let small = App { arrival: 10, zapp: zapp("small", 2, 2), work_ms: 1_000.0, class: Class::Rigid, owner: "u".into() };
+    let small =
+        App { arrival: 10, zapp: zapp("small", 2, 2), work_ms: 1_000.0, class: Class::Rigid, owner: "u".into() };
     let out = run(&[huge, small], &one_node(32), &cfg(), Speed::Linear);
     assert_eq!((out[0].start, out[0].end), (None, None));
     assert_eq!((out[1].start, out[1].end), (Some(10), Some(1_010)));
@@ -60,7 +63,8 @@ fn speed_models() {
 #[test]
 fn the_rigid_style_makes_every_component_essential_and_blocks_the_queue() {
     let c = App { arrival: 0, zapp: zapp("app-c", 8, 8), work_ms: 50_000.0, class: Class::Rigid, owner: "u".into() };
-    let a = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic, owner: "u".into() };
+    let a =
+        App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic, owner: "u".into() };
     // Small and later: it would fit beside C, but the rigid head (A) blocks it.
     let b = App { arrival: 1_000, zapp: zapp("app-b", 2, 2), work_ms: 1_000.0, class: Class::Rigid, owner: "u".into() };
     let (apps, rigid) = Style::Rigid.prepare(&[c.clone(), a.clone(), b.clone()], &cfg());
@@ -104,7 +108,8 @@ fn preemption_starts_a_smaller_application_at_once_and_the_victim_grows_back() {
 fn the_elastic_greedy_style_gives_the_head_its_elastic_part_first() {
     // A (4 + 28 elastic) and B (2 essential) arrive together: greedy gives
     // A all 32 cores and B waits for A; flexible starts B at once.
-    let a = App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic, owner: "u".into() };
+    let a =
+        App { arrival: 0, zapp: zapp("app-a", 4, 32), work_ms: 100_000.0, class: Class::Elastic, owner: "u".into() };
     let b = App { arrival: 0, zapp: zapp("app-b", 2, 2), work_ms: 1_000.0, class: Class::Rigid, owner: "u".into() };
     let (apps, greedy) = Style::Greedy.prepare(&[a.clone(), b.clone()], &cfg());
     let out = run(&apps, &one_node(32), &greedy, Speed::Linear);

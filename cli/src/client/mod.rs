@@ -637,7 +637,8 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
                 if let Some(r) = v["reason"].as_str() {
                     out.push_str(&format!("\nwaiting: {r}"));
                 }
-                let placed: Vec<&str> = v["placements"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let placed: Vec<&str> =
+                    v["placements"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
                 if !placed.is_empty() {
                     out.push_str(&format!("\nplacements: {}", placed.join(", ")));
                 }

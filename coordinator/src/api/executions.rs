@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 pub use zoe_api::execution::{
-    DiscoveredHost, Discovery, Endpoint, Endpoints, ExecutionCreated, ExecutionPage, ExecutionResubmitted,
-    ExecutionPlan, ExecutionView, ResubmitExecution, ServiceView, StartExecution, TerminateExecution,
+    DiscoveredHost, Discovery, Endpoint, Endpoints, ExecutionCreated, ExecutionPage, ExecutionPlan,
+    ExecutionResubmitted, ExecutionView, ResubmitExecution, ServiceView, StartExecution, TerminateExecution,
     TerminationAccepted, ZAppValid,
 };
 use zoe_common::service::HostVolume;

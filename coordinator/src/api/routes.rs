@@ -20,8 +20,7 @@ use zoe_api::cluster::{Info, Restored, Status};
 use zoe_api::error::ErrorBody;
 use zoe_api::execution::{
     Discovery, Endpoints, ExecutionCreated, ExecutionPage, ExecutionPlan, ExecutionResubmitted, ExecutionView,
-    ResubmitExecution,
-    ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
+    ResubmitExecution, ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
 };
 use zoe_api::node::{
     DrainStatus, ImagesLoaded, NodeChanged, NodeImages, NodeView, PreloadImage, SetDrain, SetEligibility,

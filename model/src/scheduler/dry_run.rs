@@ -8,9 +8,7 @@
 //! once. Nothing here commits or talks to a node.
 
 use super::{Platform, SchedulerConfig, queues, schedule_explained};
-use crate::state::{
-    Applied, Command, ExecutionId, ExecutionStatus, Millis, Plan, ServiceStatus, State, StateError,
-};
+use crate::state::{Applied, Command, ExecutionId, ExecutionStatus, Millis, Plan, ServiceStatus, State, StateError};
 use zoe_common::zapp::ZApp;
 
 /// What a submission now would meet.
@@ -48,8 +46,14 @@ pub fn dry_run(
 ) -> Result<DryRun, StateError> {
     let mut st = state.clone();
     let size = app.size as f64;
-    let submit =
-        Command::SubmitExecution { idempotency_key: None, name: "plan".into(), owner: owner.into(), description: app, size, time: now };
+    let submit = Command::SubmitExecution {
+        idempotency_key: None,
+        name: "plan".into(),
+        owner: owner.into(),
+        description: app,
+        size,
+        time: now,
+    };
     let Applied::Created(id) = st.apply(&submit)? else {
         return Err(StateError::Invalid("the dry run's submission created nothing".into()));
     };
@@ -111,7 +115,11 @@ fn simulate(
             if e.description.size == 0 || millicores == 0 {
                 return (None, format!("execution {} runs without a size hint: its end is unknown", e.id));
             }
-            let end = e.time_start.unwrap_or(t).saturating_add((e.description.size as f64 * 1e6 / millicores as f64) as Millis).max(t);
+            let end = e
+                .time_start
+                .unwrap_or(t)
+                .saturating_add((e.description.size as f64 * 1e6 / millicores as f64) as Millis)
+                .max(t);
             if next.is_none_or(|(n, _)| end < n) {
                 next = Some((end, e.id));
             }
@@ -136,7 +144,13 @@ fn commit(st: &mut State, plan: Plan, t: Millis) {
     }
     for sid in placed {
         if let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) {
-            let _ = st.apply(&Command::ServiceStarted { id: sid, container_id: cid, ip_address: None, ports: vec![], time: t });
+            let _ = st.apply(&Command::ServiceStarted {
+                id: sid,
+                container_id: cid,
+                ip_address: None,
+                ports: vec![],
+                time: t,
+            });
         }
     }
     for sid in preempted {
@@ -153,8 +167,14 @@ fn finish(st: &mut State, id: ExecutionId, t: Millis) {
         .find(|s| s.essential && s.status == ServiceStatus::Active)
         .and_then(|s| Some((s.id, s.container_id.clone()?)));
     if let Some((sid, cid)) = first {
-        let exited =
-            Command::ServiceExited { id: sid, container_id: cid, exit_code: Some(0), oom_killed: false, reason: "done".into(), time: t };
+        let exited = Command::ServiceExited {
+            id: sid,
+            container_id: cid,
+            exit_code: Some(0),
+            oom_killed: false,
+            reason: "done".into(),
+            time: t,
+        };
         let _ = st.apply(&exited);
     } else {
         let _ = st.apply(&Command::TerminateExecution {

@@ -26,8 +26,9 @@ pub(super) fn usage(state: &State, now: Millis, half_life_ms: Millis) -> BTreeMa
                     continue;
                 }
                 let Some(start) = s.time_start else { continue };
-                let cores = f64::from(s.cores_allocated.unwrap_or_else(|| e.description.services[s.group_index].cores_min()).0)
-                    / 1000.0;
+                let cores =
+                    f64::from(s.cores_allocated.unwrap_or_else(|| e.description.services[s.group_index].cores_min()).0)
+                        / 1000.0;
                 // ∫ cores · 2^(-age / h) over the time it has run.
                 let ran = 1.0 - decay(now.saturating_sub(start), half_life_ms);
                 core_s += cores * half_life_s / std::f64::consts::LN_2 * ran;

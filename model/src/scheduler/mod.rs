@@ -169,8 +169,7 @@ pub struct Queues {
 
 pub fn queues(state: &State, cfg: &SchedulerConfig, now: Millis) -> Queues {
     let ranking = Ranking::new(state, cfg, now);
-    let pending: Vec<ExecutionId> =
-        queue::ordered(state, &ranking, cfg, now, true).iter().map(|c| c.exec.id).collect();
+    let pending: Vec<ExecutionId> = queue::ordered(state, &ranking, cfg, now, true).iter().map(|c| c.exec.id).collect();
     let in_pending: std::collections::BTreeSet<ExecutionId> = pending.iter().copied().collect();
     let with_status = |st: ExecutionStatus| state.executions.values().filter(move |e| e.status == st).map(|e| e.id);
     Queues {

@@ -74,13 +74,19 @@ fn shadow(state: &State, sim: &Sim, requests: &Requests, holder: &Candidate, now
     preemption::release_stopping(state, &mut trial);
     let (need_cores, need_memory) = preemption::essential_need(state, requests, holder);
     for (end, id) in ends {
-        for s in state.services_of(id).filter(|s| s.status.may_hold_container() && s.status != crate::state::ServiceStatus::Terminating) {
+        for s in state
+            .services_of(id)
+            .filter(|s| s.status.may_hold_container() && s.status != crate::state::ServiceStatus::Terminating)
+        {
             let Some(i) = s.node.as_deref().and_then(|n| trial.node_index(n)) else { continue };
             let g = &state.executions[&id].description.services[s.group_index];
             trial.adjust(i, i64::from(g.cores_min().0), g.memory_min() as i64);
         }
         let (fc, fm) = trial.free_total();
-        if fc >= need_cores && fm >= need_memory && super::place_essentials(&mut trial.clone(), requests, state, holder.exec).is_ok() {
+        if fc >= need_cores
+            && fm >= need_memory
+            && super::place_essentials(&mut trial.clone(), requests, state, holder.exec).is_ok()
+        {
             return Some(end);
         }
     }

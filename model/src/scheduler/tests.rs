@@ -625,12 +625,12 @@ fn nodes_get_stable_subnets_and_the_network_is_fixed_once_nodes_exist() {
 fn preemption_stops_only_elastic_instances_of_outranked_executions() {
     // (policy, preemption on, A's essential count, B's size, victims expected)
     let cases: [(Policy, bool, u32, u64, usize); 6] = [
-        (Policy::Size, true, 1, 10, 2),   // B smaller: two of A's elastic instances
-        (Policy::Size, false, 1, 10, 0),  // preemption off
-        (Policy::Size, true, 1, 500, 0),  // B larger: A outranks it
-        (Policy::Fifo, true, 1, 10, 0),   // FIFO: A came first
-        (Policy::Size, true, 4, 10, 0),   // A all essential: nothing to take
-        (Policy::Size, true, 3, 10, 0),   // one elastic instance is all there is: not enough
+        (Policy::Size, true, 1, 10, 2),  // B smaller: two of A's elastic instances
+        (Policy::Size, false, 1, 10, 0), // preemption off
+        (Policy::Size, true, 1, 500, 0), // B larger: A outranks it
+        (Policy::Fifo, true, 1, 10, 0),  // FIFO: A came first
+        (Policy::Size, true, 4, 10, 0),  // A all essential: nothing to take
+        (Policy::Size, true, 3, 10, 0),  // one elastic instance is all there is: not enough
     ];
     for (policy, preemption, a_essential, b_size, expected) in cases {
         let mut w = World::new(&[("n1", 4, 4096, &[])]);

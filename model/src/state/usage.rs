@@ -70,7 +70,8 @@ impl State {
         }
         let Some(start) = s.time_start else { return };
         let Some(e) = self.executions.get(&s.execution_id) else { return };
-        let millicores = u64::from(s.cores_allocated.unwrap_or_else(|| e.description.services[s.group_index].cores_min()).0);
+        let millicores =
+            u64::from(s.cores_allocated.unwrap_or_else(|| e.description.services[s.group_index].cores_min()).0);
         let owner = e.owner.clone();
         self.usage.entry(owner).or_default().charge(millicores, start, time.max(start));
     }
