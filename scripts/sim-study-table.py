@@ -66,7 +66,7 @@ for pol in ["fifo", "size", "dynsize"]:
 print()
 
 ours = ["flexible size+preempt", "flexible size+reserve", "flexible size+preempt+reserve",
-        "flexible dynsize+preempt+reserve", "flexible fairshare", "flexible fairshare+preempt+reserve"]
+        "flexible dynsize+preempt", "flexible fairshare", "flexible fairshare+preempt"]
 best = ["flexible size", "flexible dynsize"]
 for l in loads:
     print(f"### ρ {l}: Zoe's best against the new policies (mean over seeds; longest wait: max over seeds)\n")

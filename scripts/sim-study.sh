@@ -15,7 +15,7 @@ for load in 0.5 0.7 0.9 1.1; do
       --policy fifo,size,dynsize --style rigid,greedy,flexible --json > "$f.tmp" && mv "$f.tmp" "$f"
     f="$out/new-$load-$seed.json"
     [ -s "$f" ] || nice -n 10 "$zoe" sim --applications "$apps" --load "$load" --seed "$seed" \
-      --policy size+preempt,size+reserve,size+preempt+reserve,dynsize+preempt+reserve,fairshare,fairshare+preempt+reserve \
+      --policy size+preempt,size+reserve,size+preempt+reserve,dynsize+preempt,fairshare,fairshare+preempt \
       --style flexible --json > "$f.tmp" && mv "$f.tmp" "$f"
   done
 done

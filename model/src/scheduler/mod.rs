@@ -211,7 +211,7 @@ pub fn schedule_explained(
                     admitted.push(*c);
                     continue;
                 }
-                if let Some(r) = &hold
+                if let Some(r) = &mut hold
                     && !r.may_backfill(state, &requests, c, now)
                 {
                     waiting.push(Waiting {
@@ -233,7 +233,7 @@ pub fn schedule_explained(
                 // first: the first of them that is blocked holds it.
                 let holder = hold.is_none() && !w.never_fits && ranking.overdue(c.exec);
                 if holder {
-                    hold = Some(reservation::Reservation::new(state, &sim, &requests, c, now));
+                    hold = Some(reservation::Reservation::new(state, &sim, &requests, c, now, cfg.preemption));
                 }
                 if cfg.preemption && !w.never_fits && preemptions < MAX_PREEMPTORS {
                     preemptions += 1;
@@ -319,10 +319,11 @@ pub fn schedule_explained(
             }
         }
     }
-    // While a reservation holds, nothing grows into what the holder waits for.
+    // While a reservation holds, nothing grows into what the holder waits
+    // for, unless the holder can take it back (preemption).
     let elastic = match greedy {
         Some(placed) => placed,
-        None if hold.is_some() => Vec::new(),
+        None if hold.is_some() && !cfg.preemption => Vec::new(),
         None => place_elastics(&mut sim, &requests, state, &admitted, cfg, now),
     };
 

@@ -29,7 +29,8 @@ pub(super) fn release_stopping(state: &State, trial: &mut Sim) {
     }
 }
 
-fn release(state: &State, trial: &mut Sim, sid: ServiceId) {
+/// Frees on `trial` what the instance holds.
+pub(super) fn release(state: &State, trial: &mut Sim, sid: ServiceId) {
     let Some(s) = state.services.get(&sid) else { return };
     let (Some(node), Some(e)) = (s.node.as_deref(), state.executions.get(&s.execution_id)) else { return };
     let Some(i) = trial.node_index(node) else { return };

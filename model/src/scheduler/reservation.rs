@@ -3,17 +3,22 @@
 //!
 //! An execution queued for longer than `reservation_after_s` goes to the
 //! head of the queue. If its essential part does not fit, it holds the
-//! reservation: no elastic instance grows (growth would take what it waits
-//! for), and another execution starts only if it is expected to end before
-//! the holder's *shadow time*, the earliest time its essential part fits
-//! once running executions end as expected (backfill).
+//! reservation, and another execution starts only if it is expected to end
+//! before the holder's *shadow time*, the earliest time its essential part
+//! fits once running executions end as expected, or if its essential part
+//! fits in what the holder will leave free at the shadow time (EASY's
+//! backfill). Without preemption no elastic instance grows meanwhile
+//! (growth would take what the holder waits for); with preemption they
+//! grow, since the holder may take them back at once, and the shadow time
+//! counts them as free.
 //!
 //! Expected ends come from the ZApp's `size`, read as the application's
 //! work in core-seconds (the known-size assumption of Pace et al.; the
 //! simulator's workload sets it so). A running execution is expected to end
 //! at its start plus its size over the cores it holds now; a candidate for
-//! backfill to run for its size over its essential cores (it will not grow
-//! while the reservation holds). Where any running execution's size is 0
+//! backfill to run for its size over its essential cores (the width it is
+//! sure to have). What the holder leaves free is counted in totals, not
+//! node by node. Where any running execution's size is 0
 //! (unknown, as in most real ZApps) the shadow time is unknown and nothing
 //! is backfilled: the reservation is then a plain hold of what frees up.
 
@@ -28,30 +33,58 @@ pub(super) struct Reservation {
     pub holder: ExecutionId,
     /// When the holder's essential part is expected to fit; `None`: unknown.
     pub shadow: Option<Millis>,
+    /// Cores (millicores) and memory free at the shadow time beyond what
+    /// the holder needs, less what backfills that run past it have taken.
+    extra: (i64, i64),
 }
 
 impl Reservation {
-    pub fn new(state: &State, sim: &Sim, requests: &Requests, holder: &Candidate, now: Millis) -> Reservation {
-        Reservation { holder: holder.exec.id, shadow: shadow(state, sim, requests, holder, now) }
+    pub fn new(
+        state: &State,
+        sim: &Sim,
+        requests: &Requests,
+        holder: &Candidate,
+        now: Millis,
+        reclaim_elastic: bool,
+    ) -> Reservation {
+        let found = shadow(state, sim, requests, holder, now, reclaim_elastic);
+        Reservation { holder: holder.exec.id, shadow: found.map(|f| f.0), extra: found.map_or((0, 0), |f| f.1) }
     }
 
     /// Whether `c` may start beside the reservation: it is expected to be
-    /// done by the shadow time.
-    pub fn may_backfill(&self, state: &State, requests: &Requests, c: &Candidate, now: Millis) -> bool {
+    /// done by the shadow time, or its essential part fits in what the
+    /// holder leaves (which it then takes).
+    pub fn may_backfill(&mut self, state: &State, requests: &Requests, c: &Candidate, now: Millis) -> bool {
         let Some(shadow) = self.shadow else { return false };
-        let (cores, _) = preemption::essential_need(state, requests, c);
+        let (cores, memory) = preemption::essential_need(state, requests, c);
         let size = c.exec.description.size;
         if size == 0 || cores <= 0 {
             return false;
         }
         let run_ms = size as f64 * 1e6 / cores as f64;
-        now as f64 + run_ms <= shadow as f64
+        if now as f64 + run_ms <= shadow as f64 {
+            return true;
+        }
+        if cores <= self.extra.0 && memory <= self.extra.1 {
+            self.extra = (self.extra.0 - cores, self.extra.1 - memory);
+            return true;
+        }
+        false
     }
 }
 
 /// The earliest time the holder's essential part fits as running
-/// executions end when expected, or `None` when an end is unknown.
-fn shadow(state: &State, sim: &Sim, requests: &Requests, holder: &Candidate, now: Millis) -> Option<Millis> {
+/// executions end when expected, with what is free beyond its need then;
+/// `None` when an end is unknown. With `reclaim_elastic`, running elastic
+/// instances count as free at once (the holder may preempt them).
+fn shadow(
+    state: &State,
+    sim: &Sim,
+    requests: &Requests,
+    holder: &Candidate,
+    now: Millis,
+    reclaim_elastic: bool,
+) -> Option<(Millis, (i64, i64))> {
     let ix = state.index();
     let mut ends: Vec<(Millis, ExecutionId)> = Vec::new();
     for status in [ExecutionStatus::Starting, ExecutionStatus::Running] {
@@ -72,22 +105,33 @@ fn shadow(state: &State, sim: &Sim, requests: &Requests, holder: &Candidate, now
     ends.sort_unstable();
     let mut trial = sim.clone();
     preemption::release_stopping(state, &mut trial);
-    let (need_cores, need_memory) = preemption::essential_need(state, requests, holder);
-    for (end, id) in ends {
-        for s in state
-            .services_of(id)
-            .filter(|s| s.status.may_hold_container() && s.status != crate::state::ServiceStatus::Terminating)
-        {
-            let Some(i) = s.node.as_deref().and_then(|n| trial.node_index(n)) else { continue };
-            let g = &state.executions[&id].description.services[s.group_index];
-            trial.adjust(i, i64::from(g.cores_min().0), g.memory_min() as i64);
+    let holding = |s: &crate::state::Service| {
+        s.status.may_hold_container() && s.status != crate::state::ServiceStatus::Terminating
+    };
+    if reclaim_elastic {
+        for (_, id) in &ends {
+            for s in state.services_of(*id).filter(|s| !s.essential && holding(s)) {
+                preemption::release(state, &mut trial, s.id);
+            }
         }
+    }
+    let (need_cores, need_memory) = preemption::essential_need(state, requests, holder);
+    let fits = |trial: &Sim| {
         let (fc, fm) = trial.free_total();
-        if fc >= need_cores
+        (fc >= need_cores
             && fm >= need_memory
-            && super::place_essentials(&mut trial.clone(), requests, state, holder.exec).is_ok()
-        {
-            return Some(end);
+            && super::place_essentials(&mut trial.clone(), requests, state, holder.exec).is_ok())
+        .then_some((fc - need_cores, fm - need_memory))
+    };
+    if let Some(extra) = fits(&trial) {
+        return Some((now, extra));
+    }
+    for (end, id) in ends {
+        for s in state.services_of(id).filter(|s| holding(s) && !(reclaim_elastic && !s.essential)) {
+            preemption::release(state, &mut trial, s.id);
+        }
+        if let Some(extra) = fits(&trial) {
+            return Some((end, extra));
         }
     }
     None

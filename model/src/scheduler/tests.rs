@@ -723,10 +723,11 @@ fn running_containers_count_toward_fair_share_too() {
 /// Reservation with backfill on one node of 5 cores. R (size 400
 /// core-seconds, 2 cores at once) runs and is expected to end 200 s after
 /// it started. Big needs 4 cores and has waited past the threshold: it
-/// holds the reservation, with shadow time R's end. Of the small 1-core
-/// executions, those done within the shadow time are backfilled (on their
-/// essential part: nothing grows while the reservation holds, and a core
-/// stays idle), the other is held back.
+/// holds the reservation, with shadow time R's end, when 1 core will be
+/// left beside it. Of the small 1-core executions, those done within the
+/// shadow time are backfilled, then one more in the core big leaves free;
+/// the last is held back. Without preemption nothing grows meanwhile (the
+/// node is full here anyway).
 #[test]
 fn a_blocked_overdue_execution_holds_a_reservation_and_only_short_work_backfills() {
     let mut w = World::new(&[("n1", 5, 4096, &[])]);
@@ -737,16 +738,16 @@ fn a_blocked_overdue_execution_holds_a_reservation_and_only_short_work_backfills
     let big = w.submit(zapp(&[("big", 4, 4, 1000, 64, &[])], 4_000));
     w.now += 61_000;
     let long = w.submit(zapp(&[("long", 1, 1, 1000, 64, &[])], 500));
+    let late = w.submit(zapp(&[("late", 1, 1, 1000, 64, &[])], 1_000));
     let short = w.submit(zapp(&[("short", 1, 1, 1000, 64, &[])], 50));
     let elastic = w.submit(zapp(&[("e", 1, 2, 1000, 64, &[])], 20));
     let (plan, waiting) = w.pass();
-    assert_eq!(plan.starting, vec![elastic, short], "only what ends before R does");
-    assert_eq!(plan.placements.len(), 2, "no elastic growth: {plan:?}");
+    assert_eq!(plan.starting, vec![elastic, short, long], "two end before R does, one fits beside big");
+    assert_eq!(plan.placements.len(), 3, "no elastic growth: {plan:?}");
     let why = |id| waiting.iter().find(|x| x.execution == id).map(|x| x.reason.clone()).unwrap_or_default();
-    assert!(why(long).contains(&format!("reservation for execution {big}")), "{waiting:?}");
+    assert!(why(late).contains(&format!("reservation for execution {big}")), "{waiting:?}");
     assert!(why(big).contains("waiting for room"), "{waiting:?}");
-    // Without the reservation the same queue runs by size: all three small
-    // ones start, big waits on.
+    // Without the reservation the same queue runs by size, big waits on.
     w.cfg.reservation_after_s = None;
     let (plan, _) = w.pass();
     assert_eq!(plan.starting, vec![elastic, short, long]);
