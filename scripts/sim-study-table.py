@@ -49,20 +49,21 @@ for cls in classes:
         style, pol = label.split(" ")
         cells = [fmt(mean(l, label, cls, "turnaround_s_p50")) for l in loads]
         done = total(loads[-1], label, cls, "done") / max(1, total(loads[-1], label, cls, "applications"))
-        print(f"| {pol.upper()} | {style} | " + " | ".join(cells) + f" | {done:.1%} |")
+        print(f"| {pol.upper()} | {style} | " + " | ".join(cells) + f" | {done:.2%} |")
     print()
 
 print("### Flexible below rigid on median turnaround? (seeds where it is, of all)\n")
-print("| policy | class | " + " | ".join(f"ρ {l}" for l in loads) + " |")
+print("| compared | class | " + " | ".join(f"ρ {l}" for l in loads) + " |")
 print("|---|---|" + "---|" * len(loads))
-for pol in ["fifo", "size", "dynsize"]:
+for flex, pol in [("fifo", "fifo"), ("size", "size"), ("dynsize", "dynsize"), ("size+preempt", "size"),
+                  ("dynsize+preempt", "dynsize")]:
     for cls in classes:
         cells = []
         for l in loads:
-            f, r = runs[(l, f"flexible {pol}", cls)], runs[(l, f"rigid {pol}", cls)]
+            f, r = runs[(l, f"flexible {flex}", cls)], runs[(l, f"rigid {pol}", cls)]
             n = sum(1 for s in seeds if f[s]["turnaround_s_p50"] < r[s]["turnaround_s_p50"])
             cells.append(f"{n}/{len(seeds)}")
-        print(f"| {pol.upper()} | {cls} | " + " | ".join(cells) + " |")
+        print(f"| flexible {flex} vs rigid {pol} | {cls} | " + " | ".join(cells) + " |")
 print()
 
 ours = ["flexible size+preempt", "flexible size+reserve", "flexible size+preempt+reserve",
