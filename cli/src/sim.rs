@@ -61,6 +61,11 @@ pub struct SimArgs {
     /// Fair share's half-life of usage, in seconds.
     #[arg(long, default_value_t = 86_400)]
     half_life: u64,
+    /// Read the applications from this CSV trace instead of generating them
+    /// (`arrival_s,essential,total,runtime_s[,class[,owner]]`; one core and
+    /// 2 GiB per component; --applications, --load and --users are unused).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
     /// +reserve: an application queued this many seconds holds a reservation.
     #[arg(long, default_value_t = 3_600)]
     reservation_after: u64,
@@ -124,6 +129,30 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
     if !(a.load > 0.0 && a.load.is_finite()) || !(0.0..1.0).contains(&a.serial) || a.nodes == 0 {
         bail!("--load must be positive, --serial in [0, 1), --nodes at least 1");
     }
+    let trace = match &a.trace {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let apps = zoe_sim::workload::parse_trace(&text, 2 << 30)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(apps)
+        }
+        None => None,
+    };
+    let workload = match (&a.trace, &trace) {
+        (Some(p), Some(t)) => {
+            format!(
+                "trace {} ({} applications), {} nodes of 32 cores, serial {}",
+                p.display(),
+                t.len(),
+                a.nodes,
+                a.serial
+            )
+        }
+        _ => format!(
+            "{} applications, {} nodes of 32 cores, load {}, seed {}, serial {}, {} users",
+            a.applications, a.nodes, a.load, a.seed, a.serial, a.users
+        ),
+    };
     let mut runs = Vec::new();
     for &(p, policy) in &policies {
         for &(st, style) in &styles {
@@ -134,11 +163,9 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             x.reservation_after_s = policy.reserve.then_some(a.reservation_after);
             x.fair_share_half_life_s = a.half_life;
             x.style = style;
+            x.trace = trace.clone();
             x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
-            eprintln!(
-                "simulating {} applications on {} nodes (seed {}, load {}, {st} {p})",
-                a.applications, a.nodes, a.seed, a.load
-            );
+            eprintln!("simulating {workload} ({st} {p})");
             let (apps, out, samples) = x.run_traced();
             let (cores, memory) = (f64::from(a.nodes) * 32.0, f64::from(a.nodes) * 128.0 * (1u64 << 30) as f64);
             runs.push(Run {
@@ -160,10 +187,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        let title = format!(
-            "Turnaround CDF: {} applications, load {}, {} nodes, seed {}",
-            a.applications, a.load, a.nodes, a.seed
-        );
+        let title = format!("Turnaround CDF: {workload}");
         std::fs::write(path, plot::cdf_svg(&title, &series))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
@@ -177,8 +201,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
                 ys: pick(&r.timeline).clone(),
             })
             .collect();
-        let title =
-            format!("{what}: {} applications, load {}, {} nodes, seed {}", a.applications, a.load, a.nodes, a.seed);
+        let title = format!("{what}: {workload}");
         std::fs::write(path, plot::lines_svg(&title, "hours since the first arrival", y, &lines))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
@@ -194,6 +217,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         let params = json!({
             "applications": a.applications, "nodes": a.nodes, "seed": a.seed, "load": a.load, "serial": a.serial,
             "users": a.users, "half_life_s": a.half_life, "reservation_after_s": a.reservation_after,
+            "trace": a.trace.as_ref().map(|p| p.display().to_string()), "workload": workload,
         });
         let runs: Vec<_> = runs
             .iter()
@@ -202,10 +226,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json!({ "parameters": params, "runs": runs }))?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "# {} applications, {} nodes of 32 cores, load {}, seed {}, serial {}, {} users, half-life {} s, reservation after {} s",
-        a.applications, a.nodes, a.load, a.seed, a.serial, a.users, a.half_life, a.reservation_after
-    );
+    println!("# {workload}, half-life {} s, reservation after {} s", a.half_life, a.reservation_after);
     println!(
         "{:<20} {:<8} {:<8} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}",
         "POLICY",

@@ -79,6 +79,23 @@ fn new_policies_and_the_greedy_style_run_with_time_plots() {
 }
 
 #[test]
+fn a_trace_replaces_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    // One node: A (4 + 28 elastic, 100 s) and C (rigid, 8, 50 s) at 0.
+    std::fs::write(&trace, "arrival_s,essential,total,runtime_s,class\n0,8,8,50,rigid\n0,4,32,100,elastic\n").unwrap();
+    let out = zoe(&["sim", "--trace", trace.to_str().unwrap(), "--nodes", "1", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["parameters"]["workload"].as_str().unwrap().contains("(2 applications)"));
+    let elastic = &v["runs"][0]["classes"][0];
+    assert_eq!((elastic["class"].as_str(), elastic["turnaround_s_p50"].as_f64()), (Some("elastic"), Some(112.5)));
+    std::fs::write(&trace, "0,9,8,50\n").unwrap();
+    let out = zoe(&["sim", "--trace", trace.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trace line 1"));
+}
+
+#[test]
 fn an_unknown_policy_is_refused_before_anything_runs() {
     let out = zoe(&["sim", "--policy", "fifo,lifo"]);
     assert!(!out.status.success());
