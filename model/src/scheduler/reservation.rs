@@ -127,7 +127,7 @@ fn shadow(
         return Some((now, extra));
     }
     for (end, id) in ends {
-        for s in state.services_of(id).filter(|s| holding(s) && !(reclaim_elastic && !s.essential)) {
+        for s in state.services_of(id).filter(|s| (s.essential || !reclaim_elastic) && holding(s)) {
             preemption::release(state, &mut trial, s.id);
         }
         if let Some(extra) = fits(&trial) {
