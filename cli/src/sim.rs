@@ -118,6 +118,9 @@ struct Run {
     style: String,
     reports: Vec<report::ClassReport>,
     timeline: report::Timeline,
+    users: Vec<report::UserReport>,
+    /// Jain's index of the users' mean slowdowns.
+    fairness: f64,
 }
 
 pub fn run(a: SimArgs) -> Result<ExitCode> {
@@ -167,11 +170,14 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
             x.speed = if a.serial > 0.0 { Speed::Amdahl(a.serial) } else { Speed::Linear };
             eprintln!("simulating {workload} ({st} {p})");
             let (apps, out, samples) = x.run_traced();
+            let users = report::by_user(&apps, &out);
             let (cores, memory) = (f64::from(a.nodes) * 32.0, f64::from(a.nodes) * 128.0 * (1u64 << 30) as f64);
             runs.push(Run {
                 policy: p.to_string(),
                 style: st.to_string(),
                 reports: report::by_class(&apps, &out),
+                users: users.0,
+                fairness: users.1,
                 timeline: report::timeline(&samples, cores, memory, TIMELINE_BINS),
             });
         }
@@ -221,7 +227,10 @@ pub fn run(a: SimArgs) -> Result<ExitCode> {
         });
         let runs: Vec<_> = runs
             .iter()
-            .map(|r| json!({ "policy": r.policy, "style": r.style, "classes": r.reports, "timeline": r.timeline }))
+            .map(|r| {
+                json!({ "policy": r.policy, "style": r.style, "classes": r.reports, "users": r.users,
+                        "fairness": r.fairness, "timeline": r.timeline })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json!({ "parameters": params, "runs": runs }))?);
         return Ok(ExitCode::SUCCESS);

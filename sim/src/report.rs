@@ -140,3 +140,46 @@ pub fn timeline(samples: &[crate::Sample], cores: f64, memory: f64, bins: usize)
     }
     out
 }
+
+/// What one user's applications met (fair share is judged on these).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserReport {
+    pub user: String,
+    pub applications: usize,
+    /// Σ work of the user's applications, in core-hours at full width.
+    pub work_core_h: f64,
+    pub slowdown_mean: f64,
+    pub queue_s_mean: f64,
+}
+
+/// One report per user, heaviest submitter first, over the applications
+/// that finished; and Jain's fairness index of their mean slowdowns (1:
+/// every user slowed down alike; 1/n: one user bears it all).
+pub fn by_user(apps: &[App], out: &[Outcome]) -> (Vec<UserReport>, f64) {
+    let mut users: std::collections::BTreeMap<&str, (usize, f64, f64, f64)> = std::collections::BTreeMap::new();
+    for o in out {
+        let a = &apps[o.app];
+        let (Some(ta), Some(start)) = (o.turnaround_ms(), o.start) else { continue };
+        let width: u32 = a.zapp.services.iter().map(|g| g.total_count).sum();
+        let u = users.entry(a.owner.as_str()).or_default();
+        u.0 += 1;
+        u.1 += a.work_ms / 3.6e6 * f64::from(width);
+        u.2 += ta as f64 / a.work_ms.max(1.0);
+        u.3 += (start - o.arrival) as f64 / 1e3;
+    }
+    let mut reports: Vec<UserReport> = users
+        .into_iter()
+        .map(|(user, (n, work, slow, queue))| UserReport {
+            user: user.to_string(),
+            applications: n,
+            work_core_h: round3(work),
+            slowdown_mean: round3(slow / n as f64),
+            queue_s_mean: round3(queue / n as f64),
+        })
+        .collect();
+    reports.sort_by(|a, b| b.applications.cmp(&a.applications).then(a.user.cmp(&b.user)));
+    let xs: Vec<f64> = reports.iter().map(|u| u.slowdown_mean).collect();
+    let (sum, sq) = xs.iter().fold((0.0, 0.0), |(s, q), x| (s + x, q + x * x));
+    let jain = if sq > 0.0 { sum * sum / (xs.len() as f64 * sq) } else { 1.0 };
+    (reports, round3(jain))
+}

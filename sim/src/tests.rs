@@ -150,3 +150,20 @@ fn no_policy_beats_the_runtimes_p95() {
         }
     }
 }
+
+#[test]
+fn users_are_reported_with_jains_index_of_their_slowdowns() {
+    let app = |owner: &str, work_ms| App {
+        arrival: 0,
+        zapp: zapp("app-x", 1, 1),
+        work_ms,
+        class: Class::Rigid,
+        owner: owner.into(),
+    };
+    let apps = [app("a", 1_000.0), app("b", 1_000.0)];
+    let o = |app, end| Outcome { app, execution: 0, arrival: 0, start: Some(0), end: Some(end) };
+    // a: slowdown 1; b: slowdown 3. Jain: (1 + 3)² / (2 · (1 + 9)) = 0.8.
+    let (users, jain) = report::by_user(&apps, &[o(0, 1_000), o(1, 3_000)]);
+    assert_eq!(users.iter().map(|u| u.slowdown_mean).collect::<Vec<_>>(), vec![1.0, 3.0]);
+    assert_eq!(jain, 0.8);
+}
