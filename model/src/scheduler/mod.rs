@@ -244,7 +244,11 @@ pub fn schedule_explained(
                     if let preemption::Outcome::Fits { victims, trial } =
                         preemption::find(state, &sim, &requests, c, outranks, |e| ranking.rank(e))
                     {
-                        w.reason = format!("waiting for {} preempted elastic instances to stop", victims.len());
+                        w.reason = if victims.is_empty() {
+                            "waiting for instances that are stopping to make room".to_string()
+                        } else {
+                            format!("waiting for {} preempted elastic instances to stop", victims.len())
+                        };
                         plan.preempt.extend(victims);
                         preemption::hold(&mut sim, &trial);
                         // One preemptor a pass: the capacity that instances

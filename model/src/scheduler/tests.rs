@@ -654,8 +654,9 @@ fn preemption_stops_only_elastic_instances_of_outranked_executions() {
         }
         w.st.apply(&Command::ApplyPlan(plan)).unwrap();
         // While the victims stop, no new ones are picked.
-        let (again, _) = w.pass();
+        let (again, waiting) = w.pass();
         assert!(again.preempt.is_empty() && again.starting.is_empty(), "{case}: {again:?}");
+        assert!(waiting[0].reason.contains("stopping"), "{case}: {waiting:?}");
         assert_eq!(w.stop_terminating(), 2);
         let plan = w.run_pass();
         assert_eq!(plan.starting, vec![b], "{case}");
