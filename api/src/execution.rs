@@ -53,6 +53,29 @@ crate::api_type! {
 }
 
 crate::api_type! {
+    /// `POST /zapp/plan`: what a submission now would meet (a dry run:
+    /// nothing is submitted).
+    pub struct ExecutionPlan {
+        /// The next pass would admit it.
+        pub fits_now: bool,
+        /// No schedulable node could ever hold one of its essential instances.
+        pub never_fits: bool,
+        /// Where its instances would go (`instance@node`), when it fits now.
+        pub placements: Vec<String>,
+        /// Its place in the pending queue (1 = next) and the queue's length with it.
+        pub queue_position: u64,
+        pub queue_length: u64,
+        /// Why it would wait.
+        pub reason: Option<String>,
+        /// Seconds until it would start, from a short simulation of the
+        /// queue; none when the running executions' ends are unknown.
+        pub start_in_s: Option<f64>,
+        /// How the estimate was made, or why there is none.
+        pub estimate: String,
+    }
+}
+
+crate::api_type! {
     /// A termination asked for (202): where the execution stands now.
     pub struct TerminationAccepted {
         pub id: u64,

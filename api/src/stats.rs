@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use zoe_common::service::ImageSummary;
 use zoe_model::scheduler::Policy;
 
-crate::string_enum_schema!(Policy => ["fifo", "size", "dynsize"]);
+crate::string_enum_schema!(Policy => ["fifo", "size", "dynsize", "fairshare"]);
 
 crate::api_type! {
     /// `GET /statistics/scheduler`: Zoe's three queues in the order the
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn the_policy_schema_lists_every_policy() {
-        for p in [Policy::Fifo, Policy::Size, Policy::Dynsize] {
+        for p in [Policy::Fifo, Policy::Size, Policy::Dynsize, Policy::FairShare] {
             let v = serde_json::to_value(p).unwrap();
             let schema = <Policy as crate::Schema>::schema(&mut crate::Schemas::default());
             assert!(schema["enum"].as_array().unwrap().contains(&v), "{v}");

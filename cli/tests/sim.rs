@@ -37,12 +37,62 @@ fn policies_and_styles_run_side_by_side_with_json_and_a_plot() {
     assert!(plot.starts_with("<svg"));
     assert!(plot.contains("rigid size (elastic)"), "one line per run and class");
 
+    // Every run carries its timeline: allocation and queue over time.
+    let t = &runs[0]["timeline"];
+    assert_eq!(t["hours"].as_array().unwrap().len(), 200);
+    assert!(t["cpu_allocated"].as_array().unwrap().iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())));
+
     // The table: one row per run and class.
     let out = zoe(&["sim", "--applications", "100", "--style", "flexible,rigid"]);
     assert!(out.status.success());
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(table.lines().next().unwrap().contains("SLOW P95"));
+    assert!(table.lines().nth(1).unwrap().contains("SLOW P95"));
     assert_eq!(table.lines().filter(|l| l.starts_with("fifo")).count(), 4, "{table}");
+    assert!(table.starts_with("# 100 applications, 25 nodes"), "parameters with every result: {table}");
+}
+
+#[test]
+fn new_policies_and_the_greedy_style_run_with_time_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alloc, queue) = (dir.path().join("alloc.svg"), dir.path().join("queue.svg"));
+    let out = zoe(&[
+        "sim",
+        "--applications",
+        "150",
+        "--policy",
+        "size+preempt,fairshare,dynsize+preempt+reserve",
+        "--style",
+        "flexible,greedy",
+        "--allocation-svg",
+        alloc.to_str().unwrap(),
+        "--queue-svg",
+        queue.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().any(|l| l.starts_with("dynsize+preempt+reserve greedy")), "{table}");
+    let plot = std::fs::read_to_string(&alloc).unwrap();
+    assert_eq!(plot.matches("<polyline").count(), 6, "one line per run");
+    assert!(std::fs::read_to_string(&queue).unwrap().contains("applications queued"));
+    let out = zoe(&["sim", "--policy", "size+steal"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown +steal"));
+}
+
+#[test]
+fn a_trace_replaces_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    // One node: A (4 + 28 elastic, 100 s) and C (rigid, 8, 50 s) at 0.
+    std::fs::write(&trace, "arrival_s,essential,total,runtime_s,class\n0,8,8,50,rigid\n0,4,32,100,elastic\n").unwrap();
+    let out = zoe(&["sim", "--trace", trace.to_str().unwrap(), "--nodes", "1", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["parameters"]["workload"].as_str().unwrap().contains("(2 applications)"));
+    let elastic = &v["runs"][0]["classes"][0];
+    assert_eq!((elastic["class"].as_str(), elastic["turnaround_s_p50"].as_f64()), (Some("elastic"), Some(112.5)));
+    std::fs::write(&trace, "0,9,8,50\n").unwrap();
+    let out = zoe(&["sim", "--trace", trace.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trace line 1"));
 }
 
 #[test]

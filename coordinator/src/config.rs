@@ -62,6 +62,11 @@
 //! [leader]                         # optional leader loop and scheduler settings
 //! tick_ms = 1000                   # see `leader::LeaderConfig` for all keys
 //!
+//! [leader.scheduler]               # optional; see `scheduler::SchedulerConfig`, docs/scheduling.md
+//! policy = "size"                  # fifo | size | dynsize | fairshare
+//! preemption = true                # elastic-only preemption
+//! reservation_after_s = 3600       # a reservation for what waited this long; unset: none
+//!
 //! [backup]                         # optional scheduled snapshots on the leader
 //! dir = "/var/lib/zoe/backups"     # unset: none
 //! interval_s = 3600
@@ -328,6 +333,38 @@ impl Settings for CoordinatorConfig {
         if api.memory_default_bytes < 6 << 20 {
             return Err(Invalid::new("api.memory_default_bytes", "must be at least 6 MiB (runc's minimum)"));
         }
+        if self.leader.scheduler.fair_share_half_life_s == 0 {
+            return Err(Invalid::new("leader.scheduler.fair_share_half_life_s", "must be at least 1 s"));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Policy, StopRule};
+
+    #[test]
+    fn the_sample_config_loads_and_selects_the_scheduler_policies() {
+        let sample = include_str!("../../systemd/coordinator.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, sample).unwrap();
+        let cfg = CoordinatorConfig::load(&path).unwrap();
+        assert_eq!(cfg.leader.scheduler, crate::scheduler::SchedulerConfig::default(), "the sample shows the defaults");
+        let chosen = sample
+            .replace("policy = \"fifo\"", "policy = \"fairshare\"")
+            .replace("stop_rule = \"essential_fits\"", "stop_rule = \"greedy\"")
+            .replace("preemption = false", "preemption = true")
+            .replace("# reservation_after_s = 3600", "reservation_after_s = 3600");
+        std::fs::write(&path, chosen).unwrap();
+        let s = CoordinatorConfig::load(&path).unwrap().leader.scheduler;
+        assert_eq!(
+            (s.policy, s.stop_rule, s.preemption, s.reservation_after_s),
+            (Policy::FairShare, StopRule::Greedy, true, Some(3600))
+        );
+        std::fs::write(&path, sample.replace("fair_share_half_life_s = 86400", "fair_share_half_life_s = 0")).unwrap();
+        assert!(CoordinatorConfig::load(&path).unwrap_err().to_string().contains("fair_share_half_life_s"));
     }
 }

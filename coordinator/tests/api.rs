@@ -1143,3 +1143,37 @@ async fn quotas_count_the_default_memory_limit() {
     assert!(r.body["error"]["message"].as_str().unwrap().contains("may use 4 GiB"), "{:?} {details:?}", r.body);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_plans_a_zapp_without_submitting_it() {
+    let live: std::sync::Arc<dyn zoe_coordinator::api::LiveSource> = std::sync::Arc::new(scripted::ScriptedAgents);
+    let c = Cluster::start_opts(1, 1, 5000, &|_, _| String::new(), Some(live)).await;
+    let admin = c.admin().await;
+    api_support::running_on_n1(&c, &admin, "web", None, vec![]).await;
+    let count = |c: &Cluster| c.members[0].coord.read_local(|s| s.executions.len()).0;
+    let before = count(&c);
+    // Without the port the running one holds on n1 (host networking), it fits.
+    let mut portless = hello_zapp();
+    portless["services"][0]["ports"] = json!([]);
+    let r = c.call(0, Method::POST, "/api/v1/zapp/plan", Some(&admin), Some(portless)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["fits_now"], true, "{}", r.body);
+    assert_eq!(r.body["start_in_s"], 0.0);
+    assert!(r.body["placements"][0].as_str().unwrap().ends_with("@n1"), "{}", r.body);
+    assert_eq!(count(&c), before, "nothing submitted");
+    // With it, it waits for the running one, whose size hint (128
+    // core-seconds on 0.5 core) says it should be done already: start now.
+    let r = c.call(0, Method::POST, "/api/v1/zapp/plan", Some(&admin), Some(hello_zapp())).await;
+    assert_eq!(r.body["fits_now"], false, "{}", r.body);
+    assert!(r.body["reason"].as_str().unwrap().contains("waiting for room"), "{}", r.body);
+    assert_eq!(r.body["start_in_s"], 0.0, "{}", r.body);
+    let mut huge = hello_zapp();
+    huge["services"][0]["resources"]["cores"] = json!({"min": 8, "max": 8});
+    let r = c.call(0, Method::POST, "/api/v1/zapp/plan", Some(&admin), Some(huge)).await;
+    // (A ZApp over the quota is refused as its submission would be.)
+    assert_eq!((r.body["fits_now"].clone(), r.body["never_fits"].clone()), (json!(false), json!(true)), "{}", r.body);
+    assert_eq!(r.body["queue_position"], 1);
+    let r = c.call(0, Method::POST, "/api/v1/zapp/plan", Some(&admin), Some(json!({"services": 1}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    c.stop().await;
+}

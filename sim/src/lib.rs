@@ -33,6 +33,8 @@ pub struct App {
     pub work_ms: f64,
     /// The workload's class of the application (results are per class).
     pub class: Class,
+    /// Who submits it (fair share orders by it).
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +80,10 @@ pub enum Style {
     /// Every component essential, and the head of the queue blocks the rest
     /// (the literal rule on all-essential applications).
     Rigid,
+    /// Elastic-greedy: the head of the queue gets its essential and then
+    /// its elastic components before the next is looked at; a head whose
+    /// essential part does not fit blocks the rest (`StopRule::Greedy`).
+    Greedy,
 }
 
 impl Style {
@@ -85,7 +91,11 @@ impl Style {
     pub fn prepare(self, apps: &[App], cfg: &SchedulerConfig) -> (Vec<App>, SchedulerConfig) {
         use zoe_model::scheduler::StopRule;
         let mut cfg = cfg.clone();
-        cfg.stop_rule = if self == Style::Flexible { StopRule::EssentialFits } else { StopRule::Literal };
+        cfg.stop_rule = match self {
+            Style::Flexible => StopRule::EssentialFits,
+            Style::Greedy => StopRule::Greedy,
+            Style::Literal | Style::Rigid => StopRule::Literal,
+        };
         let mut apps = apps.to_vec();
         if self == Style::Rigid {
             for a in &mut apps {
@@ -128,9 +138,32 @@ struct Running {
     active: usize,
 }
 
+/// The cluster after one event: what is allocated (Σ `min` of the
+/// instances holding a container) and how many applications are queued.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub time: Millis,
+    /// Cores allocated.
+    pub cores: f64,
+    /// Bytes of memory allocated.
+    pub memory: f64,
+    /// Applications queued.
+    pub pending: usize,
+}
+
 /// Runs `apps` on `nodes` under `cfg` until every application is done or
 /// nothing more can happen (what never fits never starts).
 pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: Speed) -> Vec<Outcome> {
+    run_traced(apps, nodes, cfg, speed).0
+}
+
+/// [`run`], with the allocation and the queue's length after every event.
+pub fn run_traced(
+    apps: &[App],
+    nodes: &[Registration],
+    cfg: &SchedulerConfig,
+    speed: Speed,
+) -> (Vec<Outcome>, Vec<Sample>) {
     let mut st = State::default();
     let mut platform = Platform::default();
     for r in nodes {
@@ -142,6 +175,7 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
     let mut next_arrival = 0;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(apps.len());
     let mut live: BTreeMap<ExecutionId, Running> = BTreeMap::new();
+    let mut timeline = Vec::new();
     let mut now: f64 = order.first().map(|&i| apps[i].arrival as f64).unwrap_or(0.0);
     loop {
         let t = now.round() as Millis;
@@ -152,12 +186,21 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
             let submit = Command::SubmitExecution {
                 idempotency_key: None,
                 name: format!("app-{i}"),
-                owner: "sim".into(),
+                owner: apps[i].owner.clone(),
                 description: apps[i].zapp.clone(),
                 size: 0.0,
                 time: t,
             };
             let Ok(Applied::Created(id)) = st.apply(&submit) else { continue };
+            if !could_ever_fit(&apps[i].zapp, nodes) {
+                // Refused at the door, as admission control would: queued,
+                // it would never start, and under a head-of-queue rule
+                // (rigid, greedy, literal) it would block the queue for good.
+                let reject = Command::RejectExecution { id, reason: "can never fit".into(), time: t };
+                st.apply(&reject).expect("a new execution can be rejected");
+                outcomes.push(Outcome { app: i, execution: id, arrival: apps[i].arrival, start: None, end: None });
+                continue;
+            }
             st.apply(&Command::QueueExecution { id, time: t }).expect("a new execution queues");
             let width = apps[i].zapp.services.iter().map(|g| g.total_count as usize).sum();
             live.insert(id, Running { outcome: outcomes.len(), left: apps[i].work_ms, width, active: 0 });
@@ -166,32 +209,20 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
         // One pass per event, as the leader runs one per state change: a
         // pass places essential and elastic parts alike, so a second one at
         // the same instant finds nothing more (checked: the same results).
-        let plan = schedule(&st, &platform, cfg, t);
-        if !plan.is_empty() {
-            let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
-            if st.apply(&Command::ApplyPlan(plan)).is_ok() {
-                for sid in placed {
-                    let Some(s) = st.services.get(&sid) else { continue };
-                    let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
-                    let started = Command::ServiceStarted {
-                        id: sid,
-                        container_id: cid,
-                        ip_address: None,
-                        ports: vec![],
-                        time: t,
-                    };
-                    if st.apply(&started).is_ok()
-                        && let Some(r) = live.get_mut(&exec)
-                    {
-                        r.active += 1;
-                        let o = &mut outcomes[r.outcome];
-                        if o.start.is_none() {
-                            o.start = st.executions.get(&exec).and_then(|e| e.time_start);
-                        }
-                    }
-                }
+        // A pass that preempts is followed by another at once: the victims'
+        // containers stop at once here, and the preemptor takes their room.
+        for _ in 0..MAX_PASSES_PER_EVENT {
+            if !pass(&mut st, &platform, cfg, t, &mut live, &mut outcomes) {
+                break;
             }
         }
+        let (cores, memory) = st
+            .index()
+            .usage()
+            .values()
+            .fold((0.0, 0.0), |(c, m), u| (c + f64::from(u.cores.0) / 1000.0, m + u.memory as f64));
+        let pending = st.index().executions(ExecutionStatus::Queued).count();
+        timeline.push(Sample { time: t, cores, memory, pending });
         // Each live application's speed now: its instances only count once
         // it runs (all its essential ones are up; in the simulation they
         // start together), and queued ones (most of a long queue) run nothing.
@@ -228,7 +259,74 @@ pub fn run(apps: &[App], nodes: &[Registration], cfg: &SchedulerConfig, speed: S
         }
     }
     outcomes.sort_by_key(|o| o.app);
-    outcomes
+    (outcomes, timeline)
+}
+
+/// Whether the application's essential part fits the empty cluster, by
+/// its totals and each instance in the largest node.
+fn could_ever_fit(zapp: &ZApp, nodes: &[Registration]) -> bool {
+    let (cores, memory) =
+        nodes.iter().fold((0u64, 0u64), |(c, m), n| (c + u64::from(n.capacity.cores.0), m + n.capacity.memory));
+    let (big_cores, big_memory) =
+        nodes.iter().fold((0u64, 0u64), |(c, m), n| (c.max(u64::from(n.capacity.cores.0)), m.max(n.capacity.memory)));
+    let mut need = (0u64, 0u64);
+    for g in &zapp.services {
+        let (c, m) = (u64::from(g.cores_min().0), g.memory_min());
+        if g.essential_count > 0 && (c > big_cores || m > big_memory) {
+            return false;
+        }
+        need.0 += c * u64::from(g.essential_count);
+        need.1 += m * u64::from(g.essential_count);
+    }
+    need.0 <= cores && need.1 <= memory
+}
+
+/// Passes at one instant at most (each preemption asks for another).
+const MAX_PASSES_PER_EVENT: usize = 4;
+
+/// One pass at `t`, committed: what it placed starts at once, what it
+/// preempted stops at once. Returns whether it preempted anything.
+fn pass(
+    st: &mut State,
+    platform: &Platform,
+    cfg: &SchedulerConfig,
+    t: Millis,
+    live: &mut BTreeMap<ExecutionId, Running>,
+    outcomes: &mut [Outcome],
+) -> bool {
+    let plan = schedule(st, platform, cfg, t);
+    if plan.is_empty() {
+        return false;
+    }
+    let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
+    let preempted = plan.preempt.clone();
+    if st.apply(&Command::ApplyPlan(plan)).is_err() {
+        return false;
+    }
+    for sid in placed {
+        let Some(s) = st.services.get(&sid) else { continue };
+        let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
+        let started = Command::ServiceStarted { id: sid, container_id: cid, ip_address: None, ports: vec![], time: t };
+        if st.apply(&started).is_ok()
+            && let Some(r) = live.get_mut(&exec)
+        {
+            r.active += 1;
+            let o = &mut outcomes[r.outcome];
+            if o.start.is_none() {
+                o.start = st.executions.get(&exec).and_then(|e| e.time_start);
+            }
+        }
+    }
+    for sid in &preempted {
+        let Some(s) = st.services.get(sid) else { continue };
+        let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
+        if st.apply(&Command::ServiceStopped { id: *sid, container_id: cid, time: t }).is_ok()
+            && let Some(r) = live.get_mut(&exec)
+        {
+            r.active = r.active.saturating_sub(1);
+        }
+    }
+    !preempted.is_empty()
 }
 
 /// The application's work is done: its first essential instance exits

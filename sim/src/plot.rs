@@ -109,6 +109,93 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
     svg
 }
 
+/// One line of a time plot.
+pub struct Line {
+    pub label: String,
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+}
+
+/// Lines on linear axes from 0 (time plots: allocation, queue length).
+pub fn lines_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> String {
+    let xmax = lines.iter().flat_map(|l| l.xs.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
+    let ymax = lines.iter().flat_map(|l| l.ys.iter().copied()).fold(0.0f64, f64::max);
+    // A round top: 1 for fractions, else the next 1, 2 or 5 × 10^k.
+    let top = if ymax <= 1.0 {
+        1.0
+    } else {
+        let p = 10f64.powf(ymax.log10().floor());
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|v| *v >= ymax).unwrap_or(10.0 * p)
+    };
+    let (pw, ph) = (W - L - R, H - T - B);
+    let x = |v: f64| L + v / xmax * pw;
+    let y = |v: f64| T + (1.0 - v / top) * ph;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>
+"##,
+        L + pw / 2.0,
+        escape(title)
+    );
+    for k in 0..=10 {
+        let gx = x(xmax * k as f64 / 10.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{gx:.1}" y1="{T}" x2="{gx:.1}" y2="{:.1}" stroke="#eee"/><text x="{gx:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
+            T + ph,
+            T + ph + 16.0,
+            xmax * k as f64 / 10.0
+        );
+        let v = top * k as f64 / 10.0;
+        let gy = y(v);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{L}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            L + pw,
+            L - 6.0,
+            gy + 4.0,
+            if top <= 1.0 { format!("{v:.1}") } else { format!("{v:.0}") }
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>
+<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"##,
+        L + pw / 2.0,
+        H - 10.0,
+        escape(x_label),
+        T + ph / 2.0,
+        T + ph / 2.0,
+        escape(y_label)
+    );
+    for (i, l) in lines.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<String> =
+            l.xs.iter().zip(&l.ys).map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(b.min(top)))).collect();
+        let _ = writeln!(
+            svg,
+            r##"<polyline fill="none" stroke="{colour}" stroke-width="1.4" points="{}"/>"##,
+            points.join(" ")
+        );
+        let ly = T + 10.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+            L + pw + 12.0,
+            L + pw + 36.0,
+            L + pw + 42.0,
+            ly + 4.0,
+            escape(&l.label)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +216,13 @@ mod tests {
         let last = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().split(' ').next_back().unwrap();
         let end_y: f64 = last.split(',').nth(1).unwrap().parse().unwrap();
         assert!((end_y - (T + 0.5 * (H - T - B))).abs() < 0.2, "{last}");
+    }
+
+    #[test]
+    fn a_time_plot_draws_each_line_within_a_round_top() {
+        let l = Line { label: "queue".into(), xs: vec![0.0, 1.0, 2.0], ys: vec![0.0, 140.0, 30.0] };
+        let svg = lines_svg("pending", "hours", "applications", &[l]);
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert!(svg.contains(">200<"), "140 rounds up to a top of 200");
     }
 }

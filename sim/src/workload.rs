@@ -26,6 +26,9 @@ pub struct Shape {
     pub burst: usize,
     /// Memory of one component (one core each).
     pub component_memory: u64,
+    /// Users submitting, the k-th with weight 1/k (Zipf): a few heavy
+    /// users, many light ones (fair share is about them).
+    pub users: usize,
 }
 
 impl Default for Shape {
@@ -42,6 +45,7 @@ impl Default for Shape {
             runtime_sigma: 2.0,
             burst: 5,
             component_memory: 2 << 30,
+            users: 10,
         }
     }
 }
@@ -89,6 +93,11 @@ pub fn batch_zapp(name: &str, essential: u32, total: u32, memory: u64) -> ZApp {
 /// The workload of `shape`.
 pub fn generate(shape: &Shape) -> Vec<App> {
     let mut rng = Rng(shape.seed);
+    // Owners from a stream of their own, so that adding them left the
+    // rest of the workload of a seed as it was.
+    let mut owners = Rng(shape.seed ^ 0x6F77_6E65_7273);
+    let zipf: Vec<f64> = (1..=shape.users.max(1)).map(|k| 1.0 / k as f64).collect();
+    let zipf_total: f64 = zipf.iter().sum();
     let mut apps = Vec::with_capacity(shape.applications);
     let mut offered = 0.0;
     for i in 0..shape.applications {
@@ -117,7 +126,13 @@ pub fn generate(shape: &Shape) -> Vec<App> {
         // The size SIZE orders by: the work, in core-seconds at full width
         // (the paper's known-size assumption).
         zapp.size = (total as f64 * runtime_s).round().max(1.0) as u64;
-        apps.push(App { arrival: 0, zapp, work_ms: runtime_s * 1e3, class });
+        let mut u = owners.unit() * zipf_total;
+        let user = zipf.iter().position(|w| {
+            u -= w;
+            u <= 0.0
+        });
+        let owner = format!("user-{}", user.unwrap_or(zipf.len() - 1) + 1);
+        apps.push(App { arrival: 0, zapp, work_ms: runtime_s * 1e3, class, owner });
     }
     // Arrivals spread so that the offered core-seconds are `load` of what
     // the cluster has over the span, in bursts of `burst`.
@@ -169,6 +184,13 @@ pub struct Experiment {
     pub policy: zoe_model::scheduler::Policy,
     pub style: crate::Style,
     pub speed: crate::Speed,
+    /// Preemption, fair share's half-life, the reservation threshold (the
+    /// scheduler's settings that are not the policy).
+    pub preemption: bool,
+    pub fair_share_half_life_s: u64,
+    pub reservation_after_s: Option<u64>,
+    /// Applications of a trace, instead of the generator's.
+    pub trace: Option<Vec<App>>,
 }
 
 impl Experiment {
@@ -180,22 +202,111 @@ impl Experiment {
             policy: zoe_model::scheduler::Policy::Fifo,
             style: crate::Style::Flexible,
             speed: crate::Speed::Linear,
+            preemption: false,
+            fair_share_half_life_s: 24 * 3600,
+            reservation_after_s: None,
+            trace: None,
         }
     }
 
     /// The workload, as generated (unstyled), and what happened to each
     /// application.
     pub fn run(&self) -> (Vec<App>, Vec<crate::Outcome>) {
+        let (apps, out, _) = self.run_traced();
+        (apps, out)
+    }
+
+    /// [`Experiment::run`], with the timeline of the cluster.
+    pub fn run_traced(&self) -> (Vec<App>, Vec<crate::Outcome>, Vec<crate::Sample>) {
         use zoe_common::resources::Millicores;
         use zoe_model::scheduler::SchedulerConfig;
         use zoe_model::state::{Capacity, Registration};
-        let apps = generate(&self.shape);
+        let apps = self.trace.clone().unwrap_or_else(|| generate(&self.shape));
         let capacity = Capacity { cores: Millicores::from_whole_cores(32), memory: 128 << 30 };
         let nodes: Vec<Registration> =
             (0..self.nodes).map(|i| Registration::bare(format!("node-{i:02}"), capacity)).collect();
-        let base = SchedulerConfig { policy: self.policy, core_sharing: false, ..SchedulerConfig::default() };
+        let base = SchedulerConfig {
+            policy: self.policy,
+            core_sharing: false,
+            preemption: self.preemption,
+            fair_share_half_life_s: self.fair_share_half_life_s,
+            reservation_after_s: self.reservation_after_s,
+            ..SchedulerConfig::default()
+        };
         let (styled, cfg) = self.style.prepare(&apps, &base);
-        let out = crate::run(&styled, &nodes, &cfg, self.speed);
-        (apps, out)
+        let (out, timeline) = crate::run_traced(&styled, &nodes, &cfg, self.speed);
+        (apps, out, timeline)
+    }
+}
+
+/// A line of a trace that could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("trace line {line}: {message}")]
+pub struct TraceError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// A trace instead of the generator: CSV lines
+/// `arrival_s,essential,total,runtime_s[,class[,owner]]` (a first line
+/// starting with `arrival` is a header; `#` starts a comment), one batch
+/// application of `total` one-core components each, `essential` of them
+/// essential, whose work takes `runtime_s` at full width; `class` is
+/// `elastic` or `rigid` (default: rigid when every component is
+/// essential). Its `size` is its work in core-seconds, as the generator's.
+pub fn parse_trace(text: &str, component_memory: u64) -> Result<Vec<App>, TraceError> {
+    let mut apps = Vec::new();
+    for (k, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() || (k == 0 && line.starts_with("arrival")) {
+            continue;
+        }
+        let err = |message: String| TraceError { line: k + 1, message };
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if !(4..=6).contains(&f.len()) {
+            return Err(err(format!("{} fields; arrival_s,essential,total,runtime_s[,class[,owner]]", f.len())));
+        }
+        let num =
+            |i: usize, what: &str| f[i].parse::<f64>().map_err(|_| err(format!("{what} {:?} is not a number", f[i])));
+        let (arrival, essential, total, runtime) =
+            (num(0, "arrival_s")?, num(1, "essential")?, num(2, "total")?, num(3, "runtime_s")?);
+        if !(arrival >= 0.0 && runtime > 0.0 && total >= 1.0 && (1.0..=total).contains(&essential)) {
+            return Err(err("needs arrival_s >= 0, runtime_s > 0 and 1 <= essential <= total".into()));
+        }
+        let (essential, total) = (essential as u32, total as u32);
+        let class = match f.get(4).copied() {
+            None | Some("") => {
+                if essential == total {
+                    Class::Rigid
+                } else {
+                    Class::Elastic
+                }
+            }
+            Some("elastic") => Class::Elastic,
+            Some("rigid") => Class::Rigid,
+            Some(other) => return Err(err(format!("class {other:?}: elastic or rigid"))),
+        };
+        let owner = f.get(5).filter(|o| !o.is_empty()).map_or("user-1".to_string(), |o| o.to_string());
+        let mut zapp = batch_zapp(&format!("trace-{}", apps.len()), essential, total, component_memory);
+        zapp.size = (f64::from(total) * runtime).round().max(1.0) as u64;
+        apps.push(App { arrival: (arrival * 1e3) as Millis, zapp, work_ms: runtime * 1e3, class, owner });
+    }
+    Ok(apps)
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_reads_its_applications_and_refuses_a_bad_line_by_number() {
+        let text = "arrival_s,essential,total,runtime_s,class,owner\n0,1,4,100\n# a comment\n2.5,3,3,10,,ada\n";
+        let apps = parse_trace(text, 1 << 30).unwrap();
+        assert_eq!(apps.len(), 2);
+        assert_eq!((apps[0].class, apps[0].zapp.size, apps[0].owner.as_str()), (Class::Elastic, 400, "user-1"));
+        assert_eq!((apps[1].arrival, apps[1].class, apps[1].owner.as_str()), (2_500, Class::Rigid, "ada"));
+        let e = parse_trace("0,1,4,100\n1,5,4,100\n", 1 << 30).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(parse_trace("0,1,4,x", 1 << 30).unwrap_err().to_string().contains("runtime_s \"x\""));
     }
 }

@@ -162,6 +162,12 @@ pub enum ExecCmd {
     Endpoints { id: u64 },
     /// Print the execution's ZApp.
     App { id: u64 },
+    /// Dry run: would the ZApp fit now, on which nodes, its place in the
+    /// queue and when it would start (nothing is submitted).
+    Plan {
+        /// The ZApp JSON file.
+        zapp: PathBuf,
+    },
     /// Submit an execution's ZApp again as a new execution.
     Restart {
         id: u64,
@@ -615,6 +621,36 @@ async fn exec(conn: &Conn, cmd: ExecCmd) -> Result<()> {
         ExecCmd::App { id } => {
             // The ZApp is JSON either way.
             output::json(&c.get(&format!("/api/v1/executions/{id}/zapp")).await?);
+            Ok(())
+        }
+        ExecCmd::Plan { zapp } => {
+            let text = std::fs::read_to_string(&zapp).with_context(|| format!("{}", zapp.display()))?;
+            let app: Value = serde_json::from_str(&text).map_err(|e| {
+                anyhow!("{}: not valid JSON: line {}, column {}: {e}", zapp.display(), e.line(), e.column())
+            })?;
+            let v = c.post("/api/v1/zapp/plan", &app).await?;
+            done(conn, &v, || {
+                let start = match v["start_in_s"].as_f64() {
+                    Some(s) if v["fits_now"] == true => format!("fits now (start in {s:.0} s)"),
+                    Some(s) => format!("would start in about {s:.0} s"),
+                    None => "no start estimate".into(),
+                };
+                let mut out = format!(
+                    "{start}: {}\nqueue position {} of {}",
+                    cell(&v["estimate"]),
+                    cell(&v["queue_position"]),
+                    cell(&v["queue_length"])
+                );
+                if let Some(r) = v["reason"].as_str() {
+                    out.push_str(&format!("\nwaiting: {r}"));
+                }
+                let placed: Vec<&str> =
+                    v["placements"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                if !placed.is_empty() {
+                    out.push_str(&format!("\nplacements: {}", placed.join(", ")));
+                }
+                out
+            });
             Ok(())
         }
         ExecCmd::Restart { id, name } => {

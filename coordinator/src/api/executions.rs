@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 pub use zoe_api::execution::{
-    DiscoveredHost, Discovery, Endpoint, Endpoints, ExecutionCreated, ExecutionPage, ExecutionResubmitted,
-    ExecutionView, ResubmitExecution, ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
+    DiscoveredHost, Discovery, Endpoint, Endpoints, ExecutionCreated, ExecutionPage, ExecutionPlan,
+    ExecutionResubmitted, ExecutionView, ResubmitExecution, ServiceView, StartExecution, TerminateExecution,
+    TerminationAccepted, ZAppValid,
 };
 use zoe_common::service::HostVolume;
 use zoe_common::zapp::template::{Placeholder, Template, dns_name};
@@ -305,6 +306,39 @@ pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<ZApp
     let v = Value::Object(body.0);
     let (_, warnings) = validate_app(Some(&v), "")?;
     Ok(axum::Json(ZAppValid { valid: true, warnings }))
+}
+
+/// `POST /zapp/plan`: a dry run of submitting the ZApp now, as the caller:
+/// one pass on a copy of the state with the leader's live view of the
+/// nodes, then, if it would wait, a short simulation of the queue for a
+/// start estimate (`scheduler::dry_run`). Nothing is written.
+pub async fn plan(caller: Caller, body: Body) -> HttpResult<axum::Json<ExecutionPlan>> {
+    let ctx = &caller.ctx;
+    let v = Value::Object(body.0);
+    let (mut app, _) = validate_app(Some(&v), "")?;
+    app.set_default_memory_limit(ctx.coord().config().api.memory_default_bytes);
+    let nodes = ctx.live_nodes().await.ok_or_else(|| {
+        HttpError::unavailable("no_live_source", "a dry run needs the leader's live view of the nodes")
+    })?;
+    let platform = crate::scheduler::Platform { nodes, ..Default::default() };
+    let cfg = ctx.coord().config().leader.scheduler.clone();
+    let owner = caller.user.username.clone();
+    // A copy, so that the simulation holds no lock on the replica.
+    let (state, _) = ctx.coord().read_local(|s| s.clone());
+    let now = now_ms();
+    let r = tokio::task::spawn_blocking(move || crate::scheduler::dry_run(&state, &platform, &cfg, app, &owner, now))
+        .await
+        .map_err(|e| HttpError::internal(format!("dry run: {e}")))??;
+    Ok(axum::Json(ExecutionPlan {
+        fits_now: r.fits_now,
+        never_fits: r.never_fits,
+        placements: r.placements.into_iter().map(|(s, n)| format!("{s}@{n}")).collect(),
+        queue_position: r.queue_position as u64,
+        queue_length: r.queue_length as u64,
+        reason: r.reason,
+        start_in_s: r.start_in_s,
+        estimate: r.estimate,
+    }))
 }
 
 pub async fn resubmit(

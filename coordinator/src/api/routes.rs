@@ -19,8 +19,8 @@ use zoe_api::acl::{
 use zoe_api::cluster::{Info, Restored, Status};
 use zoe_api::error::ErrorBody;
 use zoe_api::execution::{
-    Discovery, Endpoints, ExecutionCreated, ExecutionPage, ExecutionResubmitted, ExecutionView, ResubmitExecution,
-    ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
+    Discovery, Endpoints, ExecutionCreated, ExecutionPage, ExecutionPlan, ExecutionResubmitted, ExecutionView,
+    ResubmitExecution, ServiceView, StartExecution, TerminateExecution, TerminationAccepted, ZAppValid,
 };
 use zoe_api::node::{
     DrainStatus, ImagesLoaded, NodeChanged, NodeImages, NodeView, PreloadImage, SetDrain, SetEligibility,
@@ -118,6 +118,7 @@ routes! {
     post "/api/v1/login" => admin::login, Password, "auth", false, Login, TokenCreated, "Exchange a username and password (HTTP Basic or JSON) for a session token";
     get "/api/v1/whoami" => admin::whoami, Token, "auth", false, (), WhoAmI, "The caller's user, role and token";
     post "/api/v1/zapp/validate" => executions::validate, Token, "executions", false, ZApp, ZAppValid, "Validate a ZApp; errors carry JSON pointers";
+    post "/api/v1/zapp/plan" => executions::plan, Token, "executions", false, ZApp, ExecutionPlan, "Dry run: would the ZApp fit now, where, its queue position and a start estimate";
     get "/api/v1/executions" => executions::list, Token, "executions", true, (), ExecutionPage, "List executions (filters, cursor pagination, newest first)";
     post "/api/v1/executions" => executions::submit, Token, "executions", false, StartExecution, ExecutionCreated, "Submit {name, application}; quotas are checked";
     get "/api/v1/executions/{id}" => executions::get, Token, "executions", true, (), ExecutionView, "One execution with its services";

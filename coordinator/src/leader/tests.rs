@@ -414,3 +414,49 @@ async fn a_pass_that_reconciles_a_registration_still_starts_its_plan() {
     let first_worker = calls.iter().position(|c| c.starts_with("spawn worker")).unwrap();
     assert!(head < first_worker, "head (startup_order 0) before workers (1): {calls:#?}");
 }
+
+/// A batch ZApp of `essential` of `total` instances of `cores` each, with a size hint.
+fn sized(name: &str, essential: u32, total: u32, cores: f64, size: u64) -> String {
+    format!(
+        r#"{{"name":"{name}","version":3,"will_end":true,"size":{size},"services":[{{"name":"{name}","image":"zoe.local/busybox:1",
+        "monitor":true,"essential_count":{essential},"total_count":{total},"startup_order":0,
+        "resources":{{"memory":{{"min":16777216,"max":16777216}},"cores":{{"min":{cores},"max":null}}}},
+        "environment":[],"volumes":[],"command":"sleep 1000","ports":[]}}]}}"#
+    )
+}
+
+/// Elastic-only preemption through the leader's loop: A (large, 1 essential
+/// + 3 elastic of 0.5 core) fills the node's 2 cores; B (small, 1 core)
+/// arrives. The plan names two of A's elastic instances, the leader stops
+/// them on their node like any terminating instance, and the next pass
+/// starts B; A's essential instance is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_stops_elastic_instances_through_the_plan_and_starts_the_smaller_execution() {
+    let mut cfg = fast();
+    cfg.scheduler.core_sharing = false;
+    cfg.scheduler.policy = crate::scheduler::Policy::Size;
+    cfg.scheduler.preemption = true;
+    let f = fixture(cfg).await;
+    let a = f.submit(&sized("big", 1, 4, 0.5, 10_000)).await;
+    f.wait_for("A whole", |st| st.services_of(a).all(|s| s.status == ServiceStatus::Active)).await;
+    let b = f.submit(&sized("small", 1, 1, 1.0, 10)).await;
+    f.wait_for("B running", |st| st.executions[&b].status == ExecutionStatus::Running).await;
+    let (essential_up, preempted) = f
+        .node
+        .read_local(|st| {
+            let essential_up = st.services_of(a).filter(|s| s.essential).all(|s| s.status == ServiceStatus::Active);
+            let preempted = st
+                .services_of(a)
+                .filter(|s| s.last_exit_reason.as_deref().is_some_and(|r| r.contains("preempted")))
+                .inspect(|s| assert!(!s.essential))
+                .count();
+            (essential_up, preempted)
+        })
+        .0;
+    assert!(essential_up);
+    assert_eq!(preempted, 2);
+    assert_eq!(f.status(a), ExecutionStatus::Running);
+    let stops = f.backend.calls().iter().filter(|c| c.starts_with("terminate")).count();
+    assert_eq!(stops, 2, "{:#?}", f.backend.calls());
+    f.stop.send(true).unwrap();
+}

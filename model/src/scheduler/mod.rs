@@ -26,17 +26,22 @@
 //! stream of smaller ones; DYNSIZE's ageing is the remedy Zoe designed for
 //! that, and FIFO users who want strict order can pick the literal rule.
 
+pub mod dry_run;
+mod fairshare;
 mod placement;
 pub mod platform;
+mod preemption;
 mod queue;
+mod reservation;
 
+pub use dry_run::{DryRun, dry_run};
 pub use platform::{LiveNode, Platform};
 
 use crate::state::{
     Execution, ExecutionId, ExecutionStatus, Millis, Placement, Plan, Service, ServiceId, ServiceStatus, State,
 };
 use placement::{Request, Sim};
-use queue::Candidate;
+use queue::{Candidate, Ranking};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use zoe_common::image::ImageRef;
@@ -51,6 +56,10 @@ pub enum Policy {
     Size,
     /// Σcores.min × Σmemory.min, smaller first, aged while waiting.
     Dynsize,
+    /// The owner who used the least lately first (core-time decayed with
+    /// `fair_share_half_life_s`), then arrival order.
+    #[serde(rename = "fairshare")]
+    FairShare,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +80,10 @@ pub enum StopRule {
     Literal,
     /// Admit every execution whose essential part fits.
     EssentialFits,
+    /// Elastic-greedy: the queue in order, each execution's essential then
+    /// elastic instances before the next one; the first execution whose
+    /// essential part does not fit stops the pass.
+    Greedy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +102,14 @@ pub struct SchedulerConfig {
     /// Restart backoff of elastic instances: base × 2^restarts, capped.
     pub restart_backoff_base_ms: u64,
     pub restart_backoff_max_ms: u64,
+    /// Elastic-only preemption (`preemption.rs`): a blocked execution may
+    /// stop elastic instances of executions it outranks, never essential ones.
+    pub preemption: bool,
+    /// Half-life of the usage the `fairshare` policy orders users by.
+    pub fair_share_half_life_s: u64,
+    /// An execution queued this long goes first and, if blocked, holds a
+    /// reservation with backfill (`reservation.rs`); unset: no reservation.
+    pub reservation_after_s: Option<u64>,
 }
 
 impl Default for SchedulerConfig {
@@ -102,6 +123,9 @@ impl Default for SchedulerConfig {
             core_sharing: true,
             restart_backoff_base_ms: 1_000,
             restart_backoff_max_ms: 60_000,
+            preemption: false,
+            fair_share_half_life_s: 24 * 3600,
+            reservation_after_s: None,
         }
     }
 }
@@ -120,6 +144,9 @@ pub struct Waiting {
     /// No schedulable node could hold the instance even empty.
     pub never_fits: bool,
 }
+
+/// Preemptors a pass tries (each search is a few trial placements).
+const MAX_PREEMPTORS: usize = 4;
 
 /// One scheduling pass.
 pub fn schedule(state: &State, platform: &Platform, config: &SchedulerConfig, now: Millis) -> Plan {
@@ -141,7 +168,8 @@ pub struct Queues {
 }
 
 pub fn queues(state: &State, cfg: &SchedulerConfig, now: Millis) -> Queues {
-    let pending: Vec<ExecutionId> = queue::ordered(state, cfg, now, true).iter().map(|c| c.exec.id).collect();
+    let ranking = Ranking::new(state, cfg, now);
+    let pending: Vec<ExecutionId> = queue::ordered(state, &ranking, cfg, now, true).iter().map(|c| c.exec.id).collect();
     let in_pending: std::collections::BTreeSet<ExecutionId> = pending.iter().copied().collect();
     let with_status = |st: ExecutionStatus| state.executions.values().filter(move |e| e.status == st).map(|e| e.id);
     Queues {
@@ -158,7 +186,8 @@ pub fn schedule_explained(
     cfg: &SchedulerConfig,
     now: Millis,
 ) -> (Plan, Vec<Waiting>) {
-    let queue = queue::build(state, cfg, now);
+    let ranking = Ranking::new(state, cfg, now);
+    let queue = queue::build(state, &ranking, cfg, now);
     let mut plan = Plan { time: now, ..Plan::default() };
     let mut waiting = Vec::new();
     if queue.is_empty() && !cfg.core_sharing {
@@ -169,22 +198,92 @@ pub fn schedule_explained(
 
     let mut admitted: Vec<Candidate> = Vec::new();
     let mut essential: Vec<(ServiceId, usize)> = Vec::new();
+    // Elastic instances placed as the pass goes (elastic-greedy), instead
+    // of after every essential part.
+    let mut greedy: Option<Vec<(ServiceId, usize)>> = None;
+    let mut hold: Option<reservation::Reservation> = None;
     match cfg.stop_rule {
         StopRule::EssentialFits => {
+            let mut preemptions = 0;
             for c in &queue {
                 if c.running {
                     essential.extend(place_moving_essentials(&mut sim, &requests, state, c.exec));
                     admitted.push(*c);
                     continue;
                 }
-                match place_essentials(&mut sim, &requests, state, c.exec) {
+                if let Some(r) = &mut hold
+                    && !r.may_backfill(state, &requests, c, now)
+                {
+                    waiting.push(Waiting {
+                        execution: c.exec.id,
+                        reason: format!("held back by the reservation for execution {}", r.holder),
+                        never_fits: false,
+                    });
+                    continue;
+                }
+                let mut w = match place_essentials(&mut sim, &requests, state, c.exec) {
                     Ok(placed) => {
                         essential.extend(placed);
                         admitted.push(*c);
+                        continue;
                     }
-                    Err(w) => waiting.push(w),
+                    Err(w) => w,
+                };
+                // Queue order puts executions past the reservation threshold
+                // first: the first of them that is blocked holds it.
+                let holder = hold.is_none() && !w.never_fits && ranking.overdue(c.exec);
+                if holder {
+                    hold = Some(reservation::Reservation::new(state, &sim, &requests, c, now, cfg.preemption));
                 }
+                if cfg.preemption && !w.never_fits && preemptions < MAX_PREEMPTORS {
+                    preemptions += 1;
+                    let mine = ranking.rank(c.exec);
+                    let outranks = |r: queue::Rank| {
+                        holder || r.0.total_cmp(&mine.0).then(r.1.cmp(&mine.1)).then(r.2.cmp(&mine.2)).is_gt()
+                    };
+                    if let preemption::Outcome::Fits { victims, trial } =
+                        preemption::find(state, &sim, &requests, c, outranks, |e| ranking.rank(e))
+                    {
+                        w.reason = if victims.is_empty() {
+                            "waiting for instances that are stopping to make room".to_string()
+                        } else {
+                            format!("waiting for {} preempted elastic instances to stop", victims.len())
+                        };
+                        plan.preempt.extend(victims);
+                        preemption::hold(&mut sim, &trial);
+                        // One preemptor a pass: the capacity that instances
+                        // already stopping will free is counted once.
+                        preemptions = MAX_PREEMPTORS;
+                    }
+                }
+                waiting.push(w);
             }
+        }
+        StopRule::Greedy => {
+            let mut placed = Vec::new();
+            for (k, c) in queue.iter().enumerate() {
+                if c.running {
+                    essential.extend(place_moving_essentials(&mut sim, &requests, state, c.exec));
+                } else {
+                    match place_essentials(&mut sim, &requests, state, c.exec) {
+                        Ok(p) => essential.extend(p),
+                        Err(w) => {
+                            waiting.push(w);
+                            for rest in queue[k + 1..].iter().filter(|r| !r.running) {
+                                waiting.push(Waiting {
+                                    execution: rest.exec.id,
+                                    reason: "waiting behind the head of the queue (elastic-greedy)".into(),
+                                    never_fits: false,
+                                });
+                            }
+                            break;
+                        }
+                    }
+                }
+                placed.extend(place_elastics(&mut sim, &requests, state, std::slice::from_ref(c), cfg, now));
+                admitted.push(*c);
+            }
+            greedy = Some(placed);
         }
         StopRule::Literal => {
             let mut free = sim.free_memory();
@@ -224,7 +323,13 @@ pub fn schedule_explained(
             }
         }
     }
-    let elastic = place_elastics(&mut sim, &requests, state, &admitted, cfg, now);
+    // While a reservation holds, nothing grows into what the holder waits
+    // for, unless the holder can take it back (preemption).
+    let elastic = match greedy {
+        Some(placed) => placed,
+        None if hold.is_some() && !cfg.preemption => Vec::new(),
+        None => place_elastics(&mut sim, &requests, state, &admitted, cfg, now),
+    };
 
     plan.starting = admitted.iter().filter(|c| !c.running).map(|c| c.exec.id).collect();
     let placed: Vec<(ServiceId, usize)> = essential.into_iter().chain(elastic).collect();

@@ -242,6 +242,28 @@ impl<'a> Sim<'a> {
         self.reindex(i);
     }
 
+    /// Frees (positive) or takes (negative) cores and memory on node `i`
+    /// outside of a placement: what preempted or ending instances will
+    /// release, what a reservation holds back.
+    pub fn adjust(&mut self, i: usize, cores: i64, memory: i64) {
+        self.unindex(i);
+        let n = &mut self.nodes[i];
+        n.free_cores += cores;
+        n.free_memory += memory;
+        self.reindex(i);
+    }
+
+    /// The index of the node called `name`, if it takes part in the pass.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        // Nodes come from the state's map, in name order.
+        self.nodes.binary_search_by(|n| n.node.name.as_str().cmp(name)).ok()
+    }
+
+    /// Σ free cores and memory.
+    pub fn free_total(&self) -> (i64, i64) {
+        self.nodes.iter().fold((0, 0), |(c, m), n| (c + n.free_cores.max(0), m + n.free_memory.max(0)))
+    }
+
     /// Σ free memory: Zoe's admission test watches it.
     pub fn free_memory(&self) -> i64 {
         self.nodes.iter().map(|n| n.free_memory.max(0)).sum()

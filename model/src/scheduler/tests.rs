@@ -72,6 +72,10 @@ impl World {
     }
 
     fn submit(&mut self, app: ZApp) -> ExecutionId {
+        self.submit_as("u", app)
+    }
+
+    fn submit_as(&mut self, owner: &str, app: ZApp) -> ExecutionId {
         self.now += 1;
         let size = app.size as f64;
         let crate::state::Applied::Created(id) = self
@@ -79,7 +83,7 @@ impl World {
             .apply(&Command::SubmitExecution {
                 idempotency_key: None,
                 name: "e".into(),
-                owner: "u".into(),
+                owner: owner.into(),
                 description: app,
                 size,
                 time: self.now,
@@ -114,6 +118,38 @@ impl World {
                 .unwrap();
         }
         plan
+    }
+
+    /// The agents report every container the state is stopping as gone.
+    fn stop_terminating(&mut self) -> usize {
+        let stopping: Vec<_> = self
+            .st
+            .services
+            .values()
+            .filter(|s| s.status == ServiceStatus::Terminating)
+            .map(|s| (s.id, s.container_id.clone().unwrap()))
+            .collect();
+        for (id, container_id) in &stopping {
+            let cmd = Command::ServiceStopped { id: *id, container_id: container_id.clone(), time: self.now };
+            self.st.apply(&cmd).unwrap();
+        }
+        stopping.len()
+    }
+
+    /// The execution's work is done: its first essential instance exits 0.
+    fn finish(&mut self, id: ExecutionId) {
+        self.now += 1;
+        let s = self.st.services_of(id).find(|s| s.essential).unwrap();
+        let cmd = Command::ServiceExited {
+            id: s.id,
+            container_id: s.container_id.clone().unwrap(),
+            exit_code: Some(0),
+            oom_killed: false,
+            reason: "done".into(),
+            time: self.now,
+        };
+        self.st.apply(&cmd).unwrap();
+        self.stop_terminating();
     }
 
     fn names(&self, plan: &Plan) -> Vec<String> {
@@ -579,4 +615,213 @@ fn nodes_get_stable_subnets_and_the_network_is_fixed_once_nodes_exist() {
     let mut fresh = State::default();
     fresh.apply(&Command::SetClusterNetwork { network: net }).unwrap();
     assert_eq!(fresh.network.cidr, "10.99.0.0/16");
+}
+
+/// Elastic-only preemption on one node of 4 cores: A (SIZE 100, 1
+/// essential + 3 elastic) fills it; B (2 essential cores) arrives. Who
+/// may stop what: B only takes elastic instances of executions the policy
+/// ranks after it, and never an essential one.
+#[test]
+fn preemption_stops_only_elastic_instances_of_outranked_executions() {
+    // (policy, preemption on, A's essential count, B's size, victims expected)
+    let cases: [(Policy, bool, u32, u64, usize); 6] = [
+        (Policy::Size, true, 1, 10, 2),  // B smaller: two of A's elastic instances
+        (Policy::Size, false, 1, 10, 0), // preemption off
+        (Policy::Size, true, 1, 500, 0), // B larger: A outranks it
+        (Policy::Fifo, true, 1, 10, 0),  // FIFO: A came first
+        (Policy::Size, true, 4, 10, 0),  // A all essential: nothing to take
+        (Policy::Size, true, 3, 10, 0),  // one elastic instance is all there is: not enough
+    ];
+    for (policy, preemption, a_essential, b_size, expected) in cases {
+        let mut w = World::new(&[("n1", 4, 4096, &[])]);
+        w.cfg.policy = policy;
+        w.cfg.preemption = preemption;
+        let a = w.submit(zapp(&[("a", a_essential, 4, 1000, 64, &[])], 100));
+        w.run_pass();
+        let b = w.submit(zapp(&[("b", 2, 2, 1000, 64, &[])], b_size));
+        let (plan, waiting) = w.pass();
+        let case = format!("{policy:?} preemption={preemption} A essential={a_essential} B size={b_size}");
+        let victims = expected;
+        assert_eq!(plan.preempt.len(), victims, "{case}");
+        assert!(plan.starting.is_empty(), "B starts only once the victims are gone: {case}");
+        assert_eq!(waiting[0].execution, b, "{case}");
+        for sid in &plan.preempt {
+            let v = &w.st.services[sid];
+            assert!(!v.essential && v.execution_id == a, "{case}");
+        }
+        if victims == 0 {
+            continue;
+        }
+        w.st.apply(&Command::ApplyPlan(plan)).unwrap();
+        // While the victims stop, no new ones are picked.
+        let (again, waiting) = w.pass();
+        assert!(again.preempt.is_empty() && again.starting.is_empty(), "{case}: {again:?}");
+        assert!(waiting[0].reason.contains("stopping"), "{case}: {waiting:?}");
+        assert_eq!(w.stop_terminating(), 2);
+        let plan = w.run_pass();
+        assert_eq!(plan.starting, vec![b], "{case}");
+        // A keeps running on what it has left, and grows back when B ends.
+        assert_eq!(w.st.executions[&a].status, crate::state::ExecutionStatus::Running);
+        w.finish(b);
+        w.now += 10_000;
+        let plan = w.run_pass();
+        assert_eq!(plan.placements.len(), 2, "{case}: the victims grow back");
+    }
+}
+
+#[test]
+fn a_plan_that_preempts_an_essential_instance_is_refused() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    let a = w.submit(zapp(&[("a", 1, 4, 1000, 64, &[])], 0));
+    w.run_pass();
+    let essential = w.st.services_of(a).find(|s| s.essential).unwrap().id;
+    let elastic = w.st.services_of(a).find(|s| !s.essential).unwrap().id;
+    let plan = Plan { time: w.now, preempt: vec![elastic, essential], ..Plan::default() };
+    let err = w.st.apply(&Command::ApplyPlan(plan)).unwrap_err();
+    assert!(err.to_string().contains("which is essential"), "{err}");
+    assert!(w.st.services_of(a).all(|s| s.status == ServiceStatus::Active), "refused whole");
+    w.st.apply(&Command::ApplyPlan(Plan { time: w.now, preempt: vec![elastic], ..Plan::default() })).unwrap();
+    assert_eq!(w.st.services[&elastic].status, ServiceStatus::Terminating);
+}
+
+/// Fair share: "heavy" has used 2 cores for 100 s, "light" nothing; one
+/// slot frees; light's later submission goes first. Usage decays: after
+/// many half-lives both are even again and arrival order decides.
+#[test]
+fn fair_share_serves_the_user_who_used_least_lately() {
+    // (time passed after heavy's work, winner: true = light)
+    for (later_ms, light_first) in [(0u64, true), (20 * 3_600_000, false)] {
+        let mut w = World::new(&[("n1", 2, 4096, &[])]);
+        w.cfg.policy = Policy::FairShare;
+        w.cfg.fair_share_half_life_s = 3600;
+        let first = w.submit_as("heavy", zapp(&[("h", 2, 2, 1000, 64, &[])], 0));
+        w.run_pass();
+        w.now += 100_000;
+        w.finish(first);
+        assert!(w.st.usage["heavy"].buckets.values().sum::<u64>() >= 2 * 100 * 1000, "{:?}", w.st.usage);
+        w.now += later_ms;
+        let heavy = w.submit_as("heavy", zapp(&[("h", 2, 2, 1000, 64, &[])], 0));
+        let light = w.submit_as("light", zapp(&[("l", 2, 2, 1000, 64, &[])], 0));
+        let (plan, _) = w.pass();
+        assert_eq!(plan.starting, vec![if light_first { light } else { heavy }], "after {later_ms} ms");
+    }
+}
+
+#[test]
+fn running_containers_count_toward_fair_share_too() {
+    let mut w = World::new(&[("n1", 3, 4096, &[])]);
+    w.cfg.policy = Policy::FairShare;
+    w.submit_as("heavy", zapp(&[("h", 2, 2, 1000, 64, &[])], 0));
+    w.run_pass();
+    w.now += 60_000;
+    let heavy = w.submit_as("heavy", zapp(&[("h", 1, 1, 1000, 64, &[])], 0));
+    let light = w.submit_as("light", zapp(&[("l", 1, 1, 1000, 64, &[])], 0));
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![light]);
+    assert!(queues(&w.st, &w.cfg, w.now).pending.starts_with(&[light, heavy]));
+}
+
+/// Reservation with backfill on one node of 5 cores. R (size 400
+/// core-seconds, 2 cores at once) runs and is expected to end 200 s after
+/// it started. Big needs 4 cores and has waited past the threshold: it
+/// holds the reservation, with shadow time R's end, when 1 core will be
+/// left beside it. Of the small 1-core executions, those done within the
+/// shadow time are backfilled, then one more in the core big leaves free;
+/// the last is held back. Without preemption nothing grows meanwhile (the
+/// node is full here anyway).
+#[test]
+fn a_blocked_overdue_execution_holds_a_reservation_and_only_short_work_backfills() {
+    let mut w = World::new(&[("n1", 5, 4096, &[])]);
+    w.cfg.policy = Policy::Size;
+    w.cfg.reservation_after_s = Some(60);
+    w.submit(zapp(&[("r", 2, 2, 1000, 64, &[])], 400));
+    w.run_pass();
+    let big = w.submit(zapp(&[("big", 4, 4, 1000, 64, &[])], 4_000));
+    w.now += 61_000;
+    let long = w.submit(zapp(&[("long", 1, 1, 1000, 64, &[])], 500));
+    let late = w.submit(zapp(&[("late", 1, 1, 1000, 64, &[])], 1_000));
+    let short = w.submit(zapp(&[("short", 1, 1, 1000, 64, &[])], 50));
+    let elastic = w.submit(zapp(&[("e", 1, 2, 1000, 64, &[])], 20));
+    let (plan, waiting) = w.pass();
+    assert_eq!(plan.starting, vec![elastic, short, long], "two end before R does, one fits beside big");
+    assert_eq!(plan.placements.len(), 3, "no elastic growth: {plan:?}");
+    let why = |id| waiting.iter().find(|x| x.execution == id).map(|x| x.reason.clone()).unwrap_or_default();
+    assert!(why(late).contains(&format!("reservation for execution {big}")), "{waiting:?}");
+    assert!(why(big).contains("waiting for room"), "{waiting:?}");
+    // Without the reservation the same queue runs by size, big waits on.
+    w.cfg.reservation_after_s = None;
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![elastic, short, long]);
+}
+
+#[test]
+fn a_reservation_holder_may_preempt_anyones_elastic_instances() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.cfg.policy = Policy::Size;
+    w.cfg.preemption = true;
+    w.cfg.reservation_after_s = Some(60);
+    // A is small and elastic; big is larger, so it outranks nothing, but
+    // once overdue it holds the reservation and may take A's elastic part.
+    let a = w.submit(zapp(&[("a", 1, 4, 1000, 64, &[])], 10));
+    w.run_pass();
+    let big = w.submit(zapp(&[("big", 3, 3, 1000, 64, &[])], 4_000));
+    let (plan, _) = w.pass();
+    assert!(plan.preempt.is_empty(), "not overdue yet");
+    w.now += 61_000;
+    let (plan, _) = w.pass();
+    assert_eq!(plan.preempt.len(), 3);
+    w.st.apply(&Command::ApplyPlan(plan)).unwrap();
+    w.stop_terminating();
+    let plan = w.run_pass();
+    assert_eq!(plan.starting, vec![big]);
+    assert!(w.st.services_of(a).filter(|s| s.essential).all(|s| s.status == ServiceStatus::Active));
+}
+
+/// Elastic-greedy: the head gets its elastic instances before the next
+/// execution's essential part, and a blocked head stops the pass.
+#[test]
+fn elastic_greedy_serves_the_head_whole_and_blocks_behind_it() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.cfg.stop_rule = StopRule::Greedy;
+    let a = w.submit(zapp(&[("a", 1, 4, 1000, 64, &[])], 0));
+    let b = w.submit(zapp(&[("b", 1, 1, 1000, 64, &[])], 0));
+    let (plan, waiting) = w.pass();
+    assert_eq!(plan.starting, vec![a], "A's elastic part took the node first");
+    assert_eq!(plan.placements.len(), 4);
+    assert_eq!(waiting.iter().map(|x| x.execution).collect::<Vec<_>>(), vec![b]);
+    // Flexible, for contrast: B's essential part beats A's elastic part.
+    w.cfg.stop_rule = StopRule::EssentialFits;
+    let (plan, _) = w.pass();
+    assert_eq!(plan.starting, vec![a, b]);
+}
+
+/// `zoe exec plan`: on one node of 4 cores with R (2 cores, size 400
+/// core-seconds: 200 s) running, a 2-core ZApp fits now on n1; a 4-core one
+/// waits, first in the queue, and would start when R ends, 200 s after R
+/// started; a 8-core one never fits. Nothing is submitted for real.
+#[test]
+fn a_dry_run_says_whether_where_and_when() {
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.submit(zapp(&[("r", 2, 2, 1000, 64, &[])], 400));
+    w.run_pass();
+    let started = w.now;
+    w.now += 50_000;
+    let before = w.st.executions.len();
+    let fits = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("j", 2, 2, 1000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(fits.fits_now && fits.start_in_s == Some(0.0));
+    assert_eq!(fits.placements, vec![("j0".to_string(), "n1".to_string()), ("j1".to_string(), "n1".to_string())]);
+    let waits = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("big", 4, 4, 1000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(!waits.fits_now && !waits.never_fits);
+    assert_eq!((waits.queue_position, waits.queue_length), (1, 1));
+    assert!(waits.reason.as_deref().unwrap().contains("waiting for room"), "{waits:?}");
+    assert_eq!(waits.start_in_s, Some((started + 200_000 - w.now) as f64 / 1000.0), "{waits:?}");
+    let never = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("huge", 1, 1, 8000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(never.never_fits && never.start_in_s.is_none());
+    assert_eq!(w.st.executions.len(), before, "the state is untouched");
+    // Without size hints the end of what runs is unknown: no estimate.
+    let mut w = World::new(&[("n1", 4, 4096, &[])]);
+    w.submit(zapp(&[("r", 2, 2, 1000, 64, &[])], 0));
+    w.run_pass();
+    let unknown = dry_run(&w.st, &w.platform, &w.cfg, zapp(&[("big", 4, 4, 1000, 64, &[])], 0), "u", w.now).unwrap();
+    assert!(unknown.start_in_s.is_none() && unknown.estimate.contains("without a size hint"), "{unknown:?}");
 }

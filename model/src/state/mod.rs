@@ -12,6 +12,7 @@ pub mod network;
 pub mod node;
 pub mod plan;
 pub mod service;
+pub mod usage;
 pub mod user;
 pub mod workflow;
 
@@ -22,6 +23,7 @@ pub use network::ClusterNetwork;
 pub use node::{Capacity, Drain, Node, NodeStatus, Registration};
 pub use plan::{Placement, Plan};
 pub use service::{BackendStatus, PublishedPort, Service, ServiceId, ServiceStatus};
+pub use usage::UserUsage;
 pub use user::{Capabilities, Quota, QuotaId, Role, RoleId, User, UserId};
 pub use workflow::{Run, RunId, RunStatus, RunTrigger, StepStatus, WorkflowId, WorkflowRecord};
 
@@ -74,6 +76,10 @@ pub struct State {
     /// Executions the command being applied ended (empty between commands).
     #[serde(skip)]
     ended: Vec<ExecutionId>,
+    /// Core-time each user's ended containers used, by hour (`usage.rs`):
+    /// what the fair-share policy orders by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, UserUsage>,
     /// Derived from the records above, never replicated (`index.rs`).
     #[serde(skip)]
     index: index::Derived,
@@ -103,6 +109,7 @@ impl Default for State {
             runs: BTreeMap::new(),
             step_executions: BTreeMap::new(),
             ended: Vec::new(),
+            usage: BTreeMap::new(),
             index: index::Derived::default(),
         }
     }
@@ -261,6 +268,8 @@ impl State {
                     // already accounted for changes nothing.
                     return Ok(Applied::Done);
                 }
+                self.charge_usage(*id, *time);
+                let s = self.service_mut(*id)?;
                 s.set_status(ServiceStatus::Inactive)?;
                 s.backend_status = BackendStatus::Destroyed;
                 s.time_end = Some(*time);
@@ -812,6 +821,8 @@ impl State {
             // A report about an earlier attempt's container: nothing to do.
             return Ok(Applied::Done);
         }
+        self.charge_usage(id, time);
+        let s = self.service_mut(id)?;
         let was_stopping = s.status == ServiceStatus::Terminating;
         s.set_status(ServiceStatus::Inactive)?;
         s.backend_status = if oom { BackendStatus::OomKilled } else { BackendStatus::Dead };
@@ -861,6 +872,7 @@ impl State {
             let requeue = e.description.requeue_on_eviction(requeue_batch);
             let active_exec = matches!(e.status, ExecutionStatus::Starting | ExecutionStatus::Running);
             let (essential, exec_id, inst) = (s.essential, s.execution_id, s.name.clone());
+            self.charge_usage(sid, time);
             self.index.touch_service(sid);
             let s = self.services.get_mut(&sid).expect("listed");
             // The container cannot be stopped from here: when the node comes

@@ -31,6 +31,13 @@ pub struct Plan {
     /// in this plan (recorded in `State::core_shares`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_shares: Vec<(String, Millicores)>,
+    /// Elastic instances to stop so that a higher-priority execution's
+    /// essential part fits (elastic-only preemption). Never an essential
+    /// instance: the plan is refused whole if it names one. The victims
+    /// stay part of their execution and are placed again by the elastic
+    /// phase of a later pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preempt: Vec<ServiceId>,
 }
 
 impl Plan {
@@ -41,6 +48,7 @@ impl Plan {
             && self.placements.is_empty()
             && self.core_shares.is_empty()
             && self.node_shares.is_empty()
+            && self.preempt.is_empty()
     }
 }
 
@@ -108,6 +116,21 @@ impl super::State {
                 )));
             }
         }
+        for id in &plan.preempt {
+            let s = self.service(*id)?;
+            if s.essential {
+                return Err(StateError::Conflict(format!(
+                    "plan preempts service {} ({}), which is essential",
+                    s.id, s.name
+                )));
+            }
+            if !matches!(s.status, ServiceStatus::Starting | ServiceStatus::Active) {
+                return Err(StateError::Conflict(format!(
+                    "plan preempts service {} ({}), which is {}",
+                    s.id, s.name, s.status
+                )));
+            }
+        }
         self.check_capacity(plan)?;
         for (id, _) in &plan.core_shares {
             self.service(*id)?;
@@ -142,6 +165,12 @@ impl super::State {
             if s.status == ServiceStatus::Active {
                 s.cores_allocated = Some(*cores);
             }
+        }
+        for id in &plan.preempt {
+            self.index.touch_service(*id);
+            let s = self.services.get_mut(id).expect("verified");
+            s.set_status(ServiceStatus::Terminating).expect("verified");
+            s.last_exit_reason = Some("preempted by a higher-priority execution".into());
         }
         // A node's recorded share holds only while every instance placed
         // there since was given its cores under it.
