@@ -26,7 +26,10 @@ pub struct UserUsage {
 impl UserUsage {
     /// Adds `millicores` used over `[start, end)`, split over the buckets it spans.
     pub fn charge(&mut self, millicores: u64, start: Millis, end: Millis) {
-        let mut t = start;
+        // What is older than the window would be dropped below anyway; a
+        // container that ran for months costs no more than the window's
+        // buckets to charge.
+        let mut t = start.max(end.saturating_sub(USAGE_KEEP_MS));
         while t < end {
             let b = t / USAGE_BUCKET_MS;
             let upto = ((b + 1) * USAGE_BUCKET_MS).min(end);
