@@ -1175,5 +1175,11 @@ async fn a_dry_run_plans_a_zapp_without_submitting_it() {
     assert_eq!(r.body["queue_position"], 1);
     let r = c.call(0, Method::POST, "/api/v1/zapp/plan", Some(&admin), Some(json!({"services": 1}))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // What a user's submission would be refused is refused by the plan too.
+    let (_, user) = c.user(&admin, "uma", json!({})).await;
+    let mut host = hello_zapp();
+    host["services"][0]["network"] = json!("host");
+    let r = c.call(0, Method::POST, "/api/v1/zapp/plan", Some(&user), Some(host)).await;
+    assert_eq!(expect_error(&r, StatusCode::FORBIDDEN, "forbidden")[0]["path"], "/services/0/network", "{}", r.body);
     c.stop().await;
 }

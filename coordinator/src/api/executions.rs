@@ -315,8 +315,10 @@ pub async fn validate(_caller: Caller, body: Body) -> HttpResult<axum::Json<ZApp
 pub async fn plan(caller: Caller, body: Body) -> HttpResult<axum::Json<ExecutionPlan>> {
     let ctx = &caller.ctx;
     let v = Value::Object(body.0);
-    let (mut app, _) = validate_app(Some(&v), "")?;
-    app.set_default_memory_limit(ctx.coord().config().api.memory_default_bytes);
+    let (app, _) = validate_app(Some(&v), "")?;
+    // What a submission would be refused (registries, host access, quota
+    // ceilings) is refused here too, with the same 4xx, not planned.
+    let app = admit_app(ctx, &caller, app, "")?;
     let nodes = ctx.live_nodes().await.ok_or_else(|| {
         HttpError::unavailable("no_live_source", "a dry run needs the leader's live view of the nodes")
     })?;
