@@ -21,8 +21,8 @@ pub mod workload;
 
 use std::collections::BTreeMap;
 use zoe_common::zapp::ZApp;
-use zoe_model::scheduler::{LiveNode, Platform, SchedulerConfig, schedule};
-use zoe_model::state::{Applied, Command, ExecutionId, ExecutionStatus, Millis, Registration, ServiceStatus, State};
+use zoe_model::scheduler::{LiveNode, Platform, SchedulerConfig, dry_run, schedule};
+use zoe_model::state::{Applied, Command, ExecutionId, ExecutionStatus, Millis, Registration, State};
 
 /// One application of a workload.
 #[derive(Debug, Clone)]
@@ -329,32 +329,10 @@ fn pass(
     !preempted.is_empty()
 }
 
-/// The application's work is done: its first essential instance exits
-/// with 0 (a batch job's end), and what is stopped then is stopped.
+/// The application's work is done ([`dry_run::finish`]), and it leaves the
+/// state.
 fn finish(st: &mut State, id: ExecutionId, t: Millis) {
-    let first = st
-        .services_of(id)
-        .find(|s| s.essential && s.status == ServiceStatus::Active)
-        .and_then(|s| Some((s.id, s.container_id.clone()?)));
-    if let Some((sid, cid)) = first {
-        let exited = Command::ServiceExited {
-            id: sid,
-            container_id: cid,
-            exit_code: Some(0),
-            oom_killed: false,
-            reason: "work done".into(),
-            time: t,
-        };
-        let _ = st.apply(&exited);
-    }
-    let stopping: Vec<_> = st
-        .services_of(id)
-        .filter(|s| s.status == ServiceStatus::Terminating)
-        .filter_map(|s| Some((s.id, s.container_id.clone()?)))
-        .collect();
-    for (sid, cid) in stopping {
-        let _ = st.apply(&Command::ServiceStopped { id: sid, container_id: cid, time: t });
-    }
+    dry_run::finish(st, id, t);
     // Ended executions leave the state, so a pass costs what is queued and
     // running, not the whole history.
     if st.executions.get(&id).is_some_and(|e| e.status == ExecutionStatus::Terminated) {

@@ -38,16 +38,7 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
     let (pw, ph) = (W - L - R, H - T - B);
     let x = |v: f64| L + (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo) * pw;
     let y = |f: f64| T + (1.0 - f) * ph;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<rect width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>
-"##,
-        L + pw / 2.0,
-        escape(title)
-    );
+    let mut svg = header(title, pw);
     // Grid and axes: a line per decade, per tenth of the fraction.
     for d in (lo as i32)..=(hi as i32) {
         let gx = x(10f64.powi(d));
@@ -130,16 +121,7 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> S
     let (pw, ph) = (W - L - R, H - T - B);
     let x = |v: f64| L + v / xmax * pw;
     let y = |v: f64| T + (1.0 - v / top) * ph;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<rect width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>
-"##,
-        L + pw / 2.0,
-        escape(title)
-    );
+    let mut svg = header(title, pw);
     for k in 0..=10 {
         let gx = x(xmax * k as f64 / 10.0);
         let _ = writeln!(
@@ -193,6 +175,21 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> S
         );
     }
     svg.push_str("</svg>\n");
+    svg
+}
+
+/// The document's start: size, white background and the centred title.
+fn header(title: &str, pw: f64) -> String {
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>
+"##,
+        L + pw / 2.0,
+        escape(title)
+    );
     svg
 }
 

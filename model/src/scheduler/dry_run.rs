@@ -160,8 +160,11 @@ fn commit(st: &mut State, plan: Plan, t: Millis) {
     }
 }
 
-/// The execution's work is done: an essential instance exits 0 and the rest stop.
-fn finish(st: &mut State, id: ExecutionId, t: Millis) {
+/// The execution's work is done, in a simulation (the dry run's and
+/// zoe-sim's): its first running essential instance exits 0 (a batch job's
+/// end; with none, the execution is terminated), and what that stops has
+/// stopped by `t`.
+pub fn finish(st: &mut State, id: ExecutionId, t: Millis) {
     let first = st
         .services_of(id)
         .find(|s| s.essential && s.status == ServiceStatus::Active)

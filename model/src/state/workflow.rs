@@ -341,6 +341,27 @@ impl State {
         Ok(Applied::Created(run_id))
     }
 
+    /// Instance `instance` of step `step` (and the step's index) of a run
+    /// still going; `None` once the run has ended: a late command about it
+    /// then changes nothing.
+    fn running_instance(
+        &self,
+        run_id: RunId,
+        step: &str,
+        instance: u32,
+    ) -> Result<Option<(usize, &StepInstance)>, StateError> {
+        let r = self.run(run_id)?;
+        if r.status != RunStatus::Running {
+            return Ok(None);
+        }
+        let si = r.step_index(step)?;
+        let inst = r.steps[si]
+            .instances
+            .get(instance as usize)
+            .ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
+        Ok(Some((si, inst)))
+    }
+
     /// The leader saw a step's execution ended with no outcome recorded
     /// (the fallback of [`State::step_execution_ended`]): its outcome is
     /// recorded (a retry scheduled if one is left), and the run moves on
@@ -352,15 +373,9 @@ impl State {
         instance: u32,
         time: Millis,
     ) -> Result<Applied, StateError> {
-        let r = self.run(run_id)?;
-        if r.status != RunStatus::Running {
+        let Some((si, inst)) = self.running_instance(run_id, step, instance)? else {
             return Ok(Applied::Done);
-        }
-        let si = r.step_index(step)?;
-        let inst = r.steps[si]
-            .instances
-            .get(instance as usize)
-            .ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
+        };
         let Some(att) = inst.last().filter(|a| a.outcome.is_none()) else {
             return Err(StateError::Conflict(format!("step {step}[{instance}] of run {run_id} has no attempt going")));
         };
@@ -493,15 +508,9 @@ impl State {
         attempt: u32,
         time: Millis,
     ) -> Result<Applied, StateError> {
-        let r = self.run(run_id)?;
-        if r.status != RunStatus::Running {
+        let Some((si, inst)) = self.running_instance(run_id, step, instance)? else {
             return Ok(Applied::Done);
-        }
-        let si = r.step_index(step)?;
-        let inst = r.steps[si]
-            .instances
-            .get(instance as usize)
-            .ok_or_else(|| not_found(format!("instance {instance} of step {step}")))?;
+        };
         if inst.attempts.len() as u32 != attempt || inst.retry_at.is_none_or(|at| at > time) {
             return Err(StateError::Conflict(format!(
                 "attempt {attempt} of step {step}[{instance}] of run {run_id} is not due"
