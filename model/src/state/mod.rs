@@ -956,3 +956,26 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+/// What every model test applies commands through.
+#[cfg(test)]
+pub(crate) mod check {
+    use super::{Applied, Command, State, StateError};
+
+    /// `c` must be applied. The derived index is read after it: debug
+    /// builds check it against a rebuild on every read, so every test
+    /// checks it after every command.
+    pub fn ok(st: &mut State, c: &Command) -> Applied {
+        let applied = st.apply(c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        st.index();
+        applied
+    }
+
+    /// `c` must be refused, and change nothing.
+    pub fn refused(st: &mut State, c: &Command) -> StateError {
+        let before = st.clone();
+        let e = st.apply(c).expect_err("should be refused");
+        assert_eq!(*st, before, "a refused command must change nothing");
+        e
+    }
+}

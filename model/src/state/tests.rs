@@ -54,18 +54,11 @@ impl World {
     }
 
     fn ok(&mut self, c: Command) -> Applied {
-        let applied = self.st.apply(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
-        // Debug builds check the derived index against a rebuild on every
-        // read: every test here checks it after every command.
-        self.st.index();
-        applied
+        super::check::ok(&mut self.st, &c)
     }
 
     fn refused(&mut self, c: Command) -> StateError {
-        let before = self.st.clone();
-        let e = self.st.apply(&c).expect_err("should be refused");
-        assert_eq!(self.st, before, "a refused command must change nothing");
-        e
+        super::check::refused(&mut self.st, &c)
     }
 
     fn submit(&mut self, a: ZApp) -> ExecutionId {

@@ -46,16 +46,11 @@ impl World {
     }
 
     fn ok(&mut self, c: Command) -> Applied {
-        let applied = self.st.apply(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
-        self.st.index();
-        applied
+        crate::state::check::ok(&mut self.st, &c)
     }
 
     fn refused(&mut self, c: Command) -> StateError {
-        let before = self.st.clone();
-        let e = self.st.apply(&c).expect_err("should be refused");
-        assert_eq!(self.st, before, "a refused command must change nothing");
-        e
+        crate::state::check::refused(&mut self.st, &c)
     }
 
     fn create(&mut self, d: Workflow) -> WorkflowId {
