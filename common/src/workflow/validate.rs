@@ -415,6 +415,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_pipeline_is_valid() {
+        let v: Value = serde_json::from_str(include_str!("../../../examples/workflows/hello-pipeline.json")).unwrap();
+        assert_eq!(errors(v), Vec::<(String, String)>::new());
+    }
+
+    #[test]
     fn a_valid_pipeline_parses() {
         let mut last = step("report", &["train", "cleanup"]);
         last["zapp"]["services"][0]["environment"] =
