@@ -191,7 +191,7 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     );
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = 0;
-    while backend.connected() < args.hollow + 0 && Instant::now() < deadline {
+    while backend.connected() < args.hollow && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let n = backend.connected();
         if n / 500 != last / 500 {

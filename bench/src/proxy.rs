@@ -134,7 +134,9 @@ async fn bench(
     for &(pid, cpu) in &placed {
         pin(pid, cpu).with_context(|| format!("pinning process {pid} to CPU {cpu}"))?;
     }
-    eprintln!("pinned: the proxies (coordinator {coordinator}, nginx) to CPU 1, the client and zoe-echo ({echo}) to CPU 0");
+    eprintln!(
+        "pinned: the proxies (coordinator {coordinator}, nginx) to CPU 1, the client and zoe-echo ({echo}) to CPU 0"
+    );
     let apart = downloads(args, cluster, &get, &direct, &proxied, base).await;
     for &(pid, _) in &placed {
         let _ = unpin(pid);

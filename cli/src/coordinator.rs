@@ -88,10 +88,10 @@ async fn serve(config: CoordinatorConfig) -> Result<()> {
 fn client_for(config: &CoordinatorConfig) -> Result<CoordinatorClient> {
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let mut addr = config.advertised_addr();
-    if let Ok(sa) = addr.parse::<SocketAddr>() {
-        if sa.ip().is_unspecified() {
-            addr = SocketAddr::new([127, 0, 0, 1].into(), sa.port()).to_string();
-        }
+    if let Ok(sa) = addr.parse::<SocketAddr>()
+        && sa.ip().is_unspecified()
+    {
+        addr = SocketAddr::new([127, 0, 0, 1].into(), sa.port()).to_string();
     }
     let mut c = CoordinatorClient::new(&tls, vec![CoordNode { addr, name: config.name.clone() }])?;
     c.attempt_timeout = Duration::from_secs(30);

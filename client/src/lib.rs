@@ -308,7 +308,7 @@ impl Client {
             if std::time::Instant::now() >= deadline {
                 return Err(err);
             }
-            if k % self.bases.len() == 0 {
+            if k.is_multiple_of(self.bases.len()) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }

@@ -85,7 +85,7 @@ impl std::iter::Sum for Millicores {
 
 impl fmt::Display for Millicores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             let s = format!("{:.3}", self.as_cores());
@@ -97,7 +97,11 @@ impl fmt::Display for Millicores {
 /// Serialised as Zoe's cores: a JSON number, an integer when whole.
 impl Serialize for Millicores {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1000 == 0 { s.serialize_u64(u64::from(self.0 / 1000)) } else { s.serialize_f64(self.as_cores()) }
+        if self.0.is_multiple_of(1000) {
+            s.serialize_u64(u64::from(self.0 / 1000))
+        } else {
+            s.serialize_f64(self.as_cores())
+        }
     }
 }
 

@@ -16,13 +16,13 @@ pub fn identity_from_cert(der: &CertificateDer<'_>) -> Result<Identity, NetError
         .ok_or_else(|| NetError::Identity("certificate has no subjectAltName".into()))?;
     let mut found = None;
     for name in &san.value.general_names {
-        if let GeneralName::DNSName(dns) = name {
-            if let Some(id) = Identity::from_san(dns) {
-                if found.is_some() {
-                    return Err(NetError::Identity("certificate carries several identities".into()));
-                }
-                found = Some(id);
+        if let GeneralName::DNSName(dns) = name
+            && let Some(id) = Identity::from_san(dns)
+        {
+            if found.is_some() {
+                return Err(NetError::Identity("certificate carries several identities".into()));
             }
+            found = Some(id);
         }
     }
     found.ok_or_else(|| NetError::Identity("certificate carries no <role>.<name>.zoe identity".into()))

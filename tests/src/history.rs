@@ -440,16 +440,16 @@ fn check_execution_reads(ops: &[Op], v: &mut Vec<Violation>) {
                     ),
                     ops: vec![w.id, rd.id],
                 }),
-                Call::ReadExecution { name: n } if n == name && status_of(w).as_deref() == Some("terminated") => {
-                    if status != "terminated" {
-                        v.push(Violation {
-                            kind: "linearizability",
-                            what: format!(
-                                "a consistent read saw execution {name} {status} after another saw it terminated"
-                            ),
-                            ops: vec![w.id, rd.id],
-                        })
-                    }
+                Call::ReadExecution { name: n }
+                    if n == name && status_of(w).as_deref() == Some("terminated") && status != "terminated" =>
+                {
+                    v.push(Violation {
+                        kind: "linearizability",
+                        what: format!(
+                            "a consistent read saw execution {name} {status} after another saw it terminated"
+                        ),
+                        ops: vec![w.id, rd.id],
+                    })
                 }
                 _ => {}
             }

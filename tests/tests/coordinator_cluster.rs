@@ -223,10 +223,10 @@ async fn partitioned_leader_acknowledges_nothing_and_rejoins() {
     let new = loop {
         let mut found = None;
         for &i in &others {
-            if let Some(s) = c.status(i).await {
-                if s.role == "Leader" {
-                    found = Some(i);
-                }
+            if let Some(s) = c.status(i).await
+                && s.role == "Leader"
+            {
+                found = Some(i);
             }
         }
         if let Some(i) = found {

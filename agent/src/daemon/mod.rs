@@ -204,7 +204,7 @@ impl Agent {
             failures += 1;
             // Back off once per round over the list, with jitter so that a
             // restarted cluster is not hit by every agent at once.
-            if failures as usize % list.len().max(1) == 0 || list.len() == 1 {
+            if (failures as usize).is_multiple_of(list.len().max(1)) || list.len() == 1 {
                 let exp = self.cfg.reconnect_min_ms.saturating_mul(1 << (failures / list.len().max(1) as u32).min(10));
                 let cap = exp.min(self.cfg.reconnect_max_ms);
                 let wait = {

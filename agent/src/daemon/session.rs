@@ -124,7 +124,7 @@ impl Agent {
             tokio::select! {
                 _ = tick.tick() => {
                     seq += 1;
-                    let stats = self.live_stats(seq % SLOW_EVERY == 0).await;
+                    let stats = self.live_stats(seq.is_multiple_of(SLOW_EVERY)).await;
                     if let Err(e) = write_frame(&mut send, &AgentMessage::Heartbeat { seq, stats }, proto::MAX_FRAME).await {
                         break Outcome::Ended(format!("heartbeat: {e}"));
                     }

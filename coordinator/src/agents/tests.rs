@@ -38,7 +38,7 @@ fn agent_protocol_decoder_survives_garbage() {
     use zoe_common::proto::*;
     use zoe_net::frame::{decode, encode};
     let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
-    let valid = vec![
+    let valid = [
         encode(&AgentMessage::Heartbeat { seq: 3, stats: LiveStats::default() }, MAX_FRAME).unwrap(),
         encode(
             &CommandRequest {

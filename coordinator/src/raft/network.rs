@@ -201,10 +201,10 @@ impl PeerPool {
     }
 
     async fn connect(&self, id: NodeId, node: &CoordNode) -> Result<quinn::Connection, NetError> {
-        if let Some(c) = self.conns.lock().expect("pool lock").get(&id) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.conns.lock().expect("pool lock").get(&id)
+            && c.close_reason().is_none()
+        {
+            return Ok(c.clone());
         }
         let addr: SocketAddr = tokio::net::lookup_host(&node.addr)
             .await?

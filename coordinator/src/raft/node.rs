@@ -941,7 +941,7 @@ impl Coordinator {
         let mut by_progress = voters.clone();
         by_progress.sort_by_key(|id| std::cmp::Reverse(matched(&m, *id)));
         let Some(&successor) = by_progress.first() else { return };
-        let quorum = (voters.len() + 1) / 2 + 1;
+        let quorum = voters.len().div_ceil(2) + 1;
         // The leader must keep a quorum with the members it still reaches
         // (in an even-sized cluster it cannot, and the hand-off would stop
         // writes for longer than a plain stop).

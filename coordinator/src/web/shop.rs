@@ -122,7 +122,7 @@ impl Entry {
             return true;
         }
         let enabled = self.enabled_for.iter().any(|r| r == "all" || *r == role.name);
-        enabled && !self.disabled_for.iter().any(|r| *r == role.name)
+        enabled && !self.disabled_for.contains(&role.name)
     }
 }
 
@@ -303,7 +303,7 @@ fn check_parameter(p: &Parameter, app: &ZApp) -> Result<(), ParameterProblem> {
 /// relative references.
 fn safe_url(url: &str) -> bool {
     let u = url.trim().to_ascii_lowercase();
-    let scheme_end = u.find(|c: char| matches!(c, ':' | '/' | '?' | '#'));
+    let scheme_end = u.find([':', '/', '?', '#']);
     match scheme_end {
         Some(i) if u.as_bytes()[i] == b':' => {
             u.starts_with("http:") || u.starts_with("https:") || u.starts_with("mailto:")

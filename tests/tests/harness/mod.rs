@@ -300,10 +300,10 @@ impl Cluster {
                 }
             }
             let leader = views.values().flatten().find(|s| s.role == "Leader").map(|s| s.id);
-            if let Some(l) = leader {
-                if views.values().all(|s| s.as_ref().is_some_and(|s| s.leader == Some(l))) {
-                    return self.index_of(l);
-                }
+            if let Some(l) = leader
+                && views.values().all(|s| s.as_ref().is_some_and(|s| s.leader == Some(l)))
+            {
+                return self.index_of(l);
             }
             assert!(Instant::now() < deadline, "no agreed leader within {within:?}: {views:#?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
