@@ -85,16 +85,7 @@ pub fn cdf_svg(title: &str, series: &[Series]) -> String {
                 points.trim_end()
             );
         }
-        let ly = T + 10.0 + 20.0 * i as f64;
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"##,
-            L + pw + 12.0,
-            L + pw + 36.0,
-            L + pw + 42.0,
-            ly + 4.0,
-            escape(&s.label)
-        );
+        legend(&mut svg, i, colour, &s.label, pw);
     }
     svg.push_str("</svg>\n");
     svg
@@ -163,19 +154,25 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> S
             r##"<polyline fill="none" stroke="{colour}" stroke-width="1.4" points="{}"/>"##,
             points.join(" ")
         );
-        let ly = T + 10.0 + 20.0 * i as f64;
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"##,
-            L + pw + 12.0,
-            L + pw + 36.0,
-            L + pw + 42.0,
-            ly + 4.0,
-            escape(&l.label)
-        );
+        legend(&mut svg, i, colour, &l.label, pw);
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Entry `i` of the legend, right of the plot: a stroke of the series'
+/// colour and its label.
+fn legend(svg: &mut String, i: usize, colour: &str, label: &str, pw: f64) {
+    let ly = T + 10.0 + 20.0 * i as f64;
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+        L + pw + 12.0,
+        L + pw + 36.0,
+        L + pw + 42.0,
+        ly + 4.0,
+        escape(label)
+    );
 }
 
 /// The document's start: size, white background and the centred title.

@@ -95,16 +95,7 @@ impl World {
 
     /// The agents stop whatever is terminating.
     fn agents_stop(&mut self) {
-        let stopping: Vec<_> = self
-            .st
-            .services
-            .values()
-            .filter(|s| s.status == ServiceStatus::Terminating)
-            .map(|s| (s.id, s.container_id.clone().unwrap()))
-            .collect();
-        for (id, cid) in stopping {
-            self.ok(Command::ServiceStopped { id, container_id: cid, time: self.now });
-        }
+        crate::state::check::stop_terminating(&mut self.st, self.now);
         self.recount();
     }
 

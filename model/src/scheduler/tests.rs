@@ -122,18 +122,7 @@ impl World {
 
     /// The agents report every container the state is stopping as gone.
     fn stop_terminating(&mut self) -> usize {
-        let stopping: Vec<_> = self
-            .st
-            .services
-            .values()
-            .filter(|s| s.status == ServiceStatus::Terminating)
-            .map(|s| (s.id, s.container_id.clone().unwrap()))
-            .collect();
-        for (id, container_id) in &stopping {
-            let cmd = Command::ServiceStopped { id: *id, container_id: container_id.clone(), time: self.now };
-            self.st.apply(&cmd).unwrap();
-        }
-        stopping.len()
+        crate::state::check::stop_terminating(&mut self.st, self.now)
     }
 
     /// The execution's work is done: its first essential instance exits 0.

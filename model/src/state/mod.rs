@@ -971,6 +971,21 @@ pub(crate) mod check {
         applied
     }
 
+    /// The agents report every container the state is stopping as gone
+    /// at `time`; how many there were.
+    pub fn stop_terminating(st: &mut State, time: super::Millis) -> usize {
+        let stopping: Vec<_> = st
+            .services
+            .values()
+            .filter(|s| s.status == super::ServiceStatus::Terminating)
+            .map(|s| (s.id, s.container_id.clone().expect("a terminating instance has its container")))
+            .collect();
+        for (id, container_id) in &stopping {
+            ok(st, &Command::ServiceStopped { id: *id, container_id: container_id.clone(), time });
+        }
+        stopping.len()
+    }
+
     /// `c` must be refused, and change nothing.
     pub fn refused(st: &mut State, c: &Command) -> StateError {
         let before = st.clone();
