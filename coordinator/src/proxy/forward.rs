@@ -160,18 +160,13 @@ pub async fn forward(
         // the client (see `Relay`), not by a task of its own: a download
         // then reads from the service and writes to the client without a
         // wake-up of another thread for every chunk.
-        let mut conn = Box::pin(conn);
+        let mut conn = Some(Box::pin(conn));
         let mut sending = std::pin::pin!(sender.send_request(request));
-        let mut closed = false;
         let resp = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = sending.as_mut().poll(cx) {
                 return Poll::Ready(r);
             }
-            if !closed && let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                closed = true;
-                if let Err(e) = r {
-                    tracing::debug!(%upstream, "proxy connection: {e}");
-                }
+            if drive(&mut conn, cx) {
                 // The answer, or the error, is in `sending` now.
                 return sending.as_mut().poll(cx);
             }
@@ -181,7 +176,6 @@ pub async fn forward(
         .map_err(|e| ForwardError::Http(upstream.to_string(), e))?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let conn = (!closed).then_some(conn);
         return Ok(Response::from_parts(parts, Body::new(Relay { conn, body })));
     };
     let name = upstream.to_string();
@@ -221,20 +215,25 @@ struct Relay {
     body: Incoming,
 }
 
+/// Polls the service connection while it lasts; true when it has just
+/// ended (and is dropped).
+fn drive(conn: &mut Option<Pin<Box<Upstream>>>, cx: &mut Context<'_>) -> bool {
+    let Some(c) = conn.as_mut() else { return false };
+    let Poll::Ready(r) = c.as_mut().poll(cx) else { return false };
+    *conn = None;
+    if let Err(e) = r {
+        tracing::debug!("proxy connection: {e}");
+    }
+    true
+}
+
 impl HttpBody for Relay {
     type Data = Bytes;
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(conn) = this.conn.as_mut()
-            && let Poll::Ready(r) = conn.as_mut().poll(cx)
-        {
-            this.conn = None;
-            if let Err(e) = r {
-                tracing::debug!("proxy connection: {e}");
-            }
-        }
+        drive(&mut this.conn, cx);
         Pin::new(&mut this.body).poll_frame(cx)
     }
 
