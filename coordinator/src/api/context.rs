@@ -407,6 +407,19 @@ impl Caller {
     pub fn may_touch(&self, owner: &str) -> bool {
         self.user.username == owner || self.caps().can_operate_others
     }
+
+    /// 403 unless [`Caller::may_touch`] `what` (e.g. "execution 7"), one of
+    /// others' `kind` (e.g. "executions"). Who owns it is the owner's
+    /// business: the answer does not say.
+    pub fn require_touch(&self, owner: &str, what: impl std::fmt::Display, kind: &str) -> HttpResult<()> {
+        if self.may_touch(owner) {
+            return Ok(());
+        }
+        Err(HttpError::forbidden(format!(
+            "{what} belongs to another user; user {} may not operate others' {kind}",
+            self.user.username
+        )))
+    }
 }
 
 pub fn bearer(headers: &HeaderMap) -> HttpResult<Option<String>> {

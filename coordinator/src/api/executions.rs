@@ -43,13 +43,7 @@ fn detail(s: &State, e: &Execution) -> ExecutionView {
 /// if it is someone else's and the caller may not operate others.
 fn visible<'a>(s: &'a State, caller: &Caller, id: ExecutionId) -> HttpResult<&'a Execution> {
     let e = s.executions.get(&id).ok_or_else(|| HttpError::missing("execution", id))?;
-    if !caller.may_touch(&e.owner) {
-        // Who owns it is the owner's business: the answer does not say.
-        return Err(HttpError::forbidden(format!(
-            "execution {id} belongs to another user; user {} may not operate others' executions",
-            caller.user.username
-        )));
-    }
+    caller.require_touch(&e.owner, format_args!("execution {id}"), "executions")?;
     Ok(e)
 }
 

@@ -44,23 +44,13 @@ fn visible<'a>(s: &'a State, caller: &Caller, key: &str) -> HttpResult<&'a Workf
         Err(_) => s.workflows.values().find(|w| w.doc.name == key && w.owner == caller.user.username),
     }
     .ok_or_else(|| HttpError::missing("workflow", key))?;
-    if !caller.may_touch(&w.owner) {
-        return Err(HttpError::forbidden(format!(
-            "workflow {key} belongs to another user; user {} may not operate others' workflows",
-            caller.user.username
-        )));
-    }
+    caller.require_touch(&w.owner, format_args!("workflow {key}"), "workflows")?;
     Ok(w)
 }
 
 fn visible_run<'a>(s: &'a State, caller: &Caller, id: RunId) -> HttpResult<&'a crate::state::Run> {
     let r = s.runs.get(&id).ok_or_else(|| HttpError::missing("workflow run", id))?;
-    if !caller.may_touch(&r.owner) {
-        return Err(HttpError::forbidden(format!(
-            "workflow run {id} belongs to another user; user {} may not operate others' workflows",
-            caller.user.username
-        )));
-    }
+    caller.require_touch(&r.owner, format_args!("workflow run {id}"), "workflows")?;
     Ok(r)
 }
 
