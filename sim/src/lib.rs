@@ -295,38 +295,22 @@ fn pass(
     outcomes: &mut [Outcome],
 ) -> bool {
     let plan = schedule(st, platform, cfg, t);
-    if plan.is_empty() {
-        return false;
-    }
-    let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
-    let preempted = plan.preempt.clone();
-    if st.apply(&Command::ApplyPlan(plan)).is_err() {
-        return false;
-    }
-    for sid in placed {
-        let Some(s) = st.services.get(&sid) else { continue };
-        let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
-        let started = Command::ServiceStarted { id: sid, container_id: cid, ip_address: None, ports: vec![], time: t };
-        if st.apply(&started).is_ok()
-            && let Some(r) = live.get_mut(&exec)
-        {
-            r.active += 1;
-            let o = &mut outcomes[r.outcome];
-            if o.start.is_none() {
-                o.start = st.executions.get(&exec).and_then(|e| e.time_start);
-            }
+    let preempted = !plan.preempt.is_empty();
+    let done = dry_run::commit(st, plan, t);
+    for exec in done.started {
+        let Some(r) = live.get_mut(&exec) else { continue };
+        r.active += 1;
+        let o = &mut outcomes[r.outcome];
+        if o.start.is_none() {
+            o.start = st.executions.get(&exec).and_then(|e| e.time_start);
         }
     }
-    for sid in &preempted {
-        let Some(s) = st.services.get(sid) else { continue };
-        let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
-        if st.apply(&Command::ServiceStopped { id: *sid, container_id: cid, time: t }).is_ok()
-            && let Some(r) = live.get_mut(&exec)
-        {
+    for exec in done.stopped {
+        if let Some(r) = live.get_mut(&exec) {
             r.active = r.active.saturating_sub(1);
         }
     }
-    !preempted.is_empty()
+    preempted && done.applied
 }
 
 /// The application's work is done ([`dry_run::finish`]), and it leaves the

@@ -134,30 +134,42 @@ fn simulate(
     (None, format!("not within {MAX_STEPS} simulated passes"))
 }
 
-/// Commits a plan as if every node answered at once: placed instances
-/// start, preempted ones stop.
-fn commit(st: &mut State, plan: Plan, t: Millis) {
+/// What [`commit`] did: whether the state took the plan, and the
+/// executions of the instances it started and of those it stopped, one
+/// entry per instance.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub applied: bool,
+    pub started: Vec<ExecutionId>,
+    pub stopped: Vec<ExecutionId>,
+}
+
+/// Commits a plan as if every node answered at once, in a simulation (the
+/// dry run's and zoe-sim's): placed instances start, preempted ones stop.
+pub fn commit(st: &mut State, plan: Plan, t: Millis) -> Committed {
+    let mut done = Committed::default();
     let placed: Vec<_> = plan.placements.iter().map(|p| p.service).collect();
     let preempted = plan.preempt.clone();
     if plan.is_empty() || st.apply(&Command::ApplyPlan(plan)).is_err() {
-        return;
+        return done;
     }
+    done.applied = true;
     for sid in placed {
-        if let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) {
-            let _ = st.apply(&Command::ServiceStarted {
-                id: sid,
-                container_id: cid,
-                ip_address: None,
-                ports: vec![],
-                time: t,
-            });
+        let Some(s) = st.services.get(&sid) else { continue };
+        let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
+        let started = Command::ServiceStarted { id: sid, container_id: cid, ip_address: None, ports: vec![], time: t };
+        if st.apply(&started).is_ok() {
+            done.started.push(exec);
         }
     }
     for sid in preempted {
-        if let Some(cid) = st.services.get(&sid).and_then(|s| s.container_id.clone()) {
-            let _ = st.apply(&Command::ServiceStopped { id: sid, container_id: cid, time: t });
+        let Some(s) = st.services.get(&sid) else { continue };
+        let (exec, Some(cid)) = (s.execution_id, s.container_id.clone()) else { continue };
+        if st.apply(&Command::ServiceStopped { id: sid, container_id: cid, time: t }).is_ok() {
+            done.stopped.push(exec);
         }
     }
+    done
 }
 
 /// The execution's work is done, in a simulation (the dry run's and
